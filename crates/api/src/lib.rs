@@ -1,0 +1,58 @@
+//! The `fleet.endstate.dev/v1alpha1` objects.
+//!
+//! ```text
+//!                  ┌──────────────────────────┐
+//!   Cluster ──────▶│ ClusterPackageVersion    │   immutable, referenced by name
+//!     ▲            └──────────────────────────┘
+//!     │ spec.cluster
+//!   Machine ──────▶ MachinePackageVersion (one per component in spec.packages)
+//!
+//!   RolloutPolicy   in Git beside the objects it rolls out: waves, gates, breaker, budgets
+//!   Fleet           not in Git: where the end state comes from, and endstate's own status
+//! ```
+//!
+//! Every kind is namespaced: a namespace holds one fleet's objects, so several fleets (or
+//! tenants) can share a meta-cluster the way Flux and Argo CD sources do.
+
+pub mod cluster;
+pub mod crds;
+pub mod duration;
+pub mod fleet;
+pub mod machine;
+pub mod package;
+pub mod policy;
+
+pub use cluster::{Cluster, ClusterMode, ClusterPhase, ClusterSpec, ClusterStatus};
+pub use fleet::{Fleet, FleetSpec, FleetStatus};
+pub use machine::{Machine, MachinePhase, MachineSpec, MachineStatus};
+pub use package::{
+    ClusterPackageVersion, ClusterPackageVersionSpec, MachinePackageVersion,
+    MachinePackageVersionSpec, Risk,
+};
+pub use policy::{RolloutPolicy, RolloutPolicySpec};
+
+pub use k8s_openapi;
+pub use kube;
+
+/// The API group of every endstate kind.
+pub const GROUP: &str = "fleet.endstate.dev";
+/// The one served version.
+pub const VERSION: &str = "v1alpha1";
+/// `apiVersion` as it appears in manifests.
+pub const API_VERSION: &str = "fleet.endstate.dev/v1alpha1";
+
+/// The kinds that a fleet repository may hold, in the order endstate rolls them out.
+pub const REPO_KINDS: [&str; 5] = [
+    "MachinePackageVersion",
+    "ClusterPackageVersion",
+    "Cluster",
+    "Machine",
+    "RolloutPolicy",
+];
+
+/// A condition as Kubernetes API conventions define it.
+pub type Condition = k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+/// Object metadata.
+pub type ObjectMeta = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+/// A count or a percentage, as `maxUnavailable` in a Deployment.
+pub type IntOrString = k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;

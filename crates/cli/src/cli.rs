@@ -1,0 +1,61 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// GitOps for fleets of Kubernetes clusters and machines: canary waves, a fleet-wide change
+/// budget, a circuit breaker, and an automatic `git revert` when a change goes wrong.
+#[derive(Debug, Parser)]
+#[command(name = "endstate", version, propagate_version = true)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Render a fleet repository overlay and print the objects (kind, namespace, name order).
+    Render {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t = Format::Yaml)]
+        output: Format,
+    },
+    /// Render and validate an overlay; print a summary or every problem found.
+    Validate {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t = ReportFormat::Text)]
+        output: ReportFormat,
+    },
+    /// Print the CustomResourceDefinitions of the fleet.endstate.dev objects.
+    Crds,
+    /// Play the whole story on a simulated fleet: waves, a breaker trip, an automatic revert.
+    Demo,
+}
+
+/// Where to render from.
+#[derive(Debug, clap::Args)]
+pub struct SourceArgs {
+    /// The directory holding the kustomization to render.
+    pub dir: PathBuf,
+    /// The repository root: no file outside it is read. Default: the enclosing Git work tree,
+    /// or the current directory when DIR is inside it, or DIR itself.
+    #[arg(long, env = "ENDSTATE_REPO_ROOT")]
+    pub root: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Format {
+    Yaml,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Json,
+}

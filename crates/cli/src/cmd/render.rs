@@ -1,0 +1,140 @@
+//! `endstate render` and `endstate validate`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use endstate_core::{Diagnostics, DirTree, Rendered};
+use serde_json::json;
+
+use super::EXIT_INVALID;
+use crate::cli::{Format, ReportFormat, SourceArgs};
+
+pub fn render(source: &SourceArgs, format: Format) -> anyhow::Result<ExitCode> {
+    let rendered = match load(source)? {
+        Ok(rendered) => rendered,
+        Err(diags) => return Ok(report_invalid(&diags)),
+    };
+    let mut out = String::new();
+    match format {
+        Format::Yaml => {
+            for (i, o) in rendered.objects.iter().enumerate() {
+                if i > 0 {
+                    out.push_str("---\n");
+                }
+                out.push_str(&serde_norway::to_string(&o.object)?);
+            }
+        }
+        Format::Json => {
+            let items: Vec<_> = rendered.objects.iter().map(|o| &o.object).collect();
+            let list = json!({"apiVersion": "v1", "kind": "List", "items": items});
+            out = serde_json::to_string_pretty(&list)?;
+            out.push('\n');
+        }
+    }
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(err) = stdout
+        .write_all(out.as_bytes())
+        .and_then(|_| stdout.flush())
+        && err.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        return Err(err).context("writing the rendered objects");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn validate(source: &SourceArgs, format: ReportFormat) -> anyhow::Result<ExitCode> {
+    let result = load(source)?;
+    match (format, result) {
+        (ReportFormat::Text, Ok(rendered)) => {
+            println!("ok: {}", summary(&rendered));
+            Ok(ExitCode::SUCCESS)
+        }
+        (ReportFormat::Text, Err(diags)) => Ok(report_invalid(&diags)),
+        (ReportFormat::Json, result) => {
+            let report = match &result {
+                Ok(rendered) => json!({
+                    "valid": true,
+                    "objects": rendered.objects.len(),
+                    "kinds": rendered.counts().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+                }),
+                Err(diags) => json!({
+                    "valid": false,
+                    "problems": diags.iter().map(|d| json!({
+                        "file": d.file,
+                        "line": d.line,
+                        "column": d.column,
+                        "object": d.object.as_ref().map(|o| o.to_string()),
+                        "message": d.message,
+                    })).collect::<Vec<_>>(),
+                }),
+            };
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(match result {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::from(EXIT_INVALID),
+            })
+        }
+    }
+}
+
+/// `N objects (3 Cluster, …)`.
+pub fn summary(rendered: &Rendered) -> String {
+    let kinds: Vec<String> = rendered
+        .counts()
+        .into_iter()
+        .map(|(kind, n)| format!("{n} {kind}"))
+        .collect();
+    format!("{} objects ({})", rendered.objects.len(), kinds.join(", "))
+}
+
+fn report_invalid(diags: &Diagnostics) -> ExitCode {
+    eprint!("{diags}");
+    eprintln!(
+        "error: the repository is invalid: {} problem{}",
+        diags.len(),
+        if diags.len() == 1 { "" } else { "s" }
+    );
+    ExitCode::from(EXIT_INVALID)
+}
+
+/// Opens the repository root and renders `dir` inside it.
+fn load(source: &SourceArgs) -> anyhow::Result<Result<Rendered, Diagnostics>> {
+    let dir = source
+        .dir
+        .canonicalize()
+        .with_context(|| format!("opening {}", source.dir.display()))?;
+    if !dir.is_dir() {
+        bail!("{} is not a directory", source.dir.display());
+    }
+    let root = match &source.root {
+        Some(root) => root
+            .canonicalize()
+            .with_context(|| format!("opening the repository root {}", root.display()))?,
+        None => default_root(&dir),
+    };
+    let Ok(relative) = dir.strip_prefix(&root) else {
+        bail!(
+            "{} is outside the repository root {}",
+            dir.display(),
+            root.display()
+        );
+    };
+    let relative = relative
+        .to_str()
+        .with_context(|| format!("{} is not a UTF-8 path", relative.display()))?
+        .replace(std::path::MAIN_SEPARATOR, "/");
+    let tree = DirTree::open(&root).with_context(|| format!("opening {}", root.display()))?;
+    Ok(endstate_core::render(&tree, &relative, Default::default()))
+}
+
+fn default_root(dir: &Path) -> PathBuf {
+    if let Some(git) = dir.ancestors().find(|a| a.join(".git").exists()) {
+        return git.to_path_buf();
+    }
+    match std::env::current_dir().and_then(|c| c.canonicalize()) {
+        Ok(cwd) if dir.starts_with(&cwd) => cwd,
+        _ => dir.to_path_buf(),
+    }
+}

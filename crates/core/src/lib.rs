@@ -1,0 +1,16 @@
+//! endstate's pure core.
+//!
+//! No I/O beyond the [`tree::Tree`] it is handed, no clock, no network: rendering and
+//! validation here are deterministic functions of a repository's content.
+
+pub mod error;
+pub mod object;
+pub mod render;
+pub mod tree;
+pub mod validate;
+pub mod yaml;
+
+pub use error::{Diagnostic, Diagnostics, Error, Result};
+pub use object::{FleetObject, ObjectRef};
+pub use render::{Options, Rendered, RenderedObject, render};
+pub use tree::{DirTree, Tree};

@@ -1,0 +1,209 @@
+//! Patches: JSON merge patches (RFC 7386, which is how kustomize's strategic merge behaves on
+//! custom resources it has no schema for) and JSON patches (RFC 6902).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::Value;
+
+use super::selector::Target;
+use crate::object::ObjectRef;
+
+/// What a patch does.
+#[derive(Debug)]
+pub enum PatchBody {
+    /// A merge patch, with the identity fields (`apiVersion`, `kind`, `metadata.name`,
+    /// `metadata.namespace`) taken out: they only say which object the patch is for.
+    Merge(Value),
+    /// A list of RFC 6902 operations.
+    Json(json_patch::Patch),
+}
+
+/// How a patch chooses its objects.
+#[derive(Debug)]
+pub enum Selection {
+    /// A `target:` selector.
+    Target(Target),
+    /// The patch's own identity (a strategic-merge patch without a target).
+    Identity {
+        /// `apiVersion`, when the patch gives one.
+        api_version: Option<String>,
+        /// The kind.
+        kind: String,
+        /// The name.
+        name: String,
+        /// The namespace, when the patch gives one; otherwise any.
+        namespace: Option<String>,
+    },
+}
+
+/// One patch, ready to apply, with where it was written and how often it applied.
+#[derive(Debug)]
+pub struct Patch {
+    /// Where the patch is written: `file` or `file (patches[2])`.
+    pub origin: String,
+    /// The repository file the origin is in (for diagnostics).
+    pub file: String,
+    /// The 1-based line of the patch in `file`, where known.
+    pub line: Option<usize>,
+    /// What it does.
+    pub body: PatchBody,
+    /// Which objects it applies to.
+    pub selection: Selection,
+    /// How many objects it was applied to; a patch that applies to nothing is an error.
+    pub applied: AtomicUsize,
+}
+
+impl Patch {
+    /// Whether the patch applies to this object.
+    pub fn selects(&self, obj: &Value) -> bool {
+        match &self.selection {
+            Selection::Target(target) => target.matches(obj),
+            Selection::Identity {
+                api_version,
+                kind,
+                name,
+                namespace,
+            } => {
+                let id = ObjectRef::of_value(obj);
+                id.kind == *kind
+                    && id.name == *name
+                    && namespace.as_ref().is_none_or(|ns| *ns == id.namespace)
+                    && api_version
+                        .as_ref()
+                        .is_none_or(|v| obj["apiVersion"].as_str() == Some(v.as_str()))
+            }
+        }
+    }
+
+    /// Applies the patch to a selected object.
+    pub fn apply(&self, obj: &mut Value) -> Result<(), String> {
+        self.applied.fetch_add(1, Ordering::Relaxed);
+        let before = ObjectRef::of_value(obj);
+        match &self.body {
+            PatchBody::Merge(patch) => json_patch::merge(obj, patch),
+            PatchBody::Json(ops) => {
+                json_patch::patch(obj, ops).map_err(|e| format!("JSON patch failed: {e}"))?
+            }
+        }
+        let after = ObjectRef::of_value(obj);
+        if after.kind != before.kind || after.name != before.name {
+            return Err(format!(
+                "the patch changes the object's identity to {after}; kind and name cannot be patched"
+            ));
+        }
+        Ok(())
+    }
+
+    /// How many objects it applied to.
+    pub fn applied(&self) -> usize {
+        self.applied.load(Ordering::Relaxed)
+    }
+}
+
+/// Strategic-merge directives that kustomize understands and a merge patch does not.
+const DIRECTIVES: [&str; 5] = [
+    "$patch",
+    "$setElementOrder",
+    "$retainKeys",
+    "$deleteFromPrimitiveList",
+    "$deleteFromPrimitiveList/",
+];
+
+/// Builds a merge patch from a strategic-merge document, checking it for directives and
+/// taking out the identity fields.
+pub fn merge_patch(mut doc: Value) -> Result<(Value, Option<Selection>), String> {
+    if let Some(path) = find_directive(&doc, String::new()) {
+        return Err(format!(
+            "strategic-merge directive at {path} is not supported: endstate applies patches to \
+             its objects as JSON merge patches (RFC 7386); write the field's whole new value, or \
+             use a JSON patch"
+        ));
+    }
+    let Some(map) = doc.as_object_mut() else {
+        return Err("a merge patch must be a mapping".to_string());
+    };
+    let api_version = take_string(map, "apiVersion");
+    let kind = take_string(map, "kind");
+    let (name, namespace) = match map.get_mut("metadata").and_then(Value::as_object_mut) {
+        Some(meta) => {
+            let name = take_string(meta, "name");
+            let namespace = take_string(meta, "namespace");
+            if meta.is_empty() {
+                map.remove("metadata");
+            }
+            (name, namespace)
+        }
+        None => (None, None),
+    };
+    let selection = match (kind, name) {
+        (Some(kind), Some(name)) => Some(Selection::Identity {
+            api_version,
+            kind,
+            name,
+            namespace,
+        }),
+        _ => None,
+    };
+    Ok((doc, selection))
+}
+
+fn take_string(map: &mut serde_json::Map<String, Value>, key: &str) -> Option<String> {
+    match map.remove(key) {
+        Some(Value::String(s)) => Some(s),
+        _ => None,
+    }
+}
+
+fn find_directive(value: &Value, at: String) -> Option<String> {
+    match value {
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let here = format!("{at}.{k}");
+            if DIRECTIVES
+                .iter()
+                .any(|d| k == d || k.starts_with("$setElementOrder/"))
+            {
+                Some(here)
+            } else {
+                find_directive(v, here)
+            }
+        }),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| find_directive(v, format!("{at}[{i}]"))),
+        _ => None,
+    }
+}
+
+/// Parses a JSON patch document.
+pub fn json_patch(doc: Value) -> Result<json_patch::Patch, String> {
+    serde_json::from_value(doc).map_err(|e| format!("not a valid JSON patch (RFC 6902): {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn identity_fields_select_and_do_not_merge() {
+        let doc = json!({"apiVersion": "fleet.endstate.dev/v1alpha1", "kind": "Machine",
+                         "metadata": {"name": "m1", "labels": {"a": "b"}}, "spec": {"x": null}});
+        let (body, selection) = merge_patch(doc).unwrap();
+        assert_eq!(
+            body,
+            json!({"metadata": {"labels": {"a": "b"}}, "spec": {"x": null}})
+        );
+        assert!(matches!(
+            selection,
+            Some(Selection::Identity { ref name, .. }) if name == "m1"
+        ));
+    }
+
+    #[test]
+    fn directives_are_refused_with_their_path() {
+        let doc = json!({"spec": {"waves": [{"$patch": "delete", "name": "a"}]}});
+        let err = merge_patch(doc).unwrap_err();
+        assert!(err.contains(".spec.waves[0].$patch"), "{err}");
+    }
+}

@@ -1,0 +1,600 @@
+//! Validation of a rendered set: each object on its own, then the references between them.
+//!
+//! ```text
+//!   Machine ──spec.cluster──────────▶ Cluster ──spec.packageVersion──▶ ClusterPackageVersion
+//!      └────spec.packages[c] = name ─▶ MachinePackageVersion (spec.packageName must be c)
+//! ```
+//!
+//! References resolve within a namespace. Every problem is reported, with the object's file
+//! and line.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use endstate_api::{IntOrString, policy};
+use rayon::prelude::*;
+
+use crate::error::Diagnostic;
+use crate::object::{FleetObject, ObjectRef};
+use crate::render::RenderedObject;
+
+/// Validates a rendered set sorted by identity.
+pub fn validate(objects: &[RenderedObject]) -> Vec<Diagnostic> {
+    let mut diags: Vec<Diagnostic> = objects
+        .par_iter()
+        .flat_map_iter(|o| {
+            let mut problems = Vec::new();
+            check_object(&o.object, &mut problems);
+            problems.into_iter().map(move |message| about(o, message))
+        })
+        .collect();
+    diags.extend(check_references(objects));
+    diags
+}
+
+fn about(o: &RenderedObject, message: String) -> Diagnostic {
+    Diagnostic::file(&o.origin.file, message)
+        .at_line(o.origin.line)
+        .object(o.object.id())
+}
+
+fn check_object(object: &FleetObject, out: &mut Vec<String>) {
+    let meta = object.meta();
+    let name = meta.name.as_deref().unwrap_or_default();
+    if let Err(why) = dns_subdomain(name) {
+        out.push(format!("metadata.name {name:?} {why}"));
+    }
+    if let Some(ns) = meta.namespace.as_deref()
+        && let Err(why) = dns_label(ns)
+    {
+        out.push(format!("metadata.namespace {ns:?} {why}"));
+    }
+    for (key, value) in meta.labels.iter().flatten() {
+        if let Err(why) = qualified_name(key) {
+            out.push(format!("label key {key:?} {why}"));
+        }
+        if let Err(why) = label_value(value) {
+            out.push(format!("label {key}: value {value:?} {why}"));
+        }
+    }
+    for key in meta.annotations.iter().flatten().map(|(k, _)| k) {
+        if let Err(why) = qualified_name(key) {
+            out.push(format!("annotation key {key:?} {why}"));
+        }
+    }
+    match object {
+        FleetObject::MachinePackageVersion(p) => {
+            let s = &p.spec;
+            if let Err(why) = dns_label(&s.package_name) {
+                out.push(format!("spec.packageName {:?} {why}", s.package_name));
+            }
+            if s.version.trim().is_empty() {
+                out.push("spec.version is empty".into());
+            }
+            if s.install.sha256.len() != 64
+                || !s.install.sha256.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                out.push(format!(
+                    "spec.install.sha256 {:?} is not a SHA-256 (64 hex digits)",
+                    s.install.sha256
+                ));
+            }
+            if !["https://", "http://", "file://"]
+                .iter()
+                .any(|p| s.install.url.starts_with(p))
+            {
+                out.push(format!(
+                    "spec.install.url {:?} must be an http(s):// or file:// URL",
+                    s.install.url
+                ));
+            }
+            for cm in s.config_maps.iter().flatten() {
+                if let Err(why) = dns_subdomain(cm) {
+                    out.push(format!("spec.configMaps: {cm:?} {why}"));
+                }
+            }
+        }
+        FleetObject::ClusterPackageVersion(p) => {
+            let s = &p.spec;
+            if s.version.trim().is_empty() {
+                out.push("spec.version is empty".into());
+            }
+            for (field, c) in [
+                ("etcd", &s.etcd),
+                ("apiserver", &s.apiserver),
+                ("controllerManager", &s.controller_manager),
+                ("scheduler", &s.scheduler),
+            ] {
+                if c.image.trim().is_empty() || c.image.contains(char::is_whitespace) {
+                    out.push(format!(
+                        "spec.{field}.image {:?} is not an image reference",
+                        c.image
+                    ));
+                }
+            }
+        }
+        FleetObject::Machine(m) => {
+            let s = &m.spec;
+            if let Err(why) = dns_subdomain(&s.cluster) {
+                out.push(format!("spec.cluster {:?} {why}", s.cluster));
+            }
+            if s.ip.parse::<std::net::IpAddr>().is_err() {
+                out.push(format!("spec.ip {:?} is not an IP address", s.ip));
+            }
+            if let Err(why) = hostname(&s.hostname) {
+                out.push(format!("spec.hostname {:?} {why}", s.hostname));
+            }
+            if let Err(why) = label_value(&s.idc).and_then(|_| {
+                if s.idc.is_empty() {
+                    Err("is empty".to_string())
+                } else {
+                    Ok(())
+                }
+            }) {
+                out.push(format!("spec.idc {:?} {why}", s.idc));
+            }
+            if s.packages.is_empty() {
+                out.push("spec.packages is empty: a machine runs at least one package".into());
+            }
+            let mut seen = HashSet::new();
+            for gate in s.readiness_gates() {
+                if gate.is_empty() {
+                    out.push("spec.readinessGates has an empty condition type".into());
+                } else if !seen.insert(gate) {
+                    out.push(format!("spec.readinessGates lists {gate:?} twice"));
+                }
+            }
+            if s.os_generation.is_some_and(|g| g < 0) {
+                out.push("spec.osGeneration must not be negative".into());
+            }
+        }
+        FleetObject::Cluster(c) => {
+            let s = &c.spec;
+            if let Some(m) = &s.masters {
+                if m.replicas < 1 || m.replicas % 2 == 0 {
+                    out.push(format!(
+                        "spec.masters.replicas {} must be odd and at least 1 (etcd quorum)",
+                        m.replicas
+                    ));
+                }
+                if s.mode == Some(endstate_api::ClusterMode::Minimal) && m.replicas != 1 {
+                    out.push("spec.masters.replicas must be 1 in minimal mode".into());
+                }
+            }
+            if let Some(v) = &s.etcd_volume
+                && !is_quantity(&v.size)
+            {
+                out.push(format!(
+                    "spec.etcdVolume.size {:?} is not a quantity like 50Gi",
+                    v.size
+                ));
+            }
+        }
+        FleetObject::RolloutPolicy(p) => check_policy(&p.spec, out),
+    }
+}
+
+fn check_policy(spec: &endstate_api::RolloutPolicySpec, out: &mut Vec<String>) {
+    for (field, plan) in [("machines", &spec.machines), ("clusters", &spec.clusters)] {
+        let Some(plan) = plan else { continue };
+        if let Some(waves) = &plan.waves {
+            if waves.is_empty() {
+                out.push(format!(
+                    "spec.{field}.waves is empty; omit it for the defaults"
+                ));
+            }
+            let mut last_percent = 0.0;
+            let mut last_count = 0;
+            for (i, wave) in waves.iter().enumerate() {
+                let at = format!("spec.{field}.waves[{i}]");
+                match size(&wave.size) {
+                    Ok(Size::Count(n)) => {
+                        if n < last_count {
+                            out.push(format!("{at}.size {n} is smaller than the wave before; sizes are cumulative"));
+                        }
+                        last_count = n;
+                    }
+                    Ok(Size::Percent(p)) => {
+                        if p < last_percent {
+                            out.push(format!("{at}.size {p}% is smaller than the wave before; sizes are cumulative"));
+                        }
+                        last_percent = p;
+                    }
+                    Err(why) => out.push(format!("{at}.size {why}")),
+                }
+                if let Some(bake) = &wave.bake
+                    && let Err(why) = endstate_api::duration::parse(bake)
+                {
+                    out.push(format!("{at}.bake: {why}"));
+                }
+            }
+            if let Some(last) = waves.last()
+                && size(&last.size) != Ok(Size::Percent(100.0))
+            {
+                out.push(format!(
+                    "spec.{field}.waves: the last wave must be 100% so the rollout can finish"
+                ));
+            }
+        }
+        if let Some(m) = &plan.max_unavailable
+            && let Err(why) = size(m)
+        {
+            out.push(format!("spec.{field}.maxUnavailable {why}"));
+        }
+        if let Some(by) = &plan.spread_by
+            && by != "idc"
+            && qualified_name(by).is_err()
+        {
+            out.push(format!(
+                "spec.{field}.spreadBy {by:?} must be `idc` or a label key"
+            ));
+        }
+    }
+    if let Some(gates) = &spec.gates {
+        if let Some(t) = &gates.timeout
+            && let Err(why) = endstate_api::duration::parse(t)
+        {
+            out.push(format!("spec.gates.timeout: {why}"));
+        }
+        let mut names = HashSet::new();
+        for (i, m) in gates.metrics.iter().flatten().enumerate() {
+            let at = format!("spec.gates.metrics[{i}]");
+            if !names.insert(&m.name) {
+                out.push(format!("{at}.name {:?} is used twice", m.name));
+            }
+            if !(m.url.starts_with("http://") || m.url.starts_with("https://")) {
+                out.push(format!("{at}.url {:?} must be an http(s) URL", m.url));
+            }
+            if m.min.is_none() && m.max.is_none() {
+                out.push(format!("{at} needs `min`, `max` or both"));
+            }
+            if let (Some(lo), Some(hi)) = (m.min, m.max)
+                && lo > hi
+            {
+                out.push(format!("{at}: min {lo} is above max {hi}"));
+            }
+            if let Some(i) = &m.interval
+                && let Err(why) = endstate_api::duration::parse(i)
+            {
+                out.push(format!("{at}.interval: {why}"));
+            }
+        }
+    }
+    if let Some(b) = &spec.breaker {
+        for (field, n) in [
+            ("maxFailuresPerWave", b.max_failures_per_wave),
+            ("maxFailures", b.max_failures),
+        ] {
+            if n.is_some_and(|n| n < 1) {
+                out.push(format!("spec.breaker.{field} must be at least 1"));
+            }
+        }
+        for (field, r) in [
+            ("maxFailureRatioPerWave", &b.max_failure_ratio_per_wave),
+            ("maxFailureRatio", &b.max_failure_ratio),
+        ] {
+            if let Some(r) = r
+                && !matches!(percent(r), Some(p) if p > 0.0 && p <= 100.0)
+            {
+                out.push(format!(
+                    "spec.breaker.{field} {r:?} must be a percent like 10%"
+                ));
+            }
+        }
+    }
+    let mut classes = HashSet::new();
+    for (i, b) in spec.budgets.iter().flatten().enumerate() {
+        let at = format!("spec.budgets[{i}]");
+        if !policy::BUDGET_CLASSES.contains(&b.class.as_str()) {
+            out.push(format!(
+                "{at}.class {:?} is not one of {}",
+                b.class,
+                policy::BUDGET_CLASSES.join(", ")
+            ));
+        } else if !classes.insert(&b.class) {
+            out.push(format!("{at}.class {:?} has a budget already", b.class));
+        }
+        if b.limit < 0 {
+            out.push(format!("{at}.limit must not be negative"));
+        }
+        match endstate_api::duration::parse(&b.window) {
+            Ok(w) if w.is_zero() => out.push(format!("{at}.window must be longer than 0")),
+            Ok(_) => {}
+            Err(why) => out.push(format!("{at}.window: {why}")),
+        }
+    }
+    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    for (i, w) in spec.windows.iter().flatten().enumerate() {
+        let at = format!("spec.windows[{i}]");
+        for day in w.days.iter().flatten() {
+            if !DAYS.contains(&day.as_str()) {
+                out.push(format!(
+                    "{at}.days: {day:?} is not one of {}",
+                    DAYS.join(", ")
+                ));
+            }
+        }
+        for (field, t) in [("start", &w.start), ("end", &w.end)] {
+            if clock(t).is_none() {
+                out.push(format!("{at}.{field} {t:?} must be HH:MM (24-hour, UTC)"));
+            }
+        }
+    }
+}
+
+/// A wave size or `maxUnavailable`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Size {
+    /// A number of objects.
+    Count(u32),
+    /// A percentage of the changed objects.
+    Percent(f64),
+}
+
+/// Parses a count (`1`, `"3"`) or a percent (`"5%"`, 0 < p ≤ 100).
+pub fn size(value: &IntOrString) -> Result<Size, String> {
+    match value {
+        IntOrString::Int(n) if *n >= 1 => Ok(Size::Count(*n as u32)),
+        IntOrString::Int(n) => Err(format!("{n} must be at least 1")),
+        IntOrString::String(s) => {
+            if let Some(p) = percent(s) {
+                if p > 0.0 && p <= 100.0 {
+                    return Ok(Size::Percent(p));
+                }
+                return Err(format!("{s:?} must be above 0% and at most 100%"));
+            }
+            match s.parse::<u32>() {
+                Ok(n) if n >= 1 => Ok(Size::Count(n)),
+                _ => Err(format!("{s:?} must be a count (1) or a percent (5%)")),
+            }
+        }
+    }
+}
+
+fn percent(s: &str) -> Option<f64> {
+    s.strip_suffix('%')?
+        .parse::<f64>()
+        .ok()
+        .filter(|p| p.is_finite())
+}
+
+fn clock(t: &str) -> Option<(u8, u8)> {
+    let (h, m) = t.split_once(':')?;
+    let (h, m) = (h.parse::<u8>().ok()?, m.parse::<u8>().ok()?);
+    (h < 24 && m < 60 && t.len() == 5).then_some((h, m))
+}
+
+fn is_quantity(s: &str) -> bool {
+    let digits = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    digits > 0
+        && s[..digits].parse::<f64>().is_ok()
+        && ["", "Ki", "Mi", "Gi", "Ti", "Pi", "k", "M", "G", "T", "P"].contains(&&s[digits..])
+}
+
+fn check_references(objects: &[RenderedObject]) -> Vec<Diagnostic> {
+    let mut diags = Vec::new();
+    for pair in objects.windows(2) {
+        if pair[0].object.id() == pair[1].object.id() {
+            let (a, b) = (&pair[0].origin, &pair[1].origin);
+            diags.push(about(
+                &pair[1],
+                format!(
+                    "declared twice (also at {}:{}); identities must be unique",
+                    a.file, a.line
+                ),
+            ));
+            let _ = b;
+        }
+    }
+    let mut packages: HashMap<(&str, &str), &str> = HashMap::new();
+    let mut control_planes: HashSet<(&str, &str)> = HashSet::new();
+    let mut clusters: HashSet<(&str, &str)> = HashSet::new();
+    let mut policies: BTreeMap<&str, usize> = BTreeMap::new();
+    fn ns(o: &FleetObject) -> &str {
+        match o {
+            FleetObject::MachinePackageVersion(x) => x.metadata.namespace.as_deref(),
+            FleetObject::ClusterPackageVersion(x) => x.metadata.namespace.as_deref(),
+            FleetObject::Cluster(x) => x.metadata.namespace.as_deref(),
+            FleetObject::Machine(x) => x.metadata.namespace.as_deref(),
+            FleetObject::RolloutPolicy(x) => x.metadata.namespace.as_deref(),
+        }
+        .unwrap_or_default()
+    }
+    for o in objects {
+        let name = o.object.meta().name.as_deref().unwrap_or_default();
+        match &o.object {
+            FleetObject::MachinePackageVersion(p) => {
+                packages.insert((ns(&o.object), name), p.spec.package_name.as_str());
+            }
+            FleetObject::ClusterPackageVersion(_) => {
+                control_planes.insert((ns(&o.object), name));
+            }
+            FleetObject::Cluster(_) => {
+                clusters.insert((ns(&o.object), name));
+            }
+            FleetObject::RolloutPolicy(_) => {
+                let n = policies.entry(ns(&o.object)).or_default();
+                *n += 1;
+                if *n == 2 {
+                    diags.push(about(
+                        o,
+                        "a second RolloutPolicy in the same namespace; a fleet has one policy"
+                            .into(),
+                    ));
+                }
+            }
+            FleetObject::Machine(_) => {}
+        }
+    }
+    let mut ips: HashMap<(&str, &str), &ObjectRef> = HashMap::new();
+    let ids: Vec<ObjectRef> = objects.iter().map(|o| o.object.id()).collect();
+    let mut hostnames: HashMap<(&str, &str), &ObjectRef> = HashMap::new();
+    for (o, id) in objects.iter().zip(&ids) {
+        let namespace = ns(&o.object);
+        match &o.object {
+            FleetObject::Machine(m) => {
+                if !clusters.contains(&(namespace, m.spec.cluster.as_str())) {
+                    diags.push(about(
+                        o,
+                        format!("spec.cluster: Cluster {:?} does not exist", m.spec.cluster),
+                    ));
+                }
+                for (component, version) in &m.spec.packages {
+                    match packages.get(&(namespace, version.as_str())) {
+                        None => diags.push(about(
+                            o,
+                            format!(
+                                "spec.packages.{component}: MachinePackageVersion {version:?} \
+                                 does not exist"
+                            ),
+                        )),
+                        Some(package) if package != component => diags.push(about(
+                            o,
+                            format!(
+                                "spec.packages.{component}: MachinePackageVersion {version:?} is \
+                                 a version of {package:?}, not of {component:?}"
+                            ),
+                        )),
+                        Some(_) => {}
+                    }
+                }
+                if let Some(other) = ips.insert((namespace, m.spec.ip.as_str()), id) {
+                    diags.push(about(
+                        o,
+                        format!("spec.ip {} is also the IP of {other}", m.spec.ip),
+                    ));
+                }
+                if let Some(other) = hostnames.insert((namespace, m.spec.hostname.as_str()), id) {
+                    diags.push(about(
+                        o,
+                        format!(
+                            "spec.hostname {} is also the hostname of {other}",
+                            m.spec.hostname
+                        ),
+                    ));
+                }
+            }
+            FleetObject::Cluster(c) => {
+                if !control_planes.contains(&(namespace, c.spec.package_version.as_str())) {
+                    diags.push(about(
+                        o,
+                        format!(
+                            "spec.packageVersion: ClusterPackageVersion {:?} does not exist",
+                            c.spec.package_version
+                        ),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    diags
+}
+
+fn dns_label(s: &str) -> Result<(), String> {
+    dns_subdomain(s)?;
+    if s.len() > 63 || s.contains('.') {
+        return Err(
+            "must be a DNS-1123 label (lowercase letters, digits and '-', at most 63)".into(),
+        );
+    }
+    Ok(())
+}
+
+fn dns_subdomain(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(
+            "must be a DNS-1123 subdomain (lowercase letters, digits, '-' and '.', starting and \
+             ending with a letter or digit, at most 253)"
+                .into(),
+        )
+    }
+}
+
+fn hostname(s: &str) -> Result<(), String> {
+    dns_subdomain(&s.to_ascii_lowercase())
+        .map_err(|_| "is not a valid host name (letters, digits, '-' and '.')".into())
+}
+
+fn qualified_name(key: &str) -> Result<(), String> {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    if let Some(p) = prefix {
+        dns_subdomain(p).map_err(|why| format!("has a prefix that {why}"))?;
+    }
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(
+            "must be a qualified name (letters, digits, '-', '_', '.', at most 63, optionally \
+             with a DNS prefix and '/')"
+                .into(),
+        )
+    }
+}
+
+fn label_value(v: &str) -> Result<(), String> {
+    if v.is_empty() {
+        return Ok(());
+    }
+    qualified_name(v)
+        .ok()
+        .filter(|_| !v.contains('/'))
+        .ok_or_else(|| {
+            "must be a label value (letters, digits, '-', '_', '.', at most 63)".to_string()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(dns_subdomain("kubelet-1.28.4").is_ok());
+        assert!(dns_subdomain("Kubelet").is_err());
+        assert!(dns_subdomain("-a").is_err());
+        assert!(dns_label("a.b").is_err());
+        assert!(qualified_name("fleet.endstate.dev/prune").is_ok());
+        assert!(qualified_name("bad key").is_err());
+        assert!(label_value("").is_ok());
+        assert!(label_value("a/b").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(size(&IntOrString::Int(1)), Ok(Size::Count(1)));
+        assert_eq!(
+            size(&IntOrString::String("5%".into())),
+            Ok(Size::Percent(5.0))
+        );
+        assert!(size(&IntOrString::String("0%".into())).is_err());
+        assert!(size(&IntOrString::String("101%".into())).is_err());
+        assert!(size(&IntOrString::Int(0)).is_err());
+        assert!(is_quantity("50Gi") && !is_quantity("lots"));
+        assert_eq!(clock("23:59"), Some((23, 59)));
+        assert_eq!(clock("24:00"), None);
+    }
+}
