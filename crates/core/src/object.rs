@@ -50,20 +50,21 @@ impl fmt::Display for ObjectRef {
     }
 }
 
-/// One typed object of a fleet repository.
+/// One typed object of a fleet repository (boxed: a rendered fleet moves and sorts
+/// 100k of these, and the kinds differ a lot in size).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum FleetObject {
     /// A node component version.
-    MachinePackageVersion(MachinePackageVersion),
+    MachinePackageVersion(Box<MachinePackageVersion>),
     /// A control-plane release.
-    ClusterPackageVersion(ClusterPackageVersion),
+    ClusterPackageVersion(Box<ClusterPackageVersion>),
     /// A business cluster.
-    Cluster(Cluster),
+    Cluster(Box<Cluster>),
     /// A worker node.
-    Machine(Machine),
+    Machine(Box<Machine>),
     /// How changes roll out.
-    RolloutPolicy(RolloutPolicy),
+    RolloutPolicy(Box<RolloutPolicy>),
 }
 
 impl FleetObject {
@@ -87,6 +88,16 @@ impl FleetObject {
             FleetObject::Machine(_) => "Machine",
             FleetObject::RolloutPolicy(_) => "RolloutPolicy",
         }
+    }
+
+    /// The identity as borrowed strings, for sorting and lookups without allocating.
+    pub fn key(&self) -> (&'static str, &str, &str) {
+        let meta = self.meta();
+        (
+            self.kind(),
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default(),
+        )
     }
 
     /// The identity.
@@ -114,11 +125,11 @@ impl FleetObject {
             })
         }
         Ok(match kind {
-            "MachinePackageVersion" => FleetObject::MachinePackageVersion(decode(value)?),
-            "ClusterPackageVersion" => FleetObject::ClusterPackageVersion(decode(value)?),
-            "Cluster" => FleetObject::Cluster(decode(value)?),
-            "Machine" => FleetObject::Machine(decode(value)?),
-            "RolloutPolicy" => FleetObject::RolloutPolicy(decode(value)?),
+            "MachinePackageVersion" => FleetObject::MachinePackageVersion(Box::new(decode(value)?)),
+            "ClusterPackageVersion" => FleetObject::ClusterPackageVersion(Box::new(decode(value)?)),
+            "Cluster" => FleetObject::Cluster(Box::new(decode(value)?)),
+            "Machine" => FleetObject::Machine(Box::new(decode(value)?)),
+            "RolloutPolicy" => FleetObject::RolloutPolicy(Box::new(decode(value)?)),
             other => return Err(format!("kind {other:?} is not a fleet kind")),
         })
     }

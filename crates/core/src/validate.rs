@@ -375,7 +375,7 @@ fn is_quantity(s: &str) -> bool {
 fn check_references(objects: &[RenderedObject]) -> Vec<Diagnostic> {
     let mut diags = Vec::new();
     for pair in objects.windows(2) {
-        if pair[0].object.id() == pair[1].object.id() {
+        if pair[0].object.key() == pair[1].object.key() {
             let (a, b) = (&pair[0].origin, &pair[1].origin);
             diags.push(about(
                 &pair[1],

@@ -130,7 +130,7 @@ pub fn render(tree: &dyn Tree, dir: &str, options: Options) -> Result<Rendered, 
         }
     }
 
-    objects.par_sort_unstable_by_key(|o| o.object.id());
+    objects.par_sort_unstable_by(|a, b| a.object.key().cmp(&b.object.key()));
     diags.extend(validate::validate(&objects));
     if diags.is_empty() {
         Ok(Rendered { objects })
