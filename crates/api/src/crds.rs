@@ -25,7 +25,8 @@ pub fn yaml() -> String {
     );
     for crd in all() {
         out.push_str("---\n");
-        out.push_str(&serde_norway::to_string(&crd).expect("a CRD always serialises"));
+        let value = serde_json::to_value(&crd).expect("a CRD always serialises");
+        out.push_str(&serde_norway::to_string(&value).expect("a CRD always serialises"));
     }
     out
 }

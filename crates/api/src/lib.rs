@@ -14,6 +14,9 @@
 //! Every kind is namespaced: a namespace holds one fleet's objects, so several fleets (or
 //! tenants) can share a meta-cluster the way Flux and Argo CD sources do.
 
+// kube-derive takes one `printcolumn(...)` per column, which clippy reads as a repeat.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod cluster;
 pub mod crds;
 pub mod duration;

@@ -46,6 +46,9 @@ pub struct SourceArgs {
     /// or the current directory when DIR is inside it, or DIR itself.
     #[arg(long, env = "ENDSTATE_REPO_ROOT")]
     pub root: Option<PathBuf>,
+    /// The largest file read; a larger one is an error, not a slow render.
+    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
+    pub max_file_bytes: u64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

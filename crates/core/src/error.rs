@@ -14,7 +14,7 @@ pub struct Diagnostic {
     /// 1-based column, when YAML gives one.
     pub column: Option<usize>,
     /// The object the problem is about, when there is one.
-    pub object: Option<ObjectRef>,
+    pub object: Option<Box<ObjectRef>>,
     /// What is wrong and, where it helps, what to do.
     pub message: String,
 }
@@ -46,7 +46,7 @@ impl Diagnostic {
 
     /// Names the object.
     pub fn object(mut self, object: ObjectRef) -> Self {
-        self.object = Some(object);
+        self.object = Some(Box::new(object));
         self
     }
 }

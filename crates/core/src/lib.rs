@@ -13,4 +13,4 @@ pub mod yaml;
 pub use error::{Diagnostic, Diagnostics, Error, Result};
 pub use object::{FleetObject, ObjectRef};
 pub use render::{Options, Rendered, RenderedObject, render};
-pub use tree::{DirTree, Tree};
+pub use tree::{DirTree, MemTree, Tree};

@@ -94,6 +94,46 @@ impl Tree for DirTree {
     }
 }
 
+/// An in-memory tree: files by path. Directories are implied by the files under them.
+#[derive(Clone, Debug, Default)]
+pub struct MemTree {
+    files: std::collections::BTreeMap<String, Vec<u8>>,
+}
+
+impl MemTree {
+    /// An empty tree.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) a file.
+    pub fn insert(&mut self, path: &str, content: impl Into<Vec<u8>>) -> &mut Self {
+        self.files.insert(path.trim_matches('/').to_owned(), content.into());
+        self
+    }
+}
+
+impl Tree for MemTree {
+    fn entry(&self, path: &str) -> Result<EntryKind, TreeError> {
+        if let Some(content) = self.files.get(path) {
+            return Ok(EntryKind::File(content.len() as u64));
+        }
+        let prefix = if path.is_empty() { String::new() } else { format!("{path}/") };
+        if self.files.range(prefix.clone()..).next().is_some_and(|(k, _)| k.starts_with(&prefix)) {
+            return Ok(EntryKind::Dir);
+        }
+        Err(TreeError::NotFound)
+    }
+
+    fn read(&self, path: &str) -> Result<Vec<u8>, TreeError> {
+        self.files.get(path).cloned().ok_or(TreeError::NotFound)
+    }
+
+    fn describe(&self) -> String {
+        format!("in-memory tree of {} files", self.files.len())
+    }
+}
+
 /// Joins a repository-relative directory and a relative reference, resolving `.` and `..`.
 /// Returns `None` when the result would climb above the repository root.
 pub fn join(dir: &str, reference: &str) -> Option<String> {

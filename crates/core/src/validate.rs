@@ -17,8 +17,9 @@ use crate::error::Diagnostic;
 use crate::object::{FleetObject, ObjectRef};
 use crate::render::RenderedObject;
 
-/// Validates a rendered set sorted by identity.
-pub fn validate(objects: &[RenderedObject]) -> Vec<Diagnostic> {
+/// Validates a rendered set sorted by identity. `unrenderable` names objects that are
+/// declared but failed to render (already reported): references to them are not errors.
+pub fn validate(objects: &[RenderedObject], unrenderable: &[ObjectRef]) -> Vec<Diagnostic> {
     let mut diags: Vec<Diagnostic> = objects
         .par_iter()
         .flat_map_iter(|o| {
@@ -27,7 +28,7 @@ pub fn validate(objects: &[RenderedObject]) -> Vec<Diagnostic> {
             problems.into_iter().map(move |message| about(o, message))
         })
         .collect();
-    diags.extend(check_references(objects));
+    diags.extend(check_references(objects, unrenderable));
     diags
 }
 
@@ -372,7 +373,7 @@ fn is_quantity(s: &str) -> bool {
         && ["", "Ki", "Mi", "Gi", "Ti", "Pi", "k", "M", "G", "T", "P"].contains(&&s[digits..])
 }
 
-fn check_references(objects: &[RenderedObject]) -> Vec<Diagnostic> {
+fn check_references(objects: &[RenderedObject], unrenderable: &[ObjectRef]) -> Vec<Diagnostic> {
     let mut diags = Vec::new();
     for pair in objects.windows(2) {
         if pair[0].object.key() == pair[1].object.key() {
@@ -427,6 +428,11 @@ fn check_references(objects: &[RenderedObject]) -> Vec<Diagnostic> {
             FleetObject::Machine(_) => {}
         }
     }
+    let declared = |kind: &str, namespace: &str, name: &str| {
+        unrenderable
+            .iter()
+            .any(|r| r.kind == kind && r.namespace == namespace && r.name == name)
+    };
     let mut ips: HashMap<(&str, &str), &ObjectRef> = HashMap::new();
     let ids: Vec<ObjectRef> = objects.iter().map(|o| o.object.id()).collect();
     let mut hostnames: HashMap<(&str, &str), &ObjectRef> = HashMap::new();
@@ -434,7 +440,9 @@ fn check_references(objects: &[RenderedObject]) -> Vec<Diagnostic> {
         let namespace = ns(&o.object);
         match &o.object {
             FleetObject::Machine(m) => {
-                if !clusters.contains(&(namespace, m.spec.cluster.as_str())) {
+                if !clusters.contains(&(namespace, m.spec.cluster.as_str()))
+                    && !declared("Cluster", namespace, &m.spec.cluster)
+                {
                     diags.push(about(
                         o,
                         format!("spec.cluster: Cluster {:?} does not exist", m.spec.cluster),
@@ -442,6 +450,7 @@ fn check_references(objects: &[RenderedObject]) -> Vec<Diagnostic> {
                 }
                 for (component, version) in &m.spec.packages {
                     match packages.get(&(namespace, version.as_str())) {
+                        None if declared("MachinePackageVersion", namespace, version) => {}
                         None => diags.push(about(
                             o,
                             format!(
@@ -475,16 +484,17 @@ fn check_references(objects: &[RenderedObject]) -> Vec<Diagnostic> {
                     ));
                 }
             }
-            FleetObject::Cluster(c) => {
-                if !control_planes.contains(&(namespace, c.spec.package_version.as_str())) {
-                    diags.push(about(
-                        o,
-                        format!(
-                            "spec.packageVersion: ClusterPackageVersion {:?} does not exist",
-                            c.spec.package_version
-                        ),
-                    ));
-                }
+            FleetObject::Cluster(c)
+                if !control_planes.contains(&(namespace, c.spec.package_version.as_str()))
+                    && !declared("ClusterPackageVersion", namespace, &c.spec.package_version) =>
+            {
+                diags.push(about(
+                    o,
+                    format!(
+                        "spec.packageVersion: ClusterPackageVersion {:?} does not exist",
+                        c.spec.package_version
+                    ),
+                ));
             }
             _ => {}
         }

@@ -428,3 +428,154 @@ mod tests {
         );
     }
 }
+
+/// Writes a value as block-style YAML that every reader (YAML 1.1 or 1.2) reads back as the
+/// same value: strings that could be taken for anything else (`yes`, `1.28`, `~`, `a: b`) are
+/// double-quoted. Mapping keys come in the value's order (sorted, for `serde_json` maps).
+pub fn to_string(value: &Value) -> String {
+    let mut out = String::new();
+    match value {
+        Value::Object(map) if !map.is_empty() => write_map(&mut out, map, 0),
+        Value::Array(items) if !items.is_empty() => write_seq(&mut out, items, 0),
+        scalar => {
+            write_scalar(&mut out, scalar);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn write_map(out: &mut String, map: &Map<String, Value>, indent: usize) {
+    for (key, value) in map {
+        push_indent(out, indent);
+        write_string(out, key);
+        out.push(':');
+        write_child(out, value, indent, true);
+    }
+}
+
+fn write_seq(out: &mut String, items: &[Value], indent: usize) {
+    for item in items {
+        push_indent(out, indent);
+        out.push('-');
+        match item {
+            Value::Object(map) if !map.is_empty() => {
+                // The first key goes on the dash's line.
+                out.push(' ');
+                let mut first = true;
+                for (key, value) in map {
+                    if !first {
+                        push_indent(out, indent + 2);
+                    }
+                    first = false;
+                    write_string(out, key);
+                    out.push(':');
+                    write_child(out, value, indent + 2, true);
+                }
+            }
+            other => write_child(out, other, indent, false),
+        }
+    }
+}
+
+fn write_child(out: &mut String, value: &Value, indent: usize, in_map: bool) {
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            out.push('\n');
+            write_map(out, map, indent + 2);
+        }
+        Value::Array(items) if !items.is_empty() => {
+            out.push('\n');
+            // Sequences under a key sit at the key's indentation, as kubectl writes them.
+            write_seq(out, items, if in_map { indent } else { indent + 2 });
+        }
+        scalar => {
+            out.push(' ');
+            write_scalar(out, scalar);
+            out.push('\n');
+        }
+    }
+}
+
+fn push_indent(out: &mut String, indent: usize) {
+    out.extend(std::iter::repeat_n(' ', indent));
+}
+
+fn write_scalar(out: &mut String, value: &Value) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&n.to_string()),
+        Value::String(s) => write_string(out, s),
+        Value::Array(_) => out.push_str("[]"),
+        Value::Object(_) => out.push_str("{}"),
+    }
+}
+
+fn write_string(out: &mut String, s: &str) {
+    if is_plain_safe(s) {
+        out.push_str(s);
+    } else {
+        out.push_str(&serde_json::to_string(s).expect("a string always serialises"));
+    }
+}
+
+/// Whether a string can be written unquoted and still read back as this string by YAML 1.1
+/// and 1.2 readers alike.
+fn is_plain_safe(s: &str) -> bool {
+    let Some(first) = s.chars().next() else {
+        return false;
+    };
+    if !(first.is_ascii_alphabetic() || first == '/' || first == '_') {
+        return false;
+    }
+    if s.ends_with([' ', ':']) || s.contains(": ") || s.contains(" #") {
+        return false;
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || " ._/@+=,:-".contains(c);
+    if !s.chars().all(allowed) {
+        return false;
+    }
+    const RESERVED: [&str; 9] = [
+        "true", "false", "null", "~", ".inf", ".nan", "True", "False", "Null",
+    ];
+    let upper_words = ["TRUE", "FALSE", "NULL"];
+    !(YAML11_BOOLEANS.contains(&s) || RESERVED.contains(&s) || upper_words.contains(&s))
+}
+
+#[cfg(test)]
+mod emit_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn round_trips_through_yaml_12_and_quotes_what_yaml_11_would_misread() {
+        let value = json!({
+            "apiVersion": "fleet.endstate.dev/v1alpha1",
+            "metadata": {"name": "kubelet-1.28.4", "labels": {}, "annotations": {"a": "yes", "b": "on"}},
+            "spec": {"version": "1.28", "ip": "10.0.0.1", "empty": "", "tilde": "~", "colon": "a: b",
+                     "multi": "x\ny", "list": [{"name": "a", "size": 1}, {"size": "5%"}], "n": 1.5,
+                     "nested": [[1, 2], []], "date": "2024-01-01", "hex": "0x10", "NULL": null}
+        });
+        let text = to_string(&value);
+        for needle in [
+            "a: \"yes\"",
+            "b: \"on\"",
+            "version: \"1.28\"",
+            "ip: \"10.0.0.1\"",
+            "tilde: \"~\"",
+            "colon: \"a: b\"",
+            "hex: \"0x10\"",
+            "date: \"2024-01-01\"",
+            "name: kubelet-1.28.4",
+            "- name: a\n    size: 1",
+        ] {
+            assert!(text.contains(needle), "{needle} not in\n{text}");
+        }
+        let doc = Document {
+            text: &text,
+            first_line: 1,
+        };
+        assert_eq!(parse(&doc, "t").unwrap().unwrap(), value);
+    }
+}

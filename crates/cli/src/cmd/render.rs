@@ -22,7 +22,9 @@ pub fn render(source: &SourceArgs, format: Format) -> anyhow::Result<ExitCode> {
                 if i > 0 {
                     out.push_str("---\n");
                 }
-                out.push_str(&serde_norway::to_string(&o.object)?);
+                out.push_str(&endstate_core::yaml::to_string(&serde_json::to_value(
+                    &o.object,
+                )?));
             }
         }
         Format::Json => {
@@ -126,7 +128,12 @@ fn load(source: &SourceArgs) -> anyhow::Result<Result<Rendered, Diagnostics>> {
         .with_context(|| format!("{} is not a UTF-8 path", relative.display()))?
         .replace(std::path::MAIN_SEPARATOR, "/");
     let tree = DirTree::open(&root).with_context(|| format!("opening {}", root.display()))?;
-    Ok(endstate_core::render(&tree, &relative, Default::default()))
+    let options = endstate_core::Options {
+        limits: endstate_core::yaml::Limits {
+            max_file_bytes: source.max_file_bytes,
+        },
+    };
+    Ok(endstate_core::render(&tree, &relative, options))
 }
 
 fn default_root(dir: &Path) -> PathBuf {

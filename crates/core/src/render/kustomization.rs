@@ -173,7 +173,7 @@ impl Loader<'_> {
                     None => d,
                 }
             }
-            None => Diagnostic::file(dir, message),
+            None => Diagnostic::file(display_dir(dir), message),
         };
         if let Some(start) = self.stack.iter().position(|d| d == dir) {
             let mut cycle: Vec<&str> = self.stack[start..].iter().map(|s| display_dir(s)).collect();
@@ -569,7 +569,7 @@ impl Loader<'_> {
                     continue;
                 }
                 (Value::Object(_), _) => match patch::merge_patch(value) {
-                    Ok((merge, identity)) => (PatchBody::Merge(merge), identity),
+                    Ok((merge, identity)) => (PatchBody::Merge(merge), Some(identity)),
                     Err(message) => {
                         self.diags.push(here(message));
                         continue;
@@ -583,17 +583,11 @@ impl Loader<'_> {
                 }
             };
             let selection = match (&target, selection) {
-                (Some(target), _) => Selection::Target(target.clone()),
+                (Some(target), _) => Selection::Target(Box::new(target.clone())),
                 (None, Some(identity)) => identity,
                 (None, None) => {
-                    self.diags.push(here(match body {
-                        PatchBody::Json(_) => "a JSON patch needs a `target`".into(),
-                        PatchBody::Merge(_) => {
-                            "a patch without a `target` must name its object (kind and \
-                             metadata.name)"
-                                .into()
-                        }
-                    }));
+                    self.diags
+                        .push(here("a JSON patch needs a `target`".into()));
                     continue;
                 }
             };

@@ -94,10 +94,15 @@ pub fn render(tree: &dyn Tree, dir: &str, options: Options) -> Result<Rendered, 
     drop(texts);
 
     let mut objects = Vec::with_capacity(results.len());
+    // Objects declared but not renderable: references to them are not reported again.
+    let mut unrenderable = Vec::new();
     for result in results {
         match result {
             Ok(object) => objects.push(object),
-            Err(ds) => diags.extend(ds),
+            Err(ds) => {
+                unrenderable.extend(ds.iter().filter_map(|d| d.object.as_deref().cloned()));
+                diags.extend(ds);
+            }
         }
     }
 
@@ -131,7 +136,7 @@ pub fn render(tree: &dyn Tree, dir: &str, options: Options) -> Result<Rendered, 
     }
 
     objects.par_sort_unstable_by(|a, b| a.object.key().cmp(&b.object.key()));
-    diags.extend(validate::validate(&objects));
+    diags.extend(validate::validate(&objects, &unrenderable));
     if diags.is_empty() {
         Ok(Rendered { objects })
     } else {
@@ -158,16 +163,26 @@ fn document(
     };
     let kind = identify(&value).map_err(at_doc)?;
 
+    // Problems in the layers are reported against the object as its file declares it.
+    let declared = ObjectRef::of_value(&value);
     for layer in chain {
         transform(layer, &mut value).map_err(|message| {
             vec![
                 Diagnostic::file(file, message)
                     .at_line(doc.first_line)
-                    .object(ObjectRef::of_value(&value)),
+                    .object(declared.clone()),
             ]
         })?;
     }
 
+    // kustomize drops an annotations map that ends up empty (it keeps an empty labels map).
+    if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut)
+        && meta
+            .get("annotations")
+            .is_some_and(|a| a.as_object().is_some_and(|a| a.is_empty()))
+    {
+        meta.remove("annotations");
+    }
     let id = ObjectRef::of_value(&value);
     let at_object = |message: String| {
         vec![

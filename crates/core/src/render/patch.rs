@@ -22,7 +22,7 @@ pub enum PatchBody {
 #[derive(Debug)]
 pub enum Selection {
     /// A `target:` selector.
-    Target(Target),
+    Target(Box<Target>),
     /// The patch's own identity (a strategic-merge patch without a target).
     Identity {
         /// `apiVersion`, when the patch gives one.
@@ -111,7 +111,10 @@ const DIRECTIVES: [&str; 5] = [
 
 /// Builds a merge patch from a strategic-merge document, checking it for directives and
 /// taking out the identity fields.
-pub fn merge_patch(mut doc: Value) -> Result<(Value, Option<Selection>), String> {
+///
+/// kustomize reads such a patch as a resource, so it must carry `kind` and `metadata.name`
+/// even when a `target` chooses the objects (then they are ignored).
+pub fn merge_patch(mut doc: Value) -> Result<(Value, Selection), String> {
     if let Some(path) = find_directive(&doc, String::new()) {
         return Err(format!(
             "strategic-merge directive at {path} is not supported: endstate applies patches to \
@@ -135,14 +138,15 @@ pub fn merge_patch(mut doc: Value) -> Result<(Value, Option<Selection>), String>
         }
         None => (None, None),
     };
-    let selection = match (kind, name) {
-        (Some(kind), Some(name)) => Some(Selection::Identity {
-            api_version,
-            kind,
-            name,
-            namespace,
-        }),
-        _ => None,
+    let (Some(kind), Some(name)) = (kind, name) else {
+        return Err("a merge patch must carry `kind` and `metadata.name` (kustomize reads it as a resource); with a `target` they only need to be present"
+            .to_string());
+    };
+    let selection = Selection::Identity {
+        api_version,
+        kind,
+        name,
+        namespace,
     };
     Ok((doc, selection))
 }
@@ -196,13 +200,14 @@ mod tests {
         );
         assert!(matches!(
             selection,
-            Some(Selection::Identity { ref name, .. }) if name == "m1"
+            Selection::Identity { ref name, .. } if name == "m1"
         ));
     }
 
     #[test]
     fn directives_are_refused_with_their_path() {
-        let doc = json!({"spec": {"waves": [{"$patch": "delete", "name": "a"}]}});
+        let doc = json!({"kind": "RolloutPolicy", "metadata": {"name": "p"},
+                         "spec": {"waves": [{"$patch": "delete", "name": "a"}]}});
         let err = merge_patch(doc).unwrap_err();
         assert!(err.contains(".spec.waves[0].$patch"), "{err}");
     }

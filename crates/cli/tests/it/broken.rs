@@ -1,0 +1,101 @@
+//! The corpus of broken repositories: each yields exit code 2 and an error that names the
+//! file (with line and column where YAML gives them) and the problem.
+//!
+//! `tests/fixtures/broken/<case>/expect.txt` holds pairs of lines: the start of the
+//! diagnostic (`file:line:column: Kind/name`) and a part of its message. `args.txt`, when
+//! present, holds extra flags.
+
+use super::support::{endstate, fixtures, outcome};
+
+#[test]
+fn every_broken_repository_is_refused_with_a_precise_error() {
+    let mut cases: Vec<_> = std::fs::read_dir(fixtures("broken"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    cases.sort();
+    assert!(
+        cases.len() >= 30,
+        "the corpus has only {} cases",
+        cases.len()
+    );
+    let mut failures = Vec::new();
+    for case in &cases {
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        let dir = if case.join("overlay").is_dir() {
+            case.join("overlay")
+        } else {
+            case.join("base")
+        };
+        let extra = std::fs::read_to_string(case.join("args.txt")).unwrap_or_default();
+        let mut args = vec![
+            "validate",
+            dir.to_str().unwrap(),
+            "--root",
+            case.to_str().unwrap(),
+        ];
+        args.extend(extra.split_whitespace());
+        let (code, stdout, stderr) = outcome(&endstate(&args));
+        if code != 2 {
+            failures.push(format!(
+                "{name}: exit code {code}, expected 2\n{stdout}{stderr}"
+            ));
+            continue;
+        }
+        let expect = std::fs::read_to_string(case.join("expect.txt")).unwrap();
+        let lines: Vec<&str> = expect.lines().filter(|l| !l.is_empty()).collect();
+        assert!(
+            lines.len() >= 2 && lines.len().is_multiple_of(2),
+            "{name}: bad expect.txt"
+        );
+        for pair in lines.chunks(2) {
+            let (at, message) = (pair[0], pair[1]);
+            let found = stderr
+                .lines()
+                .any(|l| l.starts_with(at) && l.contains(message));
+            if !found {
+                failures.push(format!(
+                    "{name}: no error at {at:?} saying {message:?}; got:\n{stderr}"
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn all_problems_are_reported_in_one_run() {
+    let case = fixtures("broken/many-problems-at-once");
+    let (code, _, stderr) = outcome(&endstate(&[
+        "validate",
+        case.join("base").to_str().unwrap(),
+        "--root",
+        case.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("the repository is invalid: 3 problems"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn json_report_lists_problems_with_positions() {
+    let case = fixtures("broken/unknown-spec-field");
+    let (code, stdout, _) = outcome(&endstate(&[
+        "validate",
+        case.join("base").to_str().unwrap(),
+        "--root",
+        case.to_str().unwrap(),
+        "--output",
+        "json",
+    ]));
+    assert_eq!(code, 2);
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["valid"], false);
+    let problem = &report["problems"][0];
+    assert_eq!(problem["file"], "base/machines.yaml");
+    assert_eq!(problem["line"], 13);
+    assert_eq!(problem["column"], 3);
+    assert_eq!(problem["object"], "Machine/m-0");
+}

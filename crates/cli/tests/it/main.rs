@@ -1,0 +1,7 @@
+//! Integration tests of the `endstate` binary: one test binary, a module per area.
+
+mod broken;
+mod cli;
+mod crds;
+mod kustomize;
+mod support;

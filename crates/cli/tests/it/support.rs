@@ -1,0 +1,73 @@
+//! Paths, running the binary, and comparing object sets.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// A fixture directory under `tests/fixtures`.
+pub fn fixtures(sub: &str) -> PathBuf {
+    workspace().join("tests/fixtures").join(sub)
+}
+
+/// Runs `endstate` with arguments.
+pub fn endstate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_endstate"))
+        .args(args)
+        .output()
+        .expect("running endstate")
+}
+
+/// Exit code, stdout, stderr.
+pub fn outcome(out: &Output) -> (i32, String, String) {
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Parses a YAML stream into objects keyed by (kind, namespace, name). Integral floats become
+/// integers, since kustomize writes `1.0` as `1`.
+pub fn objects(stream: &str) -> BTreeMap<(String, String, String), Value> {
+    let mut out = BTreeMap::new();
+    for doc in serde_norway::Deserializer::from_str(stream) {
+        let value: Value = serde::Deserialize::deserialize(doc).expect("valid YAML");
+        if value.is_null() {
+            continue;
+        }
+        let id = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        let key = (
+            id(&value["kind"]),
+            id(&value["metadata"]["namespace"]),
+            id(&value["metadata"]["name"]),
+        );
+        assert!(
+            out.insert(key.clone(), normalise(value)).is_none(),
+            "{key:?} twice"
+        );
+    }
+    out
+}
+
+fn normalise(value: Value) -> Value {
+    match value {
+        Value::Number(n) if n.as_f64().is_some_and(|f| f.fract() == 0.0 && !n.is_i64()) => {
+            Value::from(n.as_f64().unwrap() as i64)
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(normalise).collect()),
+        Value::Object(map) => {
+            Value::Object(map.into_iter().map(|(k, v)| (k, normalise(v))).collect())
+        }
+        other => other,
+    }
+}
