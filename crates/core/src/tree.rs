@@ -108,7 +108,8 @@ impl MemTree {
 
     /// Adds (or replaces) a file.
     pub fn insert(&mut self, path: &str, content: impl Into<Vec<u8>>) -> &mut Self {
-        self.files.insert(path.trim_matches('/').to_owned(), content.into());
+        self.files
+            .insert(path.trim_matches('/').to_owned(), content.into());
         self
     }
 }
@@ -118,8 +119,17 @@ impl Tree for MemTree {
         if let Some(content) = self.files.get(path) {
             return Ok(EntryKind::File(content.len() as u64));
         }
-        let prefix = if path.is_empty() { String::new() } else { format!("{path}/") };
-        if self.files.range(prefix.clone()..).next().is_some_and(|(k, _)| k.starts_with(&prefix)) {
+        let prefix = if path.is_empty() {
+            String::new()
+        } else {
+            format!("{path}/")
+        };
+        if self
+            .files
+            .range(prefix.clone()..)
+            .next()
+            .is_some_and(|(k, _)| k.starts_with(&prefix))
+        {
             return Ok(EntryKind::Dir);
         }
         Err(TreeError::NotFound)

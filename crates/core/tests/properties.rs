@@ -20,10 +20,20 @@ fn machine(i: usize, idc: &str, role: &str) -> String {
 
 fn shared() -> Vec<String> {
     vec![
-        format!("apiVersion: {API}\nkind: MachinePackageVersion\nmetadata:\n  name: kubelet-1\nspec:\n  packageName: kubelet\n  version: \"1\"\n  install: {{url: \"https://p/k1\", sha256: {}}}\n", "a".repeat(64)),
-        format!("apiVersion: {API}\nkind: MachinePackageVersion\nmetadata:\n  name: kubelet-2\nspec:\n  packageName: kubelet\n  version: \"2\"\n  install: {{url: \"https://p/k2\", sha256: {}}}\n", "b".repeat(64)),
-        format!("apiVersion: {API}\nkind: ClusterPackageVersion\nmetadata:\n  name: cp\nspec:\n  version: \"1\"\n  etcd: {{image: e}}\n  apiserver: {{image: a}}\n  controllerManager: {{image: c}}\n  scheduler: {{image: s}}\n"),
-        format!("apiVersion: {API}\nkind: Cluster\nmetadata:\n  name: c\nspec:\n  packageVersion: cp\n"),
+        format!(
+            "apiVersion: {API}\nkind: MachinePackageVersion\nmetadata:\n  name: kubelet-1\nspec:\n  packageName: kubelet\n  version: \"1\"\n  install: {{url: \"https://p/k1\", sha256: {}}}\n",
+            "a".repeat(64)
+        ),
+        format!(
+            "apiVersion: {API}\nkind: MachinePackageVersion\nmetadata:\n  name: kubelet-2\nspec:\n  packageName: kubelet\n  version: \"2\"\n  install: {{url: \"https://p/k2\", sha256: {}}}\n",
+            "b".repeat(64)
+        ),
+        format!(
+            "apiVersion: {API}\nkind: ClusterPackageVersion\nmetadata:\n  name: cp\nspec:\n  version: \"1\"\n  etcd: {{image: e}}\n  apiserver: {{image: a}}\n  controllerManager: {{image: c}}\n  scheduler: {{image: s}}\n"
+        ),
+        format!(
+            "apiVersion: {API}\nkind: Cluster\nmetadata:\n  name: c\nspec:\n  packageVersion: cp\n"
+        ),
     ]
 }
 
@@ -52,7 +62,11 @@ fn fleet_docs() -> impl Strategy<Value = Vec<String>> {
     prop::collection::vec((0..3usize, prop::bool::weighted(0.2)), 1..40).prop_map(|machines| {
         let mut docs = shared();
         for (i, (idc, canary)) in machines.into_iter().enumerate() {
-            docs.push(machine(i, ["a", "b", "c"][idc], if canary { "canary" } else { "worker" }));
+            docs.push(machine(
+                i,
+                ["a", "b", "c"][idc],
+                if canary { "canary" } else { "worker" },
+            ));
         }
         docs
     })
@@ -179,7 +193,10 @@ fn json_value() -> impl Strategy<Value = Value> {
 }
 
 fn json_object(depth: u32) -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![(-5i64..5).prop_map(Value::from), "[a-c]{1,2}".prop_map(Value::String)];
+    let leaf = prop_oneof![
+        (-5i64..5).prop_map(Value::from),
+        "[a-c]{1,2}".prop_map(Value::String)
+    ];
     leaf.prop_recursive(depth, 24, 4, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 1..3).prop_map(Value::Array),
@@ -194,7 +211,11 @@ fn json_object(depth: u32) -> impl Strategy<Value = Value> {
 }
 
 fn op_seed() -> impl Strategy<Value = (u8, prop::sample::Index, Value)> {
-    (0..3u8, any::<prop::sample::Index>(), (-5i64..5).prop_map(Value::from))
+    (
+        0..3u8,
+        any::<prop::sample::Index>(),
+        (-5i64..5).prop_map(Value::from),
+    )
 }
 
 /// RFC 7386, section 2, as written.

@@ -5,7 +5,26 @@
 //! diagnostic (`file:line:column: Kind/name`) and a part of its message. `args.txt`, when
 //! present, holds extra flags.
 
+use std::path::Path;
+
 use super::support::{endstate, fixtures, outcome};
+
+/// `endstate validate` on a case: its `overlay` directory when it has one, else `base`.
+fn validate(case: &Path, extra: &[&str]) -> (i32, String, String) {
+    let dir = if case.join("overlay").is_dir() {
+        case.join("overlay")
+    } else {
+        case.join("base")
+    };
+    let mut args = vec![
+        "validate",
+        dir.to_str().unwrap(),
+        "--root",
+        case.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    outcome(&endstate(&args))
+}
 
 #[test]
 fn every_broken_repository_is_refused_with_a_precise_error() {
@@ -22,20 +41,9 @@ fn every_broken_repository_is_refused_with_a_precise_error() {
     let mut failures = Vec::new();
     for case in &cases {
         let name = case.file_name().unwrap().to_string_lossy().into_owned();
-        let dir = if case.join("overlay").is_dir() {
-            case.join("overlay")
-        } else {
-            case.join("base")
-        };
         let extra = std::fs::read_to_string(case.join("args.txt")).unwrap_or_default();
-        let mut args = vec![
-            "validate",
-            dir.to_str().unwrap(),
-            "--root",
-            case.to_str().unwrap(),
-        ];
-        args.extend(extra.split_whitespace());
-        let (code, stdout, stderr) = outcome(&endstate(&args));
+        let extra: Vec<&str> = extra.split_whitespace().collect();
+        let (code, stdout, stderr) = validate(case, &extra);
         if code != 2 {
             failures.push(format!(
                 "{name}: exit code {code}, expected 2\n{stdout}{stderr}"
@@ -66,12 +74,7 @@ fn every_broken_repository_is_refused_with_a_precise_error() {
 #[test]
 fn all_problems_are_reported_in_one_run() {
     let case = fixtures("broken/many-problems-at-once");
-    let (code, _, stderr) = outcome(&endstate(&[
-        "validate",
-        case.join("base").to_str().unwrap(),
-        "--root",
-        case.to_str().unwrap(),
-    ]));
+    let (code, _, stderr) = validate(&case, &[]);
     assert_eq!(code, 2);
     assert!(
         stderr.contains("the repository is invalid: 3 problems"),
@@ -82,14 +85,7 @@ fn all_problems_are_reported_in_one_run() {
 #[test]
 fn json_report_lists_problems_with_positions() {
     let case = fixtures("broken/unknown-spec-field");
-    let (code, stdout, _) = outcome(&endstate(&[
-        "validate",
-        case.join("base").to_str().unwrap(),
-        "--root",
-        case.to_str().unwrap(),
-        "--output",
-        "json",
-    ]));
+    let (code, stdout, _) = validate(&case, &["--output", "json"]);
     assert_eq!(code, 2);
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["valid"], false);
