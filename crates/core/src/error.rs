@@ -115,23 +115,3 @@ impl Extend<Diagnostic> for Diagnostics {
         self.0.extend(iter)
     }
 }
-
-/// Errors of the core that are not about a repository's content.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The repository has problems; all of them are listed.
-    #[error("the repository is invalid ({n} problems):\n{0}", n = .0.len())]
-    Invalid(Diagnostics),
-    /// Reading the tree failed (I/O, Git object store).
-    #[error("reading {path}")]
-    Read {
-        /// The path being read.
-        path: String,
-        /// Why it failed.
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// The core's result type.
-pub type Result<T, E = Error> = std::result::Result<T, E>;

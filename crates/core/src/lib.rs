@@ -10,7 +10,7 @@ pub mod tree;
 pub mod validate;
 pub mod yaml;
 
-pub use error::{Diagnostic, Diagnostics, Error, Result};
+pub use error::{Diagnostic, Diagnostics};
 pub use object::{FleetObject, ObjectRef};
 pub use render::{Options, Rendered, RenderedObject, render};
 pub use tree::{DirTree, MemTree, Tree};

@@ -37,8 +37,6 @@ pub trait Tree: Sync {
     fn entry(&self, path: &str) -> Result<EntryKind, TreeError>;
     /// The content of the file at `path`.
     fn read(&self, path: &str) -> Result<Vec<u8>, TreeError>;
-    /// A short description for messages (`directory /src/fleet`, `commit 1a2b3c4`).
-    fn describe(&self) -> String;
 }
 
 /// A directory on disk.
@@ -88,10 +86,6 @@ impl Tree for DirTree {
     fn read(&self, path: &str) -> Result<Vec<u8>, TreeError> {
         Ok(std::fs::read(self.resolve(path)?)?)
     }
-
-    fn describe(&self) -> String {
-        format!("directory {}", self.root.display())
-    }
 }
 
 /// An in-memory tree: files by path. Directories are implied by the files under them.
@@ -137,10 +131,6 @@ impl Tree for MemTree {
 
     fn read(&self, path: &str) -> Result<Vec<u8>, TreeError> {
         self.files.get(path).cloned().ok_or(TreeError::NotFound)
-    }
-
-    fn describe(&self) -> String {
-        format!("in-memory tree of {} files", self.files.len())
     }
 }
 

@@ -19,7 +19,7 @@ use crate::render::RenderedObject;
 
 /// Validates a rendered set sorted by identity. `unrenderable` names objects that are
 /// declared but failed to render (already reported): references to them are not errors.
-pub fn validate(objects: &[RenderedObject], unrenderable: &[ObjectRef]) -> Vec<Diagnostic> {
+pub fn validate(objects: &[RenderedObject], unrenderable: &HashSet<ObjectRef>) -> Vec<Diagnostic> {
     let mut diags: Vec<Diagnostic> = objects
         .par_iter()
         .flat_map_iter(|o| {
@@ -373,7 +373,10 @@ fn is_quantity(s: &str) -> bool {
         && ["", "Ki", "Mi", "Gi", "Ti", "Pi", "k", "M", "G", "T", "P"].contains(&&s[digits..])
 }
 
-fn check_references(objects: &[RenderedObject], unrenderable: &[ObjectRef]) -> Vec<Diagnostic> {
+fn check_references(
+    objects: &[RenderedObject],
+    unrenderable: &HashSet<ObjectRef>,
+) -> Vec<Diagnostic> {
     let mut diags = Vec::new();
     for pair in objects.windows(2) {
         if pair[0].object.key() == pair[1].object.key() {
@@ -429,9 +432,7 @@ fn check_references(objects: &[RenderedObject], unrenderable: &[ObjectRef]) -> V
         }
     }
     let declared = |kind: &str, namespace: &str, name: &str| {
-        unrenderable
-            .iter()
-            .any(|r| r.kind == kind && r.namespace == namespace && r.name == name)
+        !unrenderable.is_empty() && unrenderable.contains(&ObjectRef::new(kind, namespace, name))
     };
     let mut ips: HashMap<(&str, &str), &ObjectRef> = HashMap::new();
     let ids: Vec<ObjectRef> = objects.iter().map(|o| o.object.id()).collect();

@@ -50,7 +50,7 @@ fn main() -> anyhow::Result<()> {
 
 fn bench(args: &Args, scratch: &Path) -> anyhow::Result<()> {
     println!(
-        "render + validate (best of {} runs; peak RSS of the rendering process)",
+        "render + validate of overlays/prod (best of {} runs; peak RSS of the rendering process)",
         args.runs
     );
     println!(
@@ -60,24 +60,18 @@ fn bench(args: &Args, scratch: &Path) -> anyhow::Result<()> {
     let big = scratch.join("big");
     fleetgen::generate(&big, fleetgen::Spec::machines(args.machines))?;
     let (wall, rss, objects) = ours(&big, args.runs)?;
-    println!(
-        "{:<28} {:>10} {:>10.3} s {:>7.0} MB   ({objects} objects)",
+    row(
         "endstate",
         args.machines,
         wall,
-        measure::mb(rss)
+        rss,
+        &format!("({objects} objects)"),
     );
     if args.peer_machines > 0 {
         let small = scratch.join("small");
         fleetgen::generate(&small, fleetgen::Spec::machines(args.peer_machines))?;
         let (wall, rss, _) = ours(&small, args.runs)?;
-        println!(
-            "{:<28} {:>10} {:>10.3} s {:>7.0} MB",
-            "endstate",
-            args.peer_machines,
-            wall,
-            measure::mb(rss)
-        );
+        row("endstate", args.peer_machines, wall, rss, "");
         let run = measure::run(
             Command::new("kubectl")
                 .arg("kustomize")
@@ -87,15 +81,23 @@ fn bench(args: &Args, scratch: &Path) -> anyhow::Result<()> {
         if !run.success {
             bail!("kubectl kustomize failed on the generated repository");
         }
-        println!(
-            "{:<28} {:>10} {:>10.3} s {:>7.0} MB",
+        let wall = run.wall.as_secs_f64();
+        row(
             "kubectl kustomize (peer)",
             args.peer_machines,
-            run.wall.as_secs_f64(),
-            measure::mb(run.peak_rss)
+            wall,
+            run.peak_rss,
+            "",
         );
     }
     Ok(())
+}
+
+fn row(who: &str, machines: usize, wall: f64, rss: u64, note: &str) {
+    println!(
+        "{who:<28} {machines:>10} {wall:>10.3} s {:>7.0} MB   {note}",
+        measure::mb(rss)
+    );
 }
 
 /// Renders in a fresh process of this program, so that each figure's peak RSS is its own.

@@ -95,3 +95,16 @@ fn json_report_lists_problems_with_positions() {
     assert_eq!(problem["column"], 3);
     assert_eq!(problem["object"], "Machine/m-0");
 }
+
+/// An object that fails to render is reported once: the Machines that reference the Cluster a
+/// failing patch broke must not also report it as missing.
+#[test]
+fn a_failed_object_is_not_reported_again_as_a_dangling_reference() {
+    let (code, _, stderr) = validate(&fixtures("broken/json-patch-fails"), &[]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("the repository is invalid: 1 problem\n"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("does not exist"), "{stderr}");
+}

@@ -95,7 +95,7 @@ pub fn render(tree: &dyn Tree, dir: &str, options: Options) -> Result<Rendered, 
 
     let mut objects = Vec::with_capacity(results.len());
     // Objects declared but not renderable: references to them are not reported again.
-    let mut unrenderable = Vec::new();
+    let mut unrenderable = std::collections::HashSet::new();
     for result in results {
         match result {
             Ok(object) => objects.push(object),

@@ -5,8 +5,6 @@
 //! `annotationSelector` use Kubernetes label-selector syntax (`a=b`, `a!=b`, `a in (x,y)`,
 //! `a notin (x)`, `a`, `!a`, comma meaning "and").
 
-use std::collections::BTreeMap;
-
 use regex_lite::Regex;
 use serde::Deserialize;
 use serde_json::Value;
@@ -171,11 +169,6 @@ impl LabelSelector {
             Requirement::Exists(k) => get(k).is_some(),
             Requirement::NotExists(k) => get(k).is_none(),
         })
-    }
-
-    /// Matches a typed label map.
-    pub fn matches_map(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.matches(&serde_json::to_value(labels).unwrap_or_default())
     }
 }
 
