@@ -1,0 +1,7 @@
+//! endstate's rollout engine.
+//!
+//! Everything here but [`live`] is pure and deterministic: time and randomness are inputs.
+
+pub mod live;
+
+pub use live::{Applied, Live, LiveError};

@@ -1,0 +1,91 @@
+//! The live fleet, as the rollout engine sees it: one small trait that the `sim` backend (an
+//! in-process fleet) and the `kube` backend (a real API server) both implement.
+//!
+//! Every method works on the objects of one namespace, the `Fleet`'s. Objects carry their
+//! server metadata (`generation`, `resourceVersion`, labels) and their `status`, so health
+//! gates read straight from what [`Live::get`] returns.
+
+use std::future::Future;
+
+use endstate_api::FleetStatus;
+use endstate_core::{FleetObject, ObjectRef};
+
+/// The label endstate puts on every object it applies; prune only ever considers objects
+/// that carry it with the fleet's name.
+pub const OWNER_LABEL: &str = "fleet.endstate.dev/fleet";
+/// The annotation that keeps an object alive when it is removed from Git.
+pub const PRUNE_ANNOTATION: &str = "fleet.endstate.dev/prune";
+/// The value of [`PRUNE_ANNOTATION`] that disables prune.
+pub const PRUNE_DISABLED: &str = "disabled";
+/// The field manager of every write.
+pub const FIELD_MANAGER: &str = "endstate";
+
+/// Why a live operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    /// Someone else changed the object, or owns the fields we set.
+    #[error("conflict on {object}: {message}")]
+    Conflict {
+        /// The object.
+        object: ObjectRef,
+        /// The server's explanation.
+        message: String,
+    },
+    /// The object does not exist.
+    #[error("{0} not found")]
+    NotFound(ObjectRef),
+    /// Worth retrying: throttling, a timeout, a server error.
+    #[error("transient failure: {0}")]
+    Transient(String),
+    /// Not worth retrying: a refused object, a missing CRD, no permission.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl LiveError {
+    /// Whether retrying the same operation later can succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, LiveError::Conflict { .. } | LiveError::Transient(_))
+    }
+}
+
+/// What a successful apply produced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// `metadata.generation` after the write: the generation gates wait for.
+    pub generation: i64,
+}
+
+/// The live state of a fleet.
+///
+/// Reads come from a watch-backed cache and are cheap; writes go to the server. The engine
+/// calls these from one task, so implementations need no ordering guarantees beyond
+/// read-your-writes for the objects they applied.
+pub trait Live: Send + Sync {
+    /// Every fleet object of the namespace, with metadata and status.
+    fn snapshot(&self) -> impl Future<Output = Result<Vec<FleetObject>, LiveError>> + Send;
+
+    /// The objects with these identities, in the same order; `None` where one does not exist.
+    fn get(
+        &self,
+        ids: &[ObjectRef],
+    ) -> impl Future<Output = Result<Vec<Option<FleetObject>>, LiveError>> + Send;
+
+    /// Applies the desired objects (server-side apply semantics: the fields the object sets
+    /// are ours, nothing else is touched), each independently; one result per object, in order.
+    fn apply(
+        &self,
+        objects: &[FleetObject],
+    ) -> impl Future<Output = Vec<Result<Applied, LiveError>>> + Send;
+
+    /// Deletes the objects, each independently; deleting what is already gone succeeds.
+    fn delete(&self, ids: &[ObjectRef])
+    -> impl Future<Output = Vec<Result<(), LiveError>>> + Send;
+
+    /// The persisted status of the fleet, `None` before the first save.
+    fn load_status(&self) -> impl Future<Output = Result<Option<FleetStatus>, LiveError>> + Send;
+
+    /// Persists the status of the fleet (the rollout cursor, breaker, quarantine, budgets).
+    fn save_status(&self, status: &FleetStatus)
+    -> impl Future<Output = Result<(), LiveError>> + Send;
+}
