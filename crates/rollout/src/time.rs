@@ -1,0 +1,102 @@
+//! Time as the engine sees it: an input, never read from a clock here.
+
+use std::fmt;
+use std::ops::{Add, Sub};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A point in time: milliseconds since the Unix epoch. Virtual in the simulator and in tests,
+/// wall-clock time in the controller.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Time(pub i64);
+
+impl Time {
+    /// The epoch.
+    pub const ZERO: Time = Time(0);
+
+    /// Milliseconds since the epoch.
+    pub fn millis(self) -> i64 {
+        self.0
+    }
+
+    /// The time elapsed since `earlier`, zero when `earlier` is later.
+    pub fn since(self, earlier: Time) -> Duration {
+        Duration::from_millis(self.0.saturating_sub(earlier.0).max(0) as u64)
+    }
+
+    /// RFC 3339 in UTC, second precision, as Kubernetes writes timestamps.
+    pub fn rfc3339(self) -> String {
+        let secs = self.0.div_euclid(1000);
+        let days = secs.div_euclid(86_400);
+        let rem = secs.rem_euclid(86_400);
+        let (y, m, d) = civil_from_days(days);
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60
+        )
+    }
+
+    /// Day of week, 0 = Monday, and minutes since midnight (UTC).
+    pub fn weekday_and_minute(self) -> (u32, u32) {
+        let secs = self.0.div_euclid(1000);
+        let days = secs.div_euclid(86_400);
+        // 1970-01-01 was a Thursday.
+        let weekday = (days + 3).rem_euclid(7) as u32;
+        let minute = (secs.rem_euclid(86_400) / 60) as u32;
+        (weekday, minute)
+    }
+}
+
+impl Add<Duration> for Time {
+    type Output = Time;
+
+    fn add(self, rhs: Duration) -> Time {
+        Time(self.0.saturating_add(rhs.as_millis().min(i64::MAX as u128) as i64))
+    }
+}
+
+impl Sub<Duration> for Time {
+    type Output = Time;
+
+    fn sub(self, rhs: Duration) -> Time {
+        Time(self.0.saturating_sub(rhs.as_millis().min(i64::MAX as u128) as i64))
+    }
+}
+
+impl fmt::Display for Time {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.rfc3339())
+    }
+}
+
+/// Year, month, day of a count of days since 1970-01-01 (the proleptic Gregorian calendar).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_and_splits_days() {
+        // 2026-11-27T06:40:00Z, a Friday.
+        let t = Time(1_795_761_600_000);
+        assert_eq!(t.rfc3339(), "2026-11-27T06:40:00Z");
+        assert_eq!(t.weekday_and_minute(), (4, 6 * 60 + 40));
+        assert_eq!(Time::ZERO.rfc3339(), "1970-01-01T00:00:00Z");
+    }
+}
