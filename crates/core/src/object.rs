@@ -5,11 +5,11 @@ use std::fmt;
 use endstate_api::{
     Cluster, ClusterPackageVersion, Machine, MachinePackageVersion, ObjectMeta, RolloutPolicy,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The identity of an object: kind, namespace (empty when unset) and name.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ObjectRef {
     /// The kind, e.g. `Machine`.
     pub kind: String,

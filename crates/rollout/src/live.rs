@@ -79,13 +79,14 @@ pub trait Live: Send + Sync {
     ) -> impl Future<Output = Vec<Result<Applied, LiveError>>> + Send;
 
     /// Deletes the objects, each independently; deleting what is already gone succeeds.
-    fn delete(&self, ids: &[ObjectRef])
-    -> impl Future<Output = Vec<Result<(), LiveError>>> + Send;
+    fn delete(&self, ids: &[ObjectRef]) -> impl Future<Output = Vec<Result<(), LiveError>>> + Send;
 
     /// The persisted status of the fleet, `None` before the first save.
     fn load_status(&self) -> impl Future<Output = Result<Option<FleetStatus>, LiveError>> + Send;
 
     /// Persists the status of the fleet (the rollout cursor, breaker, quarantine, budgets).
-    fn save_status(&self, status: &FleetStatus)
-    -> impl Future<Output = Result<(), LiveError>> + Send;
+    fn save_status(
+        &self,
+        status: &FleetStatus,
+    ) -> impl Future<Output = Result<(), LiveError>> + Send;
 }

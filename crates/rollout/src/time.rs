@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 
 /// A point in time: milliseconds since the Unix epoch. Virtual in the simulator and in tests,
 /// wall-clock time in the controller.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Time(pub i64);
 
@@ -55,7 +57,10 @@ impl Add<Duration> for Time {
     type Output = Time;
 
     fn add(self, rhs: Duration) -> Time {
-        Time(self.0.saturating_add(rhs.as_millis().min(i64::MAX as u128) as i64))
+        Time(
+            self.0
+                .saturating_add(rhs.as_millis().min(i64::MAX as u128) as i64),
+        )
     }
 }
 
@@ -63,7 +68,10 @@ impl Sub<Duration> for Time {
     type Output = Time;
 
     fn sub(self, rhs: Duration) -> Time {
-        Time(self.0.saturating_sub(rhs.as_millis().min(i64::MAX as u128) as i64))
+        Time(
+            self.0
+                .saturating_sub(rhs.as_millis().min(i64::MAX as u128) as i64),
+        )
     }
 }
 
@@ -71,6 +79,26 @@ impl fmt::Display for Time {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.rfc3339())
     }
+}
+
+/// A duration as people write it: `90s` → `1m30s`, `3600s` → `1h`.
+pub fn human(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if s > 0 || out.is_empty() {
+        out.push_str(&format!("{s}s"));
+    }
+    out
 }
 
 /// Year, month, day of a count of days since 1970-01-01 (the proleptic Gregorian calendar).
