@@ -469,3 +469,137 @@ pub(crate) fn format_duration(d: Duration) -> String {
         format!("{ms}ms")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(text: &str) -> FaultRule {
+        text.parse().unwrap()
+    }
+
+    fn error(text: &str) -> String {
+        text.parse::<FaultRule>().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn parses_the_cli_syntax() {
+        assert_eq!(
+            rule("package=kubelet-1.29.0,rate=0.3"),
+            FaultRule {
+                target: FaultTarget::Package("kubelet-1.29.0".into()),
+                rate: Some(0.3),
+                delay: None,
+                silent: false,
+            }
+        );
+        assert_eq!(
+            rule("idc=idc-b,delay=10m").delay,
+            Some(Duration::from_secs(600))
+        );
+        assert!(rule("machine=node-0042,silent").silent);
+        assert!(rule(" cluster = c1 , silent=true ").silent);
+        for text in [
+            "package=kubelet-1.29.0,rate=0.3",
+            "idc=idc-b,delay=10m",
+            "machine=node-0042,silent",
+            "idc=a,rate=0.5,delay=90s,silent",
+        ] {
+            assert_eq!(rule(text).to_string(), text);
+        }
+    }
+
+    #[test]
+    fn errors_name_the_rule_and_the_problem() {
+        let cases = [
+            ("package=p,rate=2", "rate 2 is out of range"),
+            ("package=p,rate=lots", "rate \"lots\" is not a number"),
+            ("idc=a,delay=10d", "invalid duration \"10d\""),
+            ("idc=a", "no effect for idc=a"),
+            ("rate=0.5", "no target"),
+            ("package=p,idc=a,rate=1", "two targets"),
+            ("package=p,rate=1,rate=0", "`rate` is given twice"),
+            ("pkg=p,rate=1", "unknown key \"pkg\""),
+            ("package=,rate=1", "`package` needs a value"),
+            ("machine=m,silent=maybe", "silent takes no value"),
+            ("machine=m,,silent", "empty field"),
+        ];
+        for (text, want) in cases {
+            let got = error(text);
+            assert!(got.starts_with(&format!("fault rule {text:?}: ")), "{got}");
+            assert!(got.contains(want), "{text}: {got}");
+        }
+    }
+
+    #[test]
+    fn reads_yaml_and_json_documents() {
+        let yaml = "rules:\n  - package=kubelet-1.29.0,rate=0.3\n  - idc: idc-b\n    delay: 10m\n  - machine: node-0042\n    silent: true\n";
+        let faults = Faults::from_yaml(yaml).unwrap();
+        assert_eq!(faults.rules.len(), 3);
+        assert_eq!(faults.rules[1], rule("idc=idc-b,delay=10m"));
+        assert_eq!(faults.rules[2], rule("machine=node-0042,silent"));
+        let list = Faults::from_yaml(r#"[{"package": "p", "rate": 1}]"#).unwrap();
+        assert_eq!(list.rules, [rule("package=p,rate=1")]);
+        assert!(Faults::from_yaml("").unwrap().is_empty());
+
+        // serde round trip, as a config embedding the faults would do.
+        let json = serde_json::to_string(&faults).unwrap();
+        assert!(json.contains(r#"{"idc":"idc-b","delay":"10m"}"#), "{json}");
+        assert_eq!(serde_json::from_str::<Faults>(&json).unwrap(), faults);
+        let strings: Faults = serde_json::from_str(r#"{"rules": ["machine=m,silent"]}"#).unwrap();
+        assert!(strings.rules[0].silent);
+
+        let err = Faults::from_yaml("rules:\n  - idc: a\n  - idc: b\n    delay: soon\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("fault rules: rule 1: no effect for idc=a"),
+            "{err}"
+        );
+        let err = Faults::from_yaml("- idc: a\n  dealy: 1m\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rule 1: unknown field `dealy`"), "{err}");
+        let err = Faults::from_yaml("faults: []").unwrap_err().to_string();
+        assert!(err.contains("unknown key \"faults\""), "{err}");
+    }
+
+    #[test]
+    fn loads_files_and_names_them_in_errors() {
+        let dir = std::env::temp_dir().join(format!("endstate-sim-faults-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.yaml");
+        std::fs::write(&good, "- package=p,rate=0.1\n").unwrap();
+        assert_eq!(Faults::load(&good).unwrap().rules.len(), 1);
+        let bad = dir.join("bad.yaml");
+        std::fs::write(&bad, "- package=p,rate=7\n").unwrap();
+        let err = Faults::load(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("bad.yaml: rule 1: rate 7 is out of range"),
+            "{err}"
+        );
+        let missing = Faults::load(&dir.join("missing.yaml")).unwrap_err();
+        assert!(matches!(missing, Error::Io { .. }));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn package_rules_target_objects_moving_to_the_version() {
+        let faults = Faults::parse(&["package=p2,rate=1,delay=1m"]).unwrap();
+        let effect = |installs: &[String]| {
+            faults.effect(
+                1,
+                Subject {
+                    kind: "Machine",
+                    name: "m1",
+                    idcs: &[],
+                    installs,
+                },
+            )
+        };
+        assert_eq!(effect(&["p1".to_owned()]), Effect::default());
+        let hit = effect(&["p1".to_owned(), "p2".to_owned()]);
+        assert_eq!(hit.delay, Duration::from_secs(60));
+        assert!(hit.failure.unwrap().starts_with("installing p2 failed"));
+    }
+}

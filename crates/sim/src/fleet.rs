@@ -437,3 +437,334 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(&tmp, bytes).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use endstate_api::{ClusterPhase, Machine, MachinePhase};
+
+    use super::*;
+    use crate::testing::{cluster, cobj, cpv, machine, mpv, obj};
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    fn fleet(seed: u64, faults: &[&str]) -> SimFleet {
+        let config = SimConfig::new("fleet", seed).with_faults(Faults::parse(faults).unwrap());
+        let mut fleet = SimFleet::new(config);
+        for p in ["kubelet-1.28", "kubelet-1.29", "pouch-1.0"] {
+            fleet.apply(&mpv(p)).unwrap();
+        }
+        fleet
+    }
+
+    fn get(fleet: &SimFleet, name: &str) -> Machine {
+        match fleet.get(&ObjectRef::new("Machine", "", name)) {
+            Some(FleetObject::Machine(m)) => (**m).clone(),
+            other => panic!("no machine {name}: {other:?}"),
+        }
+    }
+
+    fn status(fleet: &SimFleet, name: &str) -> MachineStatus {
+        get(fleet, name).status.unwrap_or_default()
+    }
+
+    fn condition(status: &MachineStatus, type_: &str) -> String {
+        status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == type_)
+            .map(|c| c.status.clone())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_machine_installs_then_runs_in_virtual_time() {
+        let mut f = fleet(1, &[]);
+        let t0 = f.now();
+        f.apply(&obj(machine("m1", "idc-a", "kubelet-1.28")))
+            .unwrap();
+        assert_eq!(f.pending_events(), 2);
+        let installing = f.next_event_at().unwrap();
+        assert!(installing >= t0 + SEC && installing <= t0 + 5 * SEC);
+        assert_eq!(f.advance_to(installing - Duration::from_millis(1)), 0);
+        assert_eq!(status(&f, "m1"), MachineStatus::default());
+        assert_eq!(f.advance_to(installing), 1);
+        let s = status(&f, "m1");
+        assert_eq!(s.phase, Some(MachinePhase::Installing));
+        assert_eq!(s.observed_generation, None);
+        assert_eq!(condition(&s, "NetworkReady"), "False");
+        let done = f.next_event_at().unwrap();
+        assert!(done >= installing + 20 * SEC && done <= installing + 90 * SEC);
+        f.advance_to(done + SEC);
+        assert_eq!(f.now(), done + SEC);
+        let s = status(&f, "m1");
+        assert_eq!(s.phase, Some(MachinePhase::Running));
+        assert_eq!(s.observed_generation, Some(1));
+        assert_eq!(s.versions.as_ref(), Some(&get(&f, "m1").spec.packages));
+        assert_eq!((s.os_generation, s.schedulable), (Some(1), Some(true)));
+        assert_eq!(condition(&s, "Ready"), "True");
+        assert_eq!(condition(&s, "NetworkReady"), "True");
+        let ready = s.conditions.iter().flatten().next().unwrap();
+        assert_eq!(ready.last_transition_time, crate::store::k8s_time(done));
+        assert_eq!(f.next_event_at(), None);
+        assert_eq!(f.counters().status_writes, 2);
+    }
+
+    #[test]
+    fn a_newer_spec_supersedes_pending_work() {
+        let mut f = fleet(2, &[]);
+        f.apply(&obj(machine("m1", "idc-a", "kubelet-1.28")))
+            .unwrap();
+        let installing = f.next_event_at().unwrap();
+        f.advance_to(installing);
+        let w = f
+            .apply(&obj(machine("m1", "idc-a", "kubelet-1.29")))
+            .unwrap();
+        assert_eq!(w.generation, 2);
+        // Only generation 2's two writes are left.
+        assert_eq!(f.pending_events(), 2);
+        let mut seen = Vec::new();
+        while let Some(at) = f.next_event_at() {
+            f.advance_to(at);
+            let s = status(&f, "m1");
+            seen.push((s.phase, s.observed_generation));
+        }
+        assert_eq!(
+            seen,
+            [
+                (Some(MachinePhase::Installing), None),
+                (Some(MachinePhase::Running), Some(2))
+            ]
+        );
+        assert_eq!(
+            status(&f, "m1").versions.unwrap()["kubelet"],
+            "kubelet-1.29"
+        );
+    }
+
+    #[test]
+    fn an_os_generation_bump_reinstalls_and_a_cordon_only_reconfigures() {
+        let mut f = fleet(3, &[]);
+        let mut m = machine("m1", "idc-a", "kubelet-1.28");
+        f.seed_converged([obj(m.clone())]).unwrap();
+        m.spec.os_generation = Some(2);
+        f.apply(&obj(m.clone())).unwrap();
+        f.advance_to(f.next_event_at().unwrap());
+        assert_eq!(status(&f, "m1").phase, Some(MachinePhase::Reinstalling));
+        let start = f.now();
+        f.run_until_idle();
+        assert!(f.now() >= start + 120 * SEC);
+        assert_eq!(status(&f, "m1").os_generation, Some(2));
+
+        m.spec.unschedulable = Some(true);
+        f.apply(&obj(m)).unwrap();
+        assert_eq!(f.pending_events(), 1, "nothing to install");
+        f.run_until_idle();
+        let s = status(&f, "m1");
+        assert_eq!(
+            (s.schedulable, s.observed_generation),
+            (Some(false), Some(3))
+        );
+    }
+
+    #[test]
+    fn a_failing_package_fails_the_machines_that_get_it() {
+        let mut f = fleet(4, &["package=kubelet-1.29,rate=1"]);
+        f.seed_converged([obj(machine("m1", "idc-a", "kubelet-1.28"))])
+            .unwrap();
+        f.apply(&obj(machine("m1", "idc-a", "kubelet-1.29")))
+            .unwrap();
+        f.apply(&obj(machine("m2", "idc-a", "kubelet-1.28")))
+            .unwrap();
+        f.run_until_idle();
+        let s = status(&f, "m1");
+        assert_eq!(s.phase, Some(MachinePhase::Failed));
+        assert_eq!(s.observed_generation, Some(2));
+        assert_eq!(s.versions.as_ref().unwrap()["kubelet"], "kubelet-1.28");
+        assert_eq!(condition(&s, "Ready"), "False");
+        assert_eq!(condition(&s, "NetworkReady"), "False");
+        assert!(s.message.unwrap().contains("kubelet-1.29"));
+        assert_eq!(status(&f, "m2").phase, Some(MachinePhase::Running));
+
+        // Restoring the old version succeeds: the machine no longer gets the bad one.
+        f.apply(&obj(machine("m1", "idc-a", "kubelet-1.28")))
+            .unwrap();
+        f.run_until_idle();
+        assert_eq!(status(&f, "m1").phase, Some(MachinePhase::Running));
+    }
+
+    #[test]
+    fn a_failure_rate_hits_that_share_of_machines_whatever_the_order() {
+        let names: Vec<String> = (0..400).map(|i| format!("m{i:03}")).collect();
+        let failed = |reverse: bool| {
+            let mut f = fleet(5, &["package=kubelet-1.29,rate=0.25"]);
+            let mut order = names.clone();
+            if reverse {
+                order.reverse();
+            }
+            for n in &order {
+                f.apply(&obj(machine(n, "idc-a", "kubelet-1.29"))).unwrap();
+            }
+            f.run_until_idle();
+            names
+                .iter()
+                .filter(|n| status(&f, n).phase == Some(MachinePhase::Failed))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let forward = failed(false);
+        assert!((60..140).contains(&forward.len()), "{}", forward.len());
+        assert_eq!(forward, failed(true));
+    }
+
+    #[test]
+    fn a_slow_idc_delays_its_machines() {
+        let mut f = fleet(6, &["idc=idc-b,delay=10m"]);
+        f.apply(&obj(machine("fast", "idc-a", "kubelet-1.28")))
+            .unwrap();
+        f.apply(&obj(machine("slow", "idc-b", "kubelet-1.28")))
+            .unwrap();
+        let t0 = f.now();
+        f.advance_to(t0 + 100 * SEC);
+        assert_eq!(status(&f, "fast").phase, Some(MachinePhase::Running));
+        assert_eq!(status(&f, "slow").phase, Some(MachinePhase::Installing));
+        f.advance_to(t0 + 600 * SEC);
+        assert_eq!(status(&f, "slow").phase, Some(MachinePhase::Installing));
+        f.advance_to(t0 + 700 * SEC);
+        assert_eq!(status(&f, "slow").phase, Some(MachinePhase::Running));
+    }
+
+    #[test]
+    fn a_silent_machine_never_reports() {
+        let mut f = fleet(7, &["machine=m1,silent"]);
+        f.apply(&obj(machine("m1", "idc-a", "kubelet-1.28")))
+            .unwrap();
+        f.apply(&obj(machine("m2", "idc-a", "kubelet-1.28")))
+            .unwrap();
+        assert_eq!(f.pending_events(), 2);
+        f.advance_by(Duration::from_secs(3600));
+        assert_eq!(get(&f, "m1").status, None);
+        assert_eq!(status(&f, "m2").phase, Some(MachinePhase::Running));
+    }
+
+    #[test]
+    fn a_missing_package_version_fails_the_machine() {
+        let mut f = fleet(8, &[]);
+        f.apply(&obj(machine("m1", "idc-a", "kubelet-9.9")))
+            .unwrap();
+        f.run_until_idle();
+        let s = status(&f, "m1");
+        assert_eq!(s.phase, Some(MachinePhase::Failed));
+        assert!(s.message.unwrap().contains("\"kubelet-9.9\" not found"));
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_timeline() {
+        let run = |seed: u64| {
+            let mut f = fleet(
+                seed,
+                &["package=kubelet-1.29,rate=0.5", "idc=idc-b,delay=1m"],
+            );
+            for i in 0..20 {
+                let idc = if i % 2 == 0 { "idc-a" } else { "idc-b" };
+                f.apply(&obj(machine(&format!("m{i}"), idc, "kubelet-1.29")))
+                    .unwrap();
+            }
+            let mut timeline = Vec::new();
+            while let Some(at) = f.next_event_at() {
+                f.advance_to(at);
+                timeline.push(at);
+            }
+            (timeline, f.snapshot())
+        };
+        let (a, snapshot_a) = run(11);
+        let (b, snapshot_b) = run(11);
+        assert_eq!(a, b);
+        assert_eq!(snapshot_a, snapshot_b);
+        let (c, snapshot_c) = run(12);
+        assert_ne!(a, c);
+        assert_ne!(snapshot_a, snapshot_c);
+    }
+
+    #[test]
+    fn seeding_converges_without_scheduling() {
+        let mut f = SimFleet::new(SimConfig::new("fleet", 9));
+        let mut m = machine("m1", "idc-a", "kubelet-1.28");
+        m.metadata.namespace = Some(String::new());
+        f.seed_converged([
+            mpv("kubelet-1.28"),
+            mpv("pouch-1.0"),
+            cpv("k8s-1.28"),
+            cobj(cluster("c1", "k8s-1.28")),
+            obj(m),
+        ])
+        .unwrap();
+        assert_eq!(f.pending_events(), 0);
+        let s = status(&f, "m1");
+        assert_eq!(s.phase, Some(MachinePhase::Running));
+        assert_eq!(s.observed_generation, Some(1));
+        assert_eq!(condition(&s, "NetworkReady"), "True");
+        let Some(FleetObject::Cluster(c)) = f.get(&ObjectRef::new("Cluster", "fleet", "c1")) else {
+            panic!("no cluster");
+        };
+        let cs = c.status.clone().unwrap();
+        assert_eq!(cs.phase, Some(ClusterPhase::Running));
+        assert_eq!(cs.version.as_deref(), Some("k8s-1.28"));
+        assert_eq!(cs.observed_generation, c.metadata.generation);
+    }
+
+    #[test]
+    fn clusters_provision_upgrade_and_pause() {
+        let mut f = fleet(10, &["package=k8s-1.30,rate=1"]);
+        for p in ["k8s-1.28", "k8s-1.29", "k8s-1.30"] {
+            f.apply(&cpv(p)).unwrap();
+        }
+        let cluster_status = |f: &SimFleet| match f.get(&ObjectRef::new("Cluster", "", "c1")) {
+            Some(FleetObject::Cluster(c)) => c.status.clone().unwrap_or_default(),
+            _ => panic!("no cluster"),
+        };
+        f.apply(&cobj(cluster("c1", "k8s-1.28"))).unwrap();
+        f.advance_to(f.next_event_at().unwrap());
+        assert_eq!(cluster_status(&f).phase, Some(ClusterPhase::Provisioning));
+        f.run_until_idle();
+        assert_eq!(cluster_status(&f).phase, Some(ClusterPhase::Running));
+
+        f.apply(&cobj(cluster("c1", "k8s-1.29"))).unwrap();
+        f.advance_to(f.next_event_at().unwrap());
+        assert_eq!(cluster_status(&f).phase, Some(ClusterPhase::Upgrading));
+        f.run_until_idle();
+        let s = cluster_status(&f);
+        assert_eq!(
+            (s.phase, s.version.as_deref()),
+            (Some(ClusterPhase::Running), Some("k8s-1.29"))
+        );
+        assert_eq!(s.observed_generation, Some(2));
+
+        f.apply(&cobj(cluster("c1", "k8s-1.30"))).unwrap();
+        f.run_until_idle();
+        let s = cluster_status(&f);
+        assert_eq!(
+            (s.phase, s.version.as_deref()),
+            (Some(ClusterPhase::Failed), Some("k8s-1.29"))
+        );
+
+        let mut paused = cluster("c1", "k8s-1.28");
+        paused.spec.paused = Some(true);
+        f.apply(&cobj(paused)).unwrap();
+        assert_eq!(f.pending_events(), 0);
+    }
+
+    #[test]
+    fn deleting_drops_pending_work_and_time_never_goes_back() {
+        let mut f = fleet(11, &[]);
+        f.apply(&obj(machine("m1", "idc-a", "kubelet-1.28")))
+            .unwrap();
+        assert!(f.delete(&ObjectRef::new("Machine", "", "m1")).unwrap());
+        assert_eq!(f.pending_events(), 0);
+        let now = f.now();
+        assert_eq!(f.advance_to(now - SEC), 0);
+        assert_eq!(f.now(), now);
+    }
+}

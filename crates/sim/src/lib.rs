@@ -30,3 +30,6 @@ pub use fleet::{SimConfig, SimFleet};
 pub use live::SimLive;
 pub use operator::{Delay, OperatorConfig, Transition};
 pub use store::{Counters, Store, WatchEvent, Written};
+
+#[cfg(test)]
+mod testing;

@@ -79,3 +79,76 @@ impl Live for SimLive {
             .map_err(|err| LiveError::Transient(format!("saving the fleet status: {err}")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use endstate_api::MachinePhase;
+
+    use super::*;
+    use crate::fleet::SimConfig;
+    use crate::testing::{machine, mpv, obj, ready};
+
+    #[test]
+    fn serves_the_live_trait_at_virtual_time() {
+        let live = SimLive::new(SimFleet::new(SimConfig::new("fleet", 1)));
+        let objects = [
+            mpv("kubelet-1.28"),
+            mpv("pouch-1.0"),
+            obj(machine("m1", "idc-a", "kubelet-1.28")),
+        ];
+        let applied = ready(live.apply(&objects));
+        assert!(
+            applied
+                .iter()
+                .all(|r| matches!(r, Ok(Applied { generation: 1 })))
+        );
+        // Applying the same objects again writes nothing.
+        ready(live.apply(&objects));
+        assert_eq!(live.lock().counters().noop_applies, 3);
+
+        live.lock().run_until_idle();
+        let id = ObjectRef::new("Machine", "", "m1");
+        let got = ready(live.get(&[id.clone(), ObjectRef::new("Machine", "", "gone")])).unwrap();
+        let Some(FleetObject::Machine(m)) = &got[0] else {
+            panic!("no machine: {got:?}");
+        };
+        assert_eq!(m.metadata.namespace.as_deref(), Some("fleet"));
+        assert_eq!(
+            m.status.as_ref().unwrap().phase,
+            Some(MachinePhase::Running)
+        );
+        assert!(got[1].is_none());
+        assert_eq!(ready(live.snapshot()).unwrap().len(), 3);
+
+        let deleted = ready(live.delete(&[id.clone(), id]));
+        assert!(deleted.iter().all(Result::is_ok));
+        assert_eq!(live.lock().counters().deletes, 1);
+
+        let bad = ready(live.apply(&[obj(machine("", "idc-a", "kubelet-1.28"))]));
+        assert!(matches!(&bad[0], Err(LiveError::Fatal(m)) if m.contains("metadata.name")));
+    }
+
+    #[test]
+    fn keeps_the_fleet_status_across_restarts() {
+        let path =
+            std::env::temp_dir().join(format!("endstate-sim-status-{}.json", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let open = || {
+            SimLive::new(
+                SimFleet::new(SimConfig::default())
+                    .with_status_file(&path)
+                    .unwrap(),
+            )
+        };
+        let live = open();
+        assert_eq!(ready(live.load_status()).unwrap(), None);
+        let status: FleetStatus = serde_json::from_value(serde_json::json!({
+            "lastAppliedCommit": "abc123"
+        }))
+        .unwrap();
+        ready(live.save_status(&status)).unwrap();
+        assert_eq!(ready(live.load_status()).unwrap(), Some(status.clone()));
+        assert_eq!(ready(open().load_status()).unwrap(), Some(status));
+        std::fs::remove_file(&path).unwrap();
+    }
+}

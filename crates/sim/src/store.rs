@@ -619,3 +619,205 @@ fn clear_status(object: &mut FleetObject) {
 pub(crate) fn generation_of(meta: &ObjectMeta) -> i64 {
     meta.generation.unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{machine, mpv, obj};
+
+    const T0: Time = Time(1_767_225_600_000);
+
+    fn store() -> Store {
+        Store::new("fleet", 1)
+    }
+
+    fn live_machine(store: &Store, name: &str) -> endstate_api::Machine {
+        match store.get_by_name("Machine", name) {
+            Some(FleetObject::Machine(m)) => (**m).clone(),
+            other => panic!("no machine {name}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn generation_bumps_on_spec_changes_only() {
+        let mut s = store();
+        let mut m = machine("m1", "idc-a", "kubelet-1.28");
+        m.status = Some(MachineStatus {
+            observed_generation: Some(9),
+            ..MachineStatus::default()
+        });
+        let w = s.apply(&obj(m.clone()), T0).unwrap();
+        assert_eq!((w.generation, w.resource_version, w.created), (1, 1, true));
+        let live = live_machine(&s, "m1");
+        assert_eq!(live.metadata.namespace.as_deref(), Some("fleet"));
+        assert_eq!(live.metadata.generation, Some(1));
+        assert_eq!(live.metadata.resource_version.as_deref(), Some("1"));
+        assert!(live.metadata.uid.as_deref().is_some_and(|u| u.len() == 36));
+        assert_eq!(live.metadata.creation_timestamp, Some(k8s_time(T0)));
+        assert_eq!(live.status, None, "apply never writes status");
+
+        // A label is metadata: new resource version, same generation.
+        m.metadata.labels = Some(BTreeMap::from([("tier".into(), "gold".into())]));
+        let w = s.apply(&obj(m.clone()), T0).unwrap();
+        assert_eq!(
+            (w.generation, w.resource_version, w.spec_changed),
+            (1, 2, false)
+        );
+
+        m.spec.unschedulable = Some(true);
+        let w = s.apply(&obj(m.clone()), T0).unwrap();
+        assert_eq!(
+            (w.generation, w.resource_version, w.spec_changed),
+            (2, 3, true)
+        );
+
+        // Status writes bump the resource version, never the generation.
+        let w = s
+            .set_machine_status(
+                "m1",
+                MachineStatus {
+                    phase: Some(endstate_api::MachinePhase::Running),
+                    ..MachineStatus::default()
+                },
+            )
+            .unwrap();
+        assert_eq!((w.generation, w.resource_version), (2, 4));
+        let live = live_machine(&s, "m1");
+        assert_eq!(live.metadata.creation_timestamp, Some(k8s_time(T0)));
+        assert!(live.status.is_some());
+    }
+
+    #[test]
+    fn identical_writes_are_noops() {
+        let mut s = store();
+        let m = obj(machine("m1", "idc-a", "kubelet-1.28"));
+        s.apply(&m, T0).unwrap();
+        s.apply(&mpv("kubelet-1.28"), T0).unwrap();
+        let rv = s.resource_version();
+        for _ in 0..3 {
+            let w = s.apply(&m, T0).unwrap();
+            assert!(w.noop);
+            assert_eq!(w.resource_version, 1);
+        }
+        let status = MachineStatus {
+            observed_generation: Some(1),
+            ..MachineStatus::default()
+        };
+        s.set_machine_status("m1", status.clone()).unwrap();
+        assert!(s.set_machine_status("m1", status).unwrap().noop);
+        assert_eq!(s.resource_version(), rv + 1);
+        let c = s.counters();
+        assert_eq!(
+            (
+                c.creates,
+                c.applies,
+                c.noop_applies,
+                c.status_writes,
+                c.noop_status_writes
+            ),
+            (2, 2, 3, 1, 1)
+        );
+        assert_eq!(c.writes(), 3);
+        assert!(s.events_since(rv + 1).is_empty());
+    }
+
+    #[test]
+    fn apply_keeps_other_managers_labels_and_drops_its_own_removed_ones() {
+        let mut s = store();
+        let mut m = machine("m1", "idc-a", "kubelet-1.28");
+        m.metadata.labels = Some(BTreeMap::from([
+            ("a".into(), "1".into()),
+            ("b".into(), "1".into()),
+        ]));
+        s.apply(&obj(m.clone()), T0).unwrap();
+        // Someone else labels the machine.
+        let mut other = live_machine(&s, "m1");
+        other
+            .metadata
+            .labels
+            .get_or_insert_default()
+            .insert("team".into(), "x".into());
+        s.update(&obj(other)).unwrap();
+        m.metadata.labels = Some(BTreeMap::from([("a".into(), "2".into())]));
+        s.apply(&obj(m), T0).unwrap();
+        let labels = live_machine(&s, "m1").metadata.labels.unwrap();
+        assert_eq!(
+            labels,
+            BTreeMap::from([("a".into(), "2".into()), ("team".into(), "x".into())])
+        );
+    }
+
+    #[test]
+    fn stale_resource_version_conflicts() {
+        let mut s = store();
+        s.apply(&obj(machine("m1", "idc-a", "kubelet-1.28")), T0)
+            .unwrap();
+        let read = live_machine(&s, "m1");
+        let mut first = read.clone();
+        first.spec.unschedulable = Some(true);
+        assert_eq!(s.update(&obj(first)).unwrap().generation, 2);
+        let mut second = read.clone();
+        second.spec.ip = "10.0.0.2".into();
+        let err = s.update(&obj(second)).unwrap_err();
+        assert!(matches!(err, LiveError::Conflict { .. }), "{err}");
+        assert!(
+            err.to_string().contains("resourceVersion 1 is stale"),
+            "{err}"
+        );
+        let mut status = read;
+        status.status = Some(MachineStatus::default());
+        assert!(matches!(
+            s.update_status(&obj(status)),
+            Err(LiveError::Conflict { .. })
+        ));
+        assert_eq!(s.counters().conflicts, 2);
+        assert!(matches!(
+            s.create(&obj(machine("m1", "idc-a", "x")), T0),
+            Err(LiveError::Conflict { .. })
+        ));
+        assert!(matches!(
+            s.update(&obj(machine("nope", "idc-a", "x"))),
+            Err(LiveError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn watch_reports_changes_and_deletes_in_order() {
+        let mut s = store();
+        s.apply(&mpv("kubelet-1.28"), T0).unwrap();
+        s.apply(&obj(machine("m1", "idc-a", "kubelet-1.28")), T0)
+            .unwrap();
+        s.apply(&obj(machine("m2", "idc-a", "kubelet-1.28")), T0)
+            .unwrap();
+        let since = s.resource_version();
+        s.set_machine_status("m2", MachineStatus::default())
+            .unwrap();
+        assert!(s.delete(&ObjectRef::new("Machine", "", "m1")).unwrap());
+        assert!(!s.delete(&ObjectRef::new("Machine", "", "m1")).unwrap());
+        let events = s.events_since(since);
+        assert_eq!(events.len(), 2);
+        assert!(matches!(&events[0], WatchEvent::Applied(o) if o.key().2 == "m2"));
+        assert!(
+            matches!(&events[1], WatchEvent::Deleted { id, resource_version: 5 } if id.name == "m1")
+        );
+        assert_eq!(s.counters().deletes, 1);
+        assert_eq!(s.events_since(0).len(), 3);
+    }
+
+    #[test]
+    fn one_namespace() {
+        let mut s = store();
+        let mut m = machine("m1", "idc-a", "kubelet-1.28");
+        m.metadata.namespace = Some("other".into());
+        let err = s.apply(&obj(m.clone()), T0).unwrap_err();
+        assert!(
+            err.to_string().contains("serves namespace \"fleet\" only"),
+            "{err}"
+        );
+        m.metadata.namespace = Some("fleet".into());
+        s.apply(&obj(m), T0).unwrap();
+        assert!(s.get(&ObjectRef::new("Machine", "", "m1")).is_some());
+        assert!(s.get(&ObjectRef::new("Machine", "fleet", "m1")).is_some());
+        assert!(s.get(&ObjectRef::new("Machine", "other", "m1")).is_none());
+    }
+}
