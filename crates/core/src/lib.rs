@@ -12,5 +12,7 @@ pub mod yaml;
 
 pub use error::{Diagnostic, Diagnostics};
 pub use object::{FleetObject, ObjectRef};
+pub use render::{CacheStats, RenderCache, render_cached};
 pub use render::{Options, Rendered, RenderedObject, render};
+pub use tree::ContentId;
 pub use tree::{DirTree, MemTree, Tree};

@@ -31,12 +31,36 @@ pub enum TreeError {
     Io(#[from] io::Error),
 }
 
+/// The identity of a file's content: two files with the same id hold the same bytes (in the
+/// Git adapter, the blob id). Up to 32 bytes, zero-padded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContentId([u8; 32]);
+
+impl ContentId {
+    /// An id from a hash of up to 32 bytes (a SHA-1 or SHA-256 object id).
+    ///
+    /// # Panics
+    ///
+    /// When `bytes` is longer than 32.
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        let mut id = [0; 32];
+        id[..bytes.len()].copy_from_slice(bytes);
+        ContentId(id)
+    }
+}
+
 /// A read-only file tree.
 pub trait Tree: Sync {
     /// What is at `path`.
     fn entry(&self, path: &str) -> Result<EntryKind, TreeError>;
     /// The content of the file at `path`.
     fn read(&self, path: &str) -> Result<Vec<u8>, TreeError>;
+    /// The identity of the content at `path`, when the tree knows it without reading the
+    /// file. Trees that return one let a [`crate::render::RenderCache`] skip unchanged files.
+    fn content_id(&self, path: &str) -> Option<ContentId> {
+        let _ = path;
+        None
+    }
 }
 
 /// A directory on disk.

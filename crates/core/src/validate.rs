@@ -20,16 +20,22 @@ use crate::render::RenderedObject;
 /// Validates a rendered set sorted by identity. `unrenderable` names objects that are
 /// declared but failed to render (already reported): references to them are not errors.
 pub fn validate(objects: &[RenderedObject], unrenderable: &HashSet<ObjectRef>) -> Vec<Diagnostic> {
-    let mut diags: Vec<Diagnostic> = objects
+    let mut diags = check_each(objects);
+    diags.extend(check_references(objects, unrenderable));
+    diags
+}
+
+/// The checks of each object on its own (in any order): what does not depend on the rest of
+/// the set, so it can be remembered with the object.
+pub(crate) fn check_each(objects: &[RenderedObject]) -> Vec<Diagnostic> {
+    objects
         .par_iter()
         .flat_map_iter(|o| {
             let mut problems = Vec::new();
             check_object(&o.object, &mut problems);
             problems.into_iter().map(move |message| about(o, message))
         })
-        .collect();
-    diags.extend(check_references(objects, unrenderable));
-    diags
+        .collect()
 }
 
 fn about(o: &RenderedObject, message: String) -> Diagnostic {
@@ -373,7 +379,8 @@ fn is_quantity(s: &str) -> bool {
         && ["", "Ki", "Mi", "Gi", "Ti", "Pi", "k", "M", "G", "T", "P"].contains(&&s[digits..])
 }
 
-fn check_references(
+/// The checks across a set sorted by identity: duplicates and references.
+pub(crate) fn check_references(
     objects: &[RenderedObject],
     unrenderable: &HashSet<ObjectRef>,
 ) -> Vec<Diagnostic> {

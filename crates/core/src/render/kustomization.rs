@@ -110,6 +110,10 @@ pub struct Layer {
     pub annotations: BTreeMap<String, String>,
     /// `patchesJson6902` (kustomize runs these after labels and annotations).
     pub json6902: Vec<Patch>,
+    /// A digest of everything the layer was built from (the kustomization's path and text,
+    /// and every patch file it reads): two layers with the same fingerprint transform
+    /// objects identically.
+    pub fingerprint: Fingerprint,
 }
 
 impl Layer {
@@ -131,6 +135,61 @@ pub struct Leaf {
     pub chain: Vec<Arc<Layer>>,
 }
 
+impl Leaf {
+    /// A digest of the chain: leaves with equal content and equal chain fingerprints render
+    /// to the same objects.
+    pub fn chain_fingerprint(&self) -> Fingerprint {
+        let mut digest = Digest::default();
+        for layer in &self.chain {
+            digest.add(&layer.fingerprint.0.to_le_bytes());
+        }
+        digest.finish()
+    }
+
+    /// The number of patches along the chain; a patch's place in the chain (layer by layer,
+    /// each in [`Layer::all_patches`] order) is its index below that.
+    pub fn patch_count(&self) -> usize {
+        self.chain.iter().map(|l| l.all_patches().count()).sum()
+    }
+}
+
+/// A 128-bit digest of a layer's inputs (not cryptographic: it keys an in-process cache).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Fingerprint(pub u128);
+
+/// Feeds length-prefixed byte strings into two differently salted SipHashes.
+struct Digest {
+    low: std::hash::DefaultHasher,
+    high: std::hash::DefaultHasher,
+}
+
+impl Default for Digest {
+    fn default() -> Self {
+        use std::hash::Hasher;
+        let mut high = std::hash::DefaultHasher::new();
+        high.write(b"endstate-fingerprint");
+        Digest {
+            low: std::hash::DefaultHasher::new(),
+            high,
+        }
+    }
+}
+
+impl Digest {
+    fn add(&mut self, bytes: &[u8]) {
+        use std::hash::Hasher;
+        self.low.write_usize(bytes.len());
+        self.low.write(bytes);
+        self.high.write_usize(bytes.len());
+        self.high.write(bytes);
+    }
+
+    fn finish(&self) -> Fingerprint {
+        use std::hash::Hasher;
+        Fingerprint((u128::from(self.high.finish()) << 64) | u128::from(self.low.finish()))
+    }
+}
+
 /// A loaded kustomization tree.
 #[derive(Debug, Default)]
 pub struct Graph {
@@ -148,6 +207,7 @@ pub fn load(tree: &dyn Tree, dir: &str, limits: Limits, diags: &mut Diagnostics)
         diags,
         graph: Graph::default(),
         stack: Vec::new(),
+        inputs: Digest::default(),
     };
     loader.dir(dir, &[], None);
     loader.graph
@@ -160,6 +220,8 @@ struct Loader<'a> {
     graph: Graph,
     /// Kustomization directories being loaded, to find cycles.
     stack: Vec<String>,
+    /// What the layer being built has read so far.
+    inputs: Digest,
 }
 
 impl Loader<'_> {
@@ -384,6 +446,9 @@ impl Loader<'_> {
     }
 
     fn layer(&mut self, dir: &str, file: &str, text: &str, parsed: &File) -> Layer {
+        self.inputs = Digest::default();
+        self.inputs.add(file.as_bytes());
+        self.inputs.add(text.as_bytes());
         let mut layer = Layer {
             file: file.to_owned(),
             namespace: parsed.namespace.clone().filter(|n| !n.is_empty()),
@@ -448,6 +513,7 @@ impl Loader<'_> {
                 ));
             }
         }
+        layer.fingerprint = self.inputs.finish();
         layer
     }
 
@@ -506,6 +572,8 @@ impl Loader<'_> {
                 let Some(body) = self.read_text(&full) else {
                     return Vec::new();
                 };
+                self.inputs.add(full.as_bytes());
+                self.inputs.add(body.as_bytes());
                 (full.clone(), body, full, None)
             }
         };

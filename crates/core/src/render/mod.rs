@@ -4,9 +4,13 @@
 //! for that subset the objects equal what `kubectl kustomize` produces. Everything outside it
 //! is an error that names the field, never silently ignored.
 
+pub mod cache;
 pub mod kustomization;
 pub mod patch;
 pub mod selector;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use rayon::prelude::*;
 use serde_json::Value;
@@ -16,6 +20,8 @@ use crate::object::{FleetObject, ObjectRef};
 use crate::tree::Tree;
 use crate::validate;
 use crate::yaml::{self, Document, Limits};
+pub use cache::{CacheStats, RenderCache};
+use cache::{LeafKey, LeafOutput};
 use kustomization::{Layer, read_text};
 
 /// Where an object was declared.
@@ -67,42 +73,160 @@ pub struct Options {
 /// Renders and validates the kustomization in `dir` of `tree`. Every problem found is
 /// returned, not just the first.
 pub fn render(tree: &dyn Tree, dir: &str, options: Options) -> Result<Rendered, Diagnostics> {
+    render_with(tree, dir, options, None)
+}
+
+/// [`render`] through a [`RenderCache`]: a resource file whose content id (see
+/// [`Tree::content_id`]) and chain of kustomizations are unchanged since an earlier render is
+/// not read, parsed, transformed or checked again; its objects, problems and patch matches
+/// come from the cache. The result equals [`render`]'s.
+pub fn render_cached(
+    tree: &dyn Tree,
+    dir: &str,
+    options: Options,
+    cache: &mut RenderCache,
+) -> Result<Rendered, Diagnostics> {
+    let rendered = render_with(tree, dir, options, Some(&mut *cache));
+    cache.end_render();
+    rendered
+}
+
+/// One document's outcome, and which patches of its chain applied to it.
+type DocumentResult = (usize, Result<RenderedObject, Vec<Diagnostic>>, Vec<u32>);
+
+fn render_with(
+    tree: &dyn Tree,
+    dir: &str,
+    options: Options,
+    mut cache: Option<&mut RenderCache>,
+) -> Result<Rendered, Diagnostics> {
     let mut diags = Diagnostics::default();
     let graph = kustomization::load(tree, dir, options.limits, &mut diags);
 
-    let texts: Vec<Result<String, Diagnostic>> = graph
+    // Only leaves whose content the tree can name are cached.
+    let keys: Vec<Option<LeafKey>> = graph
+        .leaves
+        .iter()
+        .map(|leaf| {
+            cache.as_ref()?;
+            Some(LeafKey {
+                file: leaf.file.clone(),
+                content: tree.content_id(&leaf.file)?,
+                chain: leaf.chain_fingerprint(),
+            })
+        })
+        .collect();
+    let hits: Vec<Option<Arc<LeafOutput>>> = match cache.as_deref_mut() {
+        Some(cache) => keys
+            .iter()
+            .map(|key| key.as_ref().and_then(|key| cache.get(key)))
+            .collect(),
+        None => vec![None; keys.len()],
+    };
+
+    let texts: Vec<Option<Result<String, Diagnostic>>> = graph
         .leaves
         .par_iter()
-        .map(|leaf| read_text(tree, &leaf.file, options.limits))
+        .zip(hits.par_iter())
+        .map(|(leaf, hit)| {
+            hit.is_none()
+                .then(|| read_text(tree, &leaf.file, options.limits))
+        })
         .collect();
     let mut work: Vec<(usize, Document<'_>)> = Vec::new();
     for (index, text) in texts.iter().enumerate() {
-        match text {
-            Ok(text) => work.extend(yaml::split_documents(text).into_iter().map(|d| (index, d))),
-            Err(d) => diags.push(d.clone()),
+        if let Some(Ok(text)) = text {
+            work.extend(yaml::split_documents(text).into_iter().map(|d| (index, d)));
         }
     }
 
-    let results: Vec<Result<RenderedObject, Vec<Diagnostic>>> = work
+    let results: Vec<DocumentResult> = work
         .par_iter()
-        .map(|(leaf, doc)| {
-            let leaf = &graph.leaves[*leaf];
-            document(&leaf.file, doc, &leaf.chain)
+        .map(|(index, doc)| {
+            let leaf = &graph.leaves[*index];
+            let mut applied = Vec::new();
+            let record = keys[*index].is_some().then_some(&mut applied);
+            let result = document(&leaf.file, doc, &leaf.chain, record);
+            (*index, result, applied)
         })
         .collect();
     drop(work);
-    drop(texts);
 
-    let mut objects = Vec::with_capacity(results.len());
     // Objects declared but not renderable: references to them are not reported again.
     let mut unrenderable = std::collections::HashSet::new();
-    for result in results {
-        match result {
-            Ok(object) => objects.push(object),
-            Err(ds) => {
-                unrenderable.extend(ds.iter().filter_map(|d| d.object.as_deref().cloned()));
-                diags.extend(ds);
+    let mut objects = Vec::with_capacity(results.len());
+    let mut results = results.into_iter().peekable();
+    for (index, (leaf, text)) in graph.leaves.iter().zip(&texts).enumerate() {
+        if let Some(Err(d)) = text {
+            diags.push(d.clone());
+            continue;
+        }
+        if let Some(hit) = &hits[index] {
+            let patches = leaf.chain.iter().flat_map(|layer| layer.all_patches());
+            for (patch, n) in patches.zip(&hit.applied) {
+                patch.applied.fetch_add(*n as usize, Ordering::Relaxed);
             }
+            diags.extend(hit.problems.iter().cloned());
+            unrenderable.extend(hit.unrenderable.iter().cloned());
+            continue;
+        }
+        let mut output = LeafOutput::default();
+        let mut applied = vec![
+            0u32;
+            if keys[index].is_some() {
+                leaf.patch_count()
+            } else {
+                0
+            }
+        ];
+        while let Some((_, result, matched)) = results.next_if(|(i, _, _)| *i == index) {
+            match result {
+                Ok(object) => output.objects.push(object),
+                Err(ds) => {
+                    output
+                        .unrenderable
+                        .extend(ds.iter().filter_map(|d| d.object.as_deref().cloned()));
+                    output.problems.extend(ds);
+                }
+            }
+            for patch in matched {
+                applied[patch as usize] += 1;
+            }
+        }
+        unrenderable.extend(output.unrenderable.iter().cloned());
+        diags.extend(output.problems.iter().cloned());
+        match (&keys[index], cache.as_deref_mut()) {
+            (Some(key), Some(cache)) => {
+                // Checked now, so that a cache hit needs no checking either.
+                let checks = validate::check_each(&output.objects);
+                diags.extend(checks.iter().cloned());
+                output.problems.extend(checks);
+                output.applied = applied;
+                cache.insert(key.clone(), Arc::new(output));
+            }
+            (None, Some(_)) => {
+                diags.extend(validate::check_each(&output.objects));
+                objects.append(&mut output.objects);
+            }
+            (_, None) => objects.append(&mut output.objects),
+        }
+    }
+    drop(texts);
+
+    // Cached objects (including those just rendered) are copied out in parallel.
+    if let Some(cache) = cache.as_deref_mut() {
+        let copies: Vec<Vec<RenderedObject>> = keys
+            .par_iter()
+            .map(|key| {
+                key.as_ref()
+                    .and_then(|key| cache.peek(key))
+                    .map(|output| output.objects.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        objects.reserve(copies.iter().map(Vec::len).sum());
+        for mut copy in copies {
+            objects.append(&mut copy);
         }
     }
 
@@ -136,7 +260,11 @@ pub fn render(tree: &dyn Tree, dir: &str, options: Options) -> Result<Rendered, 
     }
 
     objects.par_sort_unstable_by(|a, b| a.object.key().cmp(&b.object.key()));
-    diags.extend(validate::validate(&objects, &unrenderable));
+    if cache.is_some() {
+        diags.extend(validate::check_references(&objects, &unrenderable));
+    } else {
+        diags.extend(validate::validate(&objects, &unrenderable));
+    }
     if diags.is_empty() {
         Ok(Rendered { objects })
     } else {
@@ -146,10 +274,12 @@ pub fn render(tree: &dyn Tree, dir: &str, options: Options) -> Result<Rendered, 
 }
 
 /// Parses one document, carries it through its layers and decodes it.
+/// When `applied` is given, the chain index of every patch applied is pushed to it.
 fn document(
     file: &str,
     doc: &Document<'_>,
-    chain: &[std::sync::Arc<Layer>],
+    chain: &[Arc<Layer>],
+    mut applied: Option<&mut Vec<u32>>,
 ) -> Result<RenderedObject, Vec<Diagnostic>> {
     let origin = Origin {
         file: file.to_owned(),
@@ -165,8 +295,11 @@ fn document(
 
     // Problems in the layers are reported against the object as its file declares it.
     let declared = ObjectRef::of_value(&value);
+    let mut first_patch = 0;
     for layer in chain {
-        transform(layer, &mut value).map_err(|message| {
+        let record = applied.as_deref_mut().map(|a| (a, first_patch));
+        first_patch += layer.all_patches().count() as u32;
+        transform(layer, &mut value, record).map_err(|message| {
             vec![
                 Diagnostic::file(file, message)
                     .at_line(doc.first_line)
@@ -245,10 +378,27 @@ fn identify(value: &Value) -> Result<&'static str, String> {
     Ok(kind)
 }
 
-/// Runs one kustomization's transformations on one object, in kustomize's order.
-fn transform(layer: &Layer, value: &mut Value) -> Result<(), String> {
-    for patch in layer.strategic_merge.iter().chain(&layer.patches) {
+/// Runs one kustomization's transformations on one object, in kustomize's order. With
+/// `applied`, records each patch applied as `first + its index in the layer`.
+fn transform(
+    layer: &Layer,
+    value: &mut Value,
+    mut applied: Option<(&mut Vec<u32>, u32)>,
+) -> Result<(), String> {
+    let mut record = |index: usize| {
+        if let Some((applied, first)) = applied.as_mut() {
+            applied.push(*first + index as u32);
+        }
+    };
+    let merges = layer.strategic_merge.len() + layer.patches.len();
+    for (index, patch) in layer
+        .strategic_merge
+        .iter()
+        .chain(&layer.patches)
+        .enumerate()
+    {
         if patch.selects(value) {
+            record(index);
             patch
                 .apply(value)
                 .map_err(|e| format!("{e} (patch in {})", patch.origin))?;
@@ -276,8 +426,9 @@ fn transform(layer: &Layer, value: &mut Value) -> Result<(), String> {
             map.insert(k.clone(), Value::String(v.clone()));
         }
     }
-    for patch in &layer.json6902 {
+    for (index, patch) in layer.json6902.iter().enumerate() {
         if patch.selects(value) {
+            record(merges + index);
             patch
                 .apply(value)
                 .map_err(|e| format!("{e} (patch in {})", patch.origin))?;
