@@ -1,0 +1,470 @@
+//! A real kube-apiserver and etcd on loopback, for tests that talk to Kubernetes.
+//!
+//! ```text
+//!   scripts/kube-test-env.sh ──▶ binaries (ENDSTATE_TEST_KUBE_APISERVER / ENDSTATE_TEST_ETCD,
+//!                                or Debian's etcd + kube-apiserver 1.20.2 built once, cached)
+//!   TestServer::start ──▶ etcd (tmpfs data dir) ◀── kube-apiserver (token auth, RBAC)
+//!                         └─ kubeconfig with a system:masters token
+//! ```
+//!
+//! Both processes are killed by pid when the [`TestServer`] is dropped. A watchdog shell
+//! also kills them when the test process exits without dropping it (a panic that aborts, the
+//! shared server of [`TestServer::shared`]), so no test leaves a server running.
+//!
+//! A test that cannot get a server panics with the reason; it never passes silently.
+
+use std::fmt::Write as _;
+use std::io;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How long a server may take to become ready (it usually takes about 10 s).
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Extra settings for one server.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Arguments appended to kube-apiserver's command line, e.g.
+    /// `--max-mutating-requests-inflight=1`.
+    pub apiserver_args: Vec<String>,
+}
+
+/// Where the binaries are.
+#[derive(Clone, Debug)]
+pub struct Binaries {
+    /// The kube-apiserver executable.
+    pub apiserver: PathBuf,
+    /// The etcd executable.
+    pub etcd: PathBuf,
+}
+
+impl Binaries {
+    /// Runs `scripts/kube-test-env.sh`, which honours `ENDSTATE_TEST_KUBE_APISERVER` and
+    /// `ENDSTATE_TEST_ETCD`, and otherwise installs etcd and builds kube-apiserver once.
+    /// The script is run once per process.
+    pub fn locate() -> Result<Binaries, String> {
+        static FOUND: OnceLock<Result<Binaries, String>> = OnceLock::new();
+        FOUND.get_or_init(Self::run_script).clone()
+    }
+
+    fn run_script() -> Result<Binaries, String> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kube-test-env.sh");
+        let output = Command::new("bash")
+            .arg(&script)
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|err| format!("cannot run {}: {err}", script.display()))?;
+        if !output.status.success() {
+            return Err(format!(
+                "{} failed ({}); it prints why above. Set ENDSTATE_TEST_KUBE_APISERVER and \
+                 ENDSTATE_TEST_ETCD to existing binaries to skip it",
+                script.display(),
+                output.status
+            ));
+        }
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let value = |key: &str| {
+            stdout
+                .lines()
+                .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
+                .map(PathBuf::from)
+                .ok_or_else(|| format!("{} printed no {key}", script.display()))
+        };
+        Ok(Binaries {
+            apiserver: value("ENDSTATE_TEST_KUBE_APISERVER")?,
+            etcd: value("ENDSTATE_TEST_ETCD")?,
+        })
+    }
+}
+
+/// A running etcd + kube-apiserver pair.
+#[derive(Debug)]
+pub struct TestServer {
+    dir: PathBuf,
+    kubeconfig: PathBuf,
+    url: String,
+    etcd: Child,
+    apiserver: Child,
+    watchdog: Option<(Child, ChildStdin)>,
+}
+
+impl TestServer {
+    /// One server shared by every test of this process (tests isolate themselves by
+    /// namespace). Panics when no server can be started.
+    pub fn shared() -> &'static TestServer {
+        static SHARED: OnceLock<TestServer> = OnceLock::new();
+        SHARED.get_or_init(TestServer::start)
+    }
+
+    /// Starts a server of its own. Panics when it cannot, saying why.
+    pub fn start() -> TestServer {
+        Self::start_with(Options::default())
+    }
+
+    /// Starts a server of its own with extra settings. Panics when it cannot, saying why.
+    pub fn start_with(options: Options) -> TestServer {
+        match Self::try_start(&options) {
+            Ok(server) => server,
+            Err(err) => panic!("cannot start the test kube-apiserver: {err}"),
+        }
+    }
+
+    /// Starts a server, or says why it cannot.
+    pub fn try_start(options: &Options) -> Result<TestServer, String> {
+        let binaries = Binaries::locate()?;
+        let dir = scratch_dir().map_err(|err| format!("cannot make a scratch directory: {err}"))?;
+        let cert_dir = dir.join("certs");
+        std::fs::create_dir_all(&cert_dir)
+            .map_err(|err| format!("{}: {err}", cert_dir.display()))?;
+
+        let token = token();
+        let tokens = dir.join("tokens.csv");
+        write(
+            &tokens,
+            &format!("{token},endstate-test,endstate-test,\"system:masters\"\n"),
+        )?;
+        let sa_key = dir.join("service-account.key");
+        let status = Command::new("openssl")
+            .args(["genrsa", "-out"])
+            .arg(&sa_key)
+            .arg("2048")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|err| format!("cannot run openssl to make the service-account key: {err}"))?;
+        if !status.success() {
+            return Err(format!("openssl genrsa failed ({status})"));
+        }
+
+        let [etcd_client, etcd_peer, secure_port] = free_ports()?;
+        let etcd_log = dir.join("etcd.log");
+        let etcd = Command::new(&binaries.etcd)
+            .arg(format!("--data-dir={}", dir.join("etcd").display()))
+            .arg("--name=endstate-test")
+            .arg(format!(
+                "--listen-client-urls=http://127.0.0.1:{etcd_client}"
+            ))
+            .arg(format!(
+                "--advertise-client-urls=http://127.0.0.1:{etcd_client}"
+            ))
+            .arg(format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"))
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"
+            ))
+            .arg(format!(
+                "--initial-cluster=endstate-test=http://127.0.0.1:{etcd_peer}"
+            ))
+            .arg("--log-level=warn")
+            .stdout(log_file(&etcd_log)?)
+            .stderr(log_file(&etcd_log)?)
+            .spawn()
+            .map_err(|err| format!("cannot run {}: {err}", binaries.etcd.display()))?;
+
+        let apiserver_log = dir.join("kube-apiserver.log");
+        let apiserver = Command::new(&binaries.apiserver)
+            .arg(format!("--etcd-servers=http://127.0.0.1:{etcd_client}"))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--secure-port={secure_port}"))
+            .arg("--insecure-port=0")
+            .arg(format!("--cert-dir={}", cert_dir.display()))
+            .arg(format!("--token-auth-file={}", tokens.display()))
+            .arg("--authorization-mode=RBAC")
+            .arg("--service-account-issuer=https://kubernetes.default.svc")
+            .arg(format!("--service-account-key-file={}", sa_key.display()))
+            .arg(format!(
+                "--service-account-signing-key-file={}",
+                sa_key.display()
+            ))
+            .arg("--service-cluster-ip-range=10.0.0.0/24")
+            .arg("--endpoint-reconciler-type=none")
+            .arg("--v=0")
+            .args(&options.apiserver_args)
+            .stdout(log_file(&apiserver_log)?)
+            .stderr(log_file(&apiserver_log)?)
+            .spawn()
+            .map_err(|err| format!("cannot run {}: {err}", binaries.apiserver.display()))?;
+
+        let watchdog = watchdog(&[etcd.id(), apiserver.id()], &dir);
+        let url = format!("https://127.0.0.1:{secure_port}");
+        let kubeconfig = dir.join("kubeconfig");
+        let mut server = TestServer {
+            dir,
+            kubeconfig,
+            url,
+            etcd,
+            apiserver,
+            watchdog,
+        };
+        // The serving certificate is generated at start-up; the kubeconfig trusts it.
+        let cert = cert_dir.join("apiserver.crt");
+        server.wait_for_file(&cert)?;
+        write(
+            &server.kubeconfig,
+            &kubeconfig_text(&server.url, &token, &cert),
+        )?;
+        server.wait_ready().map_err(|err| {
+            format!(
+                "{err}\n--- {}:\n{}\n--- {}:\n{}",
+                apiserver_log.display(),
+                tail(&apiserver_log),
+                etcd_log.display(),
+                tail(&etcd_log)
+            )
+        })?;
+        Ok(server)
+    }
+
+    /// The kubeconfig file (a `system:masters` token, the server's certificate trusted).
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The server's URL, `https://127.0.0.1:PORT`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A client for this server, on the caller's runtime.
+    pub async fn client(&self) -> kube::Client {
+        let config = self.config().await;
+        kube::Client::try_from(config).expect("a client for the test server")
+    }
+
+    /// The client configuration for this server.
+    pub async fn config(&self) -> kube::Config {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig)
+            .expect("the test server's kubeconfig parses");
+        kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .expect("the test server's kubeconfig is complete")
+    }
+
+    fn wait_for_file(&mut self, path: &Path) -> Result<(), String> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            self.check_alive()?;
+            if std::fs::metadata(path).is_ok_and(|meta| meta.len() > 0) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("kube-apiserver wrote no {}", path.display()));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn check_alive(&mut self) -> Result<(), String> {
+        for (name, child) in [
+            ("etcd", &mut self.etcd),
+            ("kube-apiserver", &mut self.apiserver),
+        ] {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("{name} exited at start-up ({status})"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Polls `/readyz` until it answers `ok`, on a runtime of its own so that it can be called
+    /// from inside a test's runtime.
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let kubeconfig = self.kubeconfig.clone();
+        loop {
+            self.check_alive()?;
+            let path = kubeconfig.clone();
+            let probe = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|err| err.to_string())?;
+                runtime.block_on(readyz(&path))
+            })
+            .join()
+            .unwrap_or_else(|_| Err("the readiness probe panicked".to_owned()));
+            let Err(last) = probe else { return Ok(()) };
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "kube-apiserver at {} was not ready after {READY_TIMEOUT:?}: {last}",
+                    self.url
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some((mut watchdog, stdin)) = self.watchdog.take() {
+            let _ = watchdog.kill();
+            let _ = watchdog.wait();
+            drop(stdin);
+        }
+        for child in [&mut self.apiserver, &mut self.etcd] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn readyz(kubeconfig: &Path) -> Result<(), String> {
+    let kubeconfig =
+        kube::config::Kubeconfig::read_from(kubeconfig).map_err(|err| err.to_string())?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .map_err(|err| err.to_string())?;
+    let client = kube::Client::try_from(config).map_err(|err| err.to_string())?;
+    let request = http::Request::get("/readyz")
+        .body(Vec::new())
+        .map_err(|err| err.to_string())?;
+    let body = client
+        .request_text(request)
+        .await
+        .map_err(|err| err.to_string())?;
+    if body.trim() == "ok" {
+        Ok(())
+    } else {
+        Err(format!("/readyz answered {body:?}"))
+    }
+}
+
+/// A shell that kills the servers and removes their directory once its stdin closes, which
+/// happens when this process exits, however it exits.
+fn watchdog(pids: &[u32], dir: &Path) -> Option<(Child, ChildStdin)> {
+    let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+    let script = format!(
+        "read -r _; kill -9 {} 2>/dev/null; rm -rf '{}'",
+        pids.join(" "),
+        dir.display()
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let stdin = child.stdin.take()?;
+    Some((child, stdin))
+}
+
+fn kubeconfig_text(url: &str, token: &str, ca: &Path) -> String {
+    let ca = ca.display();
+    format!(
+        "apiVersion: v1\n\
+         kind: Config\n\
+         clusters:\n\
+         - name: endstate-test\n  \
+           cluster:\n    \
+             server: {url}\n    \
+             certificate-authority: {ca}\n\
+         users:\n\
+         - name: endstate-test\n  \
+           user:\n    \
+             token: {token}\n\
+         contexts:\n\
+         - name: endstate-test\n  \
+           context:\n    \
+             cluster: endstate-test\n    \
+             user: endstate-test\n    \
+             namespace: default\n\
+         current-context: endstate-test\n"
+    )
+}
+
+/// A bearer token unique to this server; it only has to be unguessable by other tests.
+fn token() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let mut token = String::new();
+    let mut state = nanos ^ (u128::from(std::process::id()) << 64);
+    for _ in 0..32 {
+        // xorshift, seeded by the clock and the pid
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let _ = write!(token, "{:x}", state & 0xf);
+    }
+    token
+}
+
+fn free_ports() -> Result<[u16; 3], String> {
+    // Hold all three listeners at once so the ports differ; the servers bind them right after.
+    let listeners = (0..3)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(|err| format!("cannot find a free loopback port: {err}"))?;
+    let port = |i: usize| {
+        listeners[i]
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default()
+    };
+    Ok([port(0), port(1), port(2)])
+}
+
+/// A fresh directory; etcd's data goes to tmpfs when there is one, where fsync is free.
+fn scratch_dir() -> io::Result<PathBuf> {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let shm = Path::new("/dev/shm");
+    let base = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let dir = base.join(format!(
+        "endstate-test-server-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|err| format!("cannot write {}: {err}", path.display()))
+}
+
+fn log_file(path: &Path) -> Result<std::fs::File, String> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|err| format!("cannot open {}: {err}", path.display()))
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubeconfig_names_server_token_and_ca() {
+        let text = kubeconfig_text("https://127.0.0.1:1", "t0k", Path::new("/x/ca.crt"));
+        let config = kube::config::Kubeconfig::from_yaml(&text).unwrap();
+        assert_eq!(config.current_context.as_deref(), Some("endstate-test"));
+        assert!(text.contains("server: https://127.0.0.1:1"));
+        assert!(text.contains("token: t0k"));
+        assert!(text.contains("certificate-authority: /x/ca.crt"));
+    }
+
+    #[test]
+    fn free_ports_differ() {
+        let [a, b, c] = free_ports().unwrap();
+        assert!(a != b && b != c && a != c);
+    }
+}
