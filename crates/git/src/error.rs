@@ -181,7 +181,8 @@ impl FailureKind {
             _ if message.contains("not found")
                 || message.contains("404")
                 || message.contains("does not appear to be a git repository")
-                || message.contains("could not find repository") =>
+                || message.contains("could not find repository")
+                || message.contains("failed to resolve path") =>
             {
                 FailureKind::NotFound
             }
