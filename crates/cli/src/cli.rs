@@ -34,7 +34,24 @@ pub enum Command {
     /// Print the CustomResourceDefinitions of the fleet.endstate.dev objects.
     Crds,
     /// Play the whole story on a simulated fleet: waves, a breaker trip, an automatic revert.
-    Demo,
+    Demo(DemoArgs),
+}
+
+/// How to play the demo.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Machines in the simulated fleet.
+    #[arg(long, default_value_t = 1000)]
+    pub machines: usize,
+    /// Virtual seconds per real second; 0 runs as fast as the machine allows.
+    #[arg(long, default_value_t = 600.0)]
+    pub speed: f64,
+    /// Keep the Git repositories in this directory for inspection.
+    #[arg(long, value_name = "DIR")]
+    pub keep: Option<PathBuf>,
+    /// The simulator's seed.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
 }
 
 /// Where to render from.

@@ -19,7 +19,7 @@ pub fn run(args: Args) -> ExitCode {
             print!("{}", endstate_api::crds::yaml());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo => demo::run(),
+        Command::Demo(args) => demo::run(&args),
     };
     match result {
         Ok(code) => code,

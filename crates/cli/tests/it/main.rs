@@ -3,5 +3,6 @@
 mod broken;
 mod cli;
 mod crds;
+mod demo;
 mod kustomize;
 mod support;

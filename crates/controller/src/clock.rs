@@ -1,0 +1,78 @@
+//! Time for the controller: the wall clock in a real fleet, a virtual clock in the simulator.
+
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use endstate_rollout::Time;
+use endstate_sim::SimLive;
+
+/// Where the controller gets the time, and how it waits.
+pub trait Clock: Send + Sync {
+    /// Now.
+    fn now(&self) -> Time;
+    /// Waits until `deadline`, or until something may have changed before it (the simulated
+    /// fleet's next operator event), whichever comes first.
+    fn sleep_until(&self, deadline: Time) -> impl Future<Output = ()> + Send;
+}
+
+/// The wall clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WallClock;
+
+impl Clock for WallClock {
+    fn now(&self) -> Time {
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Time(since.as_millis() as i64)
+    }
+
+    async fn sleep_until(&self, deadline: Time) {
+        let wait = deadline.since(self.now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// The simulated fleet's virtual clock. Waiting advances the fleet to the deadline (or to its
+/// next operator event, so the controller sees every change), and takes `1/speed` of the
+/// virtual time in real time, at most `max_real` per wait; a speed of 0 does not wait at all.
+#[derive(Clone, Debug)]
+pub struct SimClock {
+    live: SimLive,
+    speed: f64,
+    max_real: Duration,
+}
+
+impl SimClock {
+    /// A clock that advances `live`.
+    pub fn new(live: SimLive, speed: f64) -> Self {
+        SimClock {
+            live,
+            speed,
+            max_real: Duration::from_millis(250),
+        }
+    }
+}
+
+impl Clock for SimClock {
+    fn now(&self) -> Time {
+        self.live.lock().now()
+    }
+
+    async fn sleep_until(&self, deadline: Time) {
+        let (now, target) = {
+            let fleet = self.live.lock();
+            let next = fleet.next_event_at().map_or(deadline, |e| e.min(deadline));
+            (fleet.now(), next.max(fleet.now()))
+        };
+        if self.speed > 0.0 {
+            let real = target.since(now).div_f64(self.speed).min(self.max_real);
+            if !real.is_zero() {
+                tokio::time::sleep(real).await;
+            }
+        }
+        self.live.lock().advance_to(target);
+    }
+}

@@ -1,0 +1,144 @@
+//! What the controller tells people: one line per event, with the commit and wave, and on a
+//! terminal a progress bar for the wave in flight.
+
+use std::io::{IsTerminal, Write};
+
+use endstate_rollout::Time;
+use endstate_rollout::rollout::Report;
+
+/// Receives the controller's progress.
+pub trait Reporter: Send {
+    /// A line worth logging.
+    fn line(&mut self, now: Time, commit: Option<&str>, text: &str);
+    /// Progress of the wave in flight: settled of total, in flight, failed.
+    fn progress(
+        &mut self,
+        _stage: &str,
+        _settled: usize,
+        _total: usize,
+        _inflight: usize,
+        _failed: usize,
+    ) {
+    }
+    /// An engine report.
+    fn report(&mut self, now: Time, commit: &str, report: &Report) {
+        let text = match report {
+            Report::StageStarted { index, name, size } => {
+                format!("wave {} {name}: starting {size} objects", index + 1)
+            }
+            Report::StageCompleted {
+                index,
+                name,
+                failures,
+            } => {
+                format!("wave {} {name}: done ({failures} failed)", index + 1)
+            }
+            Report::AwaitingApproval(stage) => {
+                format!("wave {stage} done; holding for approval")
+            }
+            Report::Waiting(why) => format!("waiting: {why}"),
+            Report::Failed(id, why) => format!("{id} failed: {why}"),
+            Report::Tripped(evidence) => {
+                format!("BREAKER TRIPPED\n{}", evidence.to_string().trim_end())
+            }
+            Report::RestoreIssued(n) => format!("restored {n} objects"),
+            Report::Completed { changed } => format!("rollout complete: {changed} objects changed"),
+            Report::Superseded(by) => format!("superseded by {}", short(by)),
+        };
+        self.line(now, Some(commit), &text);
+    }
+}
+
+/// The first 10 characters of a commit id.
+pub fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(10)]
+}
+
+/// Writes to stderr: plain lines, and a live progress bar when stderr is a terminal.
+#[derive(Debug)]
+pub struct Console {
+    tty: bool,
+    bar: bool,
+}
+
+impl Console {
+    /// A console reporter; bars only on a terminal.
+    pub fn new() -> Self {
+        Console {
+            tty: std::io::stderr().is_terminal(),
+            bar: false,
+        }
+    }
+
+    fn clear_bar(&mut self, out: &mut impl Write) {
+        if self.bar {
+            let _ = write!(out, "\r\x1b[2K");
+            self.bar = false;
+        }
+    }
+}
+
+impl Default for Console {
+    fn default() -> Self {
+        Console::new()
+    }
+}
+
+impl Reporter for Console {
+    fn line(&mut self, now: Time, commit: Option<&str>, text: &str) {
+        let mut out = std::io::stderr().lock();
+        self.clear_bar(&mut out);
+        let at = now.rfc3339();
+        let commit = commit.map(|c| format!(" {}", short(c))).unwrap_or_default();
+        for (i, line) in text.lines().enumerate() {
+            if i == 0 {
+                let _ = writeln!(out, "{at}{commit}  {line}");
+            } else {
+                let _ = writeln!(
+                    out,
+                    "{:width$}  {line}",
+                    "",
+                    width = at.len() + commit.len()
+                );
+            }
+        }
+    }
+
+    fn progress(
+        &mut self,
+        stage: &str,
+        settled: usize,
+        total: usize,
+        inflight: usize,
+        failed: usize,
+    ) {
+        if !self.tty || total == 0 {
+            return;
+        }
+        let mut out = std::io::stderr().lock();
+        let width = 30;
+        let filled = settled * width / total;
+        let _ = write!(
+            out,
+            "\r\x1b[2K  {stage:<20} [{}{}] {settled}/{total}  in flight {inflight}  failed {failed}",
+            "#".repeat(filled),
+            "-".repeat(width - filled)
+        );
+        let _ = out.flush();
+        self.bar = true;
+    }
+}
+
+/// Keeps every line, for tests and summaries.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    /// The lines, in order.
+    pub lines: Vec<String>,
+}
+
+impl Reporter for Recorder {
+    fn line(&mut self, _now: Time, commit: Option<&str>, text: &str) {
+        let commit = commit.map(|c| format!("{} ", short(c))).unwrap_or_default();
+        self.lines.push(format!("{commit}{text}"));
+    }
+}
