@@ -4,8 +4,12 @@
 //!   scripts/kube-test-env.sh ──▶ binaries (ENDSTATE_TEST_KUBE_APISERVER / ENDSTATE_TEST_ETCD,
 //!                                or Debian's etcd + kube-apiserver 1.20.2 built once, cached)
 //!   TestServer::start ──▶ etcd (tmpfs data dir) ◀── kube-apiserver (token auth, RBAC)
-//!                         └─ kubeconfig with a system:masters token
+//!                         ├─ kubeconfig: a system:masters token
+//!                         └─ user kubeconfig: a cluster-admin that is not system:masters
 //! ```
+//!
+//! The server exempts `system:masters` from its in-flight limits (and from priority and
+//! fairness), so tests of throttling use the second identity.
 //!
 //! Both processes are killed by pid when the [`TestServer`] is dropped. A watchdog shell
 //! also kills them when the test process exits without dropping it (a panic that aborts, the
@@ -86,6 +90,7 @@ impl Binaries {
 pub struct TestServer {
     dir: PathBuf,
     kubeconfig: PathBuf,
+    user_kubeconfig: PathBuf,
     url: String,
     etcd: Child,
     apiserver: Child,
@@ -121,11 +126,15 @@ impl TestServer {
         std::fs::create_dir_all(&cert_dir)
             .map_err(|err| format!("{}: {err}", cert_dir.display()))?;
 
-        let token = token();
+        let admin_token = token("admin");
+        let user_token = token("user");
         let tokens = dir.join("tokens.csv");
         write(
             &tokens,
-            &format!("{token},endstate-test,endstate-test,\"system:masters\"\n"),
+            &format!(
+                "{admin_token},endstate-test,endstate-test,\"system:masters\"\n\
+                 {user_token},{USER},{USER},\"{USER_GROUP}\"\n"
+            ),
         )?;
         let sa_key = dir.join("service-account.key");
         let status = Command::new("openssl")
@@ -191,9 +200,11 @@ impl TestServer {
         let watchdog = watchdog(&[etcd.id(), apiserver.id()], &dir);
         let url = format!("https://127.0.0.1:{secure_port}");
         let kubeconfig = dir.join("kubeconfig");
+        let user_kubeconfig = dir.join("kubeconfig-user");
         let mut server = TestServer {
             dir,
             kubeconfig,
+            user_kubeconfig,
             url,
             etcd,
             apiserver,
@@ -204,23 +215,43 @@ impl TestServer {
         server.wait_for_file(&cert)?;
         write(
             &server.kubeconfig,
-            &kubeconfig_text(&server.url, &token, &cert),
+            &kubeconfig_text(&server.url, &admin_token, &cert),
         )?;
-        server.wait_ready().map_err(|err| {
-            format!(
-                "{err}\n--- {}:\n{}\n--- {}:\n{}",
-                apiserver_log.display(),
-                tail(&apiserver_log),
-                etcd_log.display(),
-                tail(&etcd_log)
-            )
-        })?;
+        write(
+            &server.user_kubeconfig,
+            &kubeconfig_text(&server.url, &user_token, &cert),
+        )?;
+        server
+            .wait_ready()
+            .and_then(|()| server.grant_user())
+            .map_err(|err| {
+                format!(
+                    "{err}\n--- {}:\n{}\n--- {}:\n{}",
+                    apiserver_log.display(),
+                    tail(&apiserver_log),
+                    etcd_log.display(),
+                    tail(&etcd_log)
+                )
+            })?;
         Ok(server)
     }
 
     /// The kubeconfig file (a `system:masters` token, the server's certificate trusted).
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// The kubeconfig of a user bound to `cluster-admin` outside `system:masters`: the
+    /// server's in-flight limits apply to its requests.
+    pub fn user_kubeconfig(&self) -> &Path {
+        &self.user_kubeconfig
+    }
+
+    /// The client configuration of [`TestServer::user_kubeconfig`].
+    pub async fn user_config(&self) -> kube::Config {
+        load_config(&self.user_kubeconfig)
+            .await
+            .expect("the test server's user kubeconfig")
     }
 
     /// The server's URL, `https://127.0.0.1:PORT`.
@@ -236,11 +267,9 @@ impl TestServer {
 
     /// The client configuration for this server.
     pub async fn config(&self) -> kube::Config {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig)
-            .expect("the test server's kubeconfig parses");
-        kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        load_config(&self.kubeconfig)
             .await
-            .expect("the test server's kubeconfig is complete")
+            .expect("the test server's kubeconfig")
     }
 
     fn wait_for_file(&mut self, path: &Path) -> Result<(), String> {
@@ -269,24 +298,15 @@ impl TestServer {
         Ok(())
     }
 
-    /// Polls `/readyz` until it answers `ok`, on a runtime of its own so that it can be called
-    /// from inside a test's runtime.
+    /// Polls `/readyz` until it answers `ok`.
     fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + READY_TIMEOUT;
-        let kubeconfig = self.kubeconfig.clone();
         loop {
             self.check_alive()?;
-            let path = kubeconfig.clone();
-            let probe = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|err| err.to_string())?;
-                runtime.block_on(readyz(&path))
-            })
-            .join()
-            .unwrap_or_else(|_| Err("the readiness probe panicked".to_owned()));
-            let Err(last) = probe else { return Ok(()) };
+            let kubeconfig = self.kubeconfig.clone();
+            let Err(last) = on_own_runtime(async move { readyz(&kubeconfig).await }) else {
+                return Ok(());
+            };
             if Instant::now() > deadline {
                 return Err(format!(
                     "kube-apiserver at {} was not ready after {READY_TIMEOUT:?}: {last}",
@@ -296,6 +316,89 @@ impl TestServer {
             std::thread::sleep(Duration::from_millis(250));
         }
     }
+
+    /// Binds the user to `cluster-admin` and waits until the authorizer has seen it.
+    fn grant_user(&mut self) -> Result<(), String> {
+        let admin = self.kubeconfig.clone();
+        on_own_runtime(async move { bind_user(&admin).await })?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let user = self.user_kubeconfig.clone();
+            let Err(last) = on_own_runtime(async move { user_can_list(&user).await }) else {
+                return Ok(());
+            };
+            if Instant::now() > deadline {
+                return Err(format!("the test user never got its permissions: {last}"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The user of [`TestServer::user_kubeconfig`], and its group.
+const USER: &str = "endstate-test-user";
+const USER_GROUP: &str = "endstate-test-users";
+
+/// Runs `future` on a runtime of its own, on a thread of its own, so that it can be called
+/// from inside a test's runtime.
+fn on_own_runtime<T: Send + 'static>(
+    future: impl Future<Output = Result<T, String>> + Send + 'static,
+) -> Result<T, String> {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|err| err.to_string())?
+            .block_on(future)
+    })
+    .join()
+    .unwrap_or_else(|_| Err("a probe of the test server panicked".to_owned()))
+}
+
+async fn load_config(path: &Path) -> Result<kube::Config, String> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|err| err.to_string())?;
+    kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .map_err(|err| format!("{}: {err}", path.display()))
+}
+
+async fn bind_user(admin: &Path) -> Result<(), String> {
+    use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
+    let client =
+        kube::Client::try_from(load_config(admin).await?).map_err(|err| err.to_string())?;
+    let bindings: kube::Api<ClusterRoleBinding> = kube::Api::all(client);
+    let binding = ClusterRoleBinding {
+        metadata: kube::api::ObjectMeta {
+            name: Some(USER_GROUP.to_owned()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".to_owned(),
+            kind: "ClusterRole".to_owned(),
+            name: "cluster-admin".to_owned(),
+        },
+        subjects: Some(vec![Subject {
+            api_group: Some("rbac.authorization.k8s.io".to_owned()),
+            kind: "Group".to_owned(),
+            name: USER_GROUP.to_owned(),
+            namespace: None,
+        }]),
+    };
+    bindings
+        .create(&Default::default(), &binding)
+        .await
+        .map(drop)
+        .map_err(|err| format!("cannot bind the test user to cluster-admin: {err}"))
+}
+
+async fn user_can_list(user: &Path) -> Result<(), String> {
+    let client = kube::Client::try_from(load_config(user).await?).map_err(|err| err.to_string())?;
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client);
+    namespaces
+        .list(&kube::api::ListParams::default().limit(1))
+        .await
+        .map(drop)
+        .map_err(|err| err.to_string())
 }
 
 impl Drop for TestServer {
@@ -379,13 +482,16 @@ fn kubeconfig_text(url: &str, token: &str, ca: &Path) -> String {
 }
 
 /// A bearer token unique to this server; it only has to be unguessable by other tests.
-fn token() -> String {
+fn token(salt: &str) -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos();
     let mut token = String::new();
     let mut state = nanos ^ (u128::from(std::process::id()) << 64);
+    for byte in salt.bytes() {
+        state = state.rotate_left(8) ^ u128::from(byte);
+    }
     for _ in 0..32 {
         // xorshift, seeded by the clock and the pid
         state ^= state << 13;

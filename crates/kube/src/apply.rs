@@ -1,0 +1,318 @@
+//! Server-side apply: what endstate sends, and what it does when another field manager holds
+//! a field it sets.
+//!
+//! The body holds exactly the fields the desired object sets — `apiVersion`, `kind`, name,
+//! namespace, labels (plus the fleet's ownership label), annotations and `spec` — never
+//! `status` or server metadata, so endstate owns those fields and nothing else.
+//!
+//! Ownership: Git is the authority for every field a manifest sets. When an apply conflicts,
+//! the live object's `managedFields` say who holds each conflicting field:
+//!
+//! - held through an **update** (`kubectl edit`, `kubectl patch`, a client's PUT): that is
+//!   drift on a field endstate declares, and the apply is retried with `force`, which takes
+//!   the fields back;
+//! - held through another **apply** (another declarative owner): two owners disagree, and
+//!   the conflict is reported, naming the fields and the managers, without forcing.
+
+use endstate_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+use endstate_core::{FleetObject, ObjectRef};
+use endstate_rollout::LiveError;
+use endstate_rollout::live::OWNER_LABEL;
+use kube::core::Status;
+use serde_json::{Map, Value};
+
+/// The body of the server-side apply of `object` into `namespace` for `fleet`.
+pub(crate) fn apply_body(
+    object: &FleetObject,
+    namespace: &str,
+    fleet: &str,
+) -> Result<Value, LiveError> {
+    let id = object.id();
+    if id.name.is_empty() {
+        return Err(LiveError::Fatal(format!(
+            "cannot apply {id}: it has no name"
+        )));
+    }
+    if !id.namespace.is_empty() && id.namespace != namespace {
+        return Err(LiveError::Fatal(format!(
+            "cannot apply {id}: it is in namespace {:?}, and this fleet writes only to {namespace:?}",
+            id.namespace
+        )));
+    }
+    let mut value = serde_json::to_value(object)
+        .map_err(|err| LiveError::Fatal(format!("cannot serialise {id}: {err}")))?;
+    let Value::Object(map) = &mut value else {
+        return Err(LiveError::Fatal(format!(
+            "cannot apply {id}: it does not serialise to an object"
+        )));
+    };
+    map.remove("status");
+    let meta = object.meta();
+    let mut labels: Map<String, Value> = meta
+        .labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    labels.insert(OWNER_LABEL.to_owned(), Value::String(fleet.to_owned()));
+    let mut metadata = Map::new();
+    metadata.insert("name".to_owned(), Value::String(id.name.clone()));
+    metadata.insert("namespace".to_owned(), Value::String(namespace.to_owned()));
+    metadata.insert("labels".to_owned(), Value::Object(labels));
+    if let Some(annotations) = meta.annotations.as_ref().filter(|a| !a.is_empty()) {
+        metadata.insert(
+            "annotations".to_owned(),
+            annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect(),
+        );
+    }
+    map.insert("metadata".to_owned(), Value::Object(metadata));
+    Ok(value)
+}
+
+/// Whether `live` already holds every field of `body`: applying `body` would change nothing.
+pub(crate) fn contains(live: &Value, body: &Value) -> bool {
+    match (live, body) {
+        (Value::Object(live), Value::Object(body)) => {
+            body.iter().all(|(key, want)| match live.get(key) {
+                Some(have) => contains(have, want),
+                None => want.is_null(),
+            })
+        }
+        (live, body) => live == body,
+    }
+}
+
+/// One field another manager holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Contested {
+    /// The other field manager.
+    pub manager: String,
+    /// The field, as the server names it (`.spec.ip`).
+    pub field: String,
+}
+
+/// The fields an apply conflicted on, from the server's 409.
+pub(crate) fn contested(status: &Status) -> Vec<Contested> {
+    let Some(details) = &status.details else {
+        return Vec::new();
+    };
+    details
+        .causes
+        .iter()
+        .filter(|cause| cause.reason == "FieldManagerConflict")
+        .filter_map(|cause| {
+            // "conflict with \"kubectl-edit\" using fleet.endstate.dev/v1alpha1"
+            let manager = cause.message.split('"').nth(1)?;
+            Some(Contested {
+                manager: manager.to_owned(),
+                field: cause.field.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The contested fields that another manager holds through an apply of its own: those are
+/// real disagreements, never forced.
+pub(crate) fn applied_by_others(
+    managed: &[ManagedFieldsEntry],
+    contested: &[Contested],
+) -> Vec<Contested> {
+    contested
+        .iter()
+        .filter(|c| {
+            managed.iter().any(|entry| {
+                entry.manager.as_deref() == Some(c.manager.as_str())
+                    && entry.operation.as_deref() == Some("Apply")
+                    && entry
+                        .fields_v1
+                        .as_ref()
+                        .is_none_or(|f| holds(&f.0, &c.field))
+            })
+        })
+        .cloned()
+        .collect()
+}
+
+/// Whether a `fieldsV1` set holds the field at a dotted path. A path it cannot follow (list
+/// items by key) counts as held: unsure means not forcing.
+fn holds(fields: &Value, path: &str) -> bool {
+    let mut node = fields;
+    for segment in path.trim_start_matches('.').split('.') {
+        if segment.contains(['[', '=']) {
+            return true;
+        }
+        match node.get(format!("f:{segment}")) {
+            Some(next) => node = next,
+            None => return false,
+        }
+    }
+    true
+}
+
+/// The message of a conflict endstate does not force.
+pub(crate) fn conflict_message(disagreements: &[Contested]) -> String {
+    let fields: Vec<String> = disagreements
+        .iter()
+        .map(|c| format!("{} (applied by field manager {:?})", c.field, c.manager))
+        .collect();
+    format!(
+        "{} also set by another applier with a different value; endstate forces only over \
+         edits, not over another owner: remove the field from one of the two sources",
+        fields.join(", ")
+    )
+}
+
+/// The identity in this namespace: empty means the fleet's namespace, another one is refused.
+pub(crate) fn in_namespace(id: &ObjectRef, namespace: &str) -> Result<ObjectRef, LiveError> {
+    if id.namespace.is_empty() || id.namespace == namespace {
+        Ok(ObjectRef::new(&id.kind, namespace, &id.name))
+    } else {
+        Err(LiveError::Fatal(format!(
+            "{id} is in namespace {:?}, and this fleet works only in {namespace:?}",
+            id.namespace
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use endstate_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
+    use endstate_api::{Machine, MachineSpec, MachineStatus};
+    use kube::core::response::{StatusCause, StatusDetails};
+    use serde_json::json;
+
+    fn machine() -> FleetObject {
+        let mut machine = Machine::new(
+            "m-1",
+            MachineSpec {
+                cluster: "c".into(),
+                ip: "10.0.0.1".into(),
+                hostname: "h".into(),
+                idc: "a".into(),
+                packages: [("kubelet".to_owned(), "kubelet-1".to_owned())].into(),
+                readiness_gates: None,
+                unschedulable: None,
+                os_generation: None,
+            },
+        );
+        machine.metadata.resource_version = Some("42".into());
+        machine.metadata.generation = Some(3);
+        machine.metadata.labels = Some([("tier".to_owned(), "gold".to_owned())].into());
+        machine.status = Some(MachineStatus {
+            observed_generation: Some(3),
+            ..Default::default()
+        });
+        FleetObject::Machine(Box::new(machine))
+    }
+
+    #[test]
+    fn the_body_holds_only_what_the_object_sets_plus_the_owner_label() {
+        let body = apply_body(&machine(), "fleet-a", "prod").unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "apiVersion": "fleet.endstate.dev/v1alpha1",
+                "kind": "Machine",
+                "metadata": {
+                    "name": "m-1",
+                    "namespace": "fleet-a",
+                    "labels": {"tier": "gold", "fleet.endstate.dev/fleet": "prod"},
+                },
+                "spec": {
+                    "cluster": "c", "ip": "10.0.0.1", "hostname": "h", "idc": "a",
+                    "packages": {"kubelet": "kubelet-1"},
+                },
+            })
+        );
+    }
+
+    #[test]
+    fn another_namespace_is_refused_with_the_object_named() {
+        let mut object = machine();
+        if let FleetObject::Machine(m) = &mut object {
+            m.metadata.namespace = Some("elsewhere".into());
+        }
+        let err = apply_body(&object, "fleet-a", "prod")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Machine/elsewhere/m-1") && err.contains("fleet-a"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn contains_is_true_exactly_when_every_set_field_matches() {
+        let live = json!({"spec": {"ip": "1", "packages": {"a": "x", "b": "y"}}, "status": {}});
+        assert!(contains(
+            &live,
+            &json!({"spec": {"ip": "1", "packages": {"a": "x"}}})
+        ));
+        assert!(!contains(&live, &json!({"spec": {"ip": "2"}})));
+        assert!(!contains(&live, &json!({"spec": {"hostname": "h"}})));
+        assert!(!contains(&json!({"l": [1, 2]}), &json!({"l": [1]})));
+    }
+
+    fn conflict(manager: &str, field: &str) -> Status {
+        Status {
+            code: 409,
+            reason: "Conflict".into(),
+            details: Some(StatusDetails {
+                causes: vec![StatusCause {
+                    reason: "FieldManagerConflict".into(),
+                    message: format!(
+                        "conflict with \"{manager}\" using fleet.endstate.dev/v1alpha1"
+                    ),
+                    field: field.into(),
+                }],
+                name: String::new(),
+                group: String::new(),
+                kind: String::new(),
+                uid: String::new(),
+                retry_after_seconds: 0,
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn entry(manager: &str, operation: &str, fields: Value) -> ManagedFieldsEntry {
+        ManagedFieldsEntry {
+            manager: Some(manager.into()),
+            operation: Some(operation.into()),
+            fields_v1: Some(FieldsV1(fields)),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn edits_are_forced_over_and_other_appliers_are_not() {
+        let contested = contested(&conflict("other", ".spec.ip"));
+        assert_eq!(
+            contested,
+            vec![Contested {
+                manager: "other".into(),
+                field: ".spec.ip".into()
+            }]
+        );
+        let ip = json!({"f:spec": {"f:ip": {}}});
+        let edited = [entry("other", "Update", ip.clone())];
+        assert!(applied_by_others(&edited, &contested).is_empty());
+        let applied = [entry("other", "Apply", ip)];
+        assert_eq!(applied_by_others(&applied, &contested), contested);
+        // The same manager applying some other field, having edited this one: still an edit.
+        let mixed = [
+            entry("other", "Apply", json!({"f:spec": {"f:hostname": {}}})),
+            entry("other", "Update", json!({"f:spec": {"f:ip": {}}})),
+        ];
+        assert!(applied_by_others(&mixed, &contested).is_empty());
+        let message = conflict_message(&contested);
+        assert!(
+            message.contains(".spec.ip") && message.contains("\"other\""),
+            "{message}"
+        );
+    }
+}

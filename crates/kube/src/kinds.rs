@@ -1,0 +1,78 @@
+//! The fleet kinds as typed Kubernetes resources, and the conversions between them and
+//! [`FleetObject`].
+
+use std::fmt::Debug;
+
+use endstate_api::{Cluster, ClusterPackageVersion, Machine, MachinePackageVersion, RolloutPolicy};
+use endstate_core::FleetObject;
+use kube::Resource;
+use kube::core::NamespaceResourceScope;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// A fleet kind the backend caches and writes.
+pub(crate) trait FleetKind:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    /// The kind's name.
+    const KIND: &'static str;
+    /// Wraps an object of this kind.
+    fn into_fleet(self) -> FleetObject;
+}
+
+macro_rules! fleet_kind {
+    ($($kind:ident),*) => {$(
+        impl FleetKind for $kind {
+            const KIND: &'static str = stringify!($kind);
+            fn into_fleet(self) -> FleetObject {
+                FleetObject::$kind(Box::new(self))
+            }
+        }
+    )*};
+}
+
+fleet_kind!(
+    MachinePackageVersion,
+    ClusterPackageVersion,
+    Cluster,
+    Machine,
+    RolloutPolicy
+);
+
+/// Runs `$body` with `$kind` bound to the typed resource named by the string `$name`, or
+/// evaluates `$otherwise` when the name is not a fleet kind.
+macro_rules! with_kind {
+    ($name:expr, |$kind:ident| $body:expr, $otherwise:expr) => {
+        match $name {
+            "MachinePackageVersion" => {
+                type $kind = endstate_api::MachinePackageVersion;
+                $body
+            }
+            "ClusterPackageVersion" => {
+                type $kind = endstate_api::ClusterPackageVersion;
+                $body
+            }
+            "Cluster" => {
+                type $kind = endstate_api::Cluster;
+                $body
+            }
+            "Machine" => {
+                type $kind = endstate_api::Machine;
+                $body
+            }
+            "RolloutPolicy" => {
+                type $kind = endstate_api::RolloutPolicy;
+                $body
+            }
+            _ => $otherwise,
+        }
+    };
+}
+pub(crate) use with_kind;

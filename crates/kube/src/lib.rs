@@ -1,0 +1,29 @@
+//! endstate's Kubernetes backend: the rollout engine's live state on a real API server.
+//!
+//! ```text
+//!   KubeLive ── Live ──▶ snapshot / get ──▶ cache (one reflector per fleet kind)
+//!      │                 apply ──▶ server-side apply, field manager `endstate`
+//!      │                 delete, load_status / save_status (the Fleet's status)
+//!      └── rate-limited client: token bucket, halved on 429/5xx, recovering
+//!   install_crds ──▶ SSA of the CRDs, then wait for Established
+//! ```
+//!
+//! It works with Kubernetes 1.20 and later: paginated LIST + WATCH (no streaming lists), no
+//! CEL, no aggregated discovery (it needs no discovery at all: the kinds are compiled in).
+
+mod apply;
+mod cache;
+mod crds;
+mod error;
+mod kinds;
+mod limiter;
+mod live;
+mod retry;
+mod status;
+
+pub use cache::PAGE_SIZE;
+pub use crds::install_crds;
+pub use error::{Error, Result};
+pub use limiter::{LimiterStats, Limits, RateLimitLayer, RateLimited, RateLimiter};
+pub use live::{KubeLive, Settings, WriteStats, rate_limited_client};
+pub use retry::Retry;

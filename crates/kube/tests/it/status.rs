@@ -1,0 +1,132 @@
+//! The `Fleet` status as the rollout engine persists it.
+
+use endstate_api::fleet::{BreakerStatus, RolloutCursor, Source};
+use endstate_api::{Fleet, FleetSpec, FleetStatus};
+use endstate_core::ObjectRef;
+use endstate_rollout::{Live, LiveError};
+use endstate_testenv::TestServer;
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::json;
+
+use crate::support::{live, namespace};
+
+fn fleet() -> Fleet {
+    Fleet::new(
+        "prod",
+        FleetSpec {
+            source: Source {
+                url: "https://git.example/fleet.git".into(),
+                branch: None,
+                path: Some("overlays/prod".into()),
+                secret_ref: None,
+                interval: None,
+                verify: None,
+                on_history_rewrite: None,
+            },
+            suspend: None,
+            revert: None,
+        },
+    )
+}
+
+fn in_flight() -> FleetStatus {
+    FleetStatus {
+        last_applied_commit: Some("c0ffee".into()),
+        rollout: Some(RolloutCursor {
+            commit: "c0ffee".into(),
+            wave: 2,
+            waves: 5,
+            phase: "Gating".into(),
+            state: Some(json!({"version": 1, "done": ["m-1", "m-2"], "started": {"m-3": 17}})),
+        }),
+        breaker: Some(BreakerStatus {
+            state: "closed".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn status_round_trips_and_fields_cleared_are_gone() {
+    let (client, ns) = namespace("status").await;
+    let fleets: Api<Fleet> = Api::namespaced(client, &ns);
+    fleets
+        .create(&PostParams::default(), &fleet())
+        .await
+        .unwrap();
+    let backend = live(TestServer::shared(), &ns).await;
+
+    assert_eq!(backend.load_status().await.unwrap(), None);
+    backend.save_status(&in_flight()).await.unwrap();
+
+    // A restarted backend resumes from what was saved.
+    let restarted = live(TestServer::shared(), &ns).await;
+    assert_eq!(restarted.load_status().await.unwrap(), Some(in_flight()));
+
+    // The rollout finished: the cursor is cleared, the breaker too, a good commit recorded.
+    let done = FleetStatus {
+        last_applied_commit: Some("c0ffee".into()),
+        last_good_commit: Some("c0ffee".into()),
+        ..Default::default()
+    };
+    restarted.save_status(&done).await.unwrap();
+    assert_eq!(backend.load_status().await.unwrap(), Some(done.clone()));
+
+    // The spec stays the user's: status saves never touch it.
+    let stored = fleets.get("prod").await.unwrap();
+    assert_eq!(stored.spec, fleet().spec);
+    assert_eq!(stored.metadata.generation, Some(1));
+}
+
+#[tokio::test]
+async fn a_save_after_someone_else_changed_the_fleet_is_recomputed() {
+    let (client, ns) = namespace("status-race").await;
+    let fleets: Api<Fleet> = Api::namespaced(client, &ns);
+    fleets
+        .create(&PostParams::default(), &fleet())
+        .await
+        .unwrap();
+    let backend = live(TestServer::shared(), &ns).await;
+    backend.save_status(&in_flight()).await.unwrap();
+
+    // Meanwhile a user edits the spec and an old writer leaves a stray status field.
+    fleets
+        .patch(
+            "prod",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspend": true}})),
+        )
+        .await
+        .unwrap();
+    fleets
+        .patch_status(
+            "prod",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"lastGoodCommit": "stale"}})),
+        )
+        .await
+        .unwrap();
+
+    let next = FleetStatus {
+        last_applied_commit: Some("beef".into()),
+        ..Default::default()
+    };
+    backend.save_status(&next).await.unwrap();
+    let stored = fleets.get("prod").await.unwrap();
+    assert_eq!(stored.status, Some(next));
+    assert_eq!(stored.spec.suspend, Some(true));
+}
+
+#[tokio::test]
+async fn a_missing_fleet_is_named() {
+    let (_, ns) = namespace("no-fleet").await;
+    let backend = live(TestServer::shared(), &ns).await;
+    match backend.load_status().await {
+        Err(LiveError::NotFound(id)) => assert_eq!(id, ObjectRef::new("Fleet", &ns, "prod")),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+    let err = backend.save_status(&in_flight()).await.unwrap_err();
+    assert!(matches!(err, LiveError::NotFound(_)), "{err}");
+}
