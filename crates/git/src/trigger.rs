@@ -50,6 +50,21 @@ impl Schedule {
         }
     }
 
+    /// The schedule of a `Fleet`'s `spec.source.interval` (default `1m`), jittered by ±10%.
+    pub fn from_spec(interval: Option<&str>, seed: u64) -> crate::Result<Self> {
+        let interval = match interval {
+            Some(text) => endstate_api::duration::parse(text)
+                .map_err(|e| crate::Error::Config(format!("spec.source.interval: {e}")))?,
+            None => Duration::from_secs(60),
+        };
+        if interval.is_zero() {
+            return Err(crate::Error::Config(
+                "spec.source.interval must be longer than 0".into(),
+            ));
+        }
+        Ok(Schedule::new(interval, 0.1, seed))
+    }
+
     /// The delay before the next fetch.
     pub fn next_delay(&mut self) -> Duration {
         // xorshift64*
@@ -123,6 +138,18 @@ mod tests {
         // Deterministic for a seed.
         let mut again = Schedule::new(Duration::from_secs(60), 0.2, 7);
         assert_eq!(again.next_delay(), delays[0]);
+    }
+
+    #[test]
+    fn fleet_intervals() {
+        let mut s = Schedule::from_spec(Some("2m"), 3).unwrap();
+        let d = s.next_delay();
+        assert!(
+            d >= Duration::from_secs(108) && d <= Duration::from_secs(132),
+            "{d:?}"
+        );
+        assert!(Schedule::from_spec(Some("soon"), 3).is_err());
+        assert!(Schedule::from_spec(Some("0"), 3).is_err());
     }
 
     #[test]

@@ -5,25 +5,13 @@ use std::collections::HashSet;
 use endstate_core::ObjectRef;
 use endstate_git::{History, RenderCache, Source, SourceConfig, attribute};
 
-use crate::support::{Repo, machine};
+use crate::support::{Repo, three_upgrades};
 
 #[test]
 fn picks_the_commit_that_changed_the_failed_object_out_of_three() {
     let repo = Repo::new();
     let good = repo.head();
-    repo.write(
-        "base/machines-a.yaml",
-        &(machine("a1", 1, "kubelet-2") + &machine("a2", 2, "kubelet-1")),
-    );
-    let c1 = repo.commit("Upgrade a1");
-    repo.write(
-        "base/machines-b.yaml",
-        &(machine("b1", 3, "kubelet-2") + &machine("b2", 4, "kubelet-1")),
-    );
-    let c2 = repo.commit("Upgrade b1");
-    repo.write("README.md", "notes\n");
-    let c3 = repo.commit("Write notes");
-    repo.push();
+    let [c1, c2, c3] = three_upgrades(&repo);
     let mut source = Source::open(
         SourceConfig::new(repo.file_url(), repo.mirror()).path("base"),
         History::default(),
@@ -33,7 +21,7 @@ fn picks_the_commit_that_changed_the_failed_object_out_of_three() {
     assert_eq!(target, c3);
     let mut cache = RenderCache::new();
 
-    let failed: HashSet<_> = [ObjectRef::new("Machine", "", "b1")].into();
+    let failed: HashSet<_> = [ObjectRef::new("Machine", "", "a2")].into();
     let found = attribute(
         source.repository(),
         "base",
@@ -46,7 +34,7 @@ fn picks_the_commit_that_changed_the_failed_object_out_of_three() {
     assert_eq!(found.commits, [c2]);
     assert!(found.attributed);
     // Each file was parsed once per version: the unchanged ones came from the cache.
-    assert_eq!(cache.stats().misses, 4 + 2);
+    assert_eq!(cache.stats().misses, 4 + 3);
 
     let both: HashSet<_> = [
         ObjectRef::new("Machine", "", "b1"),
@@ -54,7 +42,7 @@ fn picks_the_commit_that_changed_the_failed_object_out_of_three() {
     ]
     .into();
     let found = attribute(source.repository(), "base", &mut cache, good, target, &both).unwrap();
-    assert_eq!(found.commits, [c2, c1]);
+    assert_eq!(found.commits, [c3, c1]);
 
     // A fleet-wide failure names no changed object: the whole range, newest first.
     let none: HashSet<_> = [ObjectRef::new("Machine", "", "b2")].into();

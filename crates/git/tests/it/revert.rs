@@ -3,7 +3,7 @@
 use endstate_core::ObjectRef;
 use endstate_git::{Evidence, Oid, RevertConfig, RevertOutcome, RevertWriter, SourceConfig};
 
-use crate::support::{Daemon, Repo, git, machine};
+use crate::support::{Daemon, Repo, git, machine, three_upgrades};
 
 fn writer(repo: &Repo, url: &str) -> RevertWriter {
     let source = SourceConfig::new(url, repo.mirror());
@@ -33,27 +33,6 @@ fn message(repo: &Repo, commit: Oid) -> String {
         &repo.remote,
         &["log", "-1", "--format=%B", &commit.to_string()],
     )
-}
-
-/// Three commits: a1 upgraded, then a2, then b1.
-fn three_upgrades(repo: &Repo) -> [Oid; 3] {
-    repo.write(
-        "base/machines-a.yaml",
-        &(machine("a1", 1, "kubelet-2") + &machine("a2", 2, "kubelet-1")),
-    );
-    let a1 = repo.commit("Upgrade a1");
-    repo.write(
-        "base/machines-a.yaml",
-        &(machine("a1", 1, "kubelet-2") + &machine("a2", 2, "kubelet-2")),
-    );
-    let a2 = repo.commit("Upgrade a2");
-    repo.write(
-        "base/machines-b.yaml",
-        &(machine("b1", 3, "kubelet-2") + &machine("b2", 4, "kubelet-1")),
-    );
-    let b1 = repo.commit("Upgrade b1");
-    repo.push();
-    [a1, a2, b1]
 }
 
 #[test]

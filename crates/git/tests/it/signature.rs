@@ -173,3 +173,132 @@ fn endstates_signed_reverts_pass_the_policy() {
         &["-c", &verify, "verify-commit", &head.to_string()],
     );
 }
+
+/// A throwaway GnuPG home with one signing key; its agent is stopped on drop.
+struct Gpg {
+    home: tempfile::TempDir,
+    fingerprint: String,
+}
+
+impl Gpg {
+    fn new(name: &str) -> Self {
+        let home = tempfile::tempdir().unwrap();
+        let mut gpg = Gpg {
+            home,
+            fingerprint: String::new(),
+        };
+        gpg.run(&[
+            "--quick-gen-key",
+            &format!("{name} <{name}@example.com>"),
+            "ed25519",
+            "sign",
+            "never",
+        ]);
+        let listing = gpg.run(&["--with-colons", "--list-secret-keys"]);
+        gpg.fingerprint = listing
+            .lines()
+            .find(|l| l.starts_with("fpr:"))
+            .and_then(|l| l.split(':').nth(9))
+            .unwrap()
+            .to_owned();
+        gpg
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("gpg")
+            .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""])
+            .args(args)
+            .env("GNUPGHOME", self.home.path())
+            .output()
+            .unwrap_or_else(|e| panic!("`gpg` is required by these tests (Debian: gnupg): {e}"));
+        assert!(
+            out.status.success(),
+            "gpg {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn public_key(&self) -> String {
+        self.run(&["--armor", "--export", &self.fingerprint])
+    }
+
+    /// Commits a change signed with this key and pushes it.
+    fn commit(&self, repo: &Repo, ip: u32) -> endstate_git::Oid {
+        repo.write(
+            "base/machines-b.yaml",
+            &(machine("b1", 3, "kubelet-2") + &machine("b2", ip, "kubelet-1")),
+        );
+        git(&repo.work, &["add", "-A"]);
+        let status = Command::new("git")
+            .args(["-c", "gpg.format=openpgp", "-c"])
+            .arg(format!("user.signingkey={}", self.fingerprint))
+            .args([
+                "-c",
+                "user.name=Test Author",
+                "-c",
+                "user.email=author@example.com",
+            ])
+            .args(["commit", "-q", "-S", "-m", "OpenPGP-signed change"])
+            .current_dir(&repo.work)
+            .env("GNUPGHOME", self.home.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .status()
+            .unwrap();
+        assert!(status.success(), "git commit -S with gpg failed");
+        repo.push();
+        repo.head()
+    }
+}
+
+impl Drop for Gpg {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .args(["--kill", "gpg-agent"])
+            .env("GNUPGHOME", self.home.path())
+            .status();
+    }
+}
+
+#[test]
+fn openpgp_signatures_by_allowed_keys_only() {
+    let repo = Repo::new();
+    let allowed = Gpg::new("allowed");
+    let other = Gpg::new("other");
+    let policy = SignaturePolicy::openpgp(&[allowed.public_key()]).unwrap();
+
+    let good = allowed.commit(&repo, 10);
+    let fetched = source(&repo, policy.clone()).fetch().unwrap();
+    assert_eq!(fetched.commit, good);
+    assert_eq!(fetched.signed_by.unwrap().key, allowed.fingerprint);
+
+    other.commit(&repo, 11);
+    let err = source(&repo, policy.clone()).fetch().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Unverified {
+                reason: Refusal::UnknownKey { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    // An SSH-only policy names the mismatch.
+    let ssh_key = keygen(repo.dir.path(), "ssh");
+    let ssh_policy = SignaturePolicy::ssh(&public(&ssh_key)).unwrap();
+    allowed.commit(&repo, 12);
+    let err = source(&repo, ssh_policy).fetch().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Unverified {
+                reason: Refusal::WrongKind { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+}

@@ -119,6 +119,27 @@ pub fn machine(name: &str, ip: u32, kubelet: &str) -> String {
     )
 }
 
+/// Three commits: a1 upgraded, then a2, then b1.
+pub fn three_upgrades(repo: &Repo) -> [Oid; 3] {
+    repo.write(
+        "base/machines-a.yaml",
+        &(machine("a1", 1, "kubelet-2") + &machine("a2", 2, "kubelet-1")),
+    );
+    let a1 = repo.commit("Upgrade a1");
+    repo.write(
+        "base/machines-a.yaml",
+        &(machine("a1", 1, "kubelet-2") + &machine("a2", 2, "kubelet-2")),
+    );
+    let a2 = repo.commit("Upgrade a2");
+    repo.write(
+        "base/machines-b.yaml",
+        &(machine("b1", 3, "kubelet-2") + &machine("b2", 4, "kubelet-1")),
+    );
+    let b1 = repo.commit("Upgrade b1");
+    repo.push();
+    [a1, a2, b1]
+}
+
 /// A small valid fleet: packages, a cluster, and two files of machines.
 pub fn fleet() -> Vec<(String, String)> {
     let package = |name: &str, version: &str| {
