@@ -35,6 +35,10 @@ pub enum Command {
     Crds,
     /// Play the whole story on a simulated fleet: waves, a breaker trip, an automatic revert.
     Demo(DemoArgs),
+    /// Run the reconcile loop on a repository (against the simulated fleet with `--live sim`).
+    Run(Box<RunArgs>),
+    /// Show what merging a branch would do: the changes, the waves and the diffs.
+    Plan(PlanArgs),
 }
 
 /// How to play the demo.
@@ -52,6 +56,107 @@ pub struct DemoArgs {
     /// The simulator's seed.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+}
+
+/// Which live fleet to reconcile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Live {
+    /// The simulated fleet, in process.
+    Sim,
+    /// A Kubernetes API server.
+    Kube,
+}
+
+/// `endstate run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The live fleet.
+    #[arg(long, value_enum, default_value_t = Live::Sim)]
+    pub live: Live,
+    /// The Git remote: a path, file://, ssh://, scp-style or https:// URL.
+    #[arg(long)]
+    pub repo: String,
+    /// The branch holding the fleet's end state.
+    #[arg(long, default_value = "main")]
+    pub branch: String,
+    /// The overlay (directory with a kustomization.yaml) inside the repository.
+    #[arg(long, default_value = "")]
+    pub path: String,
+    /// The fleet's name: its objects' owner label and the revert trailer.
+    #[arg(long, default_value = "default")]
+    pub fleet: String,
+    /// The namespace of the fleet's objects.
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// How often the branch is fetched, e.g. `30s`.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub interval: std::time::Duration,
+    /// Exit when the branch head is rolled out (or reverted) and nothing is pending.
+    #[arg(long)]
+    pub until_idle: bool,
+    /// Start the simulated fleet converged at this commit (id, branch or `main~1`), as if it
+    /// had been rolled out before; it becomes the last good commit.
+    #[arg(long, value_name = "REF")]
+    pub sim_initial: Option<String>,
+    /// A fault rule: `package=<MachinePackageVersion>,rate=<0..1>`, `idc=<idc>,delay=<10m>`,
+    /// `machine=<name>,silent`. Repeatable.
+    #[arg(long, value_name = "RULE")]
+    pub sim_fault: Vec<String>,
+    /// Fault rules from a YAML or JSON file.
+    #[arg(long, value_name = "FILE")]
+    pub sim_faults_file: Option<PathBuf>,
+    /// The simulator's seed.
+    #[arg(long, default_value_t = 1)]
+    pub sim_seed: u64,
+    /// Keep the Fleet status (rollout cursor, breaker, quarantine, budgets) in this file, so a
+    /// restarted run resumes.
+    #[arg(long, value_name = "FILE")]
+    pub sim_status_file: Option<PathBuf>,
+    /// Virtual seconds per real second in the simulator; 0 runs as fast as possible.
+    #[arg(long, default_value_t = 0.0)]
+    pub speed: f64,
+    /// Where the Git mirror lives between runs. Default: a temporary directory.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Follow the branch when its history is rewritten (force-push) instead of refusing.
+    #[arg(long)]
+    pub adopt_rewritten_history: bool,
+    /// Restore the fleet on a trip but do not push a revert.
+    #[arg(long)]
+    pub no_revert: bool,
+    /// The author of revert commits.
+    #[arg(long, default_value = "endstate")]
+    pub author_name: String,
+    /// The author email of revert commits.
+    #[arg(long, default_value = "endstate@localhost")]
+    pub author_email: String,
+}
+
+/// `endstate plan`.
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// The Git remote.
+    #[arg(long)]
+    pub repo: String,
+    /// The branch (or commit) to plan.
+    #[arg(long, default_value = "main")]
+    pub branch: String,
+    /// What the fleet runs now: a commit, branch or `main~1`. Without it, everything is new.
+    #[arg(long, value_name = "REF")]
+    pub base: Option<String>,
+    /// The overlay inside the repository.
+    #[arg(long, default_value = "")]
+    pub path: String,
+    /// The namespace of the fleet's objects.
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// Print the unified diff of at most this many changed objects.
+    #[arg(long, default_value_t = 20)]
+    pub diffs: usize,
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    endstate_api::duration::parse(text)
 }
 
 /// Where to render from.

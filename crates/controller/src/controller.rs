@@ -208,6 +208,34 @@ impl<L: Live, C: Clock> Controller<L, C> {
         &self.source
     }
 
+    /// The commit `rev` names in the mirror (a commit id, a branch, `main~2`), after a fetch.
+    pub fn resolve(&mut self, rev: &str) -> Result<String, String> {
+        if self.source.status().head.is_none() {
+            self.source.fetch().map_err(|e| e.to_string())?;
+        }
+        let repo = self.source.repository();
+        let object = repo
+            .revparse_single(rev)
+            .or_else(|_| repo.revparse_single(&format!("refs/heads/{rev}")))
+            .map_err(|e| format!("{rev:?} names no commit of the mirror: {}", e.message()))?;
+        let commit = object
+            .peel_to_commit()
+            .map_err(|_| format!("{rev:?} is not a commit"))?;
+        Ok(commit.id().to_string())
+    }
+
+    /// The objects of `commit` as they would be applied: namespaced and labelled.
+    pub fn prepare(&mut self, commit: &str) -> Result<Vec<FleetObject>, String> {
+        self.render(commit).map(|d| d.objects)
+    }
+
+    /// Records `commit` as applied and good, as if its rollout had completed (for a fleet
+    /// known to be at it already).
+    pub async fn adopt(&mut self, commit: &str) -> Result<(), Error> {
+        self.mark(commit, true);
+        self.persist(true).await
+    }
+
     /// Loads the persisted state, and resumes a rollout that was under way.
     pub async fn resume(&mut self) -> Result<(), Error> {
         if let Some(status) = self.live.load_status().await? {
@@ -225,7 +253,11 @@ impl<L: Live, C: Clock> Controller<L, C> {
                     short(&commit),
                     r.stage + 1
                 ));
-                self.desired = self.render(&commit).ok();
+                // A new mirror (a restarted pod) has not fetched the commit yet.
+                if let Err(err) = self.source.fetch() {
+                    self.say(&format!("fetch failed while resuming: {err}"));
+                }
+                self.desired = Some(self.render(&commit).map_err(Error::State)?);
                 self.before = match last_good {
                     Some(good) => self.render(&good).ok(),
                     None => None,
@@ -260,9 +292,9 @@ impl<L: Live, C: Clock> Controller<L, C> {
         self.step(Event::Approve).await
     }
 
-    /// One turn of the loop. With `until_idle`, returns how the run ended once nothing is left
-    /// to do.
-    async fn turn(&mut self, until_idle: bool) -> Result<Option<Outcome>, Error> {
+    /// One turn of the loop: fetch when due, observe, step, sleep until the next deadline.
+    /// With `until_idle`, returns how the run ended once nothing is left to do.
+    pub async fn turn(&mut self, until_idle: bool) -> Result<Option<Outcome>, Error> {
         let now = self.clock.now();
         let mut refused = None;
         if now >= self.next_fetch || (until_idle && !self.state.busy() && self.head.is_none()) {
@@ -524,11 +556,16 @@ impl<L: Live, C: Clock> Controller<L, C> {
             let now = self.clock.now();
             let event = match effect {
                 Effect::Apply(ids) => {
-                    let objects: Vec<FleetObject> = ids
-                        .iter()
-                        .filter_map(|id| self.desired.as_ref().and_then(|d| d.get(id)).cloned())
-                        .collect();
-                    let results = self.write_all(&objects).await;
+                    let mut objects = Vec::with_capacity(ids.len());
+                    let mut results = Vec::new();
+                    for id in ids {
+                        match self.desired.as_ref().and_then(|d| d.get(&id)) {
+                            Some(object) => objects.push(object.clone()),
+                            None => results
+                                .push((id, Err("not in the commit's desired set".to_owned()))),
+                        }
+                    }
+                    results.extend(self.write_all(&objects).await);
                     self.tally.writes += results.iter().filter(|(_, r)| r.is_ok()).count();
                     Some(Event::Written(results))
                 }
@@ -881,7 +918,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
 }
 
 /// Puts an object in the fleet's namespace and labels it as the fleet's.
-fn own(object: &mut FleetObject, namespace: &str, fleet: &str) -> Result<(), String> {
+pub fn own(object: &mut FleetObject, namespace: &str, fleet: &str) -> Result<(), String> {
     let id = object.id();
     let meta = match object {
         FleetObject::Machine(o) => &mut o.metadata,
@@ -895,7 +932,7 @@ fn own(object: &mut FleetObject, namespace: &str, fleet: &str) -> Result<(), Str
         Some(ns) if ns == namespace => {}
         Some(ns) => {
             return Err(format!(
-                "{id} is in namespace {ns}, but the fleet's objects live in {namespace}"
+                "{id} is in namespace {ns}, but the fleet's objects live in {namespace} (set the fleet's namespace to {ns})"
             ));
         }
     }

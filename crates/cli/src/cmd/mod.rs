@@ -1,7 +1,9 @@
 //! One module per command; each returns its exit code.
 
 mod demo;
+mod plan;
 mod render;
+mod run;
 
 use std::process::ExitCode;
 
@@ -20,6 +22,8 @@ pub fn run(args: Args) -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => demo::run(&args),
+        Command::Run(args) => run::run(&args),
+        Command::Plan(args) => plan::plan(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,178 @@
+//! `endstate plan`: what merging a branch would do, for review — the change set, the waves
+//! with their spread across failure domains, and the unified diffs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::ExitCode;
+
+use anyhow::{Context, anyhow};
+use endstate_core::{FleetObject, ObjectRef};
+use endstate_git::{History, Oid, RenderCache, Source, SourceConfig};
+use endstate_rollout::diff::{self, Op};
+use endstate_rollout::plan;
+use endstate_rollout::policy::Policy;
+
+use crate::cli::PlanArgs;
+use crate::cmd::EXIT_INVALID;
+
+const FLEET: &str = "plan";
+
+/// Prints the plan; exit 2 when either side does not render.
+pub fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
+    let mirror = std::env::temp_dir().join(format!("endstate-plan-{}", std::process::id()));
+    let config = SourceConfig::new(args.repo.clone(), mirror.join("mirror"))
+        .branch(args.branch.clone())
+        .path(args.path.trim_matches('/').to_owned());
+    let mut source = Source::open(config, History::default())?;
+    let result = (|| {
+        let head = source.fetch().context("fetching the branch")?.commit;
+        let base = match &args.base {
+            Some(rev) => Some(resolve(&source, rev)?),
+            None => None,
+        };
+        let mut cache = RenderCache::default();
+        let (desired, policy) = match render(&source, head, &mut cache, &args.namespace) {
+            Ok(r) => r,
+            Err(why) => {
+                eprintln!("{why}");
+                return Ok(ExitCode::from(EXIT_INVALID));
+            }
+        };
+        let live = match base {
+            Some(base) => match render(&source, base, &mut cache, &args.namespace) {
+                Ok((objects, _)) => objects,
+                Err(why) => {
+                    eprintln!("the base does not render either: {why}");
+                    return Ok(ExitCode::from(EXIT_INVALID));
+                }
+            },
+            None => Vec::new(),
+        };
+        let changes = diff::diff(&desired, &live, FLEET);
+        let desired_by_id: HashMap<ObjectRef, &FleetObject> =
+            desired.iter().map(|o| (o.id(), o)).collect();
+        let live_by_id: HashMap<ObjectRef, &FleetObject> =
+            live.iter().map(|o| (o.id(), o)).collect();
+        let plan = plan::plan(&changes, &policy, &|id| {
+            desired_by_id
+                .get(id)
+                .or_else(|| live_by_id.get(id))
+                .copied()
+        });
+        let short = |c: Oid| c.to_string()[..10].to_owned();
+        println!(
+            "plan: {} → {} ({}, path {:?})",
+            base.map_or("nothing".to_owned(), short),
+            short(head),
+            args.branch,
+            args.path
+        );
+        if !changes.immutable.is_empty() {
+            for id in &changes.immutable {
+                eprintln!(
+                    "error: {id}: a package version in use changes; add a new version instead"
+                );
+            }
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+        if changes.is_empty() {
+            println!("no changes: nothing would be written");
+            return Ok(ExitCode::SUCCESS);
+        }
+        println!(
+            "{} creates, {} updates, {} reinstalls, {} deletes; {} kept by prune: disabled",
+            changes.count(Op::Create),
+            changes.count(Op::Update),
+            changes.count(Op::Reinstall),
+            changes.count(Op::Delete),
+            changes.kept.len()
+        );
+        let ordered: BTreeMap<ObjectRef, &FleetObject> = desired_by_id
+            .iter()
+            .chain(live_by_id.iter())
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        let spread = policy
+            .machines
+            .spread_by
+            .clone()
+            .unwrap_or_else(|| "idc".to_owned());
+        println!("\nwaves:\n{}", plan.summary(&ordered, &spread));
+        println!(
+            "gates: healthy for the new generation within {}; breaker: {}",
+            endstate_rollout::time::human(policy.gate_timeout),
+            breaker(&policy)
+        );
+        for (i, change) in changes.changes.iter().enumerate() {
+            if i == args.diffs {
+                println!(
+                    "\n… {} more changes not shown (--diffs)",
+                    changes.changes.len() - i
+                );
+                break;
+            }
+            let before = live_by_id.get(&change.id).copied();
+            let after = desired_by_id.get(&change.id).copied();
+            println!();
+            print!("{}", diff::unified(before, after));
+        }
+        Ok(ExitCode::SUCCESS)
+    })();
+    let _ = std::fs::remove_dir_all(&mirror);
+    result
+}
+
+fn resolve(source: &Source, rev: &str) -> anyhow::Result<Oid> {
+    let repo = source.repository();
+    let object = repo
+        .revparse_single(rev)
+        .or_else(|_| repo.revparse_single(&format!("refs/heads/{rev}")))
+        .map_err(|e| {
+            anyhow!(
+                "--base {rev:?} names no commit of the branch: {}",
+                e.message()
+            )
+        })?;
+    Ok(object
+        .peel_to_commit()
+        .map_err(|_| anyhow!("--base {rev:?} is not a commit"))?
+        .id())
+}
+
+fn render(
+    source: &Source,
+    commit: Oid,
+    cache: &mut RenderCache,
+    namespace: &str,
+) -> Result<(Vec<FleetObject>, Policy), String> {
+    let rendered = source.render(commit, cache).map_err(|e| e.to_string())?;
+    let mut policy = Policy::default();
+    let mut objects = Vec::new();
+    for r in rendered.objects {
+        if let FleetObject::RolloutPolicy(p) = &r.object {
+            policy = Policy::resolve(&p.spec).map_err(|why| format!("{}: {why}", r.origin.file))?;
+            continue;
+        }
+        let mut object = r.object;
+        endstate_controller::controller::own(&mut object, namespace, FLEET)?;
+        objects.push(object);
+    }
+    Ok((objects, policy))
+}
+
+fn breaker(policy: &Policy) -> String {
+    let t = &policy.breaker;
+    let mut parts = Vec::new();
+    if let Some(n) = t.per_wave {
+        parts.push(format!("{n} failures in a wave"));
+    }
+    if let Some(r) = t.per_wave_ratio {
+        parts.push(format!("{r}% of a wave"));
+    }
+    if let Some(n) = t.total {
+        parts.push(format!("{n} failures in the rollout"));
+    }
+    if let Some(r) = t.total_ratio {
+        parts.push(format!("{r}% of the rollout"));
+    }
+    format!("trips at {}", parts.join(" or "))
+}

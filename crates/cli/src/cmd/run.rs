@@ -1,0 +1,139 @@
+//! `endstate run --live sim`: the reconcile loop on a repository the user names, against the
+//! simulated fleet.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use endstate_controller::{Config, Console, Controller, Outcome, SimClock, WallClock};
+use endstate_git::{History, RevertConfig, RevertWriter, Source, SourceConfig};
+use endstate_sim::{Faults, SimConfig, SimFleet, SimLive};
+
+use crate::cli::{Live, RunArgs};
+use crate::cmd::EXIT_INVALID;
+
+/// Exit code: the breaker tripped; the fleet was restored and the revert handled.
+pub const EXIT_TRIPPED: u8 = 3;
+
+/// Runs the loop.
+pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    match args.live {
+        Live::Sim => {}
+        Live::Kube => bail!(
+            "--live kube needs the Kubernetes backend; run with --live sim, or see docs/kube.md"
+        ),
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run_sim(args))
+}
+
+async fn run_sim(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let mut faults = Faults::parse(&args.sim_fault).context("--sim-fault")?;
+    if let Some(file) = &args.sim_faults_file {
+        faults
+            .rules
+            .extend(Faults::load(file).context("--sim-faults-file")?.rules);
+    }
+    let state_dir = match &args.state_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir().join(format!("endstate-run-{}", std::process::id())),
+    };
+    let mut source_config = SourceConfig::new(args.repo.clone(), state_dir.join("mirror"))
+        .branch(args.branch.clone())
+        .path(args.path.trim_matches('/').to_owned());
+    if args.adopt_rewritten_history {
+        source_config = source_config.on_history_rewrite(endstate_git::RewritePolicy::Adopt);
+    }
+    let writer = if args.no_revert {
+        None
+    } else {
+        Some(RevertWriter::open(
+            &source_config,
+            RevertConfig::new(&args.fleet, &args.author_name, &args.author_email),
+        )?)
+    };
+    let source = Source::open(source_config, History::default())?;
+
+    let mut sim =
+        SimFleet::new(SimConfig::new(args.namespace.clone(), args.sim_seed).with_faults(faults));
+    if let Some(path) = &args.sim_status_file {
+        sim = sim.with_status_file(path)?;
+    }
+    let live = SimLive::new(sim);
+    let mut config = Config::new(args.fleet.clone(), args.namespace.clone());
+    config.interval = args.interval;
+    config.poll = Duration::from_secs(2);
+
+    let outcome = if args.speed > 0.0 || args.until_idle {
+        let clock = SimClock::new(live.clone(), args.speed);
+        let mut controller = Controller::new(
+            config,
+            source,
+            writer,
+            live.clone(),
+            clock,
+            Box::new(Console::new()),
+        );
+        start(&mut controller, args, &live).await?;
+        if !args.until_idle {
+            controller.run().await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        controller.run_until_idle().await?
+    } else {
+        let mut controller = Controller::new(
+            config,
+            source,
+            writer,
+            live.clone(),
+            WallClock,
+            Box::new(Console::new()),
+        );
+        start(&mut controller, args, &live).await?;
+        controller.run().await?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    Ok(match outcome {
+        Outcome::Converged { commit } => {
+            println!("converged: the fleet is at {commit}");
+            ExitCode::SUCCESS
+        }
+        Outcome::Tripped { commit, revert } => {
+            println!("breaker tripped on {commit}: the fleet was restored; {revert}");
+            ExitCode::from(EXIT_TRIPPED)
+        }
+        Outcome::Refused { reason } => {
+            eprintln!("error: {reason}");
+            ExitCode::from(EXIT_INVALID)
+        }
+    })
+}
+
+/// Resumes persisted state and, with `--sim-initial`, starts the simulated fleet converged at
+/// that commit.
+async fn start<C: endstate_controller::Clock>(
+    controller: &mut Controller<SimLive, C>,
+    args: &RunArgs,
+    live: &SimLive,
+) -> anyhow::Result<()> {
+    controller.resume().await?;
+    if let Some(rev) = &args.sim_initial {
+        let commit = controller
+            .resolve(rev)
+            .map_err(anyhow::Error::msg)
+            .context("--sim-initial")?;
+        let objects = controller
+            .prepare(&commit)
+            .map_err(anyhow::Error::msg)
+            .context("--sim-initial")?;
+        let count = objects.len();
+        live.lock()
+            .seed_converged(objects)
+            .context("seeding the simulated fleet")?;
+        controller.adopt(&commit).await?;
+        eprintln!("simulated fleet starts converged at {commit} ({count} objects)");
+    }
+    Ok(())
+}

@@ -1,0 +1,474 @@
+//! Scenarios of the whole loop in virtual time: a real Git repository (over file://), the
+//! controller, the rollout engine and the simulated fleet.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use endstate_controller::{Config, Controller, Outcome, Reporter, SimClock};
+use endstate_core::FleetObject;
+use endstate_git::{History, RevertConfig, RevertWriter, Source, SourceConfig};
+use endstate_rollout::Time;
+use endstate_rollout::rollout::Phase;
+use endstate_sim::{Faults, SimConfig, SimFleet, SimLive};
+
+const NS: &str = "fleet";
+
+/// A work repository with a bare remote, holding a fleet of `machines` machines.
+struct Repo {
+    _dir: tempdir::Dir,
+    remote: PathBuf,
+    work: PathBuf,
+}
+
+mod tempdir {
+    /// A directory removed on drop.
+    pub struct Dir(pub std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn unique_dir(name: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!(
+        "endstate-scenario-{}-{name}-{n}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl Repo {
+    fn new(name: &str, machines: usize, policy: &str) -> Repo {
+        let dir = unique_dir(name);
+        let remote = dir.join("remote.git");
+        let work = dir.join("work");
+        git2::Repository::init_opts(
+            &remote,
+            git2::RepositoryInitOptions::new()
+                .bare(true)
+                .initial_head("main"),
+        )
+        .unwrap();
+        let repo = git2::Repository::init_opts(
+            &work,
+            git2::RepositoryInitOptions::new().initial_head("main"),
+        )
+        .unwrap();
+        repo.remote("origin", &format!("file://{}", remote.display()))
+            .unwrap();
+        let this = Repo {
+            _dir: tempdir::Dir(dir),
+            remote,
+            work,
+        };
+        let mut packages = String::new();
+        for v in ["1.0", "2.0", "3.0"] {
+            packages.push_str(&format!(
+                "---\napiVersion: fleet.endstate.dev/v1alpha1\nkind: MachinePackageVersion\nmetadata:\n  name: agent-{v}\nspec:\n  packageName: agent\n  version: \"{v}\"\n  install:\n    url: https://pkg.example/agent-{v}.rpm\n    sha256: {}\n",
+                "ab".repeat(32)
+            ));
+        }
+        packages.push_str("---\napiVersion: fleet.endstate.dev/v1alpha1\nkind: ClusterPackageVersion\nmetadata:\n  name: k8s-1\nspec:\n  version: \"1\"\n  etcd:\n    image: etcd:1\n  apiserver:\n    image: apiserver:1\n  controllerManager:\n    image: cm:1\n  scheduler:\n    image: sched:1\n---\napiVersion: fleet.endstate.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: c1\nspec:\n  packageVersion: k8s-1\n");
+        this.write("base/packages.yaml", &packages);
+        let mut out = String::new();
+        for i in 0..machines {
+            let idc = ["idc-a", "idc-b", "idc-c"][i % 3];
+            out.push_str(&format!(
+                "---\napiVersion: fleet.endstate.dev/v1alpha1\nkind: Machine\nmetadata:\n  name: m-{i:03}\nspec:\n  cluster: c1\n  ip: 10.0.0.{i}\n  hostname: m-{i:03}\n  idc: {idc}\n  packages:\n    agent: agent-1.0\n  readinessGates: [AgentReady]\n"
+            ));
+        }
+        this.write("base/machines.yaml", &out);
+        this.write(
+            "base/kustomization.yaml",
+            "resources:\n- packages.yaml\n- machines.yaml\n",
+        );
+        this.write("prod/policy.yaml", &format!("apiVersion: fleet.endstate.dev/v1alpha1\nkind: RolloutPolicy\nmetadata:\n  name: p\nspec:\n{policy}"));
+        this.set_agent("agent-1.0", "initial");
+        this
+    }
+
+    fn write(&self, path: &str, content: &str) {
+        let path = self.work.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+
+    /// Points every machine at `version` and pushes the commit.
+    fn set_agent(&self, version: &str, message: &str) -> String {
+        self.write(
+            "prod/kustomization.yaml",
+            &format!("namespace: {NS}\nresources:\n- ../base\n- policy.yaml\npatches:\n- target:\n    kind: Machine\n  patch: |\n    - op: replace\n      path: /spec/packages/agent\n      value: {version}\n"),
+        );
+        commit_and_push(&self.work, message)
+    }
+}
+
+fn commit_and_push(work: &Path, message: &str) -> String {
+    let repo = git2::Repository::open(work).unwrap();
+    let mut index = repo.index().unwrap();
+    index
+        .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+        .unwrap();
+    index.write().unwrap();
+    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+    let who = git2::Signature::now("Dev", "dev@example.com").unwrap();
+    let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+    let parents: Vec<&git2::Commit> = parent.iter().collect();
+    let oid = repo
+        .commit(Some("HEAD"), &who, &who, message, &tree, &parents)
+        .unwrap();
+    repo.find_remote("origin")
+        .unwrap()
+        .push(&["refs/heads/main:refs/heads/main"], None)
+        .unwrap();
+    oid.to_string()
+}
+
+/// A callback on every reported line.
+type Hook = Box<dyn FnMut(&str) + Send>;
+
+/// Keeps the lines; runs a hook on each (to push a commit mid-rollout).
+#[derive(Clone, Default)]
+struct Lines {
+    lines: Arc<Mutex<Vec<String>>>,
+    hook: Arc<Mutex<Option<Hook>>>,
+}
+
+impl Reporter for Lines {
+    fn line(&mut self, _now: Time, _commit: Option<&str>, text: &str) {
+        self.lines.lock().unwrap().push(text.to_owned());
+        if let Some(hook) = self.hook.lock().unwrap().as_mut() {
+            hook(text);
+        }
+    }
+}
+
+impl Lines {
+    fn text(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+}
+
+struct Harness {
+    repo: Repo,
+    live: SimLive,
+    lines: Lines,
+    controller: Controller<SimLive, SimClock>,
+}
+
+fn harness(name: &str, machines: usize, policy: &str, faults: &[&str]) -> Harness {
+    let repo = Repo::new(name, machines, policy);
+    let faults = Faults::parse(faults).unwrap();
+    let live = SimLive::new(SimFleet::new(SimConfig::new(NS, 3).with_faults(faults)));
+    let lines = Lines::default();
+    let controller = controller(&repo, &live, &lines, &unique_dir("mirror"));
+    Harness {
+        repo,
+        live,
+        lines,
+        controller,
+    }
+}
+
+fn controller(
+    repo: &Repo,
+    live: &SimLive,
+    lines: &Lines,
+    state: &Path,
+) -> Controller<SimLive, SimClock> {
+    let source_config = SourceConfig::new(
+        format!("file://{}", repo.remote.display()),
+        state.join("mirror"),
+    )
+    .branch("main")
+    .path("prod");
+    let writer = RevertWriter::open(
+        &source_config,
+        RevertConfig::new("f", "endstate", "endstate@example.com"),
+    )
+    .unwrap();
+    let source = Source::open(source_config, History::default()).unwrap();
+    let mut config = Config::new("f", NS);
+    config.interval = Duration::from_secs(30);
+    Controller::new(
+        config,
+        source,
+        Some(writer),
+        live.clone(),
+        SimClock::new(live.clone(), 0.0),
+        Box::new(lines.clone()),
+    )
+}
+
+impl Harness {
+    /// Starts the fleet converged at the branch head.
+    async fn converged_at_head(&mut self) -> String {
+        self.controller.resume().await.unwrap();
+        let head = self.controller.resolve("main").unwrap();
+        let objects = self.controller.prepare(&head).unwrap();
+        self.live.lock().seed_converged(objects).unwrap();
+        self.controller.adopt(&head).await.unwrap();
+        head
+    }
+
+    fn agents(&self) -> Vec<(String, String)> {
+        self.live
+            .lock()
+            .snapshot()
+            .into_iter()
+            .filter_map(|o| match o {
+                FleetObject::Machine(m) => {
+                    let running = m
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.versions.as_ref())
+                        .and_then(|v| v.get("agent").cloned())
+                        .unwrap_or_default();
+                    Some((m.spec.packages["agent"].clone(), running))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+const WAVES: &str = "  machines:\n    waves:\n    - name: canary\n      size: 1\n      bake: 2m\n    - name: half\n      size: 50%\n      bake: 2m\n    - name: all\n      size: 100%\n    spreadBy: idc\n    maxUnavailable: 3\n  gates:\n    timeout: 10m\n";
+
+#[tokio::test]
+async fn a_good_rollout_completes_wave_by_wave() {
+    let mut h = harness("good", 30, WAVES, &[]);
+    h.converged_at_head().await;
+    let next = h.repo.set_agent("agent-2.0", "Upgrade the agent");
+    let outcome = h.controller.run_until_idle().await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Converged {
+            commit: next.clone()
+        }
+    );
+    assert!(
+        h.agents()
+            .iter()
+            .all(|(want, run)| want == "agent-2.0" && run == "agent-2.0"),
+        "{:?}",
+        h.agents()
+    );
+    let text = h.lines.text();
+    let waves: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(": done (0 failed)"))
+        .collect();
+    assert_eq!(waves.len(), 3, "{text}");
+    assert!(
+        waves[0].contains("machines/canary") && waves[2].contains("machines/all"),
+        "{text}"
+    );
+    assert_eq!(
+        h.controller.record().last_good.as_deref(),
+        Some(next.as_str())
+    );
+    assert!(h.controller.state().breaker.is_none());
+    // The next reconcile writes nothing.
+    let writes = h.live.lock().counters().writes();
+    let outcome = h.controller.run_until_idle().await.unwrap();
+    assert_eq!(outcome, Outcome::Converged { commit: next });
+    assert_eq!(
+        h.live.lock().counters().writes(),
+        writes,
+        "a no-op reconcile wrote"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_package_trips_in_the_canary_restores_and_reverts() {
+    let mut h = harness("bad", 30, WAVES, &["package=agent-3.0,rate=1"]);
+    let good = h.converged_at_head().await;
+    let bad = h.repo.set_agent("agent-3.0", "Upgrade the agent to 3.0");
+    let outcome = h.controller.run_until_idle().await.unwrap();
+    let Outcome::Tripped { commit, revert } = outcome else {
+        panic!("{outcome:?}\n{}", h.lines.text())
+    };
+    assert_eq!(commit, bad);
+    assert!(revert.contains("revert pushed"), "{revert}");
+    let state = h.controller.state();
+    let trip = state.breaker.as_ref().unwrap();
+    assert_eq!(
+        trip.evidence.stage, "machines/canary",
+        "{:?}",
+        trip.evidence
+    );
+    assert_eq!(trip.evidence.stage_failures, (1, 1));
+    assert!(state.quarantined(&bad));
+    // Every machine wants and runs the good version again.
+    assert!(
+        h.agents()
+            .iter()
+            .all(|(want, run)| want == "agent-1.0" && run == "agent-1.0"),
+        "{:?}",
+        h.agents()
+    );
+    // The remote's head is the revert, with its trailers, and its tree is the good commit's.
+    let remote = git2::Repository::open_bare(&h.repo.remote).unwrap();
+    let head = remote
+        .find_commit(remote.refname_to_id("refs/heads/main").unwrap())
+        .unwrap();
+    let message = head.message().unwrap();
+    assert!(
+        message.contains(&format!("Endstate-Revert-Of: {bad}")),
+        "{message}"
+    );
+    assert!(message.contains("Endstate-Fleet: f"), "{message}");
+    let good_tree = remote
+        .find_commit(git2::Oid::from_str(&good).unwrap())
+        .unwrap()
+        .tree_id();
+    assert_eq!(head.tree_id(), good_tree);
+    assert_eq!(
+        h.controller.record().last_applied.as_deref(),
+        Some(head.id().to_string().as_str())
+    );
+}
+
+#[tokio::test]
+async fn a_slow_idc_waits_instead_of_failing() {
+    // Operations in idc-b take 6 more minutes, within the 10 minute gate; with one machine in
+    // flight at a time, the rollout waits for them rather than failing.
+    let policy = "  machines:\n    waves:\n    - size: 1\n    - size: 100%\n    spreadBy: idc\n    maxUnavailable: 1\n  gates:\n    timeout: 10m\n  budgets:\n  - class: machine-update\n    limit: 4\n    window: 30m\n";
+    let mut h = harness("slow", 9, policy, &["idc=idc-b,delay=6m"]);
+    h.converged_at_head().await;
+    let start = h.live.lock().now();
+    let next = h.repo.set_agent("agent-2.0", "Upgrade the agent");
+    let outcome = h.controller.run_until_idle().await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Converged { commit: next },
+        "{}",
+        h.lines.text()
+    );
+    let text = h.lines.text();
+    assert!(!text.contains("failed:"), "{text}");
+    assert!(
+        text.contains("budget machine-update is spent until"),
+        "the budget made the rollout wait: {text}"
+    );
+    // 9 updates with 4 per 30 minutes: at least two full windows.
+    let took = h.live.lock().now().since(start);
+    assert!(took >= Duration::from_secs(60 * 60), "took {took:?}");
+}
+
+#[tokio::test]
+async fn a_stale_healthy_status_does_not_pass_the_gate() {
+    // m-000 never reports again: its status stays Running and healthy, but for the previous
+    // generation. The gate must not count it, so it times out and trips the breaker.
+    let mut h = harness("stale", 6, WAVES, &["machine=m-000,silent"]);
+    h.converged_at_head().await;
+    let bad = h.repo.set_agent("agent-2.0", "Upgrade the agent");
+    let outcome = h.controller.run_until_idle().await.unwrap();
+    let Outcome::Tripped { commit, .. } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(commit, bad);
+    let trip = h.controller.state().breaker.clone().unwrap();
+    let (what, why) = &trip.evidence.failed[0];
+    assert!(what.ends_with("m-000"), "{what}");
+    assert!(
+        why.contains("not healthy for generation 2 within 10m"),
+        "{why}"
+    );
+    assert!(why.contains("status is for generation 1"), "{why}");
+}
+
+#[tokio::test]
+async fn a_commit_during_a_bake_replans_after_the_wave() {
+    let mut h = harness("replan", 12, WAVES, &[]);
+    h.converged_at_head().await;
+    let second = h.repo.set_agent("agent-2.0", "Upgrade the agent to 2.0");
+    // When the canary settles (and starts baking), someone pushes agent 3.0.
+    let work = h.repo.work.clone();
+    let pushed = Arc::new(Mutex::new(None));
+    let slot = pushed.clone();
+    *h.lines.hook.lock().unwrap() = Some(Box::new(move |line: &str| {
+        if line.contains("wave 1 machines/canary: done") && slot.lock().unwrap().is_none() {
+            std::fs::write(
+                work.join("prod/kustomization.yaml"),
+                format!("namespace: {NS}\nresources:\n- ../base\n- policy.yaml\npatches:\n- target:\n    kind: Machine\n  patch: |\n    - op: replace\n      path: /spec/packages/agent\n      value: agent-3.0\n"),
+            )
+            .unwrap();
+            *slot.lock().unwrap() = Some(commit_and_push(&work, "Upgrade the agent to 3.0"));
+        }
+    }));
+    let outcome = h.controller.run_until_idle().await.unwrap();
+    let third = pushed.lock().unwrap().clone().expect("the hook pushed");
+    assert_eq!(
+        outcome,
+        Outcome::Converged {
+            commit: third.clone()
+        },
+        "{}",
+        h.lines.text()
+    );
+    let history = &h.controller.record().history;
+    assert_eq!(history[0].commit, third);
+    assert_eq!(history[0].outcome, "Succeeded");
+    assert_eq!(history[1].commit, second);
+    assert_eq!(history[1].outcome, "Superseded");
+    assert!(
+        h.agents()
+            .iter()
+            .all(|(want, run)| want == "agent-3.0" && run == "agent-3.0")
+    );
+    let text = h.lines.text();
+    // The second commit stopped after the wave in flight: it never reached `all`.
+    let before_third = text.split("superseded by").next().unwrap();
+    assert!(!before_third.contains("machines/all"), "{text}");
+}
+
+#[tokio::test]
+async fn a_restarted_controller_resumes_at_the_persisted_wave() {
+    let mut h = harness("resume", 30, WAVES, &[]);
+    h.converged_at_head().await;
+    let next = h.repo.set_agent("agent-2.0", "Upgrade the agent");
+    // Turn the loop until the `half` wave is under way, then drop the controller as a kill
+    // would: nothing but the persisted status survives.
+    loop {
+        h.controller.turn(true).await.unwrap();
+        let r = h.controller.state().rollout.clone();
+        if let Some(r) = r
+            && r.commit == next
+            && r.stage == 1
+            && r.next > 0
+            && r.phase == Phase::Running
+        {
+            break;
+        }
+    }
+    let before = h.controller.state().clone();
+    let started_before = before.rollout.as_ref().unwrap().next;
+    let lines = Lines::default();
+    let mut restarted = controller(&h.repo, &h.live, &lines, &unique_dir("mirror2"));
+    restarted.resume().await.unwrap();
+    assert_eq!(
+        restarted.state(),
+        &before,
+        "the persisted state is the state"
+    );
+    let outcome = restarted.run_until_idle().await.unwrap();
+    assert_eq!(outcome, Outcome::Converged { commit: next });
+    let text = lines.text();
+    assert!(text.contains("resuming the rollout"), "{text}");
+    // The canary wave is not run again, and the half wave is not restarted from zero.
+    assert!(!text.contains("machines/canary: starting"), "{text}");
+    assert!(!text.contains("wave 2 machines/half: starting"), "{text}");
+    assert!(started_before > 0);
+    assert!(
+        h.agents()
+            .iter()
+            .all(|(want, run)| want == "agent-2.0" && run == "agent-2.0")
+    );
+}
