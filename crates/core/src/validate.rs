@@ -441,10 +441,10 @@ pub(crate) fn check_references(
     let declared = |kind: &str, namespace: &str, name: &str| {
         !unrenderable.is_empty() && unrenderable.contains(&ObjectRef::new(kind, namespace, name))
     };
-    let mut ips: HashMap<(&str, &str), &ObjectRef> = HashMap::new();
-    let ids: Vec<ObjectRef> = objects.iter().map(|o| o.object.id()).collect();
-    let mut hostnames: HashMap<(&str, &str), &ObjectRef> = HashMap::new();
-    for (o, id) in objects.iter().zip(&ids) {
+    // By index: an identity is only spelled out for the rare clash.
+    let mut ips: HashMap<(&str, &str), usize> = HashMap::with_capacity(objects.len());
+    let mut hostnames: HashMap<(&str, &str), usize> = HashMap::with_capacity(objects.len());
+    for (index, o) in objects.iter().enumerate() {
         let namespace = ns(&o.object);
         match &o.object {
             FleetObject::Machine(m) => {
@@ -476,18 +476,24 @@ pub(crate) fn check_references(
                         Some(_) => {}
                     }
                 }
-                if let Some(other) = ips.insert((namespace, m.spec.ip.as_str()), id) {
-                    diags.push(about(
-                        o,
-                        format!("spec.ip {} is also the IP of {other}", m.spec.ip),
-                    ));
-                }
-                if let Some(other) = hostnames.insert((namespace, m.spec.hostname.as_str()), id) {
+                if let Some(other) = ips.insert((namespace, m.spec.ip.as_str()), index) {
                     diags.push(about(
                         o,
                         format!(
-                            "spec.hostname {} is also the hostname of {other}",
-                            m.spec.hostname
+                            "spec.ip {} is also the IP of {}",
+                            m.spec.ip,
+                            objects[other].object.id()
+                        ),
+                    ));
+                }
+                if let Some(other) = hostnames.insert((namespace, m.spec.hostname.as_str()), index)
+                {
+                    diags.push(about(
+                        o,
+                        format!(
+                            "spec.hostname {} is also the hostname of {}",
+                            m.spec.hostname,
+                            objects[other].object.id()
                         ),
                     ));
                 }
