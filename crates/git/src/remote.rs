@@ -39,17 +39,18 @@ impl Remote {
     /// Fetches `branch` into `refs/heads/<branch>` of `repo` and returns its commit. Nothing
     /// is pruned, no tag is fetched, and on failure no ref has moved.
     pub(crate) fn fetch(&self, repo: &Repository, branch: &str) -> Result<Oid> {
+        let refusal = RefCell::new(None);
         let fail = |err: git2::Error| Error::Fetch {
             url: self.display_url(),
             branch: branch.to_owned(),
             kind: FailureKind::of(&err),
-            message: self.redactor.redact(err.message()),
+            message: self.message(&err, &refusal),
         };
         let mut remote = repo.remote_anonymous(&self.url).map_err(fail)?;
         let attempts = Cell::new(0);
         let mut options = FetchOptions::new();
         options
-            .remote_callbacks(self.callbacks(&attempts))
+            .remote_callbacks(self.callbacks(&attempts, &refusal))
             .prune(FetchPrune::Off)
             .download_tags(AutotagOption::None)
             .update_fetchhead(false);
@@ -82,11 +83,13 @@ impl Remote {
             kind: kind.unwrap_or(FailureKind::Other),
             message: self.redactor.redact(message),
         };
-        let git_fail = |err: git2::Error| fail(Some(FailureKind::of(&err)), err.message());
+        let refusal = RefCell::new(None);
+        let git_fail =
+            |err: git2::Error| fail(Some(FailureKind::of(&err)), &self.message(&err, &refusal));
         let mut remote = repo.remote_anonymous(&self.url).map_err(git_fail)?;
         let attempts = Cell::new(0);
         let refused = RefCell::new(None);
-        let mut callbacks = self.callbacks(&attempts);
+        let mut callbacks = self.callbacks(&attempts, &refusal);
         callbacks.push_update_reference(|_, status| {
             if let Some(status) = status {
                 *refused.borrow_mut() = Some(status.to_owned());
@@ -111,7 +114,22 @@ impl Remote {
         }
     }
 
-    fn callbacks<'a>(&'a self, attempts: &'a Cell<u32>) -> RemoteCallbacks<'a> {
+    /// The transport's message, or the reason our own check gave (libgit2 replaces a host
+    /// key refusal's message with a generic one).
+    fn message(&self, err: &git2::Error, refusal: &RefCell<Option<String>>) -> String {
+        let message = refusal
+            .borrow_mut()
+            .take()
+            .unwrap_or_else(|| err.message().to_owned());
+        self.redactor.redact(&message)
+    }
+
+    /// `refusal` receives the reason a host key was refused.
+    fn callbacks<'a>(
+        &'a self,
+        attempts: &'a Cell<u32>,
+        refusal: &'a RefCell<Option<String>>,
+    ) -> RemoteCallbacks<'a> {
         let mut callbacks = RemoteCallbacks::new();
         let creds = &self.credentials;
         callbacks.credentials(move |_url, user_from_url, allowed| {
@@ -145,19 +163,23 @@ impl Remote {
         });
         callbacks.certificate_check(move |cert, host| match cert.as_hostkey() {
             Some(hostkey) => {
+                let refuse = |message: String| {
+                    *refusal.borrow_mut() = Some(message.clone());
+                    Err(host_key_error(message))
+                };
                 let Some(raw) = hostkey.hostkey() else {
-                    return Err(host_key_error(format!("{host} sent no SSH host key")));
+                    return refuse(format!("{host} sent no SSH host key"));
                 };
                 match creds.known_hosts.as_deref() {
                     Some(known) if known_hosts_accept(known, host, raw) => {
                         Ok(CertificateCheckStatus::CertificateOk)
                     }
-                    Some(_) => Err(host_key_error(format!(
+                    Some(_) => refuse(format!(
                         "the SSH host key of {host} is not in the configured known_hosts"
-                    ))),
-                    None => Err(host_key_error(format!(
+                    )),
+                    None => refuse(format!(
                         "no known_hosts configured; refusing the unverified SSH host key of {host}"
-                    ))),
+                    )),
                 }
             }
             // TLS: OpenSSL has verified the chain; keep its verdict.
@@ -172,7 +194,7 @@ fn auth_error(message: &str) -> git2::Error {
 }
 
 fn host_key_error(message: String) -> git2::Error {
-    git2::Error::new(ErrorCode::Certificate, ErrorClass::Ssh, message)
+    git2::Error::new(ErrorCode::Certificate, ErrorClass::Ssh, &message)
 }
 
 /// Whether a `known_hosts` text lists `key` (the SSH wire encoding) for `host`. Plain host

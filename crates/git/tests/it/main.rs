@@ -5,5 +5,6 @@ mod revert;
 mod secrets;
 mod signature;
 mod source;
+mod ssh;
 mod support;
 mod triggers;
