@@ -64,8 +64,6 @@ impl Change {
 pub struct ChangeSet {
     /// Every change, sorted by identity.
     pub changes: Vec<Change>,
-    /// For updates: the changed field paths (`spec.packages.kubelet`).
-    pub paths: HashMap<ObjectRef, Vec<String>>,
     /// Package versions whose spec changes while live machines or clusters use them: refused,
     /// because a package version is immutable once in use.
     pub immutable: Vec<ObjectRef>,
@@ -127,7 +125,6 @@ pub fn diff(desired: &[FleetObject], live: &[FleetObject], fleet: &str) -> Chang
                 continue;
             }
         }
-        set.paths.insert(id.clone(), changed_paths(want, have));
         set.changes.push(Change { id, op });
     }
     let desired_keys: std::collections::HashSet<(&str, &str, &str)> =
@@ -232,8 +229,9 @@ fn spec_of(object: &FleetObject) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// The paths of the fields `want` sets differently from `have`.
-fn changed_paths(want: &FleetObject, have: &FleetObject) -> Vec<String> {
+/// The paths of the fields `want` sets differently from `have` (`spec.packages.kubelet`),
+/// for reviews and logs; computed on demand, since a large change set rarely shows them all.
+pub fn changed_paths(want: &FleetObject, have: &FleetObject) -> Vec<String> {
     let mut paths = Vec::new();
     let (w, h) = (intent(want), intent(have));
     walk(&w["spec"], &h["spec"], "spec", &mut paths);

@@ -113,6 +113,16 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
             let before = live_by_id.get(&change.id).copied();
             let after = desired_by_id.get(&change.id).copied();
             println!();
+            if let (Some(b), Some(a)) = (before, after) {
+                println!(
+                    "# {} {}: {}",
+                    op_name(change.op),
+                    change.id,
+                    diff::changed_paths(a, b).join(", ")
+                );
+            } else {
+                println!("# {} {}", op_name(change.op), change.id);
+            }
             print!("{}", diff::unified(before, after));
         }
         Ok(ExitCode::SUCCESS)
@@ -175,4 +185,13 @@ fn breaker(policy: &Policy) -> String {
         parts.push(format!("{r}% of the rollout"));
     }
     format!("trips at {}", parts.join(" or "))
+}
+
+fn op_name(op: Op) -> &'static str {
+    match op {
+        Op::Create => "create",
+        Op::Update => "update",
+        Op::Reinstall => "reinstall",
+        Op::Delete => "delete",
+    }
 }
