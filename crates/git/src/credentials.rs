@@ -230,6 +230,22 @@ mod tests {
     }
 
     #[test]
+    fn a_mounted_secret_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("username"), "fleet-bot\n").unwrap();
+        std::fs::write(dir.path().join("password"), "pa55word\n").unwrap();
+        std::fs::write(
+            dir.path().join("known_hosts"),
+            "git.example.com ssh-ed25519 AAAA\n",
+        )
+        .unwrap();
+        let creds = Credentials::from_dir(dir.path()).unwrap();
+        assert_eq!(creds.basic(), Some(("fleet-bot", "pa55word")));
+        assert!(creds.ssh_key.is_none());
+        assert!(creds.known_hosts.unwrap().starts_with("git.example.com"));
+    }
+
+    #[test]
     fn environment_lookup() {
         let creds = Credentials::from_lookup(|name| match name {
             "ENDSTATE_GIT_TOKEN" => Some("t0ken-value".into()),

@@ -1,9 +1,9 @@
 //! Credentials over HTTP basic authentication, and a sentinel credential that must never
 //! appear in an error, a status or a log line.
 
-use endstate_git::{Credentials, Error, FailureKind, History, Secret, Source, SourceConfig};
+use endstate_git::{Credentials, FailureKind, History, Secret, Source, SourceConfig};
 
-use crate::support::{HttpGit, Repo, capture_logs};
+use crate::support::{HttpGit, Repo, assert_fetch_failed, capture_logs};
 
 const SENTINEL: &str = "SENTINEL-c0ffee-credential-4242";
 
@@ -46,16 +46,7 @@ fn a_sentinel_credential_never_appears_in_errors_status_or_logs() {
                 .credentials(credentials.clone());
             let mut source = Source::open(config.clone(), History::default()).unwrap();
             let err = source.fetch().unwrap_err();
-            assert!(
-                matches!(
-                    err,
-                    Error::Fetch {
-                        kind: FailureKind::Auth,
-                        ..
-                    }
-                ),
-                "{err}"
-            );
+            assert_fetch_failed(&err, FailureKind::Auth, "authentication failed");
             shown += &format!(
                 "{err}\n{err:?}\n{source:?}\n{:?}\n{config:?}\n{credentials:?}\n",
                 source.status()

@@ -9,19 +9,12 @@ use endstate_git::{
     SignaturePolicy, Source, SourceConfig, SshSigner,
 };
 
-use crate::support::{Daemon, Repo, git, machine};
+use crate::support::{Daemon, Repo, git, machine, ssh_keygen};
 
 /// Makes an ed25519 key pair; returns the private key's path.
 fn keygen(dir: &Path, name: &str) -> PathBuf {
     let path = dir.join(name);
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-        .arg(&path)
-        .status()
-        .unwrap_or_else(|e| {
-            panic!("`ssh-keygen` is required by these tests (Debian: openssh-client): {e}")
-        });
-    assert!(status.success(), "ssh-keygen failed");
+    ssh_keygen(&path);
     path
 }
 

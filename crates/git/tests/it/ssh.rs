@@ -4,21 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use endstate_git::{Credentials, Error, FailureKind, History, Secret, Source, SourceConfig};
+use endstate_git::{Credentials, FailureKind, History, Secret, Source, SourceConfig};
 
-use crate::support::{Repo, free_port, wait_for_port};
-
-fn keygen(path: &Path) -> String {
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f"])
-        .arg(path)
-        .status()
-        .unwrap_or_else(|e| {
-            panic!("`ssh-keygen` is required by these tests (Debian: openssh-client): {e}")
-        });
-    assert!(status.success());
-    std::fs::read_to_string(path.with_extension("pub")).unwrap()
-}
+use crate::support::{Repo, assert_fetch_failed, free_port, ssh_keygen, wait_for_port};
 
 /// An `sshd` on a free loopback port that lets one key in as the current user.
 struct Sshd {
@@ -37,7 +25,7 @@ impl Sshd {
         // sshd refuses to start without its privilege separation directory.
         std::fs::create_dir_all("/run/sshd").unwrap();
         let host = dir.join("ssh_host_ed25519_key");
-        let host_key = keygen(&host);
+        let host_key = ssh_keygen(&host);
         let authorized = dir.join("authorized_keys");
         std::fs::write(&authorized, client_public).unwrap();
         let port = free_port();
@@ -94,7 +82,7 @@ fn fetches_over_ssh_with_a_key_and_checks_the_host_key() {
     let dir = repo.dir.path().join("ssh");
     std::fs::create_dir_all(&dir).unwrap();
     let client = dir.join("client");
-    let client_public = keygen(&client);
+    let client_public = ssh_keygen(&client);
     let sshd = Sshd::start(&dir, &client_public);
     let url = format!(
         "ssh://{}@127.0.0.1:{}{}",
@@ -117,63 +105,31 @@ fn fetches_over_ssh_with_a_key_and_checks_the_host_key() {
     assert_eq!(fetched.commit, repo.remote_head());
 
     // A host key that is not the one in known_hosts: refused before authenticating.
-    let impostor = keygen(&dir.join("impostor"));
+    let impostor = ssh_keygen(&dir.join("impostor"));
     let wrong_host = Credentials {
         known_hosts: Some(format!("[127.0.0.1]:{} {impostor}", sshd.port)),
         ..credentials.clone()
     };
     let err = fetch(wrong_host, "m2").unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Fetch {
-                kind: FailureKind::Certificate,
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert!(
-        err.to_string()
-            .contains("not in the configured known_hosts"),
-        "{err}"
+    assert_fetch_failed(
+        &err,
+        FailureKind::Certificate,
+        "not in the configured known_hosts",
     );
     let no_known_hosts = Credentials {
         known_hosts: None,
         ..credentials.clone()
     };
     let err = fetch(no_known_hosts, "m3").unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Fetch {
-                kind: FailureKind::Certificate,
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert!(
-        err.to_string().contains("no known_hosts configured"),
-        "{err}"
-    );
+    assert_fetch_failed(&err, FailureKind::Certificate, "no known_hosts configured");
 
     // A client key the server does not know.
     let stranger = dir.join("stranger");
-    keygen(&stranger);
+    ssh_keygen(&stranger);
     let wrong_key = Credentials {
         ssh_key: Some(Secret::new(std::fs::read_to_string(&stranger).unwrap())),
         ..credentials
     };
     let err = fetch(wrong_key, "m4").unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Fetch {
-                kind: FailureKind::Auth,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_fetch_failed(&err, FailureKind::Auth, "authentication failed");
 }

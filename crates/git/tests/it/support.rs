@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use endstate_git::Oid;
+use endstate_git::{Error, FailureKind, Oid};
 
 /// Runs `git` with a clean, fixed identity and configuration; panics with its stderr on failure.
 pub fn git(dir: &Path, args: &[&str]) -> String {
@@ -442,4 +442,27 @@ pub fn post(port: u16, headers: &[(&str, &str)], body: &[u8]) -> u16 {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"))
+}
+
+/// Asserts that `err` is a fetch failure of `kind` whose message says `says`.
+pub fn assert_fetch_failed(err: &Error, kind: FailureKind, says: &str) {
+    match err {
+        Error::Fetch { kind: found, .. } if *found == kind => {}
+        other => panic!("expected a fetch failure ({kind}), got: {other}"),
+    }
+    assert!(err.to_string().contains(says), "{err}");
+}
+
+/// Makes an ed25519 key pair at `path` and `path.pub` with `ssh-keygen`; returns the public
+/// key.
+pub fn ssh_keygen(path: &Path) -> String {
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f"])
+        .arg(path)
+        .status()
+        .unwrap_or_else(|e| {
+            panic!("`ssh-keygen` is required by these tests (Debian: openssh-client): {e}")
+        });
+    assert!(status.success(), "ssh-keygen failed");
+    std::fs::read_to_string(path.with_extension("pub")).unwrap()
 }
