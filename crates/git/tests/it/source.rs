@@ -203,3 +203,51 @@ fn a_missing_branch_is_reported_by_name() {
     assert!(matches!(err, Error::BranchNotFound { .. }), "{err}");
     assert!(err.to_string().contains("branch release"), "{err}");
 }
+
+#[test]
+fn a_corrupt_object_from_the_remote_changes_nothing() {
+    let repo = Repo::new();
+    let mut source = Source::open(config(&repo, repo.file_url()), History::default()).unwrap();
+    let good = source.fetch().unwrap().commit;
+    source.mark_applied(good).unwrap();
+    source.mark_good(good).unwrap();
+
+    repo.write("base/machines-b.yaml", &machine("b1", 3, "kubelet-2"));
+    let bad = repo.commit("Upgrade b1");
+    repo.push();
+    // The push arrived as loose objects; garble the new commit's.
+    let hex = bad.to_string();
+    let object = repo.remote.join("objects").join(&hex[..2]).join(&hex[2..]);
+    assert!(
+        object.exists(),
+        "expected a loose object at {}",
+        object.display()
+    );
+    let mut perms = std::fs::metadata(&object).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&object, perms).unwrap();
+    std::fs::write(&object, b"not a zlib stream").unwrap();
+
+    let err = source.fetch().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Fetch {
+                kind: FailureKind::Corrupt,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        source
+            .repository()
+            .refname_to_id("refs/heads/main")
+            .unwrap(),
+        good
+    );
+    assert_eq!(source.last_good(), Some(good));
+    assert_eq!(source.history().last_applied, Some(good.to_string()));
+    assert!(source.retry_in().is_some());
+}
