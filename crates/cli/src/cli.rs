@@ -121,6 +121,9 @@ pub struct RunArgs {
     /// Follow the branch when its history is rewritten (force-push) instead of refusing.
     #[arg(long)]
     pub adopt_rewritten_history: bool,
+    /// Approve every wave that holds for approval (`pause: true`) as it comes.
+    #[arg(long)]
+    pub approve: bool,
     /// Restore the fleet on a trip but do not push a revert.
     #[arg(long)]
     pub no_revert: bool,

@@ -78,6 +78,13 @@ pub enum Outcome {
         /// Why.
         reason: String,
     },
+    /// A wave with `pause: true` is done and the rollout holds for approval.
+    AwaitingApproval {
+        /// The commit.
+        commit: String,
+        /// The wave that finished.
+        wave: String,
+    },
 }
 
 /// What the loop did, for summaries and tests.
@@ -306,6 +313,15 @@ impl<L: Live, C: Clock> Controller<L, C> {
             self.observe().await?;
         }
         self.finish_rollout().await?;
+        if until_idle
+            && let Some(r) = &self.state.rollout
+            && r.phase == Phase::AwaitingApproval
+        {
+            return Ok(Some(Outcome::AwaitingApproval {
+                commit: r.commit.clone(),
+                wave: r.plan.stages[r.stage].name.clone(),
+            }));
+        }
         if until_idle && !self.state.busy() {
             if let Some(reason) = refused {
                 return Ok(Some(Outcome::Refused { reason }));
@@ -885,7 +901,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
             return Ok(());
         }
         let now = self.clock.now();
-        let status = status::to_status(&self.state, &self.record, now);
+        let status = status::to_status(&self.state, value.clone(), &self.record, now);
         let mut attempt = 0;
         loop {
             match self.live.save_status(&status).await {

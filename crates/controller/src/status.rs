@@ -45,20 +45,27 @@ impl Record {
     }
 }
 
-/// Builds the status from the engine's state and the record.
-pub fn to_status(state: &State, record: &Record, now: Time) -> FleetStatus {
+/// Builds the status from the engine's state (and its serialised form, when the caller has it
+/// already) and the record.
+pub fn to_status(
+    state: &State,
+    serialised: Option<serde_json::Value>,
+    record: &Record,
+    now: Time,
+) -> FleetStatus {
+    let serialised = serialised.or_else(|| serde_json::to_value(state).ok());
     let rollout = state.rollout.as_ref().map(|r| RolloutCursor {
         commit: r.commit.clone(),
         wave: r.stage as i32,
         waves: r.plan.stages.len() as i32,
         phase: phase_name(&r.phase, r.waiting.is_some()).to_owned(),
-        state: serde_json::to_value(state).ok(),
+        state: serialised.clone(),
     });
     let rollout = rollout.or_else(|| {
         // No rollout yet: still persist budgets and quarantine.
         Some(RolloutCursor {
             phase: "Idle".into(),
-            state: serde_json::to_value(state).ok(),
+            state: serialised,
             ..RolloutCursor::default()
         })
     });

@@ -15,6 +15,9 @@ use crate::cmd::EXIT_INVALID;
 /// Exit code: the breaker tripped; the fleet was restored and the revert handled.
 pub const EXIT_TRIPPED: u8 = 3;
 
+/// Exit code: a wave with `pause: true` holds the rollout for approval.
+pub const EXIT_HELD: u8 = 4;
+
 /// Runs the loop.
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     match args.live {
@@ -81,7 +84,15 @@ async fn run_sim(args: &RunArgs) -> anyhow::Result<ExitCode> {
             controller.run().await?;
             return Ok(ExitCode::SUCCESS);
         }
-        controller.run_until_idle().await?
+        loop {
+            match controller.run_until_idle().await? {
+                Outcome::AwaitingApproval { wave, .. } if args.approve => {
+                    eprintln!("approving the wave after {wave} (--approve)");
+                    controller.approve().await?;
+                }
+                outcome => break outcome,
+            }
+        }
     } else {
         let mut controller = Controller::new(
             config,
@@ -103,6 +114,12 @@ async fn run_sim(args: &RunArgs) -> anyhow::Result<ExitCode> {
         Outcome::Tripped { commit, revert } => {
             println!("breaker tripped on {commit}: the fleet was restored; {revert}");
             ExitCode::from(EXIT_TRIPPED)
+        }
+        Outcome::AwaitingApproval { commit, wave } => {
+            println!(
+                "held for approval after wave {wave} of {commit}; run again with --approve to go on"
+            );
+            ExitCode::from(EXIT_HELD)
         }
         Outcome::Refused { reason } => {
             eprintln!("error: {reason}");
