@@ -5,4 +5,5 @@ mod cli;
 mod crds;
 mod demo;
 mod kustomize;
+mod run;
 mod support;
