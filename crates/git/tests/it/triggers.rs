@@ -7,6 +7,10 @@ use endstate_git::{Schedule, Secret, Trigger, Triggers, Watcher, WebhookConfig, 
 
 use crate::support::post;
 
+/// How long a wait for an expected trigger may take before the test fails (it returns at
+/// once when the trigger is there); the fallback result is `Trigger::Interval`.
+const BOUND: Duration = Duration::from_secs(60);
+
 fn server(triggers: &Triggers) -> WebhookServer {
     WebhookServer::start(
         WebhookConfig {
@@ -43,7 +47,7 @@ fn signed_pushes_trigger_a_fetch_and_bad_signatures_are_rejected() {
         202
     );
     assert_eq!(
-        triggers.wait(None),
+        triggers.wait(Some(BOUND)),
         Trigger::Webhook {
             provider: "github",
             commit: Some("0123456789abcdef0123456789abcdef01234567".into())
@@ -80,7 +84,7 @@ fn signed_pushes_trigger_a_fetch_and_bad_signatures_are_rejected() {
     // The generic HMAC webhook and GitLab's token.
     assert_eq!(post(port, &[("X-Endstate-Signature", &good)], body), 202);
     assert!(matches!(
-        triggers.wait(None),
+        triggers.wait(Some(BOUND)),
         Trigger::Webhook {
             provider: "generic",
             ..
@@ -99,7 +103,7 @@ fn signed_pushes_trigger_a_fetch_and_bad_signatures_are_rejected() {
         202
     );
     assert!(matches!(
-        triggers.wait(None),
+        triggers.wait(Some(BOUND)),
         Trigger::Webhook {
             provider: "gitlab",
             ..
@@ -115,8 +119,8 @@ fn local_path_mode_triggers_on_file_changes_but_not_on_git_internals() {
     let _watch = Watcher::start(dir.path(), triggers.sender()).unwrap();
     std::fs::write(dir.path().join(".git/index"), "x").unwrap();
     std::fs::write(dir.path().join("machines.yaml"), "x").unwrap();
-    // The interval never fires: only the file change can end this wait.
-    match triggers.wait(None) {
+    // Only the file change can end this wait early; after BOUND it returns Interval.
+    match triggers.wait(Some(BOUND)) {
         Trigger::LocalChange { paths } => {
             assert!(
                 paths
