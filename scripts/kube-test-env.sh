@@ -100,7 +100,6 @@ ensure_deb_src() {
 }
 
 build_apiserver() {
-  ensure_deb_src
   apt_install golang-go rsync dpkg-dev make golang-github-modern-go-reflect2-dev
   [[ -d $REFLECT2_SRC ]] || die "$REFLECT2_SRC is missing after installing golang-github-modern-go-reflect2-dev"
   apt_update
@@ -156,16 +155,23 @@ mkdir -p "$CACHE_DIR"
 exec 9>"$CACHE_DIR/.lock"
 flock 9 || die "cannot lock $CACHE_DIR/.lock"
 
+need_build=yes
+if [[ -x $APISERVER_BIN ]] && "$APISERVER_BIN" --version >/dev/null 2>&1; then
+  need_build=no
+fi
+# Before any apt-get update, so that one update fetches the source index too.
+[[ $need_build == yes ]] && ensure_deb_src
+
 # openssl makes the test server's service-account key.
 apt_install etcd-server openssl
 ETCD_BIN=$(command -v etcd || true)
 [[ -n $ETCD_BIN ]] || ETCD_BIN=/usr/bin/etcd
 [[ -x $ETCD_BIN ]] || die "etcd is not on PATH after installing etcd-server"
 
-if [[ -x $APISERVER_BIN ]] && "$APISERVER_BIN" --version >/dev/null 2>&1; then
-  log "using the cached $APISERVER_BIN"
-else
+if [[ $need_build == yes ]]; then
   build_apiserver
+else
+  log "using the cached $APISERVER_BIN"
 fi
 
 emit "$APISERVER_BIN" "$ETCD_BIN"

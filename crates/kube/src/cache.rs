@@ -70,8 +70,9 @@ impl<K: FleetKind> Cache<K> {
         }
     }
 
-    fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
-        self.store.get(&ObjectRef::new(name).within(namespace))
+    fn fleet_object(&self, namespace: &str, name: &str) -> Option<FleetObject> {
+        let object = self.store.get(&ObjectRef::new(name).within(namespace))?;
+        Some((*object).clone().into_fleet())
     }
 
     fn extend_into(&self, out: &mut Vec<FleetObject>) {
@@ -143,26 +144,11 @@ impl Caches {
     pub(crate) fn get(&self, kind: &str, name: &str) -> Option<FleetObject> {
         let ns = &self.namespace;
         match kind {
-            MachinePackageVersion::KIND => self
-                .package_versions
-                .get(ns, name)
-                .map(|o| (*o).clone().into_fleet()),
-            ClusterPackageVersion::KIND => self
-                .cluster_package_versions
-                .get(ns, name)
-                .map(|o| (*o).clone().into_fleet()),
-            Cluster::KIND => self
-                .clusters
-                .get(ns, name)
-                .map(|o| (*o).clone().into_fleet()),
-            Machine::KIND => self
-                .machines
-                .get(ns, name)
-                .map(|o| (*o).clone().into_fleet()),
-            RolloutPolicy::KIND => self
-                .policies
-                .get(ns, name)
-                .map(|o| (*o).clone().into_fleet()),
+            MachinePackageVersion::KIND => self.package_versions.fleet_object(ns, name),
+            ClusterPackageVersion::KIND => self.cluster_package_versions.fleet_object(ns, name),
+            Cluster::KIND => self.clusters.fleet_object(ns, name),
+            Machine::KIND => self.machines.fleet_object(ns, name),
+            RolloutPolicy::KIND => self.policies.fleet_object(ns, name),
             _ => None,
         }
     }

@@ -50,27 +50,17 @@ fleet_kind!(
 /// evaluates `$otherwise` when the name is not a fleet kind.
 macro_rules! with_kind {
     ($name:expr, |$kind:ident| $body:expr, $otherwise:expr) => {
+        $crate::kinds::with_kind!(
+            @arms $name, $kind, $body, $otherwise,
+            MachinePackageVersion, ClusterPackageVersion, Cluster, Machine, RolloutPolicy
+        )
+    };
+    (@arms $name:expr, $kind:ident, $body:expr, $otherwise:expr, $($each:ident),*) => {
         match $name {
-            "MachinePackageVersion" => {
-                type $kind = endstate_api::MachinePackageVersion;
+            $(stringify!($each) => {
+                type $kind = endstate_api::$each;
                 $body
-            }
-            "ClusterPackageVersion" => {
-                type $kind = endstate_api::ClusterPackageVersion;
-                $body
-            }
-            "Cluster" => {
-                type $kind = endstate_api::Cluster;
-                $body
-            }
-            "Machine" => {
-                type $kind = endstate_api::Machine;
-                $body
-            }
-            "RolloutPolicy" => {
-                type $kind = endstate_api::RolloutPolicy;
-                $body
-            }
+            })*
             _ => $otherwise,
         }
     };

@@ -3,6 +3,7 @@
 use endstate_api::fleet::{BreakerStatus, RolloutCursor, Source};
 use endstate_api::{Fleet, FleetSpec, FleetStatus};
 use endstate_core::ObjectRef;
+use endstate_kube::KubeLive;
 use endstate_rollout::{Live, LiveError};
 use endstate_testenv::TestServer;
 use kube::Api;
@@ -48,21 +49,26 @@ fn in_flight() -> FleetStatus {
     }
 }
 
-#[tokio::test]
-async fn status_round_trips_and_fields_cleared_are_gone() {
-    let (client, ns) = namespace("status").await;
+/// A namespace with the `prod` Fleet in it, and a backend for it.
+async fn with_fleet(prefix: &str) -> (Api<Fleet>, KubeLive) {
+    let (client, ns) = namespace(prefix).await;
     let fleets: Api<Fleet> = Api::namespaced(client, &ns);
     fleets
         .create(&PostParams::default(), &fleet())
         .await
         .unwrap();
-    let backend = live(TestServer::shared(), &ns).await;
+    (fleets, live(TestServer::shared(), &ns).await)
+}
+
+#[tokio::test]
+async fn status_round_trips_and_fields_cleared_are_gone() {
+    let (fleets, backend) = with_fleet("status").await;
 
     assert_eq!(backend.load_status().await.unwrap(), None);
     backend.save_status(&in_flight()).await.unwrap();
 
     // A restarted backend resumes from what was saved.
-    let restarted = live(TestServer::shared(), &ns).await;
+    let restarted = live(TestServer::shared(), backend.settings().namespace.as_str()).await;
     assert_eq!(restarted.load_status().await.unwrap(), Some(in_flight()));
 
     // The rollout finished: the cursor is cleared, the breaker too, a good commit recorded.
@@ -82,13 +88,7 @@ async fn status_round_trips_and_fields_cleared_are_gone() {
 
 #[tokio::test]
 async fn a_save_after_someone_else_changed_the_fleet_is_recomputed() {
-    let (client, ns) = namespace("status-race").await;
-    let fleets: Api<Fleet> = Api::namespaced(client, &ns);
-    fleets
-        .create(&PostParams::default(), &fleet())
-        .await
-        .unwrap();
-    let backend = live(TestServer::shared(), &ns).await;
+    let (fleets, backend) = with_fleet("status-race").await;
     backend.save_status(&in_flight()).await.unwrap();
 
     // Meanwhile a user edits the spec and an old writer leaves a stray status field.
