@@ -398,9 +398,12 @@ pub(crate) fn check_references(
             let _ = b;
         }
     }
-    let mut packages: HashMap<(&str, &str), &str> = HashMap::new();
-    let mut control_planes: HashSet<(&str, &str)> = HashSet::new();
-    let mut clusters: HashSet<(&str, &str)> = HashSet::new();
+    // Keyed by names from the repository: foldhash is quick on short strings and seeded per
+    // map, so a crafted repository cannot aim collisions at it.
+    type Fast = foldhash::fast::RandomState;
+    let mut packages: HashMap<(&str, &str), &str, Fast> = HashMap::default();
+    let mut control_planes: HashSet<(&str, &str), Fast> = HashSet::default();
+    let mut clusters: HashSet<(&str, &str), Fast> = HashSet::default();
     let mut policies: BTreeMap<&str, usize> = BTreeMap::new();
     fn ns(o: &FleetObject) -> &str {
         match o {
@@ -442,8 +445,10 @@ pub(crate) fn check_references(
         !unrenderable.is_empty() && unrenderable.contains(&ObjectRef::new(kind, namespace, name))
     };
     // By index: an identity is only spelled out for the rare clash.
-    let mut ips: HashMap<(&str, &str), usize> = HashMap::with_capacity(objects.len());
-    let mut hostnames: HashMap<(&str, &str), usize> = HashMap::with_capacity(objects.len());
+    let mut ips: HashMap<(&str, &str), usize, Fast> =
+        HashMap::with_capacity_and_hasher(objects.len(), Fast::default());
+    let mut hostnames: HashMap<(&str, &str), usize, Fast> =
+        HashMap::with_capacity_and_hasher(objects.len(), Fast::default());
     for (index, o) in objects.iter().enumerate() {
         let namespace = ns(&o.object);
         match &o.object {

@@ -91,6 +91,15 @@ pub fn render_cached(
     rendered
 }
 
+/// Whether `spare` (one file's objects from a recycled rendering, in any order) holds exactly
+/// `objects` (the file's objects, in file order). Sorts `spare` into file order.
+fn same_objects(spare: &mut [RenderedObject], objects: &[RenderedObject]) -> bool {
+    spare.len() == objects.len() && {
+        spare.sort_by_key(|o| o.origin.line);
+        spare == objects
+    }
+}
+
 /// One document's outcome, and which patches of its chain applied to it.
 type DocumentResult = (usize, Result<RenderedObject, Vec<Diagnostic>>, Vec<u32>);
 
@@ -213,17 +222,31 @@ fn render_with(
     }
     drop(texts);
 
-    // Cached objects (including those just rendered) are copied out in parallel.
+    // Cached objects (including those just rendered) are copied out in parallel, or taken
+    // from a recycled rendering where that holds the same objects.
     if let Some(cache) = cache.as_deref_mut() {
-        let copies: Vec<Vec<RenderedObject>> = keys
-            .par_iter()
-            .map(|key| {
-                key.as_ref()
-                    .and_then(|key| cache.peek(key))
-                    .map(|output| output.objects.clone())
-                    .unwrap_or_default()
+        let mut spare = cache.take_spare();
+        let jobs: Vec<(Option<&LeafKey>, Option<Vec<RenderedObject>>)> = keys
+            .iter()
+            .zip(&graph.leaves)
+            .map(|(key, leaf)| (key.as_ref(), key.as_ref().and(spare.remove(&leaf.file))))
+            .collect();
+        let cache = &*cache;
+        let copies: Vec<Vec<RenderedObject>> = jobs
+            .into_par_iter()
+            .map(|(key, spare)| {
+                let Some(output) = key.and_then(|key| cache.peek(key)) else {
+                    return Vec::new();
+                };
+                if let Some(mut spare) = spare
+                    && same_objects(&mut spare, &output.objects)
+                {
+                    return spare;
+                }
+                output.objects.clone()
             })
             .collect();
+        drop(spare);
         objects.reserve(copies.iter().map(Vec::len).sum());
         for mut copy in copies {
             objects.append(&mut copy);
