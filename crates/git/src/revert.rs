@@ -56,6 +56,28 @@ impl RevertConfig {
             max_push_attempts: 5,
         }
     }
+
+    /// The settings of a `Fleet`'s `spec.revert`; the signing key comes from the Secret it
+    /// names, which the caller reads.
+    pub fn from_spec(
+        fleet: &str,
+        spec: &endstate_api::fleet::RevertConfig,
+        signer: Option<SshSigner>,
+    ) -> Result<Self> {
+        let mut config = RevertConfig::new(fleet, &spec.author_name, &spec.author_email);
+        config.signer = signer;
+        if let Some(attempts) = spec.max_push_attempts {
+            config.max_push_attempts = u32::try_from(attempts)
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "spec.revert.maxPushAttempts {attempts} must be at least 1"
+                    ))
+                })?;
+        }
+        Ok(config)
+    }
 }
 
 /// Why the commits are reverted: what the breaker saw.
@@ -508,4 +530,32 @@ fn message(commit: &Commit<'_>, fleet: &str, evidence: &Evidence) -> String {
     }
     let _ = write!(m, "\n{REVERT_OF}: {}\n{FLEET}: {fleet}\n", commit.id());
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fleet_settings() {
+        let spec = |attempts| endstate_api::fleet::RevertConfig {
+            author_name: "endstate".into(),
+            author_email: "endstate@example.com".into(),
+            signing_key_secret_ref: None,
+            max_push_attempts: attempts,
+        };
+        let config = RevertConfig::from_spec("prod", &spec(Some(3)), None).unwrap();
+        assert_eq!(
+            (config.max_push_attempts, config.fleet.as_str()),
+            (3, "prod")
+        );
+        assert_eq!(
+            RevertConfig::from_spec("prod", &spec(None), None)
+                .unwrap()
+                .max_push_attempts,
+            5
+        );
+        let err = RevertConfig::from_spec("prod", &spec(Some(0)), None).unwrap_err();
+        assert!(err.to_string().contains("maxPushAttempts 0"), "{err}");
+    }
 }
