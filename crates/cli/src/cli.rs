@@ -39,6 +39,8 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Show what merging a branch would do: the changes, the waves and the diffs.
     Plan(PlanArgs),
+    /// Run the simulated Machine and Cluster operators against a real API server.
+    SimAgent(AgentArgs),
 }
 
 /// How to play the demo.
@@ -133,6 +135,29 @@ pub struct RunArgs {
     /// The author email of revert commits.
     #[arg(long, default_value = "endstate@localhost")]
     pub author_email: String,
+}
+
+/// `endstate sim-agent`.
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// The kubeconfig; default: $KUBECONFIG, ~/.kube/config, or the in-cluster service account.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The namespace whose Machines and Clusters the agent operates.
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// The seed of every delay and fault decision.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// A fault rule, as for `run --live sim`. Repeatable.
+    #[arg(long, value_name = "RULE")]
+    pub sim_fault: Vec<String>,
+    /// Fault rules from a YAML or JSON file.
+    #[arg(long, value_name = "FILE")]
+    pub sim_faults_file: Option<PathBuf>,
+    /// Divide the operators' delays by this (60: a minute's install takes a second).
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
 }
 
 /// `endstate plan`.

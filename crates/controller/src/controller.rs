@@ -760,6 +760,23 @@ impl<L: Live, C: Clock> Controller<L, C> {
             Ok(RevertOutcome::Pushed {
                 reverts,
                 already,
+                empty,
+                head,
+            }) if reverts.is_empty() && already.is_empty() => (
+                Vec::new(),
+                format!(
+                    "nothing to revert: the branch (at {}) already undoes {}",
+                    short(&head.to_string()),
+                    empty
+                        .iter()
+                        .map(|c| short_oid(*c))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            Ok(RevertOutcome::Pushed {
+                reverts,
+                already,
                 head,
                 ..
             }) => {
@@ -819,7 +836,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
     ) -> Result<(Vec<String>, bool), String> {
         let target = Oid::from_str(commit).map_err(|e| e.to_string())?;
         let Some(good) = last_good else {
-            return Ok((vec![commit.to_owned()], false));
+            return Err("there is no last good commit to go back to (this was the fleet's first rollout); the fleet is restored, fix forward".to_owned());
         };
         let good = Oid::from_str(good).map_err(|e| e.to_string())?;
         let failed: HashSet<ObjectRef> = failed
@@ -931,6 +948,10 @@ impl<L: Live, C: Clock> Controller<L, C> {
     fn line(&mut self, now: Time, commit: &str, text: &str) {
         self.reporter.line(now, Some(commit), text);
     }
+}
+
+fn short_oid(oid: Oid) -> String {
+    short(&oid.to_string()).to_owned()
 }
 
 /// Puts an object in the fleet's namespace and labels it as the fleet's.

@@ -205,7 +205,12 @@ fn conditions(state: &State, record: &Record, now: Time) -> Vec<Condition> {
             "Reconciling",
             busy,
             if busy { "Progressing" } else { "Idle" },
-            String::new(),
+            if busy {
+                "a rollout is under way"
+            } else {
+                "nothing to roll out"
+            }
+            .to_owned(),
         ),
         condition(
             "Stalled",
@@ -215,7 +220,28 @@ fn conditions(state: &State, record: &Record, now: Time) -> Vec<Condition> {
             } else {
                 "Ok"
             },
-            record.stalled.clone().unwrap_or_default(),
+            record
+                .stalled
+                .clone()
+                .unwrap_or_else(|| "the branch head can be applied".to_owned()),
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_condition_says_why() {
+        let status = to_status(
+            &State::default(),
+            None,
+            &Record::default(),
+            Time(1_700_000_000_000),
+        );
+        for condition in status.conditions.unwrap() {
+            assert!(!condition.message.is_empty(), "{condition:?}");
+        }
+    }
 }

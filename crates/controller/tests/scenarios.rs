@@ -1,7 +1,7 @@
 //! Scenarios of the whole loop in virtual time: a real Git repository (over file://), the
 //! controller, the rollout engine and the simulated fleet.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,123 +12,9 @@ use endstate_rollout::Time;
 use endstate_rollout::rollout::Phase;
 use endstate_sim::{Faults, SimConfig, SimFleet, SimLive};
 
-const NS: &str = "fleet";
+mod support;
 
-/// A work repository with a bare remote, holding a fleet of `machines` machines.
-struct Repo {
-    _dir: tempdir::Dir,
-    remote: PathBuf,
-    work: PathBuf,
-}
-
-mod tempdir {
-    /// A directory removed on drop.
-    pub struct Dir(pub std::path::PathBuf);
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-fn unique_dir(name: &str) -> PathBuf {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let dir = std::env::temp_dir().join(format!(
-        "endstate-scenario-{}-{name}-{n}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-impl Repo {
-    fn new(name: &str, machines: usize, policy: &str) -> Repo {
-        let dir = unique_dir(name);
-        let remote = dir.join("remote.git");
-        let work = dir.join("work");
-        git2::Repository::init_opts(
-            &remote,
-            git2::RepositoryInitOptions::new()
-                .bare(true)
-                .initial_head("main"),
-        )
-        .unwrap();
-        let repo = git2::Repository::init_opts(
-            &work,
-            git2::RepositoryInitOptions::new().initial_head("main"),
-        )
-        .unwrap();
-        repo.remote("origin", &format!("file://{}", remote.display()))
-            .unwrap();
-        let this = Repo {
-            _dir: tempdir::Dir(dir),
-            remote,
-            work,
-        };
-        let mut packages = String::new();
-        for v in ["1.0", "2.0", "3.0"] {
-            packages.push_str(&format!(
-                "---\napiVersion: fleet.endstate.dev/v1alpha1\nkind: MachinePackageVersion\nmetadata:\n  name: agent-{v}\nspec:\n  packageName: agent\n  version: \"{v}\"\n  install:\n    url: https://pkg.example/agent-{v}.rpm\n    sha256: {}\n",
-                "ab".repeat(32)
-            ));
-        }
-        packages.push_str("---\napiVersion: fleet.endstate.dev/v1alpha1\nkind: ClusterPackageVersion\nmetadata:\n  name: k8s-1\nspec:\n  version: \"1\"\n  etcd:\n    image: etcd:1\n  apiserver:\n    image: apiserver:1\n  controllerManager:\n    image: cm:1\n  scheduler:\n    image: sched:1\n---\napiVersion: fleet.endstate.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: c1\nspec:\n  packageVersion: k8s-1\n");
-        this.write("base/packages.yaml", &packages);
-        let mut out = String::new();
-        for i in 0..machines {
-            let idc = ["idc-a", "idc-b", "idc-c"][i % 3];
-            out.push_str(&format!(
-                "---\napiVersion: fleet.endstate.dev/v1alpha1\nkind: Machine\nmetadata:\n  name: m-{i:03}\nspec:\n  cluster: c1\n  ip: 10.0.0.{i}\n  hostname: m-{i:03}\n  idc: {idc}\n  packages:\n    agent: agent-1.0\n  readinessGates: [AgentReady]\n"
-            ));
-        }
-        this.write("base/machines.yaml", &out);
-        this.write(
-            "base/kustomization.yaml",
-            "resources:\n- packages.yaml\n- machines.yaml\n",
-        );
-        this.write("prod/policy.yaml", &format!("apiVersion: fleet.endstate.dev/v1alpha1\nkind: RolloutPolicy\nmetadata:\n  name: p\nspec:\n{policy}"));
-        this.set_agent("agent-1.0", "initial");
-        this
-    }
-
-    fn write(&self, path: &str, content: &str) {
-        let path = self.work.join(path);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, content).unwrap();
-    }
-
-    /// Points every machine at `version` and pushes the commit.
-    fn set_agent(&self, version: &str, message: &str) -> String {
-        self.write(
-            "prod/kustomization.yaml",
-            &format!("namespace: {NS}\nresources:\n- ../base\n- policy.yaml\npatches:\n- target:\n    kind: Machine\n  patch: |\n    - op: replace\n      path: /spec/packages/agent\n      value: {version}\n"),
-        );
-        commit_and_push(&self.work, message)
-    }
-}
-
-fn commit_and_push(work: &Path, message: &str) -> String {
-    let repo = git2::Repository::open(work).unwrap();
-    let mut index = repo.index().unwrap();
-    index
-        .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
-        .unwrap();
-    index.write().unwrap();
-    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-    let who = git2::Signature::now("Dev", "dev@example.com").unwrap();
-    let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
-    let parents: Vec<&git2::Commit> = parent.iter().collect();
-    let oid = repo
-        .commit(Some("HEAD"), &who, &who, message, &tree, &parents)
-        .unwrap();
-    repo.find_remote("origin")
-        .unwrap()
-        .push(&["refs/heads/main:refs/heads/main"], None)
-        .unwrap();
-    oid.to_string()
-}
+use support::{NS, Repo, commit_and_push, unique_dir};
 
 /// A callback on every reported line.
 type Hook = Box<dyn FnMut(&str) + Send>;
@@ -397,7 +283,7 @@ async fn a_commit_during_a_bake_replans_after_the_wave() {
         if line.contains("wave 1 machines/canary: done") && slot.lock().unwrap().is_none() {
             std::fs::write(
                 work.join("prod/kustomization.yaml"),
-                format!("namespace: {NS}\nresources:\n- ../base\n- policy.yaml\npatches:\n- target:\n    kind: Machine\n  patch: |\n    - op: replace\n      path: /spec/packages/agent\n      value: agent-3.0\n"),
+                support::overlay("agent-3.0"),
             )
             .unwrap();
             *slot.lock().unwrap() = Some(commit_and_push(&work, "Upgrade the agent to 3.0"));

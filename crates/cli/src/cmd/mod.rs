@@ -1,5 +1,6 @@
 //! One module per command; each returns its exit code.
 
+mod agent;
 mod demo;
 mod plan;
 mod render;
@@ -24,6 +25,7 @@ pub fn run(args: Args) -> ExitCode {
         Command::Demo(args) => demo::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Plan(args) => plan::plan(&args),
+        Command::SimAgent(args) => agent::run(&args),
     };
     match result {
         Ok(code) => code,
@@ -32,4 +34,20 @@ pub fn run(args: Args) -> ExitCode {
             ExitCode::from(EXIT_INVALID)
         }
     }
+}
+
+/// A client for the cluster the kubeconfig (or the environment) names.
+pub async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    use anyhow::Context;
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("using the kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer().await.context("finding a kubeconfig")?,
+    };
+    kube::Client::try_from(config).context("building the Kubernetes client")
 }

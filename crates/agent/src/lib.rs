@@ -1,0 +1,308 @@
+//! `endstate sim-agent`: the simulated Machine and Cluster operators of `endstate-sim`, run
+//! against a real API server.
+//!
+//! The agent watches the Machines and Clusters of one namespace. When an object's
+//! `metadata.generation` moves past what the agent last worked on, it asks the operator logic
+//! for the status transitions of that generation (the same seeded delays and fault rules the
+//! in-process simulator uses) and writes each one to the status subresource when its time
+//! comes. A newer generation cancels the transitions still pending for an older one. Status
+//! writes do not bump the generation, so the agent's own writes never start new work.
+//!
+//! This is how end-to-end tests and staging demos see a fleet converge, or fail, on a real API
+//! server without real hosts.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use endstate_api::{Cluster, ClusterPackageVersion, Machine, MachinePackageVersion};
+use endstate_rollout::Time;
+use endstate_sim::operator::{self, Context};
+use endstate_sim::{Faults, OperatorConfig};
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use serde_json::json;
+use tokio::task::JoinHandle;
+
+/// How the agent behaves.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The namespace it watches.
+    pub namespace: String,
+    /// The seed of every delay and fault decision.
+    pub seed: u64,
+    /// The operators' delays.
+    pub operators: OperatorConfig,
+    /// Fault rules.
+    pub faults: Faults,
+}
+
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A watch ended with an error it could not recover from.
+    #[error("watching {kind} in namespace {namespace}: {source}")]
+    Watch {
+        /// The kind.
+        kind: &'static str,
+        /// The namespace.
+        namespace: String,
+        /// The cause.
+        source: watcher::Error,
+    },
+}
+
+/// Work in progress per object: the generation and the task writing its transitions.
+type Pending = HashMap<(bool, String), (i64, JoinHandle<()>)>;
+
+/// Runs the agent until a watch fails.
+pub async fn run(client: Client, config: AgentConfig) -> Result<(), Error> {
+    let config = Arc::new(config);
+    let ns = config.namespace.clone();
+    let machines: Api<Machine> = Api::namespaced(client.clone(), &ns);
+    let clusters: Api<Cluster> = Api::namespaced(client.clone(), &ns);
+    let (mpvs, mpv_writer) = reflector::store::<MachinePackageVersion>();
+    let (cpvs, cpv_writer) = reflector::store::<ClusterPackageVersion>();
+    let mpv_watch = reflector::reflector(
+        mpv_writer,
+        watcher(
+            Api::namespaced(client.clone(), &ns),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects()
+    .for_each(|_| async {});
+    let cpv_watch = reflector::reflector(
+        cpv_writer,
+        watcher(
+            Api::namespaced(client.clone(), &ns),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects()
+    .for_each(|_| async {});
+    tokio::spawn(mpv_watch);
+    tokio::spawn(cpv_watch);
+    let _ = mpvs.wait_until_ready().await;
+    let _ = cpvs.wait_until_ready().await;
+    tracing::info!(namespace = %ns, seed = config.seed, faults = config.faults.rules.len(), "sim-agent watching");
+
+    let pending = Arc::new(tokio::sync::Mutex::new(Pending::new()));
+    let machine_loop = {
+        let (config, pending, mpvs, api) = (
+            config.clone(),
+            pending.clone(),
+            mpvs.clone(),
+            machines.clone(),
+        );
+        async move {
+            let mut events = watcher(machines, watcher::Config::default().page_size(500))
+                .default_backoff()
+                .applied_objects()
+                .boxed();
+            while let Some(machine) = events.try_next().await.map_err(|source| Error::Watch {
+                kind: "Machine",
+                namespace: config.namespace.clone(),
+                source,
+            })? {
+                on_machine(&machine, &config, &pending, &mpvs, &api).await;
+            }
+            Ok::<(), Error>(())
+        }
+    };
+    let cluster_loop = {
+        let (config, pending, cpvs, api) = (
+            config.clone(),
+            pending.clone(),
+            cpvs.clone(),
+            clusters.clone(),
+        );
+        async move {
+            let mut events = watcher(clusters, watcher::Config::default())
+                .default_backoff()
+                .applied_objects()
+                .boxed();
+            while let Some(cluster) = events.try_next().await.map_err(|source| Error::Watch {
+                kind: "Cluster",
+                namespace: config.namespace.clone(),
+                source,
+            })? {
+                on_cluster(&cluster, &config, &pending, &cpvs, &api).await;
+            }
+            Ok::<(), Error>(())
+        }
+    };
+    tokio::try_join!(machine_loop, cluster_loop)?;
+    Ok(())
+}
+
+/// The operators' delays divided by `speed` (a speed of 60 turns a minute into a second), for
+/// end-to-end tests and demos that should not take real install times. Fault delays are not
+/// scaled.
+pub fn scaled(config: OperatorConfig, speed: f64) -> OperatorConfig {
+    if speed <= 0.0 || speed == 1.0 {
+        return config;
+    }
+    let scale = |d: endstate_sim::Delay| endstate_sim::Delay {
+        min: d.min.div_f64(speed),
+        max: d.max.div_f64(speed),
+    };
+    OperatorConfig {
+        pickup: scale(config.pickup),
+        install: scale(config.install),
+        reinstall: scale(config.reinstall),
+        configure: scale(config.configure),
+        provision: scale(config.provision),
+        upgrade: scale(config.upgrade),
+    }
+}
+
+fn now() -> Time {
+    Time(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as i64,
+    )
+}
+
+/// Whether the operator already reported on this generation (after an agent restart, say).
+fn settled(observed: Option<i64>, generation: i64) -> bool {
+    observed.is_some_and(|o| o >= generation)
+}
+
+async fn on_machine(
+    machine: &Machine,
+    config: &AgentConfig,
+    pending: &tokio::sync::Mutex<Pending>,
+    packages: &Store<MachinePackageVersion>,
+    api: &Api<Machine>,
+) {
+    let name = machine.metadata.name.clone().unwrap_or_default();
+    let generation = machine.metadata.generation.unwrap_or(1);
+    let key = (false, name.clone());
+    let mut pending = pending.lock().await;
+    if pending.get(&key).is_some_and(|(g, _)| *g >= generation)
+        || settled(
+            machine.status.as_ref().and_then(|s| s.observed_generation),
+            generation,
+        )
+    {
+        return;
+    }
+    let cx = Context {
+        seed: config.seed,
+        config: &config.operators,
+        faults: &config.faults,
+    };
+    let exists = |p: &str| {
+        packages
+            .state()
+            .iter()
+            .any(|o| o.meta().name.as_deref() == Some(p))
+    };
+    let transitions = operator::machine_transitions(machine, now(), cx, exists);
+    let api = api.clone();
+    let task = tokio::spawn(async move {
+        for t in transitions {
+            sleep_until(t.at).await;
+            let patch = json!({ "status": with_messages(serde_json::to_value(&t.status).unwrap_or_default()) });
+            if let Err(err) = api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                tracing::warn!(machine = %name, generation = t.generation, %err, "writing the status failed");
+            }
+        }
+    });
+    if let Some((_, old)) = pending.insert(key, (generation, task)) {
+        old.abort();
+    }
+}
+
+async fn on_cluster(
+    cluster: &Cluster,
+    config: &AgentConfig,
+    pending: &tokio::sync::Mutex<Pending>,
+    packages: &Store<ClusterPackageVersion>,
+    api: &Api<Cluster>,
+) {
+    let name = cluster.metadata.name.clone().unwrap_or_default();
+    let generation = cluster.metadata.generation.unwrap_or(1);
+    let key = (true, name.clone());
+    let mut pending = pending.lock().await;
+    if pending.get(&key).is_some_and(|(g, _)| *g >= generation)
+        || settled(
+            cluster.status.as_ref().and_then(|s| s.observed_generation),
+            generation,
+        )
+    {
+        return;
+    }
+    let cx = Context {
+        seed: config.seed,
+        config: &config.operators,
+        faults: &config.faults,
+    };
+    let exists = |p: &str| {
+        packages
+            .state()
+            .iter()
+            .any(|o| o.meta().name.as_deref() == Some(p))
+    };
+    let transitions = operator::cluster_transitions(cluster, now(), cx, exists);
+    let api = api.clone();
+    let task = tokio::spawn(async move {
+        for t in transitions {
+            sleep_until(t.at).await;
+            let patch = json!({ "status": with_messages(serde_json::to_value(&t.status).unwrap_or_default()) });
+            if let Err(err) = api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                tracing::warn!(cluster = %name, generation = t.generation, %err, "writing the status failed");
+            }
+        }
+    });
+    if let Some((_, old)) = pending.insert(key, (generation, task)) {
+        old.abort();
+    }
+}
+
+/// Fills empty condition messages with the condition's reason: an API server rejects a
+/// condition whose `message` it reads as missing.
+fn with_messages(mut status: serde_json::Value) -> serde_json::Value {
+    if let Some(conditions) = status.get_mut("conditions").and_then(|c| c.as_array_mut()) {
+        for condition in conditions {
+            let empty = condition
+                .get("message")
+                .and_then(|m| m.as_str())
+                .is_none_or(str::is_empty);
+            if empty {
+                let reason = condition
+                    .get("reason")
+                    .and_then(|r| r.as_str())
+                    .unwrap_or_default();
+                let text = if reason.is_empty() {
+                    "reported by sim-agent"
+                } else {
+                    reason
+                };
+                condition["message"] = json!(text);
+            }
+        }
+    }
+    status
+}
+
+async fn sleep_until(at: Time) {
+    let wait = at.since(now());
+    if wait > Duration::ZERO {
+        tokio::time::sleep(wait).await;
+    }
+}

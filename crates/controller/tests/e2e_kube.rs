@@ -1,0 +1,315 @@
+//! The whole loop end to end on a real kube-apiserver: a Git repository served by
+//! `git daemon`, the controller on the Kubernetes backend, and `sim-agent` converging the
+//! Machines. A good upgrade rolls out in waves, drift is corrected, prune respects
+//! `prune: disabled`, a bad upgrade trips the breaker, the live objects are restored, the
+//! revert is on the remote, and the next reconcile writes nothing.
+
+mod support;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use endstate_agent::AgentConfig;
+use endstate_api::k8s_openapi::api::core::v1::Namespace;
+use endstate_api::{Fleet, Machine};
+use endstate_controller::{Config, Controller, Outcome, Recorder, WallClock};
+use endstate_git::{History, RevertConfig, RevertWriter, Source, SourceConfig};
+use endstate_kube::{KubeLive, Settings, install_crds};
+use endstate_sim::{Delay, Faults, OperatorConfig};
+use endstate_testenv::TestServer;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use support::{Repo, commit_and_push, unique_dir};
+
+/// `git daemon` serving a directory on a loopback port, with push enabled.
+struct Daemon {
+    child: Child,
+    port: u16,
+}
+
+impl Daemon {
+    fn serve(base: &Path) -> Daemon {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("git")
+            .args([
+                "daemon",
+                "--reuseaddr",
+                "--export-all",
+                "--enable=receive-pack",
+                "--listen=127.0.0.1",
+            ])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base.display()))
+            .arg(base)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("git daemon must be installed (Debian's git ships it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "git daemon did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Daemon { child, port }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const POLICY: &str = "  machines:\n    waves:\n    - name: canary\n      size: 1\n    - name: half\n      size: 50%\n    - name: all\n      size: 100%\n    spreadBy: idc\n    maxUnavailable: 3\n  clusters:\n    waves:\n    - size: 100%\n  gates:\n    timeout: 60s\n";
+
+async fn machines(client: &Client, ns: &str) -> Vec<Machine> {
+    Api::<Machine>::namespaced(client.clone(), ns)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loop_rolls_out_trips_restores_and_reverts_on_a_real_api_server() {
+    let server = TestServer::shared();
+    let client = server.client().await;
+    install_crds(&client, Duration::from_secs(60))
+        .await
+        .expect("install the CRDs");
+    let ns = format!("e2e-{}", std::process::id());
+    let namespace: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
+
+    // The repository, served over git://.
+    let repo = Repo::new("e2e", 12, POLICY);
+    let daemon = Daemon::serve(repo.remote.parent().unwrap());
+    let url = format!("git://127.0.0.1:{}/remote.git", daemon.port);
+
+    // The Fleet object endstate keeps its status in.
+    let fleet: Fleet = serde_json::from_value(serde_json::json!({
+        "apiVersion": "fleet.endstate.dev/v1alpha1", "kind": "Fleet",
+        "metadata": {"name": "f", "namespace": ns},
+        "spec": {"source": {"url": url, "branch": "main", "path": "prod"}}
+    }))
+    .unwrap();
+    Api::<Fleet>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &fleet)
+        .await
+        .unwrap();
+
+    // sim-agent: fast operators, and agent-3.0 fails everywhere.
+    let fast = Delay::fixed(Duration::from_millis(300));
+    let agent = tokio::spawn(endstate_agent::run(
+        client.clone(),
+        AgentConfig {
+            namespace: ns.clone(),
+            seed: 1,
+            operators: OperatorConfig {
+                pickup: fast,
+                install: fast,
+                reinstall: fast,
+                configure: fast,
+                provision: fast,
+                upgrade: fast,
+            },
+            faults: Faults::parse(&["package=agent-3.0,rate=1"]).unwrap(),
+        },
+    ));
+
+    let live = KubeLive::connect(server.config().await, Settings::new(ns.clone(), "f"))
+        .await
+        .expect("the backend starts");
+    let state = unique_dir("e2e-state");
+    let source_config = SourceConfig::new(url.clone(), state.join("mirror"))
+        .branch("main")
+        .path("prod");
+    let writer = RevertWriter::open(
+        &source_config,
+        RevertConfig::new("f", "endstate", "endstate@example.com"),
+    )
+    .unwrap();
+    let source = Source::open(source_config, History::default()).unwrap();
+    let mut config = Config::new("f", ns.clone());
+    config.interval = Duration::from_secs(1);
+    config.poll = Duration::from_millis(200);
+    let mut controller = Controller::new(
+        config,
+        source,
+        Some(writer),
+        live,
+        WallClock,
+        Box::new(Recorder::default()),
+    );
+    controller.resume().await.unwrap();
+
+    // Initial sync: everything is created, wave by wave, and the agent converges it.
+    let first = repo.set_agent("agent-1.0", "Pin the agent");
+    let outcome = tokio::time::timeout(Duration::from_secs(120), controller.run_until_idle())
+        .await
+        .expect("initial sync in time")
+        .unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Converged { commit: first },
+        "{:#?}",
+        controller.state().breaker
+    );
+    let all = machines(&client, &ns).await;
+    assert_eq!(all.len(), 12);
+    assert!(
+        all.iter()
+            .all(|m| m.status.as_ref().and_then(|s| s.observed_generation) == Some(1))
+    );
+
+    // A good upgrade.
+    let good = repo.set_agent("agent-2.0", "Upgrade the agent");
+    let outcome = tokio::time::timeout(Duration::from_secs(120), controller.run_until_idle())
+        .await
+        .expect("upgrade in time")
+        .unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Converged {
+            commit: good.clone()
+        }
+    );
+    for m in machines(&client, &ns).await {
+        let status = m.status.unwrap();
+        assert_eq!(status.versions.unwrap()["agent"], "agent-2.0");
+        assert_eq!(status.observed_generation, Some(2));
+    }
+
+    // Drift: another client changes a Machine's spec; endstate puts it back.
+    let api = Api::<Machine>::namespaced(client.clone(), &ns);
+    api.patch(
+        "m-001",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"hostname": "drifted"}})),
+    )
+    .await
+    .unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(120), controller.run_until_idle())
+        .await
+        .expect("drift in time")
+        .unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Converged {
+            commit: good.clone()
+        }
+    );
+    assert_eq!(
+        api.get("m-001").await.unwrap().spec.hostname,
+        "m-001",
+        "drift corrected"
+    );
+
+    // Prune: two machines leave Git; the one annotated `prune: disabled` stays.
+    api.patch("m-011", &PatchParams::default(), &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"fleet.endstate.dev/prune": "disabled"}}}))).await.unwrap();
+    let machines_file = std::fs::read_to_string(repo.work.join("base/machines.yaml")).unwrap();
+    let kept: Vec<&str> = machines_file
+        .split("---\n")
+        .filter(|d| !d.contains("name: m-010") && !d.contains("name: m-011"))
+        .collect();
+    repo.write("base/machines.yaml", &kept.join("---\n"));
+    let pruned = commit_and_push(&repo.work, "Retire m-010 and m-011");
+    let outcome = tokio::time::timeout(Duration::from_secs(120), controller.run_until_idle())
+        .await
+        .expect("prune in time")
+        .unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Converged {
+            commit: pruned.clone()
+        }
+    );
+    assert!(
+        api.get_opt("m-010").await.unwrap().is_none(),
+        "m-010 is pruned"
+    );
+    assert!(
+        api.get_opt("m-011").await.unwrap().is_some(),
+        "m-011 survives: prune disabled"
+    );
+
+    // A bad upgrade: the breaker trips, the fleet is restored, the revert is on the remote.
+    let bad = repo.set_agent("agent-3.0", "Upgrade the agent to 3.0");
+    let outcome = tokio::time::timeout(Duration::from_secs(120), controller.run_until_idle())
+        .await
+        .expect("trip in time")
+        .unwrap();
+    let Outcome::Tripped { commit, revert } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(commit, bad);
+    assert!(revert.contains("revert pushed"), "{revert}");
+    for m in machines(&client, &ns).await {
+        if m.metadata.name.as_deref() == Some("m-011") {
+            continue;
+        }
+        assert_eq!(
+            m.spec.packages["agent"], "agent-2.0",
+            "{:?} restored",
+            m.metadata.name
+        );
+    }
+    let remote = git2::Repository::open_bare(&repo.remote).unwrap();
+    let head = remote
+        .find_commit(remote.refname_to_id("refs/heads/main").unwrap())
+        .unwrap();
+    assert!(
+        head.message()
+            .unwrap()
+            .contains(&format!("Endstate-Revert-Of: {bad}"))
+    );
+    let pruned_tree = remote
+        .find_commit(git2::Oid::from_str(&pruned).unwrap())
+        .unwrap()
+        .tree_id();
+    assert_eq!(
+        head.tree_id(),
+        pruned_tree,
+        "the revert restores the last good tree"
+    );
+
+    // The persisted status says so.
+    let fleet = Api::<Fleet>::namespaced(client.clone(), &ns)
+        .get("f")
+        .await
+        .unwrap();
+    let status = fleet.status.unwrap();
+    assert_eq!(status.breaker.unwrap().state, "open");
+    assert_eq!(status.quarantine.unwrap()[0].commit, bad);
+    assert_eq!(status.last_applied_commit, Some(head.id().to_string()));
+
+    // The next reconcile, at the revert, writes nothing.
+    let writes = controller.live().stats();
+    let outcome = tokio::time::timeout(Duration::from_secs(60), controller.run_until_idle())
+        .await
+        .expect("no-op in time")
+        .unwrap();
+    assert!(matches!(outcome, Outcome::Tripped { .. }), "{outcome:?}");
+    let after = controller.live().stats();
+    assert_eq!(
+        after.applied, writes.applied,
+        "a no-op reconcile applied something: {writes:?} → {after:?}"
+    );
+    assert_eq!(after.deleted, writes.deleted);
+    agent.abort();
+    drop(daemon);
+}
