@@ -12,9 +12,11 @@
 set -euo pipefail
 
 KUBE_VERSION=1.20.2
+# Bumped whenever the build below changes, so that a binary cached by an older recipe is rebuilt.
+RECIPE=3
 CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/endstate"
-APISERVER_BIN="$CACHE_DIR/kube-apiserver-$KUBE_VERSION"
-REFLECT2_SRC=/usr/share/gocode/src/github.com/modern-go/reflect2
+APISERVER_BIN="$CACHE_DIR/kube-apiserver-$KUBE_VERSION-r$RECIPE"
+GOCODE=/usr/share/gocode/src
 
 log() { echo "kube-test-env: $*" >&2; }
 die() {
@@ -101,7 +103,6 @@ ensure_deb_src() {
 
 build_apiserver() {
   apt_install golang-go rsync dpkg-dev make golang-github-modern-go-reflect2-dev
-  [[ -d $REFLECT2_SRC ]] || die "$REFLECT2_SRC is missing after installing golang-github-modern-go-reflect2-dev"
   apt_update
 
   local work="$CACHE_DIR/build"
@@ -112,14 +113,28 @@ build_apiserver() {
   local src
   src=$(find "$work" -mindepth 1 -maxdepth 1 -type d -name 'kubernetes-*' | head -n 1)
   [[ -n $src && -f $src/go.mod ]] || die "no kubernetes source tree under $work"
-  [[ -d $src/vendor/github.com/modern-go/reflect2 ]] ||
-    die "$src has no vendor/github.com/modern-go/reflect2 to replace"
 
-  # reflect2 1.0.1 reads Go's internal map layout and crashes (SIGSEGV in map iteration on
-  # the first custom resource writes) with Go >= 1.18; 1.0.2 is the release that fixes it.
-  log "replacing the vendored github.com/modern-go/reflect2 with $REFLECT2_SRC"
-  rsync -a --delete --exclude '.git' "$REFLECT2_SRC/" "$src/vendor/github.com/modern-go/reflect2/" ||
-    die "replacing vendor/github.com/modern-go/reflect2 failed"
+  # The vendored reflect2 1.0.1 reads Go's internal map layout and crashes (SIGSEGV in map
+  # iteration on the first custom resource writes) with Go >= 1.18; 1.0.2 fixes it.
+  local reflect2=github.com/modern-go/reflect2
+  [[ -d $GOCODE/$reflect2 ]] || die "$GOCODE/$reflect2 is missing after installing its Debian package"
+  log "replacing the vendored $reflect2 with Debian's 1.0.2"
+  rsync -a --delete --exclude '.git' "$GOCODE/$reflect2/" "$src/vendor/$reflect2/" ||
+    die "replacing vendor/$reflect2 failed"
+
+  # The OpenAPI type validator tests "is this null?" with reflect.DeepEqual on two
+  # reflect.Values. With Debian's Go, reflect.Zero and a zero value in an interface share one
+  # pointer, so the test also holds for "", 0 and false, and the server refuses a required
+  # field holding one (`message: ""` in a condition). With the Go that Kubernetes 1.20 was
+  # released with, the pointers always differed and the test amounted to `data == nil`.
+  local validator
+  for validator in k8s.io/kube-openapi/pkg/validation/validate github.com/go-openapi/validate; do
+    local file="$src/vendor/$validator/type.go"
+    grep -q 'if data == nil || reflect.DeepEqual(reflect.Zero(reflect.TypeOf(data)), reflect.ValueOf(data)) {' "$file" ||
+      die "$file does not hold the null test this script patches"
+    sed -i 's/if data == nil || reflect.DeepEqual(reflect.Zero(reflect.TypeOf(data)), reflect.ValueOf(data)) {/if data == nil {/' "$file"
+    log "patched the null test of $validator"
+  done
 
   # The build runs in GOPATH mode, the tree must sit at k8s.io/kubernetes inside a GOPATH.
   mkdir -p "$src/.go/src/k8s.io"
@@ -147,6 +162,8 @@ EOF
   cp "$built" "$APISERVER_BIN.tmp"
   mv "$APISERVER_BIN.tmp" "$APISERVER_BIN"
   rm -rf "$work"
+  # Binaries of older recipes are never used again.
+  find "$CACHE_DIR" -maxdepth 1 -type f -name 'kube-apiserver-*' ! -path "$APISERVER_BIN" -delete
   log "cached $APISERVER_BIN"
 }
 

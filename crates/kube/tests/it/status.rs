@@ -1,7 +1,8 @@
 //! The `Fleet` status as the rollout engine persists it.
 
 use endstate_api::fleet::{BreakerStatus, RolloutCursor, Source};
-use endstate_api::{Fleet, FleetSpec, FleetStatus};
+use endstate_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use endstate_api::{Condition, Fleet, FleetSpec, FleetStatus};
 use endstate_core::ObjectRef;
 use endstate_kube::KubeLive;
 use endstate_rollout::{Live, LiveError};
@@ -129,4 +130,35 @@ async fn a_missing_fleet_is_named() {
     }
     let err = backend.save_status(&in_flight()).await.unwrap_err();
     assert!(matches!(err, LiveError::NotFound(_)), "{err}");
+}
+
+fn condition(type_: &str, status: &str, message: &str) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: "Because".into(),
+        message: message.into(),
+        last_transition_time: Time(Default::default()),
+        observed_generation: None,
+    }
+}
+
+#[tokio::test]
+async fn conditions_with_empty_messages_are_saved_and_replaced() {
+    let (fleets, backend) = with_fleet("conditions").await;
+    let mut status = FleetStatus {
+        conditions: Some(vec![
+            condition("Ready", "False", "a rollout is under way"),
+            condition("Reconciling", "True", ""),
+        ]),
+        ..in_flight()
+    };
+    backend.save_status(&status).await.unwrap();
+    status.conditions = Some(vec![
+        condition("Ready", "True", "fleet at c0ffee"),
+        condition("Reconciling", "False", ""),
+        condition("Stalled", "False", ""),
+    ]);
+    backend.save_status(&status).await.unwrap();
+    assert_eq!(fleets.get("prod").await.unwrap().status, Some(status));
 }
