@@ -41,6 +41,12 @@ pub enum Command {
     Plan(PlanArgs),
     /// Run the simulated Machine and Cluster operators against a real API server.
     SimAgent(AgentArgs),
+    /// Install what endstate needs in a cluster.
+    Install {
+        /// What to install.
+        #[command(subcommand)]
+        what: Install,
+    },
 }
 
 /// How to play the demo.
@@ -75,9 +81,19 @@ pub struct RunArgs {
     /// The live fleet.
     #[arg(long, value_enum, default_value_t = Live::Sim)]
     pub live: Live,
-    /// The Git remote: a path, file://, ssh://, scp-style or https:// URL.
-    #[arg(long)]
+    /// The Git remote: a path, file://, ssh://, scp-style or https:// URL. With `--live kube`
+    /// it overrides the Fleet's `spec.source.url`.
+    #[arg(long, default_value = "")]
     pub repo: String,
+    /// The kubeconfig (`--live kube`); default: $KUBECONFIG, ~/.kube/config, or in-cluster.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Requests per second to the API server (`--live kube`); halved on 429s, then recovered.
+    #[arg(long, default_value_t = 200.0)]
+    pub qps: f64,
+    /// Requests allowed in a burst above `--qps`.
+    #[arg(long, default_value_t = 400)]
+    pub burst: u32,
     /// The branch holding the fleet's end state.
     #[arg(long, default_value = "main")]
     pub branch: String,
@@ -93,6 +109,9 @@ pub struct RunArgs {
     /// How often the branch is fetched, e.g. `30s`.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub interval: std::time::Duration,
+    /// How often objects in flight are looked at (from the watch cache: no API requests).
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    pub poll: std::time::Duration,
     /// Exit when the branch head is rolled out (or reverted) and nothing is pending.
     #[arg(long)]
     pub until_idle: bool,
@@ -135,6 +154,21 @@ pub struct RunArgs {
     /// The author email of revert commits.
     #[arg(long, default_value = "endstate@localhost")]
     pub author_email: String,
+}
+
+/// What `endstate install` installs.
+#[derive(Debug, Subcommand)]
+pub enum Install {
+    /// Apply the CustomResourceDefinitions (server-side) and wait until they are established.
+    Crds(InstallArgs),
+}
+
+/// Where to install.
+#[derive(Debug, clap::Args)]
+pub struct InstallArgs {
+    /// The kubeconfig; default: $KUBECONFIG, ~/.kube/config, or in-cluster.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// `endstate sim-agent`.

@@ -12,7 +12,9 @@ use crate::cli::AgentArgs;
 pub fn run(args: &AgentArgs) -> anyhow::Result<ExitCode> {
     let mut faults = Faults::parse(&args.sim_fault).context("--sim-fault")?;
     if let Some(file) = &args.sim_faults_file {
-        faults.rules.extend(Faults::load(file).context("--sim-faults-file")?.rules);
+        faults
+            .rules
+            .extend(Faults::load(file).context("--sim-faults-file")?.rules);
     }
     let config = AgentConfig {
         namespace: args.namespace.clone(),
@@ -20,7 +22,9 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<ExitCode> {
         operators: endstate_agent::scaled(OperatorConfig::default(), args.speed),
         faults,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let client = crate::cmd::kube_client(args.kubeconfig.as_deref()).await?;
         endstate_agent::run(client, config).await?;

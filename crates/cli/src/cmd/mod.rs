@@ -1,10 +1,11 @@
 //! One module per command; each returns its exit code.
 
 mod agent;
+mod cluster;
 mod demo;
 mod plan;
 mod render;
-mod run;
+pub mod run;
 
 use std::process::ExitCode;
 
@@ -26,6 +27,9 @@ pub fn run(args: Args) -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Plan(args) => plan::plan(&args),
         Command::SimAgent(args) => agent::run(&args),
+        Command::Install {
+            what: crate::cli::Install::Crds(args),
+        } => cluster::install(&args),
     };
     match result {
         Ok(code) => code,
@@ -39,7 +43,14 @@ pub fn run(args: Args) -> ExitCode {
 /// A client for the cluster the kubeconfig (or the environment) names.
 pub async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
     use anyhow::Context;
-    let config = match kubeconfig {
+    let config = kube_config(kubeconfig).await?;
+    kube::Client::try_from(config).context("building the Kubernetes client")
+}
+
+/// The client configuration the kubeconfig (or the environment) gives.
+pub async fn kube_config(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Config> {
+    use anyhow::Context;
+    Ok(match kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
@@ -47,7 +58,8 @@ pub async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result
                 .await
                 .with_context(|| format!("using the kubeconfig {}", path.display()))?
         }
-        None => kube::Config::infer().await.context("finding a kubeconfig")?,
-    };
-    kube::Client::try_from(config).context("building the Kubernetes client")
+        None => kube::Config::infer()
+            .await
+            .context("finding a kubeconfig")?,
+    })
 }

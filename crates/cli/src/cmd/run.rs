@@ -2,7 +2,6 @@
 //! simulated fleet.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use endstate_controller::{Config, Console, Controller, Outcome, SimClock, WallClock};
@@ -20,11 +19,11 @@ pub const EXIT_HELD: u8 = 4;
 
 /// Runs the loop.
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    match args.live {
-        Live::Sim => {}
-        Live::Kube => bail!(
-            "--live kube needs the Kubernetes backend; run with --live sim, or see docs/kube.md"
-        ),
+    if args.live == Live::Kube {
+        return crate::cmd::cluster::run(args);
+    }
+    if args.repo.is_empty() {
+        bail!("--repo is required with --live sim");
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -67,7 +66,7 @@ async fn run_sim(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let live = SimLive::new(sim);
     let mut config = Config::new(args.fleet.clone(), args.namespace.clone());
     config.interval = args.interval;
-    config.poll = Duration::from_secs(2);
+    config.poll = args.poll;
 
     let outcome = if args.speed > 0.0 || args.until_idle {
         let clock = SimClock::new(live.clone(), args.speed);
@@ -106,7 +105,12 @@ async fn run_sim(args: &RunArgs) -> anyhow::Result<ExitCode> {
         controller.run().await?;
         return Ok(ExitCode::SUCCESS);
     };
-    Ok(match outcome {
+    Ok(exit_code(outcome))
+}
+
+/// The exit code of a `--until-idle` run, after printing how it ended.
+pub fn exit_code(outcome: Outcome) -> ExitCode {
+    match outcome {
         Outcome::Converged { commit } => {
             println!("converged: the fleet is at {commit}");
             ExitCode::SUCCESS
@@ -125,7 +129,7 @@ async fn run_sim(args: &RunArgs) -> anyhow::Result<ExitCode> {
             eprintln!("error: {reason}");
             ExitCode::from(EXIT_INVALID)
         }
-    })
+    }
 }
 
 /// Resumes persisted state and, with `--sim-initial`, starts the simulated fleet converged at

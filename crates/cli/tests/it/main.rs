@@ -4,6 +4,7 @@ mod broken;
 mod cli;
 mod crds;
 mod demo;
+mod kill;
 mod kustomize;
 mod run;
 mod support;

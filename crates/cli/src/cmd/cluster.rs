@@ -1,0 +1,170 @@
+//! `endstate run --live kube` and `endstate install crds`: the loop against a real API server.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use endstate_api::Fleet;
+use endstate_api::k8s_openapi::api::core::v1::Secret as KubeSecret;
+use endstate_controller::{Config, Console, Controller, Outcome, WallClock};
+use endstate_git::{
+    Credentials, History, RevertConfig, RevertWriter, Secret, Source, SourceConfig,
+};
+use endstate_kube::{KubeLive, Limits, Settings};
+use kube::Api;
+
+use crate::cli::{InstallArgs, RunArgs};
+use crate::cmd::run::exit_code;
+
+/// `endstate install crds`.
+pub fn install(args: &InstallArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = crate::cmd::kube_client(args.kubeconfig.as_deref()).await?;
+        let names = endstate_kube::install_crds(&client, Duration::from_secs(120)).await?;
+        for name in names {
+            println!("{name} established");
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// The loop on the `Fleet` named by `--fleet`; `--repo`, `--branch` and `--path` override its
+/// source.
+pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = crate::cmd::kube_client(args.kubeconfig.as_deref()).await?;
+        let fleets: Api<Fleet> = Api::namespaced(client.clone(), &args.namespace);
+        let fleet = fleets.get_opt(&args.fleet).await?.ok_or_else(|| {
+            anyhow!(
+                "Fleet {}/{} does not exist; create it (see docs/kube.md) before running",
+                args.namespace,
+                args.fleet
+            )
+        })?;
+        let spec = &fleet.spec;
+        let state_dir = match &args.state_dir {
+            Some(dir) => dir.clone(),
+            None => {
+                std::env::temp_dir().join(format!("endstate-{}-{}", args.namespace, args.fleet))
+            }
+        };
+        let credentials = match &spec.source.secret_ref {
+            Some(secret) => credentials(&client, &args.namespace, &secret.name).await?,
+            None => Credentials::default(),
+        };
+        let mut source_config =
+            SourceConfig::from_spec(&spec.source, state_dir.join("mirror"), credentials, None)?;
+        if !args.repo.is_empty() {
+            source_config.url = args.repo.clone();
+        }
+        if args.branch != "main" || spec.source.branch.is_none() {
+            source_config.branch = args.branch.clone();
+        }
+        if !args.path.is_empty() {
+            source_config.path = args.path.trim_matches('/').to_owned();
+        }
+        if args.adopt_rewritten_history {
+            source_config = source_config.on_history_rewrite(endstate_git::RewritePolicy::Adopt);
+        }
+        let writer = match (&spec.revert, args.no_revert) {
+            (_, true) => None,
+            (Some(revert), false) => Some(RevertWriter::open(
+                &source_config,
+                RevertConfig::from_spec(&args.fleet, revert, None)?,
+            )?),
+            (None, false) => Some(RevertWriter::open(
+                &source_config,
+                RevertConfig::new(&args.fleet, &args.author_name, &args.author_email),
+            )?),
+        };
+        let history = History {
+            last_applied: fleet
+                .status
+                .as_ref()
+                .and_then(|s| s.last_applied_commit.clone()),
+            last_good: fleet
+                .status
+                .as_ref()
+                .and_then(|s| s.last_good_commit.clone()),
+        };
+        let source = Source::open(source_config, history)?;
+        let mut settings = Settings::new(args.namespace.clone(), args.fleet.clone());
+        settings.limits = Limits {
+            qps: args.qps,
+            burst: args.burst,
+        };
+        let config = crate::cmd::kube_config(args.kubeconfig.as_deref()).await?;
+        let live = KubeLive::connect(config, settings)
+            .await
+            .context("starting the Kubernetes backend")?;
+        let mut loop_config = Config::new(args.fleet.clone(), args.namespace.clone());
+        loop_config.interval = match spec.source.interval.as_deref() {
+            Some(interval) if args.interval == Duration::from_secs(60) => {
+                endstate_api::duration::parse(interval)
+                    .map_err(|why| anyhow!("spec.source.interval: {why}"))?
+            }
+            _ => args.interval,
+        };
+        loop_config.poll = args.poll;
+        let mut controller = Controller::new(
+            loop_config,
+            source,
+            writer,
+            live,
+            WallClock,
+            Box::new(Console::new()),
+        );
+        controller.resume().await?;
+        if !args.until_idle {
+            controller.run().await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        let outcome = loop {
+            match controller.run_until_idle().await? {
+                Outcome::AwaitingApproval { wave, .. } if args.approve => {
+                    eprintln!("approving the wave after {wave} (--approve)");
+                    controller.approve().await?;
+                }
+                outcome => break outcome,
+            }
+        };
+        Ok(exit_code(outcome))
+    })
+}
+
+/// Git credentials from a Secret of the fleet's namespace (keys as `Credentials::from_dir`).
+async fn credentials(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<Credentials> {
+    let secret = Api::<KubeSecret>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await
+        .with_context(|| {
+            format!("reading the Secret {namespace}/{name} named by spec.source.secretRef")
+        })?;
+    let data = secret.data.unwrap_or_default();
+    let text = |key: &str| -> anyhow::Result<Option<String>> {
+        data.get(key)
+            .map(|v| {
+                String::from_utf8(v.0.clone())
+                    .map_err(|_| anyhow!("key {key} of Secret {namespace}/{name} is not UTF-8"))
+            })
+            .transpose()
+    };
+    Ok(Credentials {
+        ssh_key: text("identity")?.map(Secret::new),
+        ssh_passphrase: text("identity.passphrase")?.map(Secret::new),
+        known_hosts: text("known_hosts")?,
+        username: text("username")?,
+        password: text("password")?.map(Secret::new),
+        token: text("token")?.map(Secret::new),
+    })
+}
