@@ -3,6 +3,7 @@
 
 mod apply;
 mod crds;
+mod reads;
 mod status;
 mod support;
 mod throttle;
