@@ -109,6 +109,13 @@ pub struct RunArgs {
     /// How often the branch is fetched, e.g. `30s`.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub interval: std::time::Duration,
+    /// Serve a push webhook here (e.g. `0.0.0.0:9292`): GitHub and GitLab push events and
+    /// generic HMAC-signed requests fetch at once.
+    #[arg(long, value_name = "ADDR")]
+    pub webhook_listen: Option<std::net::SocketAddr>,
+    /// The file holding the webhook's shared secret (GitHub/generic HMAC key, GitLab token).
+    #[arg(long, value_name = "FILE", requires = "webhook_listen")]
+    pub webhook_secret_file: Option<PathBuf>,
     /// How often objects in flight are looked at (from the watch cache: no API requests).
     #[arg(long, default_value = "500ms", value_parser = parse_duration)]
     pub poll: std::time::Duration,

@@ -137,6 +137,7 @@ pub struct Controller<L: Live, C: Clock> {
     wake: Option<Time>,
     head: Option<String>,
     tally: Tally,
+    kick: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl<L: Live, C: Clock> std::fmt::Debug for Controller<L, C> {
@@ -187,7 +188,14 @@ impl<L: Live, C: Clock> Controller<L, C> {
             wake: None,
             head: None,
             tally: Tally::default(),
+            kick: std::sync::Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// A handle that makes the loop fetch at once (a webhook, a file watch): notify it from
+    /// any thread.
+    pub fn kick(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.kick.clone()
     }
 
     /// The engine's state.
@@ -358,7 +366,11 @@ impl<L: Live, C: Clock> Controller<L, C> {
         if let Some(w) = self.wake {
             until = until.min(w.max(now));
         }
-        self.clock.sleep_until(until).await;
+        let kick = self.kick.clone();
+        tokio::select! {
+            () = self.clock.sleep_until(until) => {}
+            () = kick.notified() => self.next_fetch = Time::ZERO,
+        }
         let now = self.clock.now();
         if self.wake.is_some_and(|w| w <= now) {
             self.wake = None;
@@ -854,9 +866,8 @@ impl<L: Live, C: Clock> Controller<L, C> {
             &failed,
         )
         .map_err(|e| e.to_string())?;
-        let mut commits: Vec<String> = found.commits.iter().map(ToString::to_string).collect();
-        // The writer wants the newest first.
-        commits.reverse();
+        // Newest first, as the writer reverts them.
+        let commits: Vec<String> = found.commits.iter().map(ToString::to_string).collect();
         Ok((commits, found.attributed))
     }
 

@@ -120,6 +120,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             WallClock,
             Box::new(Console::new()),
         );
+        let branch = controller.source().config().branch.clone();
+        let _webhook = crate::cmd::webhook(args, &branch, controller.kick())?;
         controller.resume().await?;
         if !args.until_idle {
             controller.run().await?;

@@ -63,3 +63,37 @@ pub async fn kube_config(kubeconfig: Option<&std::path::Path>) -> anyhow::Result
             .context("finding a kubeconfig")?,
     })
 }
+
+/// Starts the push webhook `run` was asked for; each accepted push wakes the loop through
+/// `kick`. The server stops when the returned value is dropped.
+pub fn webhook(
+    args: &crate::cli::RunArgs,
+    branch: &str,
+    kick: std::sync::Arc<tokio::sync::Notify>,
+) -> anyhow::Result<Option<endstate_git::WebhookServer>> {
+    use anyhow::Context;
+    let Some(bind) = args.webhook_listen else {
+        return Ok(None);
+    };
+    let path = args.webhook_secret_file.as_ref().context(
+        "--webhook-listen needs --webhook-secret-file: unsigned pushes are never trusted",
+    )?;
+    let secret = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the webhook secret {}", path.display()))?;
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let server = endstate_git::WebhookServer::start(
+        endstate_git::WebhookConfig {
+            bind,
+            branch: branch.to_owned(),
+            secret: endstate_git::Secret::new(secret.trim()),
+        },
+        sender,
+    )?;
+    eprintln!("webhook listening on {}", server.local_addr());
+    std::thread::spawn(move || {
+        while receiver.recv().is_ok() {
+            kick.notify_one();
+        }
+    });
+    Ok(Some(server))
+}

@@ -78,6 +78,7 @@ async fn run_sim(args: &RunArgs) -> anyhow::Result<ExitCode> {
             clock,
             Box::new(Console::new()),
         );
+        let _webhook = crate::cmd::webhook(args, &args.branch, controller.kick())?;
         start(&mut controller, args, &live).await?;
         if !args.until_idle {
             controller.run().await?;
@@ -101,6 +102,7 @@ async fn run_sim(args: &RunArgs) -> anyhow::Result<ExitCode> {
             WallClock,
             Box::new(Console::new()),
         );
+        let _webhook = crate::cmd::webhook(args, &args.branch, controller.kick())?;
         start(&mut controller, args, &live).await?;
         controller.run().await?;
         return Ok(ExitCode::SUCCESS);

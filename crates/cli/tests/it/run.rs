@@ -102,3 +102,110 @@ fn run_until_idle_exits_by_outcome() {
     assert!(stderr.contains("overlays/missing"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_signed_webhook_starts_the_rollout_at_once() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::time::{Duration, Instant};
+
+    let dir = std::env::temp_dir().join(format!("endstate-webhook-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = endstate(&[
+        "demo",
+        "--machines",
+        "30",
+        "--speed",
+        "0",
+        "--keep",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(outcome(&out).0, 0, "{}", outcome(&out).2);
+    let remote = dir.join("remote.git");
+    std::fs::write(dir.join("secret"), "s3cret\n").unwrap();
+    // Fetch once an hour: only the webhook can make it notice the push in time.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_endstate"))
+        .args([
+            "run",
+            "--live",
+            "sim",
+            "--path",
+            "overlays/demo",
+            "--namespace",
+            "fleet-demo",
+            "--fleet",
+            "demo",
+            "--interval",
+            "1h",
+            "--sim-initial",
+            "main",
+            "--webhook-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--repo")
+        .arg(format!("file://{}", remote.display()))
+        .arg("--webhook-secret-file")
+        .arg(dir.join("secret"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let next_line = |pattern: &str, limit: Duration| -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) if line.contains(pattern) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no line with {pattern:?} within {limit:?}"),
+            }
+        }
+    };
+    let listening = next_line("webhook listening on", Duration::from_secs(30));
+    let addr = listening.rsplit(' ').next().unwrap().to_owned();
+    next_line("nothing to write", Duration::from_secs(30));
+
+    // A push: the bad upgrade again, on top of the revert.
+    let work = dir.join("work");
+    git(&work, &["revert", "--no-edit", "HEAD"]);
+    git(&work, &["push", "-q", "origin", "main"]);
+    let pushed = git(&work, &["rev-parse", "HEAD"]);
+
+    let body = format!(r#"{{"ref":"refs/heads/main","commit":"{pushed}"}}"#);
+    let post = |signature: &str| {
+        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            stream,
+            "POST /hook HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nX-Endstate-Signature: {signature}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    };
+    // A bad signature is refused and starts nothing.
+    assert!(post("sha256=00").starts_with("HTTP/1.1 401"));
+    let signature =
+        endstate_git::webhook::sign(&endstate_git::Secret::new("s3cret"), body.as_bytes());
+    let sent = Instant::now();
+    let response = post(&signature);
+    assert!(response.starts_with("HTTP/1.1 2"), "{response}");
+    let planned = next_line(&format!("{}: ", &pushed[..10]), Duration::from_secs(10));
+    let first_wave = next_line("starting", Duration::from_secs(10));
+    let took = sent.elapsed();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(planned.contains("updates"), "{planned}");
+    assert!(first_wave.contains("wave 1"), "{first_wave}");
+    // Push → first wave written, with an hour's fetch interval: the webhook did it.
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    eprintln!("webhook → first wave started in {took:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
