@@ -358,3 +358,74 @@ async fn a_restarted_controller_resumes_at_the_persisted_wave() {
             .all(|(want, run)| want == "agent-2.0" && run == "agent-2.0")
     );
 }
+
+/// A query API answering every instant query with `value`.
+async fn query_api(value: f64) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = vec![0; 4096];
+            let _ = stream.read(&mut buf).await;
+            let body = format!(
+                r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{}},"value":[1.0,"{value}"]}}]}}}}"#
+            );
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_metric_out_of_bounds_during_a_bake_trips_and_reverts_the_range() {
+    let url = query_api(0.25).await;
+    let policy = format!(
+        "{WAVES}    metrics:\n    - name: error-rate\n      url: {url}\n      query: sum(rate(errors[5m]))\n      max: 0.1\n      interval: 30s\n"
+    );
+    let mut h = harness("metric", 9, &policy, &[]);
+    h.converged_at_head().await;
+    let bad = h.repo.set_agent("agent-2.0", "Upgrade the agent");
+    let outcome = h.controller.run_until_idle().await.unwrap();
+    let Outcome::Tripped { commit, revert } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(commit, bad);
+    assert!(revert.contains("revert pushed"), "{revert}");
+    let trip = h.controller.state().breaker.clone().unwrap();
+    assert_eq!(trip.evidence.stage, "machines/canary");
+    assert!(
+        trip.evidence
+            .threshold
+            .contains("metric error-rate = 0.25 is outside"),
+        "{:?}",
+        trip.evidence
+    );
+    // No object is to blame: the whole range is reverted.
+    assert!(
+        h.lines.text().contains("failure not attributable"),
+        "{}",
+        h.lines.text()
+    );
+    assert!(h.agents().iter().all(|(want, _)| want == "agent-1.0"));
+}
+
+#[tokio::test]
+async fn a_metric_within_bounds_lets_the_rollout_through() {
+    let url = query_api(0.01).await;
+    let policy = format!(
+        "{WAVES}    metrics:\n    - name: error-rate\n      url: {url}\n      query: sum(rate(errors[5m]))\n      max: 0.1\n"
+    );
+    let mut h = harness("metric-ok", 9, &policy, &[]);
+    h.converged_at_head().await;
+    let next = h.repo.set_agent("agent-2.0", "Upgrade the agent");
+    let outcome = h.controller.run_until_idle().await.unwrap();
+    assert_eq!(outcome, Outcome::Converged { commit: next });
+}
