@@ -183,18 +183,8 @@ async fn on_machine(
     packages: &Store<MachinePackageVersion>,
     api: &Api<Machine>,
 ) {
-    let name = machine.metadata.name.clone().unwrap_or_default();
     let generation = machine.metadata.generation.unwrap_or(1);
-    let key = (false, name.clone());
-    let mut pending = pending.lock().await;
-    if pending.get(&key).is_some_and(|(g, _)| *g >= generation)
-        || settled(
-            machine.status.as_ref().and_then(|s| s.observed_generation),
-            generation,
-        )
-    {
-        return;
-    }
+    let observed = machine.status.as_ref().and_then(|s| s.observed_generation);
     let cx = Context {
         seed: config.seed,
         config: &config.operators,
@@ -206,23 +196,27 @@ async fn on_machine(
             .iter()
             .any(|o| o.meta().name.as_deref() == Some(p))
     };
-    let transitions = operator::machine_transitions(machine, now(), cx, exists);
-    let api = api.clone();
-    let task = tokio::spawn(async move {
-        for t in transitions {
-            sleep_until(t.at).await;
-            let patch = json!({ "status": with_messages(serde_json::to_value(&t.status).unwrap_or_default()) });
-            if let Err(err) = api
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                tracing::warn!(machine = %name, generation = t.generation, %err, "writing the status failed");
-            }
-        }
-    });
-    if let Some((_, old)) = pending.insert(key, (generation, task)) {
-        old.abort();
-    }
+    let work = || {
+        operator::machine_transitions(machine, now(), cx, exists)
+            .into_iter()
+            .map(|t| {
+                (
+                    t.at,
+                    t.generation,
+                    serde_json::to_value(&t.status).unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
+    schedule(
+        pending,
+        (false, name_of(machine)),
+        generation,
+        observed,
+        work,
+        api,
+    )
+    .await;
 }
 
 async fn on_cluster(
@@ -232,18 +226,8 @@ async fn on_cluster(
     packages: &Store<ClusterPackageVersion>,
     api: &Api<Cluster>,
 ) {
-    let name = cluster.metadata.name.clone().unwrap_or_default();
     let generation = cluster.metadata.generation.unwrap_or(1);
-    let key = (true, name.clone());
-    let mut pending = pending.lock().await;
-    if pending.get(&key).is_some_and(|(g, _)| *g >= generation)
-        || settled(
-            cluster.status.as_ref().and_then(|s| s.observed_generation),
-            generation,
-        )
-    {
-        return;
-    }
+    let observed = cluster.status.as_ref().and_then(|s| s.observed_generation);
     let cx = Context {
         seed: config.seed,
         config: &config.operators,
@@ -255,17 +239,60 @@ async fn on_cluster(
             .iter()
             .any(|o| o.meta().name.as_deref() == Some(p))
     };
-    let transitions = operator::cluster_transitions(cluster, now(), cx, exists);
-    let api = api.clone();
+    let work = || {
+        operator::cluster_transitions(cluster, now(), cx, exists)
+            .into_iter()
+            .map(|t| {
+                (
+                    t.at,
+                    t.generation,
+                    serde_json::to_value(&t.status).unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
+    schedule(
+        pending,
+        (true, name_of(cluster)),
+        generation,
+        observed,
+        work,
+        api,
+    )
+    .await;
+}
+
+fn name_of<K: Resource>(object: &K) -> String {
+    object.meta().name.clone().unwrap_or_default()
+}
+
+/// Starts writing the status transitions of `generation` unless that generation is already
+/// being worked on or reported; a newer generation cancels the older one's pending writes.
+async fn schedule<K>(
+    pending: &tokio::sync::Mutex<Pending>,
+    key: (bool, String),
+    generation: i64,
+    observed: Option<i64>,
+    work: impl FnOnce() -> Vec<(Time, i64, serde_json::Value)>,
+    api: &Api<K>,
+) where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let mut pending = pending.lock().await;
+    if pending.get(&key).is_some_and(|(g, _)| *g >= generation) || settled(observed, generation) {
+        return;
+    }
+    let transitions = work();
+    let (api, name) = (api.clone(), key.1.clone());
     let task = tokio::spawn(async move {
-        for t in transitions {
-            sleep_until(t.at).await;
-            let patch = json!({ "status": with_messages(serde_json::to_value(&t.status).unwrap_or_default()) });
+        for (at, generation, status) in transitions {
+            sleep_until(at).await;
+            let patch = json!({ "status": with_messages(status) });
             if let Err(err) = api
                 .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
-                tracing::warn!(cluster = %name, generation = t.generation, %err, "writing the status failed");
+                tracing::warn!(object = %name, generation, %err, "writing the status failed");
             }
         }
     });

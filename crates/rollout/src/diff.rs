@@ -27,6 +27,18 @@ pub enum Op {
     Delete,
 }
 
+impl Op {
+    /// The op in plans and logs: `create`, `update`, `reinstall`, `delete`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Create => "create",
+            Op::Update => "update",
+            Op::Reinstall => "reinstall",
+            Op::Delete => "delete",
+        }
+    }
+}
+
 /// One object to change.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Change {

@@ -89,7 +89,7 @@ impl Plan {
             }
             let mut ops: BTreeMap<&str, usize> = BTreeMap::new();
             for change in &stage.changes {
-                *ops.entry(op_name(change.op)).or_default() += 1;
+                *ops.entry(change.op.name()).or_default() += 1;
             }
             let ops: Vec<String> = ops.iter().map(|(op, n)| format!("{n} {op}")).collect();
             out.push_str(&format!(
@@ -115,15 +115,6 @@ impl Plan {
             out.push('\n');
         }
         out
-    }
-}
-
-fn op_name(op: Op) -> &'static str {
-    match op {
-        Op::Create => "create",
-        Op::Update => "update",
-        Op::Reinstall => "reinstall",
-        Op::Delete => "delete",
     }
 }
 

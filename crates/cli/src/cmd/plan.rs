@@ -116,12 +116,12 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
             if let (Some(b), Some(a)) = (before, after) {
                 println!(
                     "# {} {}: {}",
-                    op_name(change.op),
+                    change.op.name(),
                     change.id,
                     diff::changed_paths(a, b).join(", ")
                 );
             } else {
-                println!("# {} {}", op_name(change.op), change.id);
+                println!("# {} {}", change.op.name(), change.id);
             }
             print!("{}", diff::unified(before, after));
         }
@@ -185,13 +185,4 @@ fn breaker(policy: &Policy) -> String {
         parts.push(format!("{r}% of the rollout"));
     }
     format!("trips at {}", parts.join(" or "))
-}
-
-fn op_name(op: Op) -> &'static str {
-    match op {
-        Op::Create => "create",
-        Op::Update => "update",
-        Op::Reinstall => "reinstall",
-        Op::Delete => "delete",
-    }
 }

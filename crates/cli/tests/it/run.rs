@@ -1,24 +1,8 @@
 //! `endstate run --live sim --until-idle`: converged, tripped and refused, by exit code.
 
-use std::path::Path;
 use std::process::Command;
 
-use crate::support::{endstate, outcome};
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("git must be installed");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
+use crate::support::{endstate, git, outcome};
 
 #[test]
 fn run_until_idle_exits_by_outcome() {
