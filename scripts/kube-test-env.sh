@@ -39,6 +39,8 @@ emit() {
   local apiserver=$1 etcd=$2
   if [[ $mode == env ]]; then
     printf 'export ENDSTATE_TEST_KUBE_APISERVER=%q\nexport ENDSTATE_TEST_ETCD=%q\n' "$apiserver" "$etcd"
+    # Tells the caller whether the package lists are fresh, so it need not update them again.
+    printf 'export ENDSTATE_APT_UPDATED=%q\n' "${apt_updated:-no}"
   else
     printf 'ENDSTATE_TEST_KUBE_APISERVER=%s\nENDSTATE_TEST_ETCD=%s\n' "$apiserver" "$etcd"
   fi
@@ -63,7 +65,7 @@ else
   SUDO=()
 fi
 
-apt_updated=no
+apt_updated=${ENDSTATE_APT_UPDATED:-no}
 apt_update() {
   if [[ $apt_updated == no ]]; then
     log "apt-get update"
