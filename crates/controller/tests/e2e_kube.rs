@@ -16,9 +16,9 @@ use endstate_api::k8s_openapi::api::core::v1::Namespace;
 use endstate_api::{Fleet, Machine};
 use endstate_controller::{Config, Controller, Outcome, Recorder, WallClock};
 use endstate_git::{History, RevertConfig, RevertWriter, Source, SourceConfig};
-use endstate_kube::{KubeLive, Settings, install_crds};
+use endstate_kube::{KubeLive, Limits, Settings, install_crds};
 use endstate_sim::{Delay, Faults, OperatorConfig};
-use endstate_testenv::TestServer;
+use endstate_testenv::{Options, TestServer};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use support::{Repo, commit_and_push, unique_dir};
@@ -61,6 +61,10 @@ impl Daemon {
         }
         Daemon { child, port }
     }
+
+    fn url(&self) -> String {
+        format!("git://127.0.0.1:{}/remote.git", self.port)
+    }
 }
 
 impl Drop for Daemon {
@@ -80,82 +84,117 @@ async fn machines(client: &Client, ns: &str) -> Vec<Machine> {
         .items
 }
 
+/// A namespace on a server with the CRDs, a repository served over git://, the Fleet object,
+/// and sim-agent converging the namespace's machines.
+struct World {
+    client: Client,
+    ns: String,
+    repo: Repo,
+    daemon: Daemon,
+    agent: tokio::task::JoinHandle<Result<(), endstate_agent::Error>>,
+}
+
+impl World {
+    async fn new(
+        server: &TestServer,
+        name: &str,
+        machines: usize,
+        policy: &str,
+        faults: &[&str],
+    ) -> World {
+        let client = server.client().await;
+        install_crds(&client, Duration::from_secs(60))
+            .await
+            .expect("install the CRDs");
+        let ns = format!("{name}-{}", std::process::id());
+        let namespace: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap();
+        let repo = Repo::new(name, machines, policy);
+        let daemon = Daemon::serve(repo.remote.parent().unwrap());
+        let fleet: Fleet = serde_json::from_value(serde_json::json!({
+            "apiVersion": "fleet.endstate.dev/v1alpha1", "kind": "Fleet",
+            "metadata": {"name": "f", "namespace": ns},
+            "spec": {"source": {"url": daemon.url(), "branch": "main", "path": "prod"}}
+        }))
+        .unwrap();
+        Api::<Fleet>::namespaced(client.clone(), &ns)
+            .create(&PostParams::default(), &fleet)
+            .await
+            .unwrap();
+        // sim-agent with fast operators; it writes status as an admin, outside any throttling.
+        let fast = Delay::fixed(Duration::from_millis(300));
+        let agent = tokio::spawn(endstate_agent::run(
+            client.clone(),
+            AgentConfig {
+                namespace: ns.clone(),
+                seed: 1,
+                operators: OperatorConfig {
+                    pickup: fast,
+                    install: fast,
+                    reinstall: fast,
+                    configure: fast,
+                    provision: fast,
+                    upgrade: fast,
+                },
+                faults: Faults::parse(faults).unwrap(),
+            },
+        ));
+        World {
+            client,
+            ns,
+            repo,
+            daemon,
+            agent,
+        }
+    }
+
+    /// The controller on the Kubernetes backend, connecting with `config`.
+    async fn controller(
+        &self,
+        config: kube::Config,
+        settings: Settings,
+    ) -> Controller<KubeLive, WallClock> {
+        let live = KubeLive::connect(config, settings)
+            .await
+            .expect("the backend starts");
+        let state = unique_dir("e2e-state");
+        let source_config = SourceConfig::new(self.daemon.url(), state.join("mirror"))
+            .branch("main")
+            .path("prod");
+        let writer = RevertWriter::open(
+            &source_config,
+            RevertConfig::new("f", "endstate", "endstate@example.com"),
+        )
+        .unwrap();
+        let source = Source::open(source_config, History::default()).unwrap();
+        let mut config = Config::new("f", self.ns.clone());
+        config.interval = Duration::from_secs(1);
+        config.poll = Duration::from_millis(200);
+        let mut controller = Controller::new(
+            config,
+            source,
+            Some(writer),
+            live,
+            WallClock,
+            Box::new(Recorder::default()),
+        );
+        controller.resume().await.unwrap();
+        controller
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_loop_rolls_out_trips_restores_and_reverts_on_a_real_api_server() {
     let server = TestServer::shared();
-    let client = server.client().await;
-    install_crds(&client, Duration::from_secs(60))
-        .await
-        .expect("install the CRDs");
-    let ns = format!("e2e-{}", std::process::id());
-    let namespace: Namespace =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-        .unwrap();
-
-    // The repository, served over git://.
-    let repo = Repo::new("e2e", 12, POLICY);
-    let daemon = Daemon::serve(repo.remote.parent().unwrap());
-    let url = format!("git://127.0.0.1:{}/remote.git", daemon.port);
-
-    // The Fleet object endstate keeps its status in.
-    let fleet: Fleet = serde_json::from_value(serde_json::json!({
-        "apiVersion": "fleet.endstate.dev/v1alpha1", "kind": "Fleet",
-        "metadata": {"name": "f", "namespace": ns},
-        "spec": {"source": {"url": url, "branch": "main", "path": "prod"}}
-    }))
-    .unwrap();
-    Api::<Fleet>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &fleet)
-        .await
-        .unwrap();
-
-    // sim-agent: fast operators, and agent-3.0 fails everywhere.
-    let fast = Delay::fixed(Duration::from_millis(300));
-    let agent = tokio::spawn(endstate_agent::run(
-        client.clone(),
-        AgentConfig {
-            namespace: ns.clone(),
-            seed: 1,
-            operators: OperatorConfig {
-                pickup: fast,
-                install: fast,
-                reinstall: fast,
-                configure: fast,
-                provision: fast,
-                upgrade: fast,
-            },
-            faults: Faults::parse(&["package=agent-3.0,rate=1"]).unwrap(),
-        },
-    ));
-
-    let live = KubeLive::connect(server.config().await, Settings::new(ns.clone(), "f"))
-        .await
-        .expect("the backend starts");
-    let state = unique_dir("e2e-state");
-    let source_config = SourceConfig::new(url.clone(), state.join("mirror"))
-        .branch("main")
-        .path("prod");
-    let writer = RevertWriter::open(
-        &source_config,
-        RevertConfig::new("f", "endstate", "endstate@example.com"),
-    )
-    .unwrap();
-    let source = Source::open(source_config, History::default()).unwrap();
-    let mut config = Config::new("f", ns.clone());
-    config.interval = Duration::from_secs(1);
-    config.poll = Duration::from_millis(200);
-    let mut controller = Controller::new(
-        config,
-        source,
-        Some(writer),
-        live,
-        WallClock,
-        Box::new(Recorder::default()),
-    );
-    controller.resume().await.unwrap();
+    let world = World::new(server, "e2e", 12, POLICY, &["package=agent-3.0,rate=1"]).await;
+    let (client, ns, repo) = (&world.client, &world.ns, &world.repo);
+    let mut controller = world
+        .controller(server.config().await, Settings::new(ns.clone(), "f"))
+        .await;
 
     // Initial sync: everything is created, wave by wave, and the agent converges it.
     let first = repo.set_agent("agent-1.0", "Pin the agent");
@@ -169,7 +208,7 @@ async fn the_loop_rolls_out_trips_restores_and_reverts_on_a_real_api_server() {
         "{:#?}",
         controller.state().breaker
     );
-    let all = machines(&client, &ns).await;
+    let all = machines(client, ns).await;
     assert_eq!(all.len(), 12);
     assert!(
         all.iter()
@@ -188,14 +227,14 @@ async fn the_loop_rolls_out_trips_restores_and_reverts_on_a_real_api_server() {
             commit: good.clone()
         }
     );
-    for m in machines(&client, &ns).await {
+    for m in machines(client, ns).await {
         let status = m.status.unwrap();
         assert_eq!(status.versions.unwrap()["agent"], "agent-2.0");
         assert_eq!(status.observed_generation, Some(2));
     }
 
     // Drift: another client changes a Machine's spec; endstate puts it back.
-    let api = Api::<Machine>::namespaced(client.clone(), &ns);
+    let api = Api::<Machine>::namespaced(client.clone(), ns);
     api.patch(
         "m-001",
         &PatchParams::default(),
@@ -258,7 +297,7 @@ async fn the_loop_rolls_out_trips_restores_and_reverts_on_a_real_api_server() {
     };
     assert_eq!(commit, bad);
     assert!(revert.contains("revert pushed"), "{revert}");
-    for m in machines(&client, &ns).await {
+    for m in machines(client, ns).await {
         if m.metadata.name.as_deref() == Some("m-011") {
             continue;
         }
@@ -288,7 +327,7 @@ async fn the_loop_rolls_out_trips_restores_and_reverts_on_a_real_api_server() {
     );
 
     // The persisted status says so.
-    let fleet = Api::<Fleet>::namespaced(client.clone(), &ns)
+    let fleet = Api::<Fleet>::namespaced(client.clone(), ns)
         .get("f")
         .await
         .unwrap();
@@ -310,6 +349,64 @@ async fn the_loop_rolls_out_trips_restores_and_reverts_on_a_real_api_server() {
         "a no-op reconcile applied something: {writes:?} → {after:?}"
     );
     assert_eq!(after.deleted, writes.deleted);
-    agent.abort();
-    drop(daemon);
+    world.agent.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_server_slows_the_rollout_without_failing_it() {
+    // One mutating request at a time for endstate's user (not an admin): every concurrent
+    // write beyond the first is answered 429.
+    let server = tokio::task::spawn_blocking(|| {
+        TestServer::start_with(Options {
+            apiserver_args: vec![
+                "--max-mutating-requests-inflight=1".into(),
+                "--max-requests-inflight=400".into(),
+                "--enable-priority-and-fairness=false".into(),
+            ],
+        })
+    })
+    .await
+    .unwrap();
+    let policy = "  machines:\n    waves:\n    - size: 10%\n    - size: 100%\n    maxUnavailable: 30\n  gates:\n    timeout: 120s\n";
+    let world = World::new(&server, "throttled", 60, policy, &[]).await;
+    let mut settings = Settings::new(world.ns.clone(), "f");
+    settings.limits = Limits {
+        qps: 1000.0,
+        burst: 1000,
+    };
+    let mut controller = world.controller(server.user_config().await, settings).await;
+
+    let first = world.repo.set_agent("agent-1.0", "Pin the agent");
+    let outcome = tokio::time::timeout(Duration::from_secs(300), controller.run_until_idle())
+        .await
+        .expect("initial sync in time")
+        .unwrap();
+    assert_eq!(outcome, Outcome::Converged { commit: first });
+    let next = world.repo.set_agent("agent-2.0", "Upgrade the agent");
+    let outcome = tokio::time::timeout(Duration::from_secs(300), controller.run_until_idle())
+        .await
+        .expect("upgrade in time")
+        .unwrap();
+    assert_eq!(outcome, Outcome::Converged { commit: next });
+
+    // Every write landed, and the server's 429s slowed endstate down rather than failing it.
+    let all = machines(&world.client, &world.ns).await;
+    assert_eq!(all.len(), 60);
+    for m in &all {
+        assert_eq!(
+            m.status.as_ref().unwrap().versions.as_ref().unwrap()["agent"],
+            "agent-2.0"
+        );
+    }
+    let limiter = controller.live().limiter().stats();
+    assert!(
+        limiter.pushbacks > 0,
+        "the server never pushed back: {limiter:?}"
+    );
+    assert!(
+        limiter.cuts > 0 && limiter.min_qps_seen < 1000.0,
+        "the rate was never cut: {limiter:?}"
+    );
+    assert!(controller.state().breaker.is_none());
+    world.agent.abort();
 }
