@@ -387,7 +387,9 @@ impl<L: Live, C: Clock> Controller<L, C> {
             Err(err) => {
                 let why = err.to_string();
                 self.record.stalled = Some(why.clone());
-                self.say(&format!("fetch failed, keeping the fleet as it is: {why}"));
+                self.say(&format!(
+                    "the branch head is not applied; the fleet stays as it is: {why}"
+                ));
                 self.persist(true).await?;
                 return Ok(Some(why));
             }

@@ -8,7 +8,8 @@ use endstate_api::Fleet;
 use endstate_api::k8s_openapi::api::core::v1::Secret as KubeSecret;
 use endstate_controller::{Config, Console, Controller, Outcome, WallClock};
 use endstate_git::{
-    Credentials, History, RevertConfig, RevertWriter, Secret, Source, SourceConfig,
+    Credentials, History, RevertConfig, RevertWriter, Secret, SignaturePolicy, Source,
+    SourceConfig, SshSigner,
 };
 use endstate_kube::{KubeLive, Limits, Settings};
 use kube::Api;
@@ -58,8 +59,19 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             Some(secret) => credentials(&client, &args.namespace, &secret.name).await?,
             None => Credentials::default(),
         };
+        let verify = match &spec.source.verify {
+            Some(policy) => {
+                let keys = secret_texts(&client, &args.namespace, &policy.secret_ref.name, "spec.source.verify.secretRef").await?;
+                Some(match policy.mode.as_str() {
+                    "ssh" => SignaturePolicy::ssh(&keys.join("\n"))?,
+                    "openpgp" => SignaturePolicy::openpgp(&keys)?,
+                    other => anyhow::bail!("spec.source.verify.mode {other:?}: expected `ssh` or `openpgp`"),
+                })
+            }
+            None => None,
+        };
         let mut source_config =
-            SourceConfig::from_spec(&spec.source, state_dir.join("mirror"), credentials, None)?;
+            SourceConfig::from_spec(&spec.source, state_dir.join("mirror"), credentials, verify)?;
         if !args.repo.is_empty() {
             source_config.url = args.repo.clone();
         }
@@ -74,10 +86,19 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         }
         let writer = match (&spec.revert, args.no_revert) {
             (_, true) => None,
-            (Some(revert), false) => Some(RevertWriter::open(
-                &source_config,
-                RevertConfig::from_spec(&args.fleet, revert, None)?,
-            )?),
+            (Some(revert), false) => {
+                let signer = match &revert.signing_key_secret_ref {
+                    Some(secret) => {
+                        let keys = secret_texts(&client, &args.namespace, &secret.name, "spec.revert.signingKeySecretRef").await?;
+                        let [key] = keys.as_slice() else {
+                            anyhow::bail!("the Secret {} named by spec.revert.signingKeySecretRef must hold exactly one private key", secret.name);
+                        };
+                        Some(SshSigner::new(&Secret::new(key.clone()))?)
+                    }
+                    None => None,
+                };
+                Some(RevertWriter::open(&source_config, RevertConfig::from_spec(&args.fleet, revert, signer)?)?)
+            }
             (None, false) => Some(RevertWriter::open(
                 &source_config,
                 RevertConfig::new(&args.fleet, &args.author_name, &args.author_email),
@@ -169,4 +190,26 @@ async fn credentials(
         password: text("password")?.map(Secret::new),
         token: text("token")?.map(Secret::new),
     })
+}
+
+/// The values of a Secret of the fleet's namespace, as text, in key order.
+async fn secret_texts(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    field: &str,
+) -> anyhow::Result<Vec<String>> {
+    let secret = Api::<KubeSecret>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await
+        .with_context(|| format!("reading the Secret {namespace}/{name} named by {field}"))?;
+    secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(key, value)| {
+            String::from_utf8(value.0)
+                .map_err(|_| anyhow!("key {key} of Secret {namespace}/{name} is not UTF-8"))
+        })
+        .collect()
 }

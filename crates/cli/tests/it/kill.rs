@@ -18,7 +18,7 @@ use crate::support::git;
 
 const MACHINES: usize = 24;
 
-fn write_fleet(work: &Path, agent: &str) {
+pub fn write_fleet(work: &Path, agent: &str) {
     let mut base = String::new();
     for v in ["1.0", "2.0"] {
         base.push_str(&format!(
@@ -47,7 +47,7 @@ fn write_fleet(work: &Path, agent: &str) {
     .unwrap();
 }
 
-fn start(kubeconfig: &Path, ns: &str, state: &Path, log: &Path) -> Child {
+pub fn start(kubeconfig: &Path, ns: &str, state: &Path, log: &Path) -> Child {
     let log = std::fs::File::create(log).unwrap();
     Command::new(env!("CARGO_BIN_EXE_endstate"))
         .args([
@@ -72,7 +72,7 @@ fn start(kubeconfig: &Path, ns: &str, state: &Path, log: &Path) -> Child {
         .unwrap()
 }
 
-fn wait(child: &mut Child, limit: Duration) -> i32 {
+pub fn wait(child: &mut Child, limit: Duration) -> i32 {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().unwrap() {

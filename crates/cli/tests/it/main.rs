@@ -8,3 +8,4 @@ mod kill;
 mod kustomize;
 mod run;
 mod support;
+mod verify;

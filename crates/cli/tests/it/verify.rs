@@ -1,0 +1,187 @@
+//! `run --live kube` with the Fleet's signature policy: an unsigned head is refused with the
+//! reason, a head signed by an allowed SSH key is rolled out.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use endstate_agent::AgentConfig;
+use endstate_api::Fleet;
+use endstate_api::k8s_openapi::ByteString;
+use endstate_api::k8s_openapi::api::core::v1::{Namespace, Secret};
+use endstate_sim::{Delay, Faults, OperatorConfig};
+use endstate_testenv::TestServer;
+use kube::Api;
+use kube::api::PostParams;
+
+use crate::kill::{start, wait, write_fleet};
+use crate::support::git;
+
+#[test]
+fn the_signature_policy_refuses_unsigned_heads_and_applies_signed_ones() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = TestServer::shared();
+    let client = runtime.block_on(server.client());
+    runtime
+        .block_on(endstate_kube::install_crds(
+            &client,
+            Duration::from_secs(60),
+        ))
+        .unwrap();
+    let ns = format!("verify-{}", std::process::id());
+    let namespace: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap();
+    runtime
+        .block_on(Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace))
+        .unwrap();
+
+    let dir = std::env::temp_dir().join(format!("endstate-verify-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (remote, work, state) = (dir.join("remote.git"), dir.join("work"), dir.join("state"));
+    std::fs::create_dir_all(&work).unwrap();
+    let key = dir.join("signer");
+    let keygen = Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "release@example.com",
+            "-f",
+        ])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen must be installed");
+    assert!(keygen.success());
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+
+    git(
+        &dir,
+        &[
+            "init",
+            "-q",
+            "--bare",
+            "-b",
+            "main",
+            remote.to_str().unwrap(),
+        ],
+    );
+    git(&work, &["init", "-q", "-b", "main"]);
+    git(
+        &work,
+        &["remote", "add", "origin", remote.to_str().unwrap()],
+    );
+    let commit = |message: &str, signed: bool| {
+        git(&work, &["add", "-A"]);
+        let signing = format!("user.signingkey={}", key.display());
+        let mut args = vec![
+            "-c",
+            "user.name=Dev",
+            "-c",
+            "user.email=dev@example.com",
+            "-c",
+            "gpg.format=ssh",
+            "-c",
+            &signing,
+            "commit",
+            "-q",
+            "-m",
+            message,
+        ];
+        if signed {
+            args.push("-S");
+        }
+        git(&work, &args);
+        git(&work, &["push", "-q", "origin", "main"]);
+        git(&work, &["rev-parse", "HEAD"])
+    };
+
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("signers".into()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            "release.pub".to_owned(),
+            ByteString(public.into_bytes()),
+        )])),
+        ..Default::default()
+    };
+    runtime
+        .block_on(
+            Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &secret),
+        )
+        .unwrap();
+    let fleet: Fleet = serde_json::from_value(serde_json::json!({
+        "apiVersion": "fleet.endstate.dev/v1alpha1", "kind": "Fleet",
+        "metadata": {"name": "f", "namespace": ns},
+        "spec": {"source": {"url": format!("file://{}", remote.display()), "branch": "main",
+                            "verify": {"mode": "ssh", "secretRef": {"name": "signers"}}}}
+    }))
+    .unwrap();
+    runtime
+        .block_on(
+            Api::<Fleet>::namespaced(client.clone(), &ns).create(&PostParams::default(), &fleet),
+        )
+        .unwrap();
+
+    // Unsigned: refused with the reason, nothing applied.
+    write_fleet(&work, "agent-1.0");
+    let unsigned = commit("The fleet, unsigned", false);
+    let log = dir.join("unsigned.log");
+    let mut run = start(server.kubeconfig(), &ns, &state, &log);
+    let code = wait(&mut run, Duration::from_secs(120));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains(&unsigned[..10]) || text.contains(&unsigned),
+        "{text}"
+    );
+    assert!(
+        text.to_lowercase().contains("unsigned") || text.contains("not signed"),
+        "{text}"
+    );
+    let machines = runtime
+        .block_on(
+            Api::<endstate_api::Machine>::namespaced(client.clone(), &ns).list(&Default::default()),
+        )
+        .unwrap();
+    assert!(
+        machines.items.is_empty(),
+        "nothing is applied from an unverified commit"
+    );
+
+    // Signed by the allowed key: rolled out.
+    let fast = Delay::fixed(Duration::from_millis(200));
+    let agent = runtime.spawn(endstate_agent::run(
+        client.clone(),
+        AgentConfig {
+            namespace: ns.clone(),
+            seed: 1,
+            operators: OperatorConfig {
+                pickup: fast,
+                install: fast,
+                reinstall: fast,
+                configure: fast,
+                provision: fast,
+                upgrade: fast,
+            },
+            faults: Faults::none(),
+        },
+    ));
+    std::fs::write(work.join("README"), "signed from here on\n").unwrap();
+    commit("Sign the fleet", true);
+    let log = dir.join("signed.log");
+    let mut run = start(server.kubeconfig(), &ns, &state, &log);
+    let code = wait(&mut run, Duration::from_secs(120));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(code, 0, "{text}");
+    agent.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+}
