@@ -397,11 +397,19 @@ impl<L: Live, C: Clock> Controller<L, C> {
         let head = fetched.commit.to_string();
         let new_head = self.head.as_deref() != Some(head.as_str());
         self.head = Some(head.clone());
-        if self.state.quarantined(&head) {
-            let why = format!(
-                "the branch head {} is quarantined; push a fix or a revert",
-                short(&head)
-            );
+        if let Some(culprit) = self.unreverted_quarantine(&head) {
+            let why = if culprit == head {
+                format!(
+                    "the branch head {} is quarantined; push a fix or a revert",
+                    short(&head)
+                )
+            } else {
+                format!(
+                    "the branch head {} still carries the quarantined commit {} (not reverted since); revert it to go on",
+                    short(&head),
+                    short(&culprit)
+                )
+            };
             if new_head {
                 self.say(&why);
             }
@@ -491,6 +499,48 @@ impl<L: Live, C: Clock> Controller<L, C> {
         let now = self.clock.now();
         let effects = self.state.start(head, last_good, plan, policy, now);
         self.perform(effects).await.map(|()| None)
+    }
+
+    /// A quarantined commit that `head` is, or descends from without a revert of it since
+    /// (a commit whose message says `Endstate-Revert-Of: <sha>` or git's `This reverts commit
+    /// <sha>.`): such a head would roll the quarantined change out again.
+    fn unreverted_quarantine(&self, head: &str) -> Option<String> {
+        if self.state.quarantine.is_empty() {
+            return None;
+        }
+        if self.state.quarantined(head) {
+            return Some(head.to_owned());
+        }
+        let repo = self.source.repository();
+        let head_oid = Oid::from_str(head).ok()?;
+        for q in &self.state.quarantine {
+            let Ok(culprit) = Oid::from_str(&q.commit) else {
+                continue;
+            };
+            if !repo.graph_descendant_of(head_oid, culprit).unwrap_or(false) {
+                continue;
+            }
+            let mut walk = match repo.revwalk() {
+                Ok(walk) => walk,
+                Err(_) => return Some(q.commit.clone()),
+            };
+            if walk.push(head_oid).is_err() || walk.hide(culprit).is_err() {
+                return Some(q.commit.clone());
+            }
+            let reverted = walk.filter_map(Result::ok).any(|oid| {
+                repo.find_commit(oid)
+                    .ok()
+                    .and_then(|c| c.message().map(str::to_owned))
+                    .is_some_and(|m| {
+                        m.contains(&format!("Endstate-Revert-Of: {}", q.commit))
+                            || m.contains(&format!("This reverts commit {}", q.commit))
+                    })
+            });
+            if !reverted {
+                return Some(q.commit.clone());
+            }
+        }
+        None
     }
 
     /// Renders `commit` and prepares it for the live fleet.

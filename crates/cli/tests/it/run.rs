@@ -84,6 +84,69 @@ fn run_until_idle_exits_by_outcome() {
     let (code, stdout, stderr) = outcome(&endstate(&args));
     assert_eq!(code, 2, "{stdout}\n{stderr}");
     assert!(stderr.contains("overlays/missing"), "{stderr}");
+
+    // Quarantine outlives the run (in the status file), and holds back a head that builds on
+    // the quarantined commit without reverting it.
+    git(&remote, &["branch", "bad2", "main~1"]);
+    let status = dir.join("status.json");
+    let mut args = base.to_vec();
+    args.extend([
+        "--branch",
+        "bad2",
+        "--sim-initial",
+        "bad2~1",
+        "--sim-fault",
+        "package=kubelet-1.29.0,rate=1",
+        "--no-revert",
+        "--sim-status-file",
+        status.to_str().unwrap(),
+    ]);
+    let (code, stdout, stderr) = outcome(&endstate(&args));
+    assert_eq!(code, 3, "{stdout}\n{stderr}");
+    let clone = dir.join("clone");
+    git(
+        &dir,
+        &[
+            "clone",
+            "-q",
+            "-b",
+            "bad2",
+            remote.to_str().unwrap(),
+            clone.to_str().unwrap(),
+        ],
+    );
+    std::fs::write(clone.join("NOTES"), "an unrelated change\n").unwrap();
+    git(&clone, &["add", "NOTES"]);
+    git(
+        &clone,
+        &[
+            "-c",
+            "user.name=Dev",
+            "-c",
+            "user.email=dev@example.com",
+            "commit",
+            "-q",
+            "-m",
+            "Add notes",
+        ],
+    );
+    git(&clone, &["push", "-q", "origin", "bad2"]);
+    let mut args = base.to_vec();
+    args.extend([
+        "--branch",
+        "bad2",
+        "--sim-status-file",
+        status.to_str().unwrap(),
+    ]);
+    let (code, stdout, stderr) = outcome(&endstate(&args));
+    assert_eq!(code, 2, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "still carries the quarantined commit {}",
+            &bad[..10]
+        )),
+        "{stderr}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
