@@ -85,6 +85,10 @@ pub struct RunArgs {
     /// it overrides the Fleet's `spec.source.url`.
     #[arg(long, default_value = "")]
     pub repo: String,
+    /// Reconcile from this directory instead of a Git remote, re-rendering whenever a file in it
+    /// changes (for iterating on a repository; nothing is reverted in a directory).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["repo", "sim_initial"])]
+    pub local: Option<PathBuf>,
     /// The kubeconfig (`--live kube`); default: $KUBECONFIG, ~/.kube/config, or in-cluster.
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,

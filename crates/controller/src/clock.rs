@@ -35,9 +35,10 @@ impl Clock for WallClock {
     }
 }
 
-/// The simulated fleet's virtual clock. Waiting advances the fleet to the deadline (or to its
-/// next operator event, so the controller sees every change), and takes `1/speed` of the
-/// virtual time in real time, at most `max_real` per wait; a speed of 0 does not wait at all.
+/// The simulated fleet's virtual clock. Waiting advances the fleet toward the deadline (or its
+/// next operator event, so the controller sees every change) at `speed` virtual seconds per
+/// real second, in steps of at most `max_real` of real time; a speed of 0 does not wait at
+/// all and jumps straight there.
 #[derive(Clone, Debug)]
 pub struct SimClock {
     live: SimLive,
@@ -67,12 +68,18 @@ impl Clock for SimClock {
             let next = fleet.next_event_at().map_or(deadline, |e| e.min(deadline));
             (fleet.now(), next.max(fleet.now()))
         };
+        let mut reached = target;
         if self.speed > 0.0 {
-            let real = target.since(now).div_f64(self.speed).min(self.max_real);
-            if !real.is_zero() {
-                tokio::time::sleep(real).await;
+            let real = target.since(now).div_f64(self.speed);
+            let slept = real.min(self.max_real);
+            if !slept.is_zero() {
+                tokio::time::sleep(slept).await;
+            }
+            // Virtual time moves `speed` times as fast as real time, never faster.
+            if slept < real {
+                reached = now + slept.mul_f64(self.speed);
             }
         }
-        self.live.lock().advance_to(target);
+        self.live.lock().advance_to(reached);
     }
 }

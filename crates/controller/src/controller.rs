@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use endstate_core::{FleetObject, ObjectRef};
-use endstate_git::{Oid, RenderCache, RevertOutcome, RevertWriter, Source, attribute};
+use endstate_git::{Oid, RenderCache, RevertOutcome, RevertWriter, attribute};
 use endstate_rollout::diff::{self, Op};
 use endstate_rollout::health::{self, Health};
 use endstate_rollout::live::OWNER_LABEL;
@@ -27,6 +27,7 @@ use endstate_rollout::{Live, LiveError, State, Time};
 
 use crate::clock::Clock;
 use crate::metrics;
+use crate::origin::Origin;
 use crate::report::{Reporter, short};
 use crate::status::{self, Record};
 
@@ -119,7 +120,7 @@ impl Desired {
 /// The reconcile loop over one Git source and one live fleet.
 pub struct Controller<L: Live, C: Clock> {
     config: Config,
-    source: Source,
+    source: Origin,
     writer: Option<RevertWriter>,
     cache: RenderCache,
     live: L,
@@ -138,6 +139,8 @@ pub struct Controller<L: Live, C: Clock> {
     head: Option<String>,
     tally: Tally,
     kick: std::sync::Arc<tokio::sync::Notify>,
+    /// Whether the breaker tripped during this run.
+    tripped: bool,
 }
 
 impl<L: Live, C: Clock> std::fmt::Debug for Controller<L, C> {
@@ -165,7 +168,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
     /// the fleet and reports the commits to revert without pushing.
     pub fn new(
         config: Config,
-        source: Source,
+        source: impl Into<Origin>,
         writer: Option<RevertWriter>,
         live: L,
         clock: C,
@@ -173,7 +176,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
     ) -> Self {
         Controller {
             config,
-            source,
+            source: source.into(),
             writer,
             cache: RenderCache::default(),
             live,
@@ -189,6 +192,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
             head: None,
             tally: Tally::default(),
             kick: std::sync::Arc::new(tokio::sync::Notify::new()),
+            tripped: false,
         }
     }
 
@@ -218,17 +222,22 @@ impl<L: Live, C: Clock> Controller<L, C> {
         &self.live
     }
 
-    /// The Git source.
-    pub fn source(&self) -> &Source {
+    /// Where the end state comes from.
+    pub fn source(&self) -> &Origin {
         &self.source
     }
 
     /// The commit `rev` names in the mirror (a commit id, a branch, `main~2`), after a fetch.
     pub fn resolve(&mut self, rev: &str) -> Result<String, String> {
-        if self.source.status().head.is_none() {
-            self.source.fetch().map_err(|e| e.to_string())?;
+        if !self.source.fetched() {
+            self.source.fetch()?;
         }
-        let repo = self.source.repository();
+        let Some(source) = self.source.git() else {
+            return Err(format!(
+                "{rev:?}: a local directory has no history to name commits in"
+            ));
+        };
+        let repo = source.repository();
         let object = repo
             .revparse_single(rev)
             .or_else(|_| repo.revparse_single(&format!("refs/heads/{rev}")))
@@ -331,7 +340,11 @@ impl<L: Live, C: Clock> Controller<L, C> {
             }));
         }
         if until_idle && !self.state.busy() {
-            if let Some(reason) = refused {
+            // A trip in this run is the news, even when the head is refused afterwards (it is
+            // quarantined, and nothing reverted it).
+            if let Some(reason) = refused
+                && !self.tripped
+            {
                 return Ok(Some(Outcome::Refused { reason }));
             }
             if self.state.breaker.is_some() {
@@ -383,9 +396,8 @@ impl<L: Live, C: Clock> Controller<L, C> {
     /// starts a rollout. Returns why the head is refused, if it is.
     async fn fetch_and_plan(&mut self) -> Result<Option<String>, Error> {
         let fetched = match self.source.fetch() {
-            Ok(f) => f,
-            Err(err) => {
-                let why = err.to_string();
+            Ok(head) => head,
+            Err(why) => {
                 self.record.stalled = Some(why.clone());
                 self.say(&format!(
                     "the branch head is not applied; the fleet stays as it is: {why}"
@@ -394,7 +406,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
                 return Ok(Some(why));
             }
         };
-        let head = fetched.commit.to_string();
+        let head = fetched;
         let new_head = self.head.as_deref() != Some(head.as_str());
         self.head = Some(head.clone());
         if let Some(culprit) = self.unreverted_quarantine(&head) {
@@ -481,10 +493,13 @@ impl<L: Live, C: Clock> Controller<L, C> {
             desired.get(id).or_else(|| live_by_id.get(id).copied())
         });
         let last_good = self.record.last_good.clone();
-        self.before = match &last_good {
+        // What a trip restores: the last good commit's objects, or (no last good commit, or one
+        // that cannot be rendered any more, as in a local directory) the live objects now.
+        let good = match &last_good {
             Some(good) if good != &head => self.render(good).ok(),
-            _ => Some(prepare_live(live)),
+            _ => None,
         };
+        self.before = Some(good.unwrap_or_else(|| prepare_live(live)));
         self.say(&format!(
             "{}: {} creates, {} updates, {} reinstalls, {} deletes in {} waves",
             short(&head),
@@ -511,7 +526,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
         if self.state.quarantined(head) {
             return Some(head.to_owned());
         }
-        let repo = self.source.repository();
+        let repo = self.source.git()?.repository();
         let head_oid = Oid::from_str(head).ok()?;
         for q in &self.state.quarantine {
             let Ok(culprit) = Oid::from_str(&q.commit) else {
@@ -545,11 +560,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
 
     /// Renders `commit` and prepares it for the live fleet.
     fn render(&mut self, commit: &str) -> Result<Desired, String> {
-        let oid = Oid::from_str(commit).map_err(|_| format!("{commit:?} is not a commit id"))?;
-        let rendered = self
-            .source
-            .render(oid, &mut self.cache)
-            .map_err(|e| e.to_string())?;
+        let rendered = self.source.render(commit, &mut self.cache)?;
         let mut policy = Policy::default();
         let mut objects = Vec::with_capacity(rendered.objects.len());
         for r in rendered.objects {
@@ -673,8 +684,10 @@ impl<L: Live, C: Clock> Controller<L, C> {
                     None
                 }
                 Effect::Report(report) => {
-                    if matches!(report, Report::StageCompleted { .. }) {
-                        self.tally.waves += 1;
+                    match report {
+                        Report::StageCompleted { .. } => self.tally.waves += 1,
+                        Report::Tripped(_) => self.tripped = true,
+                        _ => {}
                     }
                     self.reporter.report(now, &commit, &report);
                     None
@@ -908,9 +921,14 @@ impl<L: Live, C: Clock> Controller<L, C> {
             .map(|id| ObjectRef::new(&id.kind, "", &id.name))
             .chain(failed.iter().cloned())
             .collect();
-        let path = self.source.config().path.clone();
+        let Some(source) = self.source.git() else {
+            return Err(
+                "a local directory has no commits to revert; the fleet is restored".to_owned(),
+            );
+        };
+        let path = source.config().path.clone();
         let found = attribute(
-            self.source.repository(),
+            source.repository(),
             &path,
             &mut self.cache,
             good,
@@ -961,17 +979,10 @@ impl<L: Live, C: Clock> Controller<L, C> {
 
     fn mark(&mut self, commit: &str, good: bool) {
         self.record.last_applied = Some(commit.to_owned());
-        if let Ok(oid) = Oid::from_str(commit) {
-            if let Err(err) = self.source.mark_applied(oid) {
-                tracing::warn!(%err, "recording the applied commit in the mirror");
-            }
-            if good {
-                self.record.last_good = Some(commit.to_owned());
-                if let Err(err) = self.source.mark_good(oid) {
-                    tracing::warn!(%err, "recording the good commit in the mirror");
-                }
-            }
+        if good {
+            self.record.last_good = Some(commit.to_owned());
         }
+        self.source.mark(commit, good);
     }
 
     /// Saves the status when the engine's state changed (or always, with `force`).

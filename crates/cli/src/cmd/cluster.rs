@@ -141,7 +141,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             WallClock,
             Box::new(Console::new()),
         );
-        let branch = controller.source().config().branch.clone();
+        let branch = controller.source().git().map(|s| s.config().branch.clone()).unwrap_or_default();
         let _webhook = crate::cmd::webhook(args, &branch, controller.kick())?;
         controller.resume().await?;
         if !args.until_idle {

@@ -90,10 +90,18 @@ pub fn webhook(
         sender,
     )?;
     eprintln!("webhook listening on {}", server.local_addr());
+    wake_on(receiver, kick);
+    Ok(Some(server))
+}
+
+/// Wakes the loop through `kick` for every trigger `receiver` gets, until its sender is gone.
+pub fn wake_on(
+    receiver: std::sync::mpsc::Receiver<endstate_git::Trigger>,
+    kick: std::sync::Arc<tokio::sync::Notify>,
+) {
     std::thread::spawn(move || {
         while receiver.recv().is_ok() {
             kick.notify_one();
         }
     });
-    Ok(Some(server))
 }

@@ -4,7 +4,9 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use endstate_controller::{Config, Console, Controller, Outcome, SimClock, WallClock};
+use endstate_controller::{
+    Config, Console, Controller, LocalDir, Origin, Outcome, SimClock, WallClock,
+};
 use endstate_git::{History, RevertConfig, RevertWriter, Source, SourceConfig};
 use endstate_sim::{Faults, SimConfig, SimFleet, SimLive};
 
@@ -22,8 +24,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     if args.live == Live::Kube {
         return crate::cmd::cluster::run(args);
     }
-    if args.repo.is_empty() {
-        bail!("--repo is required with --live sim");
+    if args.repo.is_empty() && args.local.is_none() {
+        bail!("--live sim needs --repo URL or --local DIR");
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -42,21 +44,33 @@ async fn run_sim(args: &RunArgs) -> anyhow::Result<ExitCode> {
         Some(dir) => dir.clone(),
         None => std::env::temp_dir().join(format!("endstate-run-{}", std::process::id())),
     };
-    let mut source_config = SourceConfig::new(args.repo.clone(), state_dir.join("mirror"))
-        .branch(args.branch.clone())
-        .path(args.path.trim_matches('/').to_owned());
-    if args.adopt_rewritten_history {
-        source_config = source_config.on_history_rewrite(endstate_git::RewritePolicy::Adopt);
-    }
-    let writer = if args.no_revert {
-        None
-    } else {
-        Some(RevertWriter::open(
-            &source_config,
-            RevertConfig::new(&args.fleet, &args.author_name, &args.author_email),
-        )?)
+    let (source, writer): (Origin, Option<RevertWriter>) = match &args.local {
+        Some(dir) => (
+            LocalDir::new(dir.clone(), args.path.trim_matches('/')).into(),
+            None,
+        ),
+        None => {
+            let mut source_config = SourceConfig::new(args.repo.clone(), state_dir.join("mirror"))
+                .branch(args.branch.clone())
+                .path(args.path.trim_matches('/').to_owned());
+            if args.adopt_rewritten_history {
+                source_config =
+                    source_config.on_history_rewrite(endstate_git::RewritePolicy::Adopt);
+            }
+            let writer = if args.no_revert {
+                None
+            } else {
+                Some(RevertWriter::open(
+                    &source_config,
+                    RevertConfig::new(&args.fleet, &args.author_name, &args.author_email),
+                )?)
+            };
+            (
+                Source::open(source_config, History::default())?.into(),
+                writer,
+            )
+        }
     };
-    let source = Source::open(source_config, History::default())?;
 
     let mut sim =
         SimFleet::new(SimConfig::new(args.namespace.clone(), args.sim_seed).with_faults(faults));
@@ -79,6 +93,7 @@ async fn run_sim(args: &RunArgs) -> anyhow::Result<ExitCode> {
             Box::new(Console::new()),
         );
         let _webhook = crate::cmd::webhook(args, &args.branch, controller.kick())?;
+        let _watch = watch(args, controller.kick())?;
         start(&mut controller, args, &live).await?;
         if !args.until_idle {
             controller.run().await?;
@@ -103,6 +118,7 @@ async fn run_sim(args: &RunArgs) -> anyhow::Result<ExitCode> {
             Box::new(Console::new()),
         );
         let _webhook = crate::cmd::webhook(args, &args.branch, controller.kick())?;
+        let _watch = watch(args, controller.kick())?;
         start(&mut controller, args, &live).await?;
         controller.run().await?;
         return Ok(ExitCode::SUCCESS);
@@ -159,4 +175,19 @@ async fn start<C: endstate_controller::Clock>(
         eprintln!("simulated fleet starts converged at {commit} ({count} objects)");
     }
     Ok(())
+}
+
+/// With `--local`, watches the directory and wakes the loop on every change.
+fn watch(
+    args: &RunArgs,
+    kick: std::sync::Arc<tokio::sync::Notify>,
+) -> anyhow::Result<Option<endstate_git::Watcher>> {
+    let Some(dir) = &args.local else {
+        return Ok(None);
+    };
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let watcher = endstate_git::Watcher::start(dir, sender)?;
+    eprintln!("watching {} for changes", dir.display());
+    crate::cmd::wake_on(receiver, kick);
+    Ok(Some(watcher))
 }

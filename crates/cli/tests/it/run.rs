@@ -255,3 +255,74 @@ fn a_signed_webhook_starts_the_rollout_at_once() {
     eprintln!("webhook → first wave started in {took:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_local_directory_is_rolled_out_and_watched() {
+    use std::io::{BufRead, BufReader};
+    use std::time::Duration;
+
+    let dir = std::env::temp_dir().join(format!("endstate-local-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    crate::kill::write_fleet(&dir, "agent-1.0");
+    // The simulator's clusters take minutes to provision: a gate timeout to match.
+    let policy = std::fs::read_to_string(dir.join("policy.yaml"))
+        .unwrap()
+        .replace("timeout: 60s", "timeout: 10m");
+    std::fs::write(dir.join("policy.yaml"), &policy).unwrap();
+    let base = [
+        "run",
+        "--live",
+        "sim",
+        "--namespace",
+        "local",
+        "--local",
+        dir.to_str().unwrap(),
+    ];
+
+    // Until idle: the directory's content is rolled out, and named by its content id.
+    let mut args = base.to_vec();
+    args.push("--until-idle");
+    let (code, stdout, stderr) = outcome(&endstate(&args));
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("converged: the fleet is at local-"),
+        "{stdout}"
+    );
+
+    // Watching, in virtual time 10000× faster than real: an edit is picked up at once, with
+    // a fetch interval of a year.
+    let mut args = base.to_vec();
+    args.extend(["--interval", "8760h", "--speed", "10000"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_endstate"))
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let wait_for = |pattern: &str| loop {
+        match lines.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) if line.contains(pattern) => return line,
+            Ok(_) => {}
+            Err(_) => panic!("no line with {pattern:?}"),
+        }
+    };
+    wait_for("rollout complete");
+    crate::kill::write_fleet(&dir, "agent-2.0");
+    std::fs::write(dir.join("policy.yaml"), &policy).unwrap();
+    let planned = wait_for("updates");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        planned.contains("local-") && planned.contains("24 updates"),
+        "{planned}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
