@@ -153,6 +153,10 @@ pub struct RunArgs {
     /// Follow the branch when its history is rewritten (force-push) instead of refusing.
     #[arg(long)]
     pub adopt_rewritten_history: bool,
+    /// Close the latched breaker before running (after looking at its evidence in the Fleet
+    /// status); quarantined commits stay quarantined.
+    #[arg(long)]
+    pub reset_breaker: bool,
     /// Approve every wave that holds for approval (`pause: true`) as it comes.
     #[arg(long)]
     pub approve: bool,

@@ -311,6 +311,20 @@ impl<L: Live, C: Clock> Controller<L, C> {
         }
     }
 
+    /// Closes the latched breaker (after a human looked at the evidence): rollouts may start
+    /// again. Quarantined commits stay quarantined.
+    pub async fn reset_breaker(&mut self) -> Result<(), Error> {
+        if let Some(trip) = &self.state.breaker {
+            self.say(&format!(
+                "breaker reset (it tripped on {} at {})",
+                short(&trip.commit),
+                trip.at
+            ));
+        }
+        self.step(Event::ResetBreaker).await?;
+        self.persist(true).await
+    }
+
     /// Approves the wave held for approval.
     pub async fn approve(&mut self) -> Result<(), Error> {
         self.step(Event::Approve).await

@@ -144,6 +144,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         let branch = controller.source().git().map(|s| s.config().branch.clone()).unwrap_or_default();
         let _webhook = crate::cmd::webhook(args, &branch, controller.kick())?;
         controller.resume().await?;
+        if args.reset_breaker {
+            controller.reset_breaker().await?;
+        }
         if !args.until_idle {
             controller.run().await?;
             return Ok(ExitCode::SUCCESS);

@@ -158,6 +158,9 @@ async fn start<C: endstate_controller::Clock>(
     live: &SimLive,
 ) -> anyhow::Result<()> {
     controller.resume().await?;
+    if args.reset_breaker {
+        controller.reset_breaker().await?;
+    }
     if let Some(rev) = &args.sim_initial {
         let commit = controller
             .resolve(rev)

@@ -147,6 +147,18 @@ fn run_until_idle_exits_by_outcome() {
         )),
         "{stderr}"
     );
+
+    // The breaker stays open across runs: main's head (the revert of the bad upgrade) still
+    // has changes for this fresh simulated fleet, and they are held until the breaker is reset.
+    let mut args = base.to_vec();
+    args.extend(["--sim-status-file", status.to_str().unwrap()]);
+    let (code, stdout, stderr) = outcome(&endstate(&args));
+    assert_eq!(code, 3, "{stdout}\n{stderr}");
+    assert!(stderr.contains("held: the breaker is open"), "{stderr}");
+    args.push("--reset-breaker");
+    let (code, stdout, stderr) = outcome(&endstate(&args));
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stderr.contains("breaker reset"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
