@@ -40,6 +40,27 @@ pub struct AgentConfig {
     pub faults: Faults,
 }
 
+impl AgentConfig {
+    /// Operators that take `delay` for every step, with `faults`: for end-to-end tests that
+    /// should not wait for realistic install times.
+    pub fn fixed(namespace: impl Into<String>, delay: Duration, faults: Faults) -> Self {
+        let d = endstate_sim::Delay::fixed(delay);
+        AgentConfig {
+            namespace: namespace.into(),
+            seed: 1,
+            operators: OperatorConfig {
+                pickup: d,
+                install: d,
+                reinstall: d,
+                configure: d,
+                provision: d,
+                upgrade: d,
+            },
+            faults,
+        }
+    }
+}
+
 /// Why the agent stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -17,7 +17,7 @@ use endstate_api::{Fleet, Machine};
 use endstate_controller::{Config, Controller, Outcome, Recorder, WallClock};
 use endstate_git::{History, RevertConfig, RevertWriter, Source, SourceConfig};
 use endstate_kube::{KubeLive, Limits, Settings, install_crds};
-use endstate_sim::{Delay, Faults, OperatorConfig};
+use endstate_sim::Faults;
 use endstate_testenv::{Options, TestServer};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -126,22 +126,13 @@ impl World {
             .await
             .unwrap();
         // sim-agent with fast operators; it writes status as an admin, outside any throttling.
-        let fast = Delay::fixed(Duration::from_millis(300));
         let agent = tokio::spawn(endstate_agent::run(
             client.clone(),
-            AgentConfig {
-                namespace: ns.clone(),
-                seed: 1,
-                operators: OperatorConfig {
-                    pickup: fast,
-                    install: fast,
-                    reinstall: fast,
-                    configure: fast,
-                    provision: fast,
-                    upgrade: fast,
-                },
-                faults: Faults::parse(faults).unwrap(),
-            },
+            AgentConfig::fixed(
+                ns.clone(),
+                Duration::from_millis(300),
+                Faults::parse(faults).unwrap(),
+            ),
         ));
         World {
             client,

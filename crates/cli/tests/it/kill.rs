@@ -7,14 +7,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use endstate_agent::AgentConfig;
-use endstate_api::k8s_openapi::api::core::v1::Namespace;
 use endstate_api::{Fleet, Machine};
-use endstate_sim::{Delay, Faults, OperatorConfig};
+use endstate_sim::Faults;
 use endstate_testenv::TestServer;
 use kube::Api;
 use kube::api::PostParams;
 
-use crate::support::git;
+use crate::support::{git, kube_namespace, remote_and_clone};
 
 const MACHINES: usize = 24;
 
@@ -88,46 +87,10 @@ pub fn wait(child: &mut Child, limit: Duration) -> i32 {
 
 #[test]
 fn a_killed_run_resumes_at_the_persisted_wave() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let (runtime, client, ns) = kube_namespace("kill");
     let server = TestServer::shared();
-    let client = runtime.block_on(server.client());
-    runtime
-        .block_on(endstate_kube::install_crds(
-            &client,
-            Duration::from_secs(60),
-        ))
-        .unwrap();
-    let ns = format!("kill-{}", std::process::id());
-    let namespace: Namespace =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap();
-    runtime
-        .block_on(Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace))
-        .unwrap();
-
-    let dir = std::env::temp_dir().join(format!("endstate-kill-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let (remote, work, state) = (dir.join("remote.git"), dir.join("work"), dir.join("state"));
-    std::fs::create_dir_all(&work).unwrap();
-    git(
-        &dir,
-        &[
-            "init",
-            "-q",
-            "--bare",
-            "-b",
-            "main",
-            remote.to_str().unwrap(),
-        ],
-    );
-    git(&work, &["init", "-q", "-b", "main"]);
-    git(
-        &work,
-        &["remote", "add", "origin", remote.to_str().unwrap()],
-    );
+    let (dir, remote, work) = remote_and_clone("kill");
+    let state = dir.join("state");
     let commit = |message: &str| {
         git(&work, &["add", "-A"]);
         git(
@@ -160,22 +123,9 @@ fn a_killed_run_resumes_at_the_persisted_wave() {
         .block_on(fleets.create(&PostParams::default(), &fleet))
         .unwrap();
 
-    let fast = Delay::fixed(Duration::from_millis(400));
     let agent = runtime.spawn(endstate_agent::run(
         client.clone(),
-        AgentConfig {
-            namespace: ns.clone(),
-            seed: 1,
-            operators: OperatorConfig {
-                pickup: fast,
-                install: fast,
-                reinstall: fast,
-                configure: fast,
-                provision: fast,
-                upgrade: fast,
-            },
-            faults: Faults::none(),
-        },
+        AgentConfig::fixed(ns.clone(), Duration::from_millis(400), Faults::none()),
     ));
 
     // The initial sync, uninterrupted.

@@ -87,3 +87,57 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
+
+/// A runtime, the shared test API server's client with the CRDs installed, and a fresh
+/// namespace `<prefix>-<pid>`.
+pub fn kube_namespace(prefix: &str) -> (tokio::runtime::Runtime, kube::Client, String) {
+    use endstate_api::k8s_openapi::api::core::v1::Namespace;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = runtime.block_on(endstate_testenv::TestServer::shared().client());
+    runtime
+        .block_on(endstate_kube::install_crds(
+            &client,
+            std::time::Duration::from_secs(60),
+        ))
+        .unwrap();
+    let ns = format!("{prefix}-{}", std::process::id());
+    let namespace: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap();
+    runtime
+        .block_on(
+            kube::Api::<Namespace>::all(client.clone())
+                .create(&kube::api::PostParams::default(), &namespace),
+        )
+        .unwrap();
+    (runtime, client, ns)
+}
+
+/// A fresh directory `endstate-<name>-<pid>` with a bare `remote.git` and a `work` clone of
+/// it on branch main; returns (dir, remote, work).
+pub fn remote_and_clone(name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("endstate-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (remote, work) = (dir.join("remote.git"), dir.join("work"));
+    std::fs::create_dir_all(&work).unwrap();
+    git(
+        &dir,
+        &[
+            "init",
+            "-q",
+            "--bare",
+            "-b",
+            "main",
+            remote.to_str().unwrap(),
+        ],
+    );
+    git(&work, &["init", "-q", "-b", "main"]);
+    git(
+        &work,
+        &["remote", "add", "origin", remote.to_str().unwrap()],
+    );
+    (dir, remote, work)
+}

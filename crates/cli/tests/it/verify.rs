@@ -8,41 +8,21 @@ use std::time::Duration;
 use endstate_agent::AgentConfig;
 use endstate_api::Fleet;
 use endstate_api::k8s_openapi::ByteString;
-use endstate_api::k8s_openapi::api::core::v1::{Namespace, Secret};
-use endstate_sim::{Delay, Faults, OperatorConfig};
+use endstate_api::k8s_openapi::api::core::v1::Secret;
+use endstate_sim::Faults;
 use endstate_testenv::TestServer;
 use kube::Api;
 use kube::api::PostParams;
 
 use crate::kill::{start, wait, write_fleet};
-use crate::support::git;
+use crate::support::{git, kube_namespace, remote_and_clone};
 
 #[test]
 fn the_signature_policy_refuses_unsigned_heads_and_applies_signed_ones() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let (runtime, client, ns) = kube_namespace("verify");
     let server = TestServer::shared();
-    let client = runtime.block_on(server.client());
-    runtime
-        .block_on(endstate_kube::install_crds(
-            &client,
-            Duration::from_secs(60),
-        ))
-        .unwrap();
-    let ns = format!("verify-{}", std::process::id());
-    let namespace: Namespace =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap();
-    runtime
-        .block_on(Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace))
-        .unwrap();
-
-    let dir = std::env::temp_dir().join(format!("endstate-verify-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let (remote, work, state) = (dir.join("remote.git"), dir.join("work"), dir.join("state"));
-    std::fs::create_dir_all(&work).unwrap();
+    let (dir, remote, work) = remote_and_clone("verify");
+    let state = dir.join("state");
     let key = dir.join("signer");
     let keygen = Command::new("ssh-keygen")
         .args([
@@ -60,23 +40,6 @@ fn the_signature_policy_refuses_unsigned_heads_and_applies_signed_ones() {
         .expect("ssh-keygen must be installed");
     assert!(keygen.success());
     let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
-
-    git(
-        &dir,
-        &[
-            "init",
-            "-q",
-            "--bare",
-            "-b",
-            "main",
-            remote.to_str().unwrap(),
-        ],
-    );
-    git(&work, &["init", "-q", "-b", "main"]);
-    git(
-        &work,
-        &["remote", "add", "origin", remote.to_str().unwrap()],
-    );
     let commit = |message: &str, signed: bool| {
         git(&work, &["add", "-A"]);
         let signing = format!("user.signingkey={}", key.display());
@@ -158,22 +121,9 @@ fn the_signature_policy_refuses_unsigned_heads_and_applies_signed_ones() {
     );
 
     // Signed by the allowed key: rolled out.
-    let fast = Delay::fixed(Duration::from_millis(200));
     let agent = runtime.spawn(endstate_agent::run(
         client.clone(),
-        AgentConfig {
-            namespace: ns.clone(),
-            seed: 1,
-            operators: OperatorConfig {
-                pickup: fast,
-                install: fast,
-                reinstall: fast,
-                configure: fast,
-                provision: fast,
-                upgrade: fast,
-            },
-            faults: Faults::none(),
-        },
+        AgentConfig::fixed(ns.clone(), Duration::from_millis(200), Faults::none()),
     ));
     std::fs::write(work.join("README"), "signed from here on\n").unwrap();
     commit("Sign the fleet", true);
