@@ -101,6 +101,10 @@ pub struct Tally {
     pub completed: usize,
     /// Waves completed.
     pub waves: usize,
+    /// Real time from the last trip to its restores being written.
+    pub trip_to_restored: Option<Duration>,
+    /// Real time from the last trip to its revert being pushed (or refused).
+    pub trip_to_revert: Option<Duration>,
 }
 
 /// A rendered commit, prepared for the live fleet: namespaced and labelled.
@@ -141,6 +145,8 @@ pub struct Controller<L: Live, C: Clock> {
     kick: std::sync::Arc<tokio::sync::Notify>,
     /// Whether the breaker tripped during this run.
     tripped: bool,
+    /// When (in real time) the breaker last tripped.
+    tripped_at: Option<std::time::Instant>,
 }
 
 impl<L: Live, C: Clock> std::fmt::Debug for Controller<L, C> {
@@ -193,6 +199,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
             tally: Tally::default(),
             kick: std::sync::Arc::new(tokio::sync::Notify::new()),
             tripped: false,
+            tripped_at: None,
         }
     }
 
@@ -682,6 +689,9 @@ impl<L: Live, C: Clock> Controller<L, C> {
                 Effect::Restore(changes) => {
                     let results = self.restore(&changes).await;
                     self.tally.restores += results.iter().filter(|(_, r)| r.is_ok()).count();
+                    if let Some(at) = self.tripped_at {
+                        self.tally.trip_to_restored.get_or_insert(at.elapsed());
+                    }
                     self.reporter
                         .report(now, &commit, &Report::RestoreIssued(changes.len()));
                     Some(Event::Restored(results))
@@ -700,7 +710,12 @@ impl<L: Live, C: Clock> Controller<L, C> {
                 Effect::Report(report) => {
                     match report {
                         Report::StageCompleted { .. } => self.tally.waves += 1,
-                        Report::Tripped(_) => self.tripped = true,
+                        Report::Tripped(_) => {
+                            self.tripped = true;
+                            self.tripped_at = Some(std::time::Instant::now());
+                            self.tally.trip_to_restored = None;
+                            self.tally.trip_to_revert = None;
+                        }
                         _ => {}
                     }
                     self.reporter.report(now, &commit, &report);
@@ -912,6 +927,9 @@ impl<L: Live, C: Clock> Controller<L, C> {
             Err(err) => (Vec::new(), format!("revert failed: {err}")),
         };
         self.line(now, commit, &outcome);
+        if let Some(at) = self.tripped_at {
+            self.tally.trip_to_revert = Some(at.elapsed());
+        }
         Event::Reverted {
             culprits,
             reverts,

@@ -285,6 +285,17 @@ async fn play(
             "  budget            {class}: {used} of {limit} in the window"
         );
     }
+    let ms = |d: Option<Duration>| {
+        d.map_or("-".to_owned(), |d| {
+            format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+        })
+    };
+    let _ = writeln!(
+        text,
+        "  trip → restored   {} real time (target ≤ 1 s); trip → revert pushed {} (target ≤ 5 s)",
+        ms(controller.tally().trip_to_restored),
+        ms(controller.tally().trip_to_revert)
+    );
     let _ = writeln!(
         text,
         "  after the revert  0 writes: the fleet and the branch agree"
