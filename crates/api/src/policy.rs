@@ -74,7 +74,7 @@ pub struct Wave {
     /// How long the wave must stay healthy before the next one starts, e.g. `10m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bake: Option<String>,
-    /// Hold after this wave until a human approves (`endstate approve`).
+    /// Hold after this wave until a human approves (`endstate run --approve`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause: Option<bool>,
 }
