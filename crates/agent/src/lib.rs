@@ -21,7 +21,7 @@ use endstate_sim::operator::{self, Context};
 use endstate_sim::{Faults, OperatorConfig};
 use futures::{StreamExt, TryStreamExt};
 use kube::api::{Patch, PatchParams};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use serde_json::json;
@@ -76,89 +76,150 @@ pub enum Error {
     },
 }
 
-/// Work in progress per object: the generation and the task writing its transitions.
-type Pending = HashMap<(bool, String), (i64, JoinHandle<()>)>;
+/// Work in progress per object (kind, name): the generation and the task writing its
+/// transitions.
+type Pending = HashMap<(&'static str, String), (i64, JoinHandle<()>)>;
+
+/// A kind the simulated operators report on, and the package-version kind it refers to.
+trait Operated:
+    Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    /// The package versions its spec names.
+    type Package: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static;
+    /// The kind, for keys and errors.
+    const KIND: &'static str;
+    /// The generation the status reports on.
+    fn observed(&self) -> Option<i64>;
+    /// The status transitions for the current generation, whose spec changed at `now`.
+    fn transitions(
+        &self,
+        now: Time,
+        cx: Context<'_>,
+        exists: impl Fn(&str) -> bool,
+    ) -> Vec<(Time, i64, serde_json::Value)>;
+}
+
+fn as_json<S: serde::Serialize>(t: endstate_sim::Transition<S>) -> (Time, i64, serde_json::Value) {
+    (
+        t.at,
+        t.generation,
+        serde_json::to_value(&t.status).unwrap_or_default(),
+    )
+}
+
+impl Operated for Machine {
+    type Package = MachinePackageVersion;
+    const KIND: &'static str = "Machine";
+
+    fn observed(&self) -> Option<i64> {
+        self.status.as_ref().and_then(|s| s.observed_generation)
+    }
+
+    fn transitions(
+        &self,
+        now: Time,
+        cx: Context<'_>,
+        exists: impl Fn(&str) -> bool,
+    ) -> Vec<(Time, i64, serde_json::Value)> {
+        operator::machine_transitions(self, now, cx, exists)
+            .into_iter()
+            .map(as_json)
+            .collect()
+    }
+}
+
+impl Operated for Cluster {
+    type Package = ClusterPackageVersion;
+    const KIND: &'static str = "Cluster";
+
+    fn observed(&self) -> Option<i64> {
+        self.status.as_ref().and_then(|s| s.observed_generation)
+    }
+
+    fn transitions(
+        &self,
+        now: Time,
+        cx: Context<'_>,
+        exists: impl Fn(&str) -> bool,
+    ) -> Vec<(Time, i64, serde_json::Value)> {
+        operator::cluster_transitions(self, now, cx, exists)
+            .into_iter()
+            .map(as_json)
+            .collect()
+    }
+}
 
 /// Runs the agent until a watch fails.
 pub async fn run(client: Client, config: AgentConfig) -> Result<(), Error> {
     let config = Arc::new(config);
-    let ns = config.namespace.clone();
-    let machines: Api<Machine> = Api::namespaced(client.clone(), &ns);
-    let clusters: Api<Cluster> = Api::namespaced(client.clone(), &ns);
-    let (mpvs, mpv_writer) = reflector::store::<MachinePackageVersion>();
-    let (cpvs, cpv_writer) = reflector::store::<ClusterPackageVersion>();
-    let mpv_watch = reflector::reflector(
-        mpv_writer,
-        watcher(
-            Api::namespaced(client.clone(), &ns),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects()
-    .for_each(|_| async {});
-    let cpv_watch = reflector::reflector(
-        cpv_writer,
-        watcher(
-            Api::namespaced(client.clone(), &ns),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects()
-    .for_each(|_| async {});
-    tokio::spawn(mpv_watch);
-    tokio::spawn(cpv_watch);
-    let _ = mpvs.wait_until_ready().await;
-    let _ = cpvs.wait_until_ready().await;
-    tracing::info!(namespace = %ns, seed = config.seed, faults = config.faults.rules.len(), "sim-agent watching");
-
+    tracing::info!(namespace = %config.namespace, seed = config.seed, faults = config.faults.rules.len(), "sim-agent watching");
     let pending = Arc::new(tokio::sync::Mutex::new(Pending::new()));
-    let machine_loop = {
-        let (config, pending, mpvs, api) = (
-            config.clone(),
-            pending.clone(),
-            mpvs.clone(),
-            machines.clone(),
-        );
-        async move {
-            let mut events = watcher(machines, watcher::Config::default().page_size(500))
-                .default_backoff()
-                .applied_objects()
-                .boxed();
-            while let Some(machine) = events.try_next().await.map_err(|source| Error::Watch {
-                kind: "Machine",
-                namespace: config.namespace.clone(),
-                source,
-            })? {
-                on_machine(&machine, &config, &pending, &mpvs, &api).await;
-            }
-            Ok::<(), Error>(())
-        }
-    };
-    let cluster_loop = {
-        let (config, pending, cpvs, api) = (
-            config.clone(),
-            pending.clone(),
-            cpvs.clone(),
-            clusters.clone(),
-        );
-        async move {
-            let mut events = watcher(clusters, watcher::Config::default())
-                .default_backoff()
-                .applied_objects()
-                .boxed();
-            while let Some(cluster) = events.try_next().await.map_err(|source| Error::Watch {
-                kind: "Cluster",
-                namespace: config.namespace.clone(),
-                source,
-            })? {
-                on_cluster(&cluster, &config, &pending, &cpvs, &api).await;
-            }
-            Ok::<(), Error>(())
-        }
-    };
-    tokio::try_join!(machine_loop, cluster_loop)?;
+    tokio::try_join!(
+        operate::<Machine>(client.clone(), config.clone(), pending.clone()),
+        operate::<Cluster>(client, config, pending),
+    )?;
+    Ok(())
+}
+
+/// Watches the objects of kind `K` (and, in a cache, the package versions they name) and
+/// writes each new generation's status transitions when they are due.
+async fn operate<K: Operated>(
+    client: Client,
+    config: Arc<AgentConfig>,
+    pending: Arc<tokio::sync::Mutex<Pending>>,
+) -> Result<(), Error> {
+    let ns = config.namespace.clone();
+    let (packages, writer) = reflector::store::<K::Package>();
+    let package_watch = reflector::reflector(
+        writer,
+        watcher(
+            Api::namespaced(client.clone(), &ns),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects()
+    .for_each(|_| async {});
+    tokio::spawn(package_watch);
+    let _ = packages.wait_until_ready().await;
+    let api: Api<K> = Api::namespaced(client, &ns);
+    let mut events = watcher(api.clone(), watcher::Config::default().page_size(500))
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    while let Some(object) = events.try_next().await.map_err(|source| Error::Watch {
+        kind: K::KIND,
+        namespace: ns.clone(),
+        source,
+    })? {
+        let generation = object.meta().generation.unwrap_or(1);
+        let cx = Context {
+            seed: config.seed,
+            config: &config.operators,
+            faults: &config.faults,
+        };
+        let exists = |p: &str| {
+            packages
+                .state()
+                .iter()
+                .any(|o| o.meta().name.as_deref() == Some(p))
+        };
+        let work = || object.transitions(now(), cx, exists);
+        let key = (K::KIND, object.meta().name.clone().unwrap_or_default());
+        schedule(&pending, key, generation, object.observed(), work, &api).await;
+    }
     Ok(())
 }
 
@@ -197,108 +258,16 @@ fn settled(observed: Option<i64>, generation: i64) -> bool {
     observed.is_some_and(|o| o >= generation)
 }
 
-async fn on_machine(
-    machine: &Machine,
-    config: &AgentConfig,
-    pending: &tokio::sync::Mutex<Pending>,
-    packages: &Store<MachinePackageVersion>,
-    api: &Api<Machine>,
-) {
-    let generation = machine.metadata.generation.unwrap_or(1);
-    let observed = machine.status.as_ref().and_then(|s| s.observed_generation);
-    let cx = Context {
-        seed: config.seed,
-        config: &config.operators,
-        faults: &config.faults,
-    };
-    let exists = |p: &str| {
-        packages
-            .state()
-            .iter()
-            .any(|o| o.meta().name.as_deref() == Some(p))
-    };
-    let work = || {
-        operator::machine_transitions(machine, now(), cx, exists)
-            .into_iter()
-            .map(|t| {
-                (
-                    t.at,
-                    t.generation,
-                    serde_json::to_value(&t.status).unwrap_or_default(),
-                )
-            })
-            .collect()
-    };
-    schedule(
-        pending,
-        (false, name_of(machine)),
-        generation,
-        observed,
-        work,
-        api,
-    )
-    .await;
-}
-
-async fn on_cluster(
-    cluster: &Cluster,
-    config: &AgentConfig,
-    pending: &tokio::sync::Mutex<Pending>,
-    packages: &Store<ClusterPackageVersion>,
-    api: &Api<Cluster>,
-) {
-    let generation = cluster.metadata.generation.unwrap_or(1);
-    let observed = cluster.status.as_ref().and_then(|s| s.observed_generation);
-    let cx = Context {
-        seed: config.seed,
-        config: &config.operators,
-        faults: &config.faults,
-    };
-    let exists = |p: &str| {
-        packages
-            .state()
-            .iter()
-            .any(|o| o.meta().name.as_deref() == Some(p))
-    };
-    let work = || {
-        operator::cluster_transitions(cluster, now(), cx, exists)
-            .into_iter()
-            .map(|t| {
-                (
-                    t.at,
-                    t.generation,
-                    serde_json::to_value(&t.status).unwrap_or_default(),
-                )
-            })
-            .collect()
-    };
-    schedule(
-        pending,
-        (true, name_of(cluster)),
-        generation,
-        observed,
-        work,
-        api,
-    )
-    .await;
-}
-
-fn name_of<K: Resource>(object: &K) -> String {
-    object.meta().name.clone().unwrap_or_default()
-}
-
 /// Starts writing the status transitions of `generation` unless that generation is already
 /// being worked on or reported; a newer generation cancels the older one's pending writes.
-async fn schedule<K>(
+async fn schedule<K: Operated>(
     pending: &tokio::sync::Mutex<Pending>,
-    key: (bool, String),
+    key: (&'static str, String),
     generation: i64,
     observed: Option<i64>,
     work: impl FnOnce() -> Vec<(Time, i64, serde_json::Value)>,
     api: &Api<K>,
-) where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-{
+) {
     let mut pending = pending.lock().await;
     if pending.get(&key).is_some_and(|(g, _)| *g >= generation) || settled(observed, generation) {
         return;

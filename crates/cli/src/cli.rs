@@ -98,9 +98,10 @@ pub struct RunArgs {
     /// Requests allowed in a burst above `--qps`.
     #[arg(long, default_value_t = 400)]
     pub burst: u32,
-    /// The branch holding the fleet's end state.
-    #[arg(long, default_value = "main")]
-    pub branch: String,
+    /// The branch holding the fleet's end state. Default: `main`, or the Fleet's
+    /// `spec.source.branch` with `--live kube`.
+    #[arg(long)]
+    pub branch: Option<String>,
     /// The overlay (directory with a kustomization.yaml) inside the repository.
     #[arg(long, default_value = "")]
     pub path: String,
@@ -110,9 +111,10 @@ pub struct RunArgs {
     /// The namespace of the fleet's objects.
     #[arg(long, default_value = "default")]
     pub namespace: String,
-    /// How often the branch is fetched, e.g. `30s`.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
-    pub interval: std::time::Duration,
+    /// How often the branch is fetched, e.g. `30s`. Default: 60s, or the Fleet's
+    /// `spec.source.interval` with `--live kube`.
+    #[arg(long, value_parser = parse_duration)]
+    pub interval: Option<std::time::Duration>,
     /// Serve a push webhook here (e.g. `0.0.0.0:9292`): GitHub and GitLab push events and
     /// generic HMAC-signed requests fetch at once.
     #[arg(long, value_name = "ADDR")]

@@ -347,17 +347,10 @@ async fn the_loop_rolls_out_trips_restores_and_reverts_on_a_real_api_server() {
 async fn a_throttled_server_slows_the_rollout_without_failing_it() {
     // One mutating request at a time for endstate's user (not an admin): every concurrent
     // write beyond the first is answered 429.
-    let server = tokio::task::spawn_blocking(|| {
-        TestServer::start_with(Options {
-            apiserver_args: vec![
-                "--max-mutating-requests-inflight=1".into(),
-                "--max-requests-inflight=400".into(),
-                "--enable-priority-and-fairness=false".into(),
-            ],
-        })
-    })
-    .await
-    .unwrap();
+    let server =
+        tokio::task::spawn_blocking(|| TestServer::start_with(Options::one_write_at_a_time()))
+            .await
+            .unwrap();
     let policy = "  machines:\n    waves:\n    - size: 10%\n    - size: 100%\n    maxUnavailable: 30\n  gates:\n    timeout: 120s\n";
     let world = World::new(&server, "throttled", 60, policy, &[]).await;
     let mut settings = Settings::new(world.ns.clone(), "f");

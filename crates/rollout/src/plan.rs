@@ -78,12 +78,16 @@ impl Plan {
     }
 
     /// A review of the plan: one line per stage, with its spread across failure domains.
-    pub fn summary(&self, desired: &BTreeMap<ObjectRef, &FleetObject>, spread_by: &str) -> String {
+    pub fn summary<'a>(
+        &self,
+        lookup: &dyn Fn(&ObjectRef) -> Option<&'a FleetObject>,
+        spread_by: &str,
+    ) -> String {
         let mut out = String::new();
         for (i, stage) in self.stages.iter().enumerate() {
             let mut domains: BTreeMap<String, usize> = BTreeMap::new();
             for change in &stage.changes {
-                if let Some(obj) = desired.get(&change.id) {
+                if let Some(obj) = lookup(&change.id) {
                     *domains.entry(domain(obj, spread_by)).or_default() += 1;
                 }
             }

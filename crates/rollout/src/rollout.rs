@@ -632,11 +632,7 @@ impl State {
         };
         // Undo in the reverse order of the rollout: machines before the package versions they
         // were pointed at, the newest changes first.
-        let mut undo: Vec<Change> = r.plan.stages[..r.stage]
-            .iter()
-            .flat_map(|s| s.changes.iter().cloned())
-            .chain(r.plan.stages[r.stage].changes[..r.next].iter().cloned())
-            .collect();
+        let mut undo: Vec<Change> = r.started().cloned().collect();
         undo.reverse();
         r.restore = undo;
         r.inflight.clear();

@@ -37,6 +37,21 @@ pub struct Options {
     pub apiserver_args: Vec<String>,
 }
 
+impl Options {
+    /// A server that takes one mutating request at a time, with no priority-and-fairness
+    /// queueing in front: every concurrent write beyond the first is answered 429 at once.
+    /// (`system:masters` is exempt; use [`TestServer::user_config`] to be throttled.)
+    pub fn one_write_at_a_time() -> Self {
+        Options {
+            apiserver_args: vec![
+                "--max-mutating-requests-inflight=1".into(),
+                "--max-requests-inflight=400".into(),
+                "--enable-priority-and-fairness=false".into(),
+            ],
+        }
+    }
+}
+
 /// Where the binaries are.
 #[derive(Clone, Debug)]
 pub struct Binaries {

@@ -75,8 +75,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         if !args.repo.is_empty() {
             source_config.url = args.repo.clone();
         }
-        if args.branch != "main" || spec.source.branch.is_none() {
-            source_config.branch = args.branch.clone();
+        if let Some(branch) = &args.branch {
+            source_config.branch = branch.clone();
         }
         if !args.path.is_empty() {
             source_config.path = args.path.trim_matches('/').to_owned();
@@ -125,12 +125,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             .await
             .context("starting the Kubernetes backend")?;
         let mut loop_config = Config::new(args.fleet.clone(), args.namespace.clone());
-        loop_config.interval = match spec.source.interval.as_deref() {
-            Some(interval) if args.interval == Duration::from_secs(60) => {
-                endstate_api::duration::parse(interval)
-                    .map_err(|why| anyhow!("spec.source.interval: {why}"))?
-            }
-            _ => args.interval,
+        loop_config.interval = match (args.interval, spec.source.interval.as_deref()) {
+            (Some(interval), _) => interval,
+            (None, Some(interval)) => endstate_api::duration::parse(interval)
+                .map_err(|why| anyhow!("Fleet {}/{}: spec.source.interval: {why}", args.namespace, args.fleet))?,
+            (None, None) => Duration::from_secs(60),
         };
         loop_config.poll = args.poll;
         let mut controller = Controller::new(
@@ -170,28 +169,15 @@ async fn credentials(
     namespace: &str,
     name: &str,
 ) -> anyhow::Result<Credentials> {
-    let secret = Api::<KubeSecret>::namespaced(client.clone(), namespace)
-        .get(name)
-        .await
-        .with_context(|| {
-            format!("reading the Secret {namespace}/{name} named by spec.source.secretRef")
-        })?;
-    let data = secret.data.unwrap_or_default();
-    let text = |key: &str| -> anyhow::Result<Option<String>> {
-        data.get(key)
-            .map(|v| {
-                String::from_utf8(v.0.clone())
-                    .map_err(|_| anyhow!("key {key} of Secret {namespace}/{name} is not UTF-8"))
-            })
-            .transpose()
-    };
+    let mut data = secret_data(client, namespace, name, "spec.source.secretRef").await?;
+    let mut take = |key: &str| data.remove(key);
     Ok(Credentials {
-        ssh_key: text("identity")?.map(Secret::new),
-        ssh_passphrase: text("identity.passphrase")?.map(Secret::new),
-        known_hosts: text("known_hosts")?,
-        username: text("username")?,
-        password: text("password")?.map(Secret::new),
-        token: text("token")?.map(Secret::new),
+        ssh_key: take("identity").map(Secret::new),
+        ssh_passphrase: take("identity.passphrase").map(Secret::new),
+        known_hosts: take("known_hosts"),
+        username: take("username"),
+        password: take("password").map(Secret::new),
+        token: take("token").map(Secret::new),
     })
 }
 
@@ -202,6 +188,19 @@ async fn secret_texts(
     name: &str,
     field: &str,
 ) -> anyhow::Result<Vec<String>> {
+    Ok(secret_data(client, namespace, name, field)
+        .await?
+        .into_values()
+        .collect())
+}
+
+/// A Secret of the fleet's namespace, key → text; `field` names what referred to it.
+async fn secret_data(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    field: &str,
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
     let secret = Api::<KubeSecret>::namespaced(client.clone(), namespace)
         .get(name)
         .await
@@ -211,8 +210,10 @@ async fn secret_texts(
         .unwrap_or_default()
         .into_iter()
         .map(|(key, value)| {
-            String::from_utf8(value.0)
-                .map_err(|_| anyhow!("key {key} of Secret {namespace}/{name} is not UTF-8"))
+            let text = String::from_utf8(value.0).map_err(|_| {
+                anyhow!("key {key} of Secret {namespace}/{name} (named by {field}) is not UTF-8")
+            })?;
+            Ok((key, text))
         })
         .collect()
 }

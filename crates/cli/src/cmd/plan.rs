@@ -1,7 +1,7 @@
 //! `endstate plan`: what merging a branch would do, for review — the change set, the waves
 //! with their spread across failure domains, and the unified diffs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::process::ExitCode;
 
 use anyhow::{Context, anyhow};
@@ -52,12 +52,13 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
             desired.iter().map(|o| (o.id(), o)).collect();
         let live_by_id: HashMap<ObjectRef, &FleetObject> =
             live.iter().map(|o| (o.id(), o)).collect();
-        let plan = plan::plan(&changes, &policy, &|id| {
+        let lookup = |id: &ObjectRef| {
             desired_by_id
                 .get(id)
                 .or_else(|| live_by_id.get(id))
                 .copied()
-        });
+        };
+        let plan = plan::plan(&changes, &policy, &lookup);
         let short = |c: Oid| c.to_string()[..10].to_owned();
         println!(
             "plan: {} → {} ({}, path {:?})",
@@ -86,17 +87,12 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
             changes.count(Op::Delete),
             changes.kept.len()
         );
-        let ordered: BTreeMap<ObjectRef, &FleetObject> = desired_by_id
-            .iter()
-            .chain(live_by_id.iter())
-            .map(|(k, v)| (k.clone(), *v))
-            .collect();
         let spread = policy
             .machines
             .spread_by
             .clone()
             .unwrap_or_else(|| "idc".to_owned());
-        println!("\nwaves:\n{}", plan.summary(&ordered, &spread));
+        println!("\nwaves:\n{}", plan.summary(&lookup, &spread));
         println!(
             "gates: healthy for the new generation within {}; breaker: {}",
             endstate_rollout::time::human(policy.gate_timeout),

@@ -2,6 +2,7 @@
 //! simulated fleet.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use endstate_controller::{
@@ -51,7 +52,7 @@ async fn run_sim(args: &RunArgs) -> anyhow::Result<ExitCode> {
         ),
         None => {
             let mut source_config = SourceConfig::new(args.repo.clone(), state_dir.join("mirror"))
-                .branch(args.branch.clone())
+                .branch(args.branch.clone().unwrap_or_else(|| "main".to_owned()))
                 .path(args.path.trim_matches('/').to_owned());
             if args.adopt_rewritten_history {
                 source_config =
@@ -79,7 +80,7 @@ async fn run_sim(args: &RunArgs) -> anyhow::Result<ExitCode> {
     }
     let live = SimLive::new(sim);
     let mut config = Config::new(args.fleet.clone(), args.namespace.clone());
-    config.interval = args.interval;
+    config.interval = args.interval.unwrap_or(Duration::from_secs(60));
     config.poll = args.poll;
 
     let outcome = if args.speed > 0.0 || args.until_idle {
@@ -92,7 +93,11 @@ async fn run_sim(args: &RunArgs) -> anyhow::Result<ExitCode> {
             clock,
             Box::new(Console::new()),
         );
-        let _webhook = crate::cmd::webhook(args, &args.branch, controller.kick())?;
+        let _webhook = crate::cmd::webhook(
+            args,
+            args.branch.as_deref().unwrap_or("main"),
+            controller.kick(),
+        )?;
         let _watch = watch(args, controller.kick())?;
         start(&mut controller, args, &live).await?;
         if !args.until_idle {
@@ -117,7 +122,11 @@ async fn run_sim(args: &RunArgs) -> anyhow::Result<ExitCode> {
             WallClock,
             Box::new(Console::new()),
         );
-        let _webhook = crate::cmd::webhook(args, &args.branch, controller.kick())?;
+        let _webhook = crate::cmd::webhook(
+            args,
+            args.branch.as_deref().unwrap_or("main"),
+            controller.kick(),
+        )?;
         let _watch = watch(args, controller.kick())?;
         start(&mut controller, args, &live).await?;
         controller.run().await?;

@@ -6,6 +6,7 @@ mod crds;
 mod demo;
 mod kill;
 mod kustomize;
+mod plan;
 mod run;
 mod support;
 mod verify;

@@ -2,23 +2,48 @@
 
 use std::process::Command;
 
-use crate::support::{endstate, git, outcome};
+use std::io::{BufRead, BufReader};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use crate::support::{demo_repo, endstate, git, outcome};
+
+/// A running command's stderr, line by line.
+struct Lines(Receiver<String>);
+
+impl Lines {
+    /// Reads the child's piped stderr on a thread of its own.
+    fn of(child: &mut std::process::Child) -> Lines {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr is piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Lines(rx)
+    }
+
+    /// The next line containing `pattern`; fails the test after `limit`.
+    fn wait_for(&self, pattern: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self
+                .0
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) if line.contains(pattern) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no line with {pattern:?} within {limit:?}"),
+            }
+        }
+    }
+}
 
 #[test]
 fn run_until_idle_exits_by_outcome() {
     // The demo's repository: initial, good upgrade, bad upgrade, revert.
-    let dir = std::env::temp_dir().join(format!("endstate-run-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let out = endstate(&[
-        "demo",
-        "--machines",
-        "30",
-        "--speed",
-        "0",
-        "--keep",
-        dir.to_str().unwrap(),
-    ]);
-    assert_eq!(outcome(&out).0, 0, "{}", outcome(&out).2);
+    let dir = demo_repo("run");
     let remote = dir.join("remote.git");
     let url = format!("file://{}", remote.display());
     // A branch whose head is the bad upgrade, before its revert.
@@ -164,21 +189,9 @@ fn run_until_idle_exits_by_outcome() {
 
 #[test]
 fn a_signed_webhook_starts_the_rollout_at_once() {
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::time::{Duration, Instant};
+    use std::io::{Read, Write};
 
-    let dir = std::env::temp_dir().join(format!("endstate-webhook-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let out = endstate(&[
-        "demo",
-        "--machines",
-        "30",
-        "--speed",
-        "0",
-        "--keep",
-        dir.to_str().unwrap(),
-    ]);
-    assert_eq!(outcome(&out).0, 0, "{}", outcome(&out).2);
+    let dir = demo_repo("webhook");
     let remote = dir.join("remote.git");
     std::fs::write(dir.join("secret"), "s3cret\n").unwrap();
     // Fetch once an hour: only the webhook can make it notice the push in time.
@@ -208,27 +221,10 @@ fn a_signed_webhook_starts_the_rollout_at_once() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let next_line = |pattern: &str, limit: Duration| -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match lines.recv_timeout(left) {
-                Ok(line) if line.contains(pattern) => return line,
-                Ok(_) => {}
-                Err(_) => panic!("no line with {pattern:?} within {limit:?}"),
-            }
-        }
-    };
-    let listening = next_line("webhook listening on", Duration::from_secs(30));
+    let lines = Lines::of(&mut child);
+    let listening = lines.wait_for("webhook listening on", Duration::from_secs(30));
     let addr = listening.rsplit(' ').next().unwrap().to_owned();
-    next_line("nothing to write", Duration::from_secs(30));
+    lines.wait_for("nothing to write", Duration::from_secs(30));
 
     // A push: the bad upgrade again, on top of the revert.
     let work = dir.join("work");
@@ -256,8 +252,8 @@ fn a_signed_webhook_starts_the_rollout_at_once() {
     let sent = Instant::now();
     let response = post(&signature);
     assert!(response.starts_with("HTTP/1.1 2"), "{response}");
-    let planned = next_line(&format!("{}: ", &pushed[..10]), Duration::from_secs(10));
-    let first_wave = next_line("starting", Duration::from_secs(10));
+    let planned = lines.wait_for(&format!("{}: ", &pushed[..10]), Duration::from_secs(10));
+    let first_wave = lines.wait_for("starting", Duration::from_secs(10));
     let took = sent.elapsed();
     let _ = child.kill();
     let _ = child.wait();
@@ -270,9 +266,6 @@ fn a_signed_webhook_starts_the_rollout_at_once() {
 
 #[test]
 fn a_local_directory_is_rolled_out_and_watched() {
-    use std::io::{BufRead, BufReader};
-    use std::time::Duration;
-
     let dir = std::env::temp_dir().join(format!("endstate-local-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -312,24 +305,11 @@ fn a_local_directory_is_rolled_out_and_watched() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let (tx, lines) = std::sync::mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let wait_for = |pattern: &str| loop {
-        match lines.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) if line.contains(pattern) => return line,
-            Ok(_) => {}
-            Err(_) => panic!("no line with {pattern:?}"),
-        }
-    };
-    wait_for("rollout complete");
+    let lines = Lines::of(&mut child);
+    lines.wait_for("rollout complete", Duration::from_secs(30));
     crate::kill::write_fleet(&dir, "agent-2.0");
     std::fs::write(dir.join("policy.yaml"), &policy).unwrap();
-    let planned = wait_for("updates");
+    let planned = lines.wait_for("updates", Duration::from_secs(30));
     let _ = child.kill();
     let _ = child.wait();
     assert!(

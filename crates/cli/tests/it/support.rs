@@ -141,3 +141,21 @@ pub fn remote_and_clone(name: &str) -> (PathBuf, PathBuf, PathBuf) {
     );
     (dir, remote, work)
 }
+
+/// The demo's repository (initial, good upgrade, bad upgrade, revert), kept in a fresh
+/// directory `endstate-<name>-test-<pid>`.
+pub fn demo_repo(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("endstate-{name}-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = endstate(&[
+        "demo",
+        "--machines",
+        "30",
+        "--speed",
+        "0",
+        "--keep",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(outcome(&out).0, 0, "{}", outcome(&out).2);
+    dir
+}

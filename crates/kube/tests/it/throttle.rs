@@ -13,13 +13,7 @@ async fn pushback_halves_the_rate_and_every_write_lands() {
     // One mutating request at a time, and no priority-and-fairness queueing in front of it:
     // every concurrent write beyond the first is answered 429 at once.
     let server = tokio::task::spawn_blocking(|| {
-        TestServer::start_with(Options {
-            apiserver_args: vec![
-                "--max-mutating-requests-inflight=1".into(),
-                "--max-requests-inflight=400".into(),
-                "--enable-priority-and-fairness=false".into(),
-            ],
-        })
+        TestServer::start_with(Options::one_write_at_a_time())
     })
     .await
     .unwrap();
