@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use endstate_api::Fleet;
 use endstate_api::k8s_openapi::api::core::v1::Secret as KubeSecret;
-use endstate_controller::{Config, Console, Controller, Outcome, WallClock};
+use endstate_controller::{Config, Console, Controller, WallClock};
 use endstate_git::{
     Credentials, History, RevertConfig, RevertWriter, Secret, SignaturePolicy, Source,
     SourceConfig, SshSigner,
@@ -15,7 +15,7 @@ use endstate_kube::{KubeLive, Limits, Settings};
 use kube::Api;
 
 use crate::cli::{InstallArgs, RunArgs};
-use crate::cmd::run::exit_code;
+use crate::cmd::run::drive;
 
 /// `endstate install crds`.
 pub fn install(args: &InstallArgs) -> anyhow::Result<ExitCode> {
@@ -141,25 +141,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             Box::new(Console::new()),
         );
         let branch = controller.source().git().map(|s| s.config().branch.clone()).unwrap_or_default();
-        let _webhook = crate::cmd::webhook(args, &branch, controller.kick())?;
         controller.resume().await?;
-        if args.reset_breaker {
-            controller.reset_breaker().await?;
-        }
-        if !args.until_idle {
-            controller.run().await?;
-            return Ok(ExitCode::SUCCESS);
-        }
-        let outcome = loop {
-            match controller.run_until_idle().await? {
-                Outcome::AwaitingApproval { wave, .. } if args.approve => {
-                    eprintln!("approving the wave after {wave} (--approve)");
-                    controller.approve().await?;
-                }
-                outcome => break outcome,
-            }
-        };
-        Ok(exit_code(outcome))
+        drive(controller, args, &branch).await
     })
 }
 

@@ -83,7 +83,9 @@ async fn run_sim(args: &RunArgs) -> anyhow::Result<ExitCode> {
     config.interval = args.interval.unwrap_or(Duration::from_secs(60));
     config.poll = args.poll;
 
-    let outcome = if args.speed > 0.0 || args.until_idle {
+    let branch = args.branch.clone().unwrap_or_else(|| "main".to_owned());
+    // Until idle, or with a speed, the simulated fleet runs in virtual time.
+    if args.speed > 0.0 || args.until_idle {
         let clock = SimClock::new(live.clone(), args.speed);
         let mut controller = Controller::new(
             config,
@@ -93,26 +95,8 @@ async fn run_sim(args: &RunArgs) -> anyhow::Result<ExitCode> {
             clock,
             Box::new(Console::new()),
         );
-        let _webhook = crate::cmd::webhook(
-            args,
-            args.branch.as_deref().unwrap_or("main"),
-            controller.kick(),
-        )?;
-        let _watch = watch(args, controller.kick())?;
         start(&mut controller, args, &live).await?;
-        if !args.until_idle {
-            controller.run().await?;
-            return Ok(ExitCode::SUCCESS);
-        }
-        loop {
-            match controller.run_until_idle().await? {
-                Outcome::AwaitingApproval { wave, .. } if args.approve => {
-                    eprintln!("approving the wave after {wave} (--approve)");
-                    controller.approve().await?;
-                }
-                outcome => break outcome,
-            }
-        }
+        drive(controller, args, &branch).await
     } else {
         let mut controller = Controller::new(
             config,
@@ -122,15 +106,36 @@ async fn run_sim(args: &RunArgs) -> anyhow::Result<ExitCode> {
             WallClock,
             Box::new(Console::new()),
         );
-        let _webhook = crate::cmd::webhook(
-            args,
-            args.branch.as_deref().unwrap_or("main"),
-            controller.kick(),
-        )?;
-        let _watch = watch(args, controller.kick())?;
         start(&mut controller, args, &live).await?;
+        drive(controller, args, &branch).await
+    }
+}
+
+/// Runs a started controller: for ever, or with `--until-idle` until the fleet is idle
+/// (approving held waves with `--approve`), serving the webhook and the directory watch the
+/// flags ask for. Closes the breaker first with `--reset-breaker`.
+pub async fn drive<L: endstate_rollout::Live, C: endstate_controller::Clock>(
+    mut controller: Controller<L, C>,
+    args: &RunArgs,
+    branch: &str,
+) -> anyhow::Result<ExitCode> {
+    let _webhook = crate::cmd::webhook(args, branch, controller.kick())?;
+    let _watch = watch(args, controller.kick())?;
+    if args.reset_breaker {
+        controller.reset_breaker().await?;
+    }
+    if !args.until_idle {
         controller.run().await?;
         return Ok(ExitCode::SUCCESS);
+    }
+    let outcome = loop {
+        match controller.run_until_idle().await? {
+            Outcome::AwaitingApproval { wave, .. } if args.approve => {
+                eprintln!("approving the wave after {wave} (--approve)");
+                controller.approve().await?;
+            }
+            outcome => break outcome,
+        }
     };
     Ok(exit_code(outcome))
 }
@@ -167,9 +172,6 @@ async fn start<C: endstate_controller::Clock>(
     live: &SimLive,
 ) -> anyhow::Result<()> {
     controller.resume().await?;
-    if args.reset_breaker {
-        controller.reset_breaker().await?;
-    }
     if let Some(rev) = &args.sim_initial {
         let commit = controller
             .resolve(rev)
