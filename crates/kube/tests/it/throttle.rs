@@ -12,11 +12,10 @@ use crate::support::{machine, namespace_on};
 async fn pushback_halves_the_rate_and_every_write_lands() {
     // One mutating request at a time, and no priority-and-fairness queueing in front of it:
     // every concurrent write beyond the first is answered 429 at once.
-    let server = tokio::task::spawn_blocking(|| {
-        TestServer::start_with(Options::one_write_at_a_time())
-    })
-    .await
-    .unwrap();
+    let server =
+        tokio::task::spawn_blocking(|| TestServer::start_with(Options::one_write_at_a_time()))
+            .await
+            .unwrap();
     let client = server.client().await;
     install_crds(&client, Duration::from_secs(60))
         .await
