@@ -150,8 +150,21 @@ pub struct RolloutCursor {
     pub wave: i32,
     /// The number of waves in the plan.
     pub waves: i32,
-    /// `Applying`, `Gating`, `Baking`, `Paused`, `WaitingForBudget`, `Restoring`.
+    /// The name of the wave in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave_name: Option<String>,
+    /// `Applying`, `Baking`, `Paused`, `WaitingForBudget`, `Restoring`, `Restored`,
+    /// `Completed`, `Superseded`, `Idle`.
     pub phase: String,
+    /// Objects of the wave in flight (written, not yet healthy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<i64>,
+    /// Objects of the rollout that failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<i64>,
+    /// Why no work starts, when it waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
     /// The rollout engine's serialised state (opaque; versioned by the engine).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "preserve_unknown_fields")]
@@ -194,8 +207,12 @@ pub struct QuarantinedCommit {
 pub struct BudgetUsage {
     /// The operation class.
     pub class: String,
-    /// Unix seconds of each operation still inside the window.
-    pub spent: Vec<i64>,
+    /// Operations spent that still count in the window.
+    pub spent: i64,
+    /// The class's limit per window.
+    pub limit: i64,
+    /// The window, e.g. `1h`.
+    pub window: String,
 }
 
 /// One finished rollout.

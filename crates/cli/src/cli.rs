@@ -122,8 +122,9 @@ pub struct RunArgs {
     /// The file holding the webhook's shared secret (GitHub/generic HMAC key, GitLab token).
     #[arg(long, value_name = "FILE", requires = "webhook_listen")]
     pub webhook_secret_file: Option<PathBuf>,
-    /// How often objects in flight are looked at (from the watch cache: no API requests).
-    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    /// How often every object in flight is looked at again, besides the watch events that wake
+    /// the loop for each one as it changes (from the watch cache: no API requests).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub poll: std::time::Duration,
     /// Exit when the branch head is rolled out (or reverted) and nothing is pending.
     #[arg(long)]

@@ -178,10 +178,10 @@ async fn play(
             short(&bad)
         ));
     }
-    let state = controller.state().clone();
-    let trip = state
-        .breaker
-        .clone()
+    let trip = controller
+        .engine()
+        .breaker()
+        .cloned()
         .ok_or("the breaker is not open after the trip")?;
     let reverted = repo.remote_head()?;
     let message = repo.message(&reverted)?;
@@ -232,7 +232,10 @@ async fn play(
     }
     repo.pull()?;
 
-    let rollout = state.rollout.as_ref().ok_or("no rollout recorded")?;
+    let engine = controller.engine();
+    if engine.rollout().is_none() {
+        return Err("no rollout recorded".into());
+    }
     let mut text = String::new();
     let _ = writeln!(text, "\nendstate demo: summary");
     let _ = writeln!(
@@ -272,14 +275,18 @@ async fn play(
     let _ = writeln!(
         text,
         "  quarantined       {}",
-        state
-            .quarantine
+        engine
+            .quarantine()
             .iter()
             .map(|q| short(&q.commit))
             .collect::<Vec<_>>()
             .join(", ")
     );
-    for (class, used, limit) in state.budgets.usage(&rollout.policy, live.lock().now()) {
+    let policy = engine
+        .rollout()
+        .map(|r| r.policy().clone())
+        .unwrap_or_default();
+    for (class, used, limit) in engine.budgets().usage(&policy, live.lock().now()) {
         let _ = writeln!(
             text,
             "  budget            {class}: {used} of {limit} in the window"

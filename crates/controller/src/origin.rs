@@ -8,9 +8,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use endstate_core::{DirTree, Options, Rendered};
+use endstate_core::{DirTree, Options, Owner, Rendered};
 use endstate_git::{Oid, RenderCache, Source};
+use endstate_rollout::live::OWNER_LABEL;
 use sha2::{Digest, Sha256};
+
+use crate::refusal::Refusal;
 
 /// The source of a fleet's end state.
 #[derive(Debug)]
@@ -27,6 +30,7 @@ pub struct LocalDir {
     root: PathBuf,
     path: String,
     current: Option<String>,
+    options: Options,
 }
 
 impl LocalDir {
@@ -36,6 +40,7 @@ impl LocalDir {
             root: root.into(),
             path: path.into(),
             current: None,
+            options: Options::default(),
         }
     }
 
@@ -99,15 +104,28 @@ impl From<LocalDir> for Origin {
 }
 
 impl Origin {
+    /// Renders every commit for the fleet `fleet` in `namespace`: objects land in its
+    /// namespace and carry its ownership label.
+    pub fn own(&mut self, namespace: &str, fleet: &str) {
+        let options = Options::owned_by(Owner {
+            namespace: namespace.to_owned(),
+            labels: vec![(OWNER_LABEL.to_owned(), fleet.to_owned())],
+        });
+        match self {
+            Origin::Git(source) => source.set_render_options(options),
+            Origin::Dir(dir) => dir.options = options,
+        }
+    }
+
     /// Looks at the source: the id of its head (a commit id, or a directory content id).
-    pub fn fetch(&mut self) -> Result<String, String> {
+    pub fn fetch(&mut self) -> Result<String, Refusal> {
         match self {
             Origin::Git(source) => source
                 .fetch()
                 .map(|f| f.commit.to_string())
-                .map_err(|e| e.to_string()),
+                .map_err(|e| Refusal::from_git(&e)),
             Origin::Dir(dir) => {
-                let id = dir.id()?;
+                let id = dir.id().map_err(Refusal::FetchFailed)?;
                 dir.current = Some(id.clone());
                 Ok(id)
             }
@@ -138,7 +156,7 @@ impl Origin {
                 }
                 let tree =
                     DirTree::open(&dir.root).map_err(|e| format!("{}: {e}", dir.root.display()))?;
-                endstate_core::render(&tree, &dir.path, Options::default())
+                endstate_core::render(&tree, &dir.path, dir.options.clone())
                     .map_err(|d| format!("{id} does not render:\n{d}"))
             }
         }

@@ -42,6 +42,12 @@ pub trait Reporter: Send {
                 format!("BREAKER TRIPPED\n{}", evidence.to_string().trim_end())
             }
             Report::RestoreIssued(n) => format!("restored {n} objects"),
+            Report::Restored { unrestored: 0 } => {
+                "every change of the rollout is undone".to_owned()
+            }
+            Report::Restored { unrestored } => {
+                format!("restore done; {unrestored} objects could not be restored")
+            }
             Report::Completed { changed } => format!("rollout complete: {changed} objects changed"),
             Report::Superseded(by) => format!("superseded by {}", short(by)),
         };

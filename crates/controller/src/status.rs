@@ -1,29 +1,37 @@
 //! The engine's state in the `Fleet` status, and back.
 //!
-//! The rollout engine's full state travels in `status.rollout.state` (opaque JSON); the
-//! other fields are its readable projection for `kubectl get fleet -o yaml` and dashboards.
+//! The engine's persisted state travels in `status.rollout.state` (bounded whatever the
+//! fleet's size: see `endstate_rollout::persist`); the other fields are its readable
+//! projection for `kubectl get fleet -o yaml` and dashboards, bounded too: the newest 20
+//! finished rollouts, the newest 100 quarantined commits, condition messages of at most
+//! 32,768 characters.
 
 use endstate_api::Condition;
 use endstate_api::fleet::{
     BreakerStatus, BudgetUsage, FleetStatus, HistoryEntry, QuarantinedCommit, RolloutCursor,
 };
 use endstate_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time as MetaTime;
-use endstate_rollout::State;
-use endstate_rollout::Time;
 use endstate_rollout::policy::Policy;
 use endstate_rollout::rollout::Phase;
+use endstate_rollout::time::human;
+use endstate_rollout::{Engine, Time};
+
+use crate::refusal::{MESSAGE_CHARS, Refusal, capped};
 
 /// The fleet's record beyond the engine's state.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Record {
-    /// The commit the fleet was last brought to.
+    /// The commit the fleet was last brought to (or is being brought to).
     pub last_applied: Option<String>,
     /// The last commit the fleet was healthy at.
     pub last_good: Option<String>,
     /// Finished rollouts, newest first.
     pub history: Vec<HistoryEntry>,
     /// Why the controller cannot make progress, if it cannot.
-    pub stalled: Option<String>,
+    pub stalled: Option<Refusal>,
+    /// The conditions as last saved: a condition keeps its transition time while its status
+    /// holds.
+    pub conditions: Vec<Condition>,
 }
 
 /// The most history entries kept.
@@ -31,58 +39,57 @@ const HISTORY: usize = 20;
 
 impl Record {
     /// Notes a finished rollout.
-    pub fn finished(&mut self, commit: &str, outcome: &str, changed: usize, now: Time) {
+    pub fn finished(&mut self, commit: &str, outcome: &str, changed: u32, now: Time) {
         self.history.insert(
             0,
             HistoryEntry {
                 commit: commit.to_owned(),
                 outcome: outcome.to_owned(),
                 finished_at: now.rfc3339(),
-                changed: changed.min(i32::MAX as usize) as i32,
+                changed: changed.min(i32::MAX as u32) as i32,
             },
         );
         self.history.truncate(HISTORY);
     }
 }
 
-/// Builds the status from the engine's state (and its serialised form, when the caller has it
-/// already) and the record.
-pub fn to_status(
-    state: &State,
-    serialised: Option<serde_json::Value>,
-    record: &Record,
-    now: Time,
-) -> FleetStatus {
-    let serialised = serialised.or_else(|| serde_json::to_value(state).ok());
-    let rollout = state.rollout.as_ref().map(|r| RolloutCursor {
-        commit: r.commit.clone(),
-        wave: r.stage as i32,
-        waves: r.plan.stages.len() as i32,
-        phase: phase_name(&r.phase, r.waiting.is_some()).to_owned(),
-        state: serialised.clone(),
-    });
-    let rollout = rollout.or_else(|| {
+/// Builds the status from the engine's state and the record; the record's conditions take
+/// the new ones (with their transition times kept where the status did not change).
+pub fn to_status(engine: &Engine, record: &Record, policy: &Policy, now: Time) -> FleetStatus {
+    let state = Some(engine.to_json());
+    let rollout = match engine.rollout() {
+        Some(r) => RolloutCursor {
+            commit: r.commit().to_owned(),
+            wave: r.stage_index() as i32,
+            waves: r.stages().len() as i32,
+            wave_name: r.stage().map(|s| s.name.clone()),
+            phase: phase_name(r.phase(), r.waiting().is_some()).to_owned(),
+            in_flight: Some(r.inflight() as i64),
+            failed: Some(i64::from(r.failures().total)),
+            waiting: r.waiting().map(str::to_owned),
+            state,
+        },
         // No rollout yet: still persist budgets and quarantine.
-        Some(RolloutCursor {
+        None => RolloutCursor {
             phase: "Idle".into(),
-            state: serialised,
+            state,
             ..RolloutCursor::default()
-        })
-    });
-    let breaker = Some(match &state.breaker {
+        },
+    };
+    let breaker = Some(match engine.breaker() {
         Some(trip) => BreakerStatus {
             state: "open".into(),
             tripped_at: Some(trip.at.rfc3339()),
             commit: Some(trip.commit.clone()),
-            evidence: Some(trip.evidence.to_string()),
+            evidence: Some(capped(&trip.evidence.to_string(), MESSAGE_CHARS)),
         },
         None => BreakerStatus {
             state: "closed".into(),
             ..BreakerStatus::default()
         },
     });
-    let quarantine = state
-        .quarantine
+    let quarantine = engine
+        .quarantine()
         .iter()
         .map(|q| QuarantinedCommit {
             commit: q.commit.clone(),
@@ -90,18 +97,26 @@ pub fn to_status(
             revert_commit: q.revert.clone(),
         })
         .collect();
-    let policy = state
-        .rollout
-        .as_ref()
-        .map(|r| r.policy.clone())
-        .unwrap_or_default();
-    let budgets = budgets(state, &policy, now);
+    let budgets = engine
+        .budgets()
+        .usage(policy, now)
+        .into_iter()
+        .map(|(class, used, limit)| BudgetUsage {
+            class: class.as_str().to_owned(),
+            spent: used.min(i64::MAX as u64) as i64,
+            limit: limit.min(i64::MAX as u64) as i64,
+            window: policy
+                .budget(class)
+                .map(|b| human(b.window))
+                .unwrap_or_default(),
+        })
+        .collect();
     FleetStatus {
         observed_generation: None,
-        conditions: Some(conditions(state, record, now)),
+        conditions: Some(conditions(engine, record, now)),
         last_applied_commit: record.last_applied.clone(),
         last_good_commit: record.last_good.clone(),
-        rollout,
+        rollout: Some(rollout),
         breaker,
         quarantine: Some(quarantine),
         budgets: Some(budgets),
@@ -110,42 +125,19 @@ pub fn to_status(
 }
 
 /// Reads the engine's state and the record back from a status.
-pub fn from_status(status: &FleetStatus) -> Result<(State, Record), String> {
-    let state = match status.rollout.as_ref().and_then(|r| r.state.clone()) {
-        Some(value) => serde_json::from_value(value)
-            .map_err(|e| format!("status.rollout.state does not hold an engine state: {e}"))?,
-        None => State::default(),
+pub fn from_status(status: &FleetStatus) -> Result<(Engine, Record), String> {
+    let engine = match status.rollout.as_ref().and_then(|r| r.state.clone()) {
+        Some(value) => Engine::from_json(value).map_err(|e| e.to_string())?,
+        None => Engine::default(),
     };
     let record = Record {
         last_applied: status.last_applied_commit.clone(),
         last_good: status.last_good_commit.clone(),
         history: status.history.clone().unwrap_or_default(),
         stalled: None,
+        conditions: status.conditions.clone().unwrap_or_default(),
     };
-    Ok((state, record))
-}
-
-fn budgets(state: &State, policy: &Policy, now: Time) -> Vec<BudgetUsage> {
-    policy
-        .budgets
-        .iter()
-        .map(|b| {
-            let horizon = now - b.window;
-            let spent = state
-                .budgets
-                .spent
-                .get(&b.class)
-                .into_iter()
-                .flatten()
-                .filter(|(t, _)| *t > horizon)
-                .flat_map(|(t, n)| std::iter::repeat_n(t.millis() / 1000, *n as usize))
-                .collect();
-            BudgetUsage {
-                class: b.class.clone(),
-                spent,
-            }
-        })
-        .collect()
+    Ok((engine, record))
 }
 
 /// The phase as the status names it.
@@ -162,23 +154,32 @@ pub fn phase_name(phase: &Phase, waiting: bool) -> &'static str {
     }
 }
 
-fn conditions(state: &State, record: &Record, now: Time) -> Vec<Condition> {
+fn conditions(engine: &Engine, record: &Record, now: Time) -> Vec<Condition> {
     let at = MetaTime(
         endstate_api::k8s_openapi::jiff::Timestamp::from_millisecond(now.millis())
             .unwrap_or_default(),
     );
-    let condition = |type_: &str, ok: bool, reason: &str, message: String| Condition {
-        type_: type_.to_owned(),
-        status: if ok { "True" } else { "False" }.to_owned(),
-        reason: reason.to_owned(),
-        message,
-        last_transition_time: at.clone(),
-        observed_generation: None,
+    let condition = |type_: &str, ok: bool, reason: &str, message: String| {
+        let status = if ok { "True" } else { "False" }.to_owned();
+        // The transition time moves only when the status does.
+        let since = record
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == status)
+            .map_or_else(|| at.clone(), |c| c.last_transition_time.clone());
+        Condition {
+            type_: type_.to_owned(),
+            status,
+            reason: reason.to_owned(),
+            message: capped(&message, MESSAGE_CHARS),
+            last_transition_time: since,
+            observed_generation: None,
+        }
     };
-    let busy = state.busy();
-    let (ready, reason, message) = if let Some(why) = &record.stalled {
-        (false, "Stalled", why.clone())
-    } else if let Some(trip) = &state.breaker {
+    let busy = engine.busy();
+    let (ready, reason, message) = if let Some(refusal) = &record.stalled {
+        (false, refusal.reason(), refusal.message())
+    } else if let Some(trip) = engine.breaker() {
         (
             false,
             "BreakerOpen",
@@ -200,7 +201,7 @@ fn conditions(state: &State, record: &Record, now: Time) -> Vec<Condition> {
         )
     };
     vec![
-        condition("Ready", ready, reason, message.clone()),
+        condition("Ready", ready, reason, message),
         condition(
             "Reconciling",
             busy,
@@ -215,15 +216,11 @@ fn conditions(state: &State, record: &Record, now: Time) -> Vec<Condition> {
         condition(
             "Stalled",
             record.stalled.is_some(),
-            if record.stalled.is_some() {
-                "Stalled"
-            } else {
-                "Ok"
-            },
-            record
-                .stalled
-                .clone()
-                .unwrap_or_else(|| "the branch head can be applied".to_owned()),
+            record.stalled.as_ref().map_or("Ok", Refusal::reason),
+            record.stalled.as_ref().map_or_else(
+                || "the branch head can be applied".to_owned(),
+                Refusal::message,
+            ),
         ),
     ]
 }
@@ -233,15 +230,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_condition_says_why() {
+    fn every_condition_says_why_and_keeps_its_transition_time() {
+        let mut record = Record::default();
         let status = to_status(
-            &State::default(),
-            None,
-            &Record::default(),
+            &Engine::default(),
+            &record,
+            &Policy::default(),
             Time(1_700_000_000_000),
         );
-        for condition in status.conditions.unwrap() {
+        let first = status.conditions.unwrap();
+        for condition in &first {
             assert!(!condition.message.is_empty(), "{condition:?}");
         }
+        record.conditions = first.clone();
+        let later = to_status(
+            &Engine::default(),
+            &record,
+            &Policy::default(),
+            Time(1_700_000_900_000),
+        )
+        .conditions
+        .unwrap();
+        assert_eq!(later, first, "nothing changed: nor do the transition times");
+        record.stalled = Some(Refusal::InvalidCommit("base/x.yaml:1: bad".into()));
+        let stalled = to_status(
+            &Engine::default(),
+            &record,
+            &Policy::default(),
+            Time(1_700_000_900_000),
+        )
+        .conditions
+        .unwrap();
+        let ready = stalled.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(ready.reason, "InvalidCommit");
+        assert_ne!(ready.last_transition_time, first[0].last_transition_time);
     }
 }

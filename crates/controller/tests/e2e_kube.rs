@@ -197,7 +197,7 @@ async fn the_loop_rolls_out_trips_restores_and_reverts_on_a_real_api_server() {
         outcome,
         Outcome::Converged { commit: first },
         "{:#?}",
-        controller.state().breaker
+        controller.engine().breaker()
     );
     let all = machines(client, ns).await;
     assert_eq!(all.len(), 12);
@@ -391,6 +391,6 @@ async fn a_throttled_server_slows_the_rollout_without_failing_it() {
         limiter.cuts > 0 && limiter.min_qps_seen < 1000.0,
         "the rate was never cut: {limiter:?}"
     );
-    assert!(controller.state().breaker.is_none());
+    assert!(controller.engine().breaker().is_none());
     world.agent.abort();
 }

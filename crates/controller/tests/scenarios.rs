@@ -159,7 +159,7 @@ async fn a_good_rollout_completes_wave_by_wave() {
         h.controller.record().last_good.as_deref(),
         Some(next.as_str())
     );
-    assert!(h.controller.state().breaker.is_none());
+    assert!(h.controller.engine().breaker().is_none());
     // The next reconcile writes nothing.
     let writes = h.live.lock().counters().writes();
     let outcome = h.controller.run_until_idle().await.unwrap();
@@ -182,15 +182,15 @@ async fn a_bad_package_trips_in_the_canary_restores_and_reverts() {
     };
     assert_eq!(commit, bad);
     assert!(revert.contains("revert pushed"), "{revert}");
-    let state = h.controller.state();
-    let trip = state.breaker.as_ref().unwrap();
+    let engine = h.controller.engine();
+    let trip = engine.breaker().unwrap();
     assert_eq!(
         trip.evidence.stage, "machines/canary",
         "{:?}",
         trip.evidence
     );
     assert_eq!(trip.evidence.stage_failures, (1, 1));
-    assert!(state.quarantined(&bad));
+    assert!(engine.quarantined(&bad));
     // Every machine wants and runs the good version again.
     assert!(
         h.agents()
@@ -282,7 +282,7 @@ async fn a_stale_healthy_status_does_not_pass_the_gate() {
         panic!("{outcome:?}")
     };
     assert_eq!(commit, bad);
-    let trip = h.controller.state().breaker.clone().unwrap();
+    let trip = h.controller.engine().breaker().cloned().unwrap();
     let (what, why) = &trip.evidence.failed[0];
     assert!(what.ends_with("m-000"), "{what}");
     assert!(
@@ -346,26 +346,26 @@ async fn a_restarted_controller_resumes_at_the_persisted_wave() {
     // would: nothing but the persisted status survives.
     loop {
         h.controller.turn(true).await.unwrap();
-        let r = h.controller.state().rollout.clone();
-        if let Some(r) = r
-            && r.commit == next
-            && r.stage == 1
-            && r.next > 0
-            && r.phase == Phase::Running
+        if let Some(r) = h.controller.engine().rollout()
+            && r.commit() == next
+            && r.stage_index() == 1
+            && r.cursor() > r.stage().unwrap().start
+            && *r.phase() == Phase::Running
         {
             break;
         }
     }
-    let before = h.controller.state().clone();
-    let started_before = before.rollout.as_ref().unwrap().next;
+    let before = h.controller.engine().to_json();
+    let started_before = h.controller.engine().rollout().unwrap().cursor();
     let lines = Lines::default();
     let mut restarted = controller(&h.repo, &h.live, &lines, &unique_dir("mirror2"));
     restarted.resume().await.unwrap();
     assert_eq!(
-        restarted.state(),
-        &before,
+        restarted.engine().rollout().unwrap().stage_index(),
+        1,
         "the persisted state is the state"
     );
+    assert_eq!(before["rollout"]["stage"], 1);
     let outcome = restarted.run_until_idle().await.unwrap();
     assert_eq!(outcome, Outcome::Converged { commit: next });
     let text = lines.text();
@@ -421,7 +421,7 @@ async fn a_metric_out_of_bounds_during_a_bake_trips_and_reverts_the_range() {
     };
     assert_eq!(commit, bad);
     assert!(revert.contains("revert pushed"), "{revert}");
-    let trip = h.controller.state().breaker.clone().unwrap();
+    let trip = h.controller.engine().breaker().cloned().unwrap();
     assert_eq!(trip.evidence.stage, "machines/canary");
     assert!(
         trip.evidence

@@ -11,8 +11,8 @@ pub mod validate;
 pub mod yaml;
 
 pub use error::{Diagnostic, Diagnostics};
-pub use object::{FleetObject, ObjectRef};
+pub use object::{FleetObject, Kind, ObjectRef};
 pub use render::{CacheStats, RenderCache, render_cached};
-pub use render::{Options, Rendered, RenderedObject, render};
+pub use render::{Options, Owner, Rendered, RenderedObject, render};
 pub use tree::ContentId;
 pub use tree::{DirTree, MemTree, Tree};

@@ -1,6 +1,7 @@
 //! Typed fleet objects as rendered from a repository, and their identities.
 
 use std::fmt;
+use std::sync::Arc;
 
 use endstate_api::{
     Cluster, ClusterPackageVersion, Machine, MachinePackageVersion, ObjectMeta, RolloutPolicy,
@@ -8,7 +9,77 @@ use endstate_api::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// The kinds a fleet repository holds. They order by name, as rendered output is sorted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Kind {
+    /// A business cluster.
+    Cluster,
+    /// A control-plane release.
+    ClusterPackageVersion,
+    /// A worker node.
+    Machine,
+    /// A node component version.
+    MachinePackageVersion,
+    /// How changes roll out.
+    RolloutPolicy,
+}
+
+impl Kind {
+    /// Every kind, by name.
+    pub const ALL: [Kind; 5] = [
+        Kind::Cluster,
+        Kind::ClusterPackageVersion,
+        Kind::Machine,
+        Kind::MachinePackageVersion,
+        Kind::RolloutPolicy,
+    ];
+
+    /// The kind's name, as in `kind:`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::MachinePackageVersion => "MachinePackageVersion",
+            Kind::ClusterPackageVersion => "ClusterPackageVersion",
+            Kind::Cluster => "Cluster",
+            Kind::Machine => "Machine",
+            Kind::RolloutPolicy => "RolloutPolicy",
+        }
+    }
+
+    /// The kind named `name`, if it is a fleet kind.
+    pub fn parse(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// Its index in [`Kind::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Whether objects of the kind are package versions: immutable once in use, inert until
+    /// something points at them.
+    pub fn is_package(self) -> bool {
+        matches!(
+            self,
+            Kind::MachinePackageVersion | Kind::ClusterPackageVersion
+        )
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl AsRef<str> for Kind {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
 /// The identity of an object: kind, namespace (empty when unset) and name.
+///
+/// The kind is kept as text: diagnostics name objects of kinds a repository must not hold.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ObjectRef {
     /// The kind, e.g. `Machine`.
@@ -21,9 +92,9 @@ pub struct ObjectRef {
 
 impl ObjectRef {
     /// An identity.
-    pub fn new(kind: &str, namespace: &str, name: &str) -> Self {
+    pub fn new(kind: impl AsRef<str>, namespace: &str, name: &str) -> Self {
         ObjectRef {
-            kind: kind.to_owned(),
+            kind: kind.as_ref().to_owned(),
             namespace: namespace.to_owned(),
             name: name.to_owned(),
         }
@@ -38,6 +109,16 @@ impl ObjectRef {
             name: meta["name"].as_str().unwrap_or_default().to_owned(),
         }
     }
+
+    /// The fleet kind, when the identity names one.
+    pub fn fleet_kind(&self) -> Option<Kind> {
+        Kind::parse(&self.kind)
+    }
+
+    /// Whether the identity is of `kind`.
+    pub fn is(&self, kind: Kind) -> bool {
+        self.kind == kind.as_str()
+    }
 }
 
 impl fmt::Display for ObjectRef {
@@ -50,48 +131,68 @@ impl fmt::Display for ObjectRef {
     }
 }
 
-/// One typed object of a fleet repository (boxed: a rendered fleet moves and sorts
-/// 100k of these, and the kinds differ a lot in size).
+/// One typed object of a fleet repository or of the live fleet.
+///
+/// The object is shared (`Arc`): a rendered fleet moves and sorts 100k of these, the render
+/// cache, the desired set and the live caches hand the same objects around, and the kinds
+/// differ a lot in size. Changing one copies it first ([`Arc::make_mut`]).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum FleetObject {
     /// A node component version.
-    MachinePackageVersion(Box<MachinePackageVersion>),
+    MachinePackageVersion(Arc<MachinePackageVersion>),
     /// A control-plane release.
-    ClusterPackageVersion(Box<ClusterPackageVersion>),
+    ClusterPackageVersion(Arc<ClusterPackageVersion>),
     /// A business cluster.
-    Cluster(Box<Cluster>),
+    Cluster(Arc<Cluster>),
     /// A worker node.
-    Machine(Box<Machine>),
+    Machine(Arc<Machine>),
     /// How changes roll out.
-    RolloutPolicy(Box<RolloutPolicy>),
+    RolloutPolicy(Arc<RolloutPolicy>),
+}
+
+/// Runs `$body` with `$o` bound to the inner object of every variant of `$object`.
+macro_rules! each {
+    ($object:expr, $o:ident => $body:expr) => {
+        match $object {
+            FleetObject::MachinePackageVersion($o) => $body,
+            FleetObject::ClusterPackageVersion($o) => $body,
+            FleetObject::Cluster($o) => $body,
+            FleetObject::Machine($o) => $body,
+            FleetObject::RolloutPolicy($o) => $body,
+        }
+    };
 }
 
 impl FleetObject {
     /// The object's metadata.
     pub fn meta(&self) -> &ObjectMeta {
-        match self {
-            FleetObject::MachinePackageVersion(o) => &o.metadata,
-            FleetObject::ClusterPackageVersion(o) => &o.metadata,
-            FleetObject::Cluster(o) => &o.metadata,
-            FleetObject::Machine(o) => &o.metadata,
-            FleetObject::RolloutPolicy(o) => &o.metadata,
-        }
+        each!(self, o => &o.metadata)
+    }
+
+    /// The object's metadata, to change (the object is copied first if it is shared).
+    pub fn meta_mut(&mut self) -> &mut ObjectMeta {
+        each!(self, o => &mut Arc::make_mut(o).metadata)
     }
 
     /// The kind.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> Kind {
         match self {
-            FleetObject::MachinePackageVersion(_) => "MachinePackageVersion",
-            FleetObject::ClusterPackageVersion(_) => "ClusterPackageVersion",
-            FleetObject::Cluster(_) => "Cluster",
-            FleetObject::Machine(_) => "Machine",
-            FleetObject::RolloutPolicy(_) => "RolloutPolicy",
+            FleetObject::MachinePackageVersion(_) => Kind::MachinePackageVersion,
+            FleetObject::ClusterPackageVersion(_) => Kind::ClusterPackageVersion,
+            FleetObject::Cluster(_) => Kind::Cluster,
+            FleetObject::Machine(_) => Kind::Machine,
+            FleetObject::RolloutPolicy(_) => Kind::RolloutPolicy,
         }
     }
 
+    /// The name (empty when unset).
+    pub fn name(&self) -> &str {
+        self.meta().name.as_deref().unwrap_or_default()
+    }
+
     /// The identity as borrowed strings, for sorting and lookups without allocating.
-    pub fn key(&self) -> (&'static str, &str, &str) {
+    pub fn key(&self) -> (Kind, &str, &str) {
         let meta = self.meta();
         (
             self.kind(),
@@ -102,35 +203,149 @@ impl FleetObject {
 
     /// The identity.
     pub fn id(&self) -> ObjectRef {
+        let (kind, namespace, name) = self.key();
+        ObjectRef::new(kind, namespace, name)
+    }
+
+    /// Whether both are the same kind with equal specs (metadata and status aside).
+    pub fn same_spec(&self, other: &FleetObject) -> bool {
+        match (self, other) {
+            (FleetObject::MachinePackageVersion(a), FleetObject::MachinePackageVersion(b)) => {
+                a.spec == b.spec
+            }
+            (FleetObject::ClusterPackageVersion(a), FleetObject::ClusterPackageVersion(b)) => {
+                a.spec == b.spec
+            }
+            (FleetObject::Cluster(a), FleetObject::Cluster(b)) => a.spec == b.spec,
+            (FleetObject::Machine(a), FleetObject::Machine(b)) => a.spec == b.spec,
+            (FleetObject::RolloutPolicy(a), FleetObject::RolloutPolicy(b)) => a.spec == b.spec,
+            _ => false,
+        }
+    }
+
+    /// Gives this object `other`'s spec; nothing happens when the kinds differ.
+    pub fn copy_spec_from(&mut self, other: &FleetObject) {
+        match (self, other) {
+            (FleetObject::MachinePackageVersion(a), FleetObject::MachinePackageVersion(b)) => {
+                Arc::make_mut(a).spec = b.spec.clone();
+            }
+            (FleetObject::ClusterPackageVersion(a), FleetObject::ClusterPackageVersion(b)) => {
+                Arc::make_mut(a).spec = b.spec.clone();
+            }
+            (FleetObject::Cluster(a), FleetObject::Cluster(b)) => {
+                Arc::make_mut(a).spec = b.spec.clone();
+            }
+            (FleetObject::Machine(a), FleetObject::Machine(b)) => {
+                Arc::make_mut(a).spec = b.spec.clone();
+            }
+            (FleetObject::RolloutPolicy(a), FleetObject::RolloutPolicy(b)) => {
+                Arc::make_mut(a).spec = b.spec.clone();
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether the object reports a status (Machines and Clusters do).
+    pub fn has_status(&self) -> bool {
+        match self {
+            FleetObject::Machine(m) => m.status.is_some(),
+            FleetObject::Cluster(c) => c.status.is_some(),
+            _ => false,
+        }
+    }
+
+    /// Drops the status (Machines and Clusters have one).
+    pub fn clear_status(&mut self) {
+        match self {
+            FleetObject::Machine(m) if m.status.is_some() => Arc::make_mut(m).status = None,
+            FleetObject::Cluster(c) if c.status.is_some() => Arc::make_mut(c).status = None,
+            _ => {}
+        }
+    }
+
+    /// The object as a client would declare it: status and everything the server sets in
+    /// metadata (`resourceVersion`, `uid`, `generation`, timestamps, `managedFields`) removed.
+    pub fn declared(mut self) -> FleetObject {
+        self.clear_status();
         let meta = self.meta();
-        ObjectRef::new(
-            self.kind(),
-            meta.namespace.as_deref().unwrap_or_default(),
-            meta.name.as_deref().unwrap_or_default(),
-        )
+        let server_set = meta.resource_version.is_some()
+            || meta.managed_fields.is_some()
+            || meta.uid.is_some()
+            || meta.generation.is_some()
+            || meta.creation_timestamp.is_some()
+            || meta.deletion_timestamp.is_some();
+        if server_set {
+            let meta = self.meta_mut();
+            meta.resource_version = None;
+            meta.managed_fields = None;
+            meta.uid = None;
+            meta.generation = None;
+            meta.creation_timestamp = None;
+            meta.deletion_timestamp = None;
+            meta.deletion_grace_period_seconds = None;
+        }
+        self
     }
 
     /// Decodes an untyped object of a known kind, refusing unknown fields.
     ///
     /// The error is serde's message prefixed with the path of the offending field.
-    pub fn from_value(kind: &str, value: Value) -> Result<Self, String> {
-        fn decode<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, String> {
-            serde_path_to_error::deserialize(value).map_err(|err| {
-                let path = err.path().to_string();
-                if path == "." {
-                    err.inner().to_string()
-                } else {
-                    format!("{path}: {}", err.inner())
-                }
-            })
+    pub fn from_value(kind: Kind, value: Value) -> Result<Self, String> {
+        fn decode<T: serde::de::DeserializeOwned>(value: Value) -> Result<Arc<T>, String> {
+            serde_path_to_error::deserialize(value)
+                .map(Arc::new)
+                .map_err(|err| {
+                    let path = err.path().to_string();
+                    if path == "." {
+                        err.inner().to_string()
+                    } else {
+                        format!("{path}: {}", err.inner())
+                    }
+                })
         }
         Ok(match kind {
-            "MachinePackageVersion" => FleetObject::MachinePackageVersion(Box::new(decode(value)?)),
-            "ClusterPackageVersion" => FleetObject::ClusterPackageVersion(Box::new(decode(value)?)),
-            "Cluster" => FleetObject::Cluster(Box::new(decode(value)?)),
-            "Machine" => FleetObject::Machine(Box::new(decode(value)?)),
-            "RolloutPolicy" => FleetObject::RolloutPolicy(Box::new(decode(value)?)),
-            other => return Err(format!("kind {other:?} is not a fleet kind")),
+            Kind::MachinePackageVersion => FleetObject::MachinePackageVersion(decode(value)?),
+            Kind::ClusterPackageVersion => FleetObject::ClusterPackageVersion(decode(value)?),
+            Kind::Cluster => FleetObject::Cluster(decode(value)?),
+            Kind::Machine => FleetObject::Machine(decode(value)?),
+            Kind::RolloutPolicy => FleetObject::RolloutPolicy(decode(value)?),
         })
+    }
+}
+
+macro_rules! from_kind {
+    ($($kind:ident),*) => {$(
+        impl From<$kind> for FleetObject {
+            fn from(object: $kind) -> Self {
+                FleetObject::$kind(Arc::new(object))
+            }
+        }
+    )*};
+}
+
+from_kind!(
+    MachinePackageVersion,
+    ClusterPackageVersion,
+    Cluster,
+    Machine,
+    RolloutPolicy
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_name_themselves_and_parse_back() {
+        for kind in Kind::ALL {
+            assert_eq!(Kind::parse(kind.as_str()), Some(kind));
+            assert_eq!(Kind::ALL[kind.index()], kind);
+        }
+        assert_eq!(Kind::parse("Deployment"), None);
+        assert_eq!(
+            serde_json::to_string(&Kind::Machine).unwrap(),
+            "\"Machine\""
+        );
+        assert!(ObjectRef::new(Kind::Machine, "", "m").is(Kind::Machine));
     }
 }

@@ -14,7 +14,7 @@ use endstate_api::{IntOrString, policy};
 use rayon::prelude::*;
 
 use crate::error::Diagnostic;
-use crate::object::{FleetObject, ObjectRef};
+use crate::object::{FleetObject, Kind, ObjectRef};
 use crate::render::RenderedObject;
 
 /// Validates a rendered set sorted by identity. `unrenderable` names objects that are
@@ -441,7 +441,7 @@ pub(crate) fn check_references(
             FleetObject::Machine(_) => {}
         }
     }
-    let declared = |kind: &str, namespace: &str, name: &str| {
+    let declared = |kind: Kind, namespace: &str, name: &str| {
         !unrenderable.is_empty() && unrenderable.contains(&ObjectRef::new(kind, namespace, name))
     };
     // By index: an identity is only spelled out for the rare clash.
@@ -454,7 +454,7 @@ pub(crate) fn check_references(
         match &o.object {
             FleetObject::Machine(m) => {
                 if !clusters.contains(&(namespace, m.spec.cluster.as_str()))
-                    && !declared("Cluster", namespace, &m.spec.cluster)
+                    && !declared(Kind::Cluster, namespace, &m.spec.cluster)
                 {
                     diags.push(about(
                         o,
@@ -463,7 +463,7 @@ pub(crate) fn check_references(
                 }
                 for (component, version) in &m.spec.packages {
                     match packages.get(&(namespace, version.as_str())) {
-                        None if declared("MachinePackageVersion", namespace, version) => {}
+                        None if declared(Kind::MachinePackageVersion, namespace, version) => {}
                         None => diags.push(about(
                             o,
                             format!(
@@ -505,7 +505,11 @@ pub(crate) fn check_references(
             }
             FleetObject::Cluster(c)
                 if !control_planes.contains(&(namespace, c.spec.package_version.as_str()))
-                    && !declared("ClusterPackageVersion", namespace, &c.spec.package_version) =>
+                    && !declared(
+                        Kind::ClusterPackageVersion,
+                        namespace,
+                        &c.spec.package_version,
+                    ) =>
             {
                 diags.push(about(
                     o,

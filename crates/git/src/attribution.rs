@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 
-use endstate_core::{ObjectRef, RenderCache, Rendered};
+use endstate_core::{Kind, ObjectRef, Options, RenderCache, Rendered};
 use git2::{Oid, Repository, Sort};
 
 use crate::error::{Error, Result, git};
@@ -31,6 +31,7 @@ pub struct Attribution {
 pub fn attribute(
     repo: &Repository,
     dir: &str,
+    options: &Options,
     cache: &mut RenderCache,
     last_good: Oid,
     target: Oid,
@@ -50,7 +51,7 @@ pub fn attribute(
         .map_err(git("walking the rolled-out range"))?;
 
     let render = |cache: &mut RenderCache, commit: Oid| -> Result<Option<Rendered>> {
-        match CommitTree::new(repo, commit)?.render(dir, cache) {
+        match CommitTree::new(repo, commit)?.render(dir, options, cache) {
             Ok(rendered) => Ok(Some(rendered)),
             Err(Error::Invalid { .. }) => Ok(None),
             Err(err) => Err(err),
@@ -99,7 +100,11 @@ pub fn attribute(
 
 /// The rendered object with identity `id` (objects are sorted by identity).
 fn find<'a>(rendered: &'a Rendered, id: &ObjectRef) -> Option<&'a endstate_core::FleetObject> {
-    let key = (id.kind.as_str(), id.namespace.as_str(), id.name.as_str());
+    let key = (
+        Kind::parse(&id.kind)?,
+        id.namespace.as_str(),
+        id.name.as_str(),
+    );
     rendered
         .objects
         .binary_search_by(|o| {

@@ -34,7 +34,7 @@ pub use endstate_core::{RenderCache, Rendered};
 pub use error::{Error, FailureKind, Result};
 pub use git2::Oid;
 pub use history::{Ancestry, History, RewritePolicy};
-pub use quarantine::Quarantine;
+
 pub use revert::{Evidence, RevertConfig, RevertOutcome, RevertWriter, Reverted};
 pub use signature::{Refusal, SignaturePolicy, SshSigner, Verified};
 pub use source::{Backoff, Fetched, Source, SourceConfig, SourceStatus};

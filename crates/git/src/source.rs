@@ -14,7 +14,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use endstate_core::{RenderCache, Rendered};
+use endstate_core::{Options, Owner, RenderCache, Rendered};
 use git2::{Oid, Repository};
 
 use crate::credentials::Credentials;
@@ -43,6 +43,8 @@ pub struct SourceConfig {
     pub verify: Option<SignaturePolicy>,
     /// Delays between failed fetches.
     pub backoff: Backoff,
+    /// How commits are rendered: for a live fleet, with its namespace and ownership label.
+    pub render: Options,
 }
 
 impl SourceConfig {
@@ -58,6 +60,7 @@ impl SourceConfig {
             on_history_rewrite: RewritePolicy::Refuse,
             verify: None,
             backoff: Backoff::default(),
+            render: Options::default(),
         }
     }
 
@@ -111,6 +114,12 @@ impl SourceConfig {
     /// Sets the signature policy.
     pub fn verify(mut self, policy: SignaturePolicy) -> Self {
         self.verify = Some(policy);
+        self
+    }
+
+    /// Renders every commit for `owner` (see [`Owner`]).
+    pub fn owner(mut self, owner: Owner) -> Self {
+        self.render.owner = Some(owner);
         self
     }
 }
@@ -284,6 +293,11 @@ impl Source {
         })
     }
 
+    /// Renders commits with `options` from now on.
+    pub fn set_render_options(&mut self, options: Options) {
+        self.config.render = options;
+    }
+
     /// The files of `commit`.
     pub fn tree(&self, commit: Oid) -> Result<CommitTree> {
         CommitTree::new(&self.repo, commit)
@@ -291,7 +305,34 @@ impl Source {
 
     /// Renders the configured path of `commit` through `cache`.
     pub fn render(&self, commit: Oid, cache: &mut RenderCache) -> Result<Rendered> {
-        self.tree(commit)?.render(&self.config.path, cache)
+        self.tree(commit)?
+            .render(&self.config.path, &self.config.render, cache)
+    }
+
+    /// The commit `rev` names in the mirror: a commit id (or a unique prefix), a branch of the
+    /// remote, a tag, or an expression such as `main~2`.
+    pub fn resolve(&self, rev: &str) -> Result<Oid> {
+        let object = self
+            .repo
+            .revparse_single(rev)
+            .or_else(|_| self.repo.revparse_single(&format!("refs/heads/{rev}")))
+            .map_err(|e| {
+                Error::Config(format!(
+                    "{rev:?} names no commit of the mirror: {}",
+                    e.message()
+                ))
+            })?;
+        object
+            .peel_to_commit()
+            .map(|c| c.id())
+            .map_err(|_| Error::Config(format!("{rev:?} is not a commit")))
+    }
+
+    /// The first of `quarantined` that `head` is, or descends from without a revert of it
+    /// since: such a head would roll the quarantined change out again. See
+    /// [`crate::quarantine::unreverted`].
+    pub fn carries(&self, head: Oid, quarantined: &[&str]) -> Option<String> {
+        crate::quarantine::unreverted(&self.repo, head, quarantined)
     }
 
     /// Records that `commit`'s changes were written to the fleet.

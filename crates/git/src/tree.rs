@@ -96,9 +96,14 @@ impl CommitTree {
         self.commit
     }
 
-    /// Renders the kustomization in `dir` through `cache`.
-    pub fn render(&self, dir: &str, cache: &mut RenderCache) -> Result<Rendered> {
-        render_cached(self, dir, Options::default(), cache).map_err(|diagnostics| Error::Invalid {
+    /// Renders the kustomization in `dir` with `options` through `cache`.
+    pub fn render(
+        &self,
+        dir: &str,
+        options: &Options,
+        cache: &mut RenderCache,
+    ) -> Result<Rendered> {
+        render_cached(self, dir, options.clone(), cache).map_err(|diagnostics| Error::Invalid {
             commit: self.commit,
             diagnostics,
         })

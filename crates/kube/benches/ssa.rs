@@ -184,7 +184,7 @@ async fn run(server: &TestServer, args: &Args, n: usize) {
     let to_objects = |machines: &[Machine]| -> Vec<FleetObject> {
         machines
             .iter()
-            .map(|m| FleetObject::Machine(Box::new(m.clone())))
+            .map(|m| FleetObject::from(m.clone()))
             .collect()
     };
     let endstate_create = endstate_step(&backend, &to_objects(&created)).await;

@@ -206,7 +206,7 @@ mod tests {
             observed_generation: Some(3),
             ..Default::default()
         });
-        FleetObject::Machine(Box::new(machine))
+        FleetObject::from(machine)
     }
 
     #[test]
@@ -233,9 +233,7 @@ mod tests {
     #[test]
     fn another_namespace_is_refused_with_the_object_named() {
         let mut object = machine();
-        if let FleetObject::Machine(m) = &mut object {
-            m.metadata.namespace = Some("elsewhere".into());
-        }
+        object.meta_mut().namespace = Some("elsewhere".into());
         let err = apply_body(&object, "fleet-a", "prod")
             .unwrap_err()
             .to_string();

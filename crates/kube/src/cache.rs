@@ -2,18 +2,26 @@
 //!
 //! Each kind has a reflector: one paginated LIST (pages of [`PAGE_SIZE`]) when it starts or
 //! its watch expires, then a WATCH that keeps the store current. Reads never touch the
-//! server. `managedFields` are dropped on the way in: they are the bulk of an object and only
-//! the conflict path needs them, which reads them fresh.
+//! server, and hand out the cached objects themselves (shared, not copied). `managedFields`
+//! are dropped on the way in: they are the bulk of an object and only the conflict path needs
+//! them, which reads them fresh.
+//!
+//! Every event also lands in a [`Feed`]: the identities of the objects that changed, and
+//! whether a watch had to list again (it expired: any object may have changed), which is what
+//! wakes the reconcile loop for the objects it gates.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use endstate_api::{Cluster, ClusterPackageVersion, Machine, MachinePackageVersion, RolloutPolicy};
-use endstate_core::FleetObject;
+use endstate_core::{FleetObject, ObjectRef as Id};
+use endstate_rollout::Changes;
 use futures::StreamExt as _;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
@@ -21,6 +29,58 @@ use crate::kinds::FleetKind;
 
 /// Objects per page of the initial list.
 pub const PAGE_SIZE: u32 = 500;
+
+/// What changed in the caches since the loop last looked.
+#[derive(Debug, Default)]
+pub(crate) struct Feed {
+    changes: Mutex<Changes>,
+    notify: Notify,
+    relists: AtomicU64,
+}
+
+impl Feed {
+    fn push(&self, id: Id) {
+        self.changes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .ids
+            .push(id);
+        self.notify.notify_one();
+    }
+
+    fn relisted(&self) {
+        self.changes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .relisted = true;
+        self.relists.fetch_add(1, Ordering::Relaxed);
+        self.notify.notify_one();
+    }
+
+    /// What changed, taken.
+    pub(crate) fn take(&self) -> Changes {
+        std::mem::take(&mut *self.changes.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Resolves once something changed.
+    pub(crate) async fn changed(&self) {
+        loop {
+            let notified = self.notify.notified();
+            {
+                let changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+                if changes.relisted || !changes.ids.is_empty() {
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Watches that listed again after their first list.
+    pub(crate) fn relists(&self) -> u64 {
+        self.relists.load(Ordering::Relaxed)
+    }
+}
 
 /// The cache of one kind.
 #[derive(Debug)]
@@ -31,7 +91,7 @@ pub(crate) struct Cache<K: FleetKind> {
 }
 
 impl<K: FleetKind> Cache<K> {
-    fn start(client: &Client, namespace: &str) -> Self {
+    fn start(client: &Client, namespace: &str, feed: Arc<Feed>) -> Self {
         let api: Api<K> = Api::namespaced(client.clone(), namespace);
         let (store, writer) = reflector::store();
         let last_error = Arc::new(Mutex::new(None));
@@ -41,10 +101,30 @@ impl<K: FleetKind> Cache<K> {
             .default_backoff()
             .modify(|object: &mut K| object.meta_mut().managed_fields = None)
             .reflect(writer);
+        let namespace = namespace.to_owned();
+        let mut listed = false;
         let task = tokio::spawn(events.for_each(move |event| {
-            if let Err(err) = event {
-                tracing::warn!(kind = K::KIND, error = %err, "watch failed; retrying");
-                *errors.lock().unwrap_or_else(|p| p.into_inner()) = Some(err.to_string());
+            let id = |object: &K| {
+                Id::new(
+                    K::KIND,
+                    &namespace,
+                    object.meta().name.as_deref().unwrap_or_default(),
+                )
+            };
+            match event {
+                Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => {
+                    feed.push(id(&object));
+                }
+                Ok(watcher::Event::Init) if listed => {
+                    tracing::info!(kind = K::KIND, "watch expired; listing again");
+                    feed.relisted();
+                }
+                Ok(watcher::Event::InitDone) => listed = true,
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::warn!(kind = K::KIND, error = %err, "watch failed; retrying");
+                    *errors.lock().unwrap_or_else(|p| p.into_inner()) = Some(err.to_string());
+                }
             }
             futures::future::ready(())
         }));
@@ -72,16 +152,11 @@ impl<K: FleetKind> Cache<K> {
 
     fn fleet_object(&self, namespace: &str, name: &str) -> Option<FleetObject> {
         let object = self.store.get(&ObjectRef::new(name).within(namespace))?;
-        Some((*object).clone().into_fleet())
+        Some(K::share(object))
     }
 
     fn extend_into(&self, out: &mut Vec<FleetObject>) {
-        out.extend(
-            self.store
-                .state()
-                .into_iter()
-                .map(|object| (*object).clone().into_fleet()),
-        );
+        out.extend(self.store.state().into_iter().map(K::share));
     }
 
     fn len(&self) -> usize {
@@ -99,6 +174,7 @@ impl<K: FleetKind> Drop for Cache<K> {
 #[derive(Debug)]
 pub(crate) struct Caches {
     namespace: String,
+    feed: Arc<Feed>,
     package_versions: Cache<MachinePackageVersion>,
     cluster_package_versions: Cache<ClusterPackageVersion>,
     clusters: Cache<Cluster>,
@@ -109,13 +185,15 @@ pub(crate) struct Caches {
 impl Caches {
     /// Starts every cache and waits until each has listed its kind once.
     pub(crate) async fn start(client: &Client, namespace: &str, timeout: Duration) -> Result<Self> {
+        let feed = Arc::new(Feed::default());
         let caches = Caches {
             namespace: namespace.to_owned(),
-            package_versions: Cache::start(client, namespace),
-            cluster_package_versions: Cache::start(client, namespace),
-            clusters: Cache::start(client, namespace),
-            machines: Cache::start(client, namespace),
-            policies: Cache::start(client, namespace),
+            package_versions: Cache::start(client, namespace, feed.clone()),
+            cluster_package_versions: Cache::start(client, namespace, feed.clone()),
+            clusters: Cache::start(client, namespace, feed.clone()),
+            machines: Cache::start(client, namespace, feed.clone()),
+            policies: Cache::start(client, namespace, feed.clone()),
+            feed,
         };
         caches.package_versions.wait_until_synced(timeout).await?;
         caches
@@ -126,6 +204,11 @@ impl Caches {
         caches.machines.wait_until_synced(timeout).await?;
         caches.policies.wait_until_synced(timeout).await?;
         Ok(caches)
+    }
+
+    /// What changed since the loop last looked.
+    pub(crate) fn feed(&self) -> &Feed {
+        &self.feed
     }
 
     /// Every cached object.

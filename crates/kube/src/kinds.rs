@@ -4,6 +4,8 @@
 use std::fmt::Debug;
 
 use endstate_api::{Cluster, ClusterPackageVersion, Machine, MachinePackageVersion, RolloutPolicy};
+use std::sync::Arc;
+
 use endstate_core::FleetObject;
 use kube::Resource;
 use kube::core::NamespaceResourceScope;
@@ -25,6 +27,8 @@ pub(crate) trait FleetKind:
     const KIND: &'static str;
     /// Wraps an object of this kind.
     fn into_fleet(self) -> FleetObject;
+    /// Wraps a shared object of this kind, without copying it.
+    fn share(object: Arc<Self>) -> FleetObject;
 }
 
 macro_rules! fleet_kind {
@@ -32,7 +36,10 @@ macro_rules! fleet_kind {
         impl FleetKind for $kind {
             const KIND: &'static str = stringify!($kind);
             fn into_fleet(self) -> FleetObject {
-                FleetObject::$kind(Box::new(self))
+                FleetObject::$kind(Arc::new(self))
+            }
+            fn share(object: Arc<Self>) -> FleetObject {
+                FleetObject::$kind(object)
             }
         }
     )*};
@@ -46,8 +53,8 @@ fleet_kind!(
     RolloutPolicy
 );
 
-/// Runs `$body` with `$kind` bound to the typed resource named by the string `$name`, or
-/// evaluates `$otherwise` when the name is not a fleet kind.
+/// Runs `$body` with `$kind` bound to the typed resource of the [`Kind`] `$name`, or
+/// evaluates `$otherwise` when it is `None`.
 macro_rules! with_kind {
     ($name:expr, |$kind:ident| $body:expr, $otherwise:expr) => {
         $crate::kinds::with_kind!(
@@ -57,11 +64,11 @@ macro_rules! with_kind {
     };
     (@arms $name:expr, $kind:ident, $body:expr, $otherwise:expr, $($each:ident),*) => {
         match $name {
-            $(stringify!($each) => {
+            $(Some(endstate_core::Kind::$each) => {
                 type $kind = endstate_api::$each;
                 $body
             })*
-            _ => $otherwise,
+            None => $otherwise,
         }
     };
 }

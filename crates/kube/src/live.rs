@@ -20,7 +20,7 @@ use std::time::Duration;
 use endstate_api::{Fleet, FleetStatus};
 use endstate_core::{FleetObject, ObjectRef};
 use endstate_rollout::live::FIELD_MANAGER;
-use endstate_rollout::{Applied, Live, LiveError};
+use endstate_rollout::{Applied, Changes, Live, LiveError};
 use futures::StreamExt as _;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client};
@@ -86,6 +86,8 @@ pub struct WriteStats {
     pub retries: u64,
     /// Status saves.
     pub status_saves: u64,
+    /// Watches that expired and listed again.
+    pub relists: u64,
 }
 
 #[derive(Debug, Default)]
@@ -185,6 +187,7 @@ impl KubeLive {
             deleted: load(&self.counters.deleted),
             retries: load(&self.counters.retries),
             status_saves: load(&self.counters.status_saves),
+            relists: self.caches.feed().relists(),
         }
     }
 
@@ -260,7 +263,7 @@ impl KubeLive {
         let body = apply::apply_body(object, &self.settings.namespace, &self.settings.fleet)?;
         let id = ObjectRef::new(object.kind(), &self.settings.namespace, object.key().2);
         with_kind!(
-            object.kind(),
+            Some(object.kind()),
             |K| self.apply_typed::<K>(&id, &body).await,
             Err(LiveError::Fatal(format!(
                 "cannot apply {id}: not a fleet kind"
@@ -359,7 +362,7 @@ impl KubeLive {
     async fn delete_one(&self, id: &ObjectRef) -> Result<(), LiveError> {
         let id = apply::in_namespace(id, &self.settings.namespace)?;
         with_kind!(
-            id.kind.as_str(),
+            id.fleet_kind(),
             |K| self.delete_typed::<K>(&id).await,
             Err(LiveError::Fatal(format!(
                 "cannot delete {id}: not a fleet kind"
@@ -490,6 +493,14 @@ impl Live for KubeLive {
             .buffered(self.settings.max_in_flight)
             .collect()
             .await
+    }
+
+    fn changes(&self) -> Changes {
+        self.caches.feed().take()
+    }
+
+    async fn changed(&self) {
+        self.caches.feed().changed().await;
     }
 
     async fn load_status(&self) -> Result<Option<FleetStatus>, LiveError> {

@@ -6,9 +6,9 @@
 //! tools add are theirs. A fleet whose live state matches its commit yields an empty change
 //! set, so a no-op reconcile writes nothing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 
-use endstate_core::{FleetObject, ObjectRef};
+use endstate_core::FleetObject;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -39,147 +39,27 @@ impl Op {
     }
 }
 
-/// One object to change.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Change {
-    /// The object.
-    pub id: ObjectRef,
-    /// What happens to it.
-    pub op: Op,
-}
-
-impl Change {
-    /// The budget class the change spends from, if any (package versions are inert).
-    pub fn class(&self) -> Option<&'static str> {
-        match (self.id.kind.as_str(), self.op) {
-            ("Machine", Op::Create | Op::Update) => Some("machine-update"),
-            ("Machine", Op::Reinstall) => Some("machine-reinstall"),
-            ("Machine", Op::Delete) => Some("machine-delete"),
-            ("Cluster", _) => Some("cluster-update"),
-            _ => None,
-        }
+/// What changes for `want` against the live object `have`, if anything.
+pub fn op(want: &FleetObject, have: Option<&FleetObject>) -> Option<Op> {
+    let Some(have) = have else {
+        return Some(Op::Create);
+    };
+    if same(want, have) {
+        return None;
     }
-
-    /// The budget class that undoing the change spends from: only deletes and reinstalls are
-    /// limited on the way back, so a restore is never held by the update budget it undoes.
-    pub fn restore_class(&self) -> Option<&'static str> {
-        match (self.id.kind.as_str(), self.op) {
-            ("Machine", Op::Create) => Some("machine-delete"),
-            ("Machine", Op::Reinstall) => Some("machine-reinstall"),
-            _ => None,
-        }
-    }
-}
-
-/// The differences between a desired set and the live fleet.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ChangeSet {
-    /// Every change, sorted by identity.
-    pub changes: Vec<Change>,
-    /// Package versions whose spec changes while live machines or clusters use them: refused,
-    /// because a package version is immutable once in use.
-    pub immutable: Vec<ObjectRef>,
-    /// Objects removed from Git that stay because they are annotated `prune: disabled`.
-    pub kept: Vec<ObjectRef>,
-}
-
-impl ChangeSet {
-    /// Whether nothing changes.
-    pub fn is_empty(&self) -> bool {
-        self.changes.is_empty()
-    }
-
-    /// How many changes of each op.
-    pub fn count(&self, op: Op) -> usize {
-        self.changes.iter().filter(|c| c.op == op).count()
-    }
-}
-
-/// Compares the desired objects (namespaced, labelled for `fleet`) with the live ones.
-///
-/// `RolloutPolicy` objects are endstate's own input and never applied, so they are skipped.
-pub fn diff(desired: &[FleetObject], live: &[FleetObject], fleet: &str) -> ChangeSet {
-    let live_by_key: HashMap<(&str, &str, &str), &FleetObject> =
-        live.iter().map(|o| (o.key(), o)).collect();
-    let mut set = ChangeSet::default();
-    let mut in_use: Option<std::collections::HashSet<&str>> = None;
-    for want in desired {
-        if matches!(want, FleetObject::RolloutPolicy(_)) {
-            continue;
-        }
-        let Some(have) = live_by_key.get(&want.key()) else {
-            set.changes.push(Change {
-                id: want.id(),
-                op: Op::Create,
-            });
-            continue;
-        };
-        if same(want, have) {
-            continue;
-        }
-        let id = want.id();
-        let op = match (want, have) {
-            (FleetObject::Machine(w), FleetObject::Machine(h))
-                if w.spec.os_generation.unwrap_or(0) > h.spec.os_generation.unwrap_or(0) =>
-            {
-                Op::Reinstall
-            }
-            _ => Op::Update,
-        };
-        let is_package = matches!(
-            want,
-            FleetObject::MachinePackageVersion(_) | FleetObject::ClusterPackageVersion(_)
-        );
-        if is_package && spec_of(want) != spec_of(have) {
-            let used = in_use.get_or_insert_with(|| packages_in_use(live));
-            if used.contains(id.name.as_str()) {
-                set.immutable.push(id);
-                continue;
-            }
-        }
-        set.changes.push(Change { id, op });
-    }
-    let desired_keys: std::collections::HashSet<(&str, &str, &str)> =
-        desired.iter().map(FleetObject::key).collect();
-    for have in live {
-        if desired_keys.contains(&have.key()) || !owned_by(have, fleet) {
-            continue;
-        }
-        let annotations = have.meta().annotations.as_ref();
-        if annotations
-            .and_then(|a| a.get(PRUNE_ANNOTATION))
-            .map(String::as_str)
-            == Some(PRUNE_DISABLED)
+    Some(match (want, have) {
+        (FleetObject::Machine(w), FleetObject::Machine(h))
+            if w.spec.os_generation.unwrap_or(0) > h.spec.os_generation.unwrap_or(0) =>
         {
-            set.kept.push(have.id());
-        } else {
-            set.changes.push(Change {
-                id: have.id(),
-                op: Op::Delete,
-            });
+            Op::Reinstall
         }
-    }
-    set.changes.sort();
-    set.immutable.sort();
-    set.kept.sort();
-    set
+        _ => Op::Update,
+    })
 }
 
 /// Whether `have` already carries everything `want` sets.
 pub fn same(want: &FleetObject, have: &FleetObject) -> bool {
-    let specs_equal = match (want, have) {
-        (FleetObject::Machine(w), FleetObject::Machine(h)) => w.spec == h.spec,
-        (FleetObject::Cluster(w), FleetObject::Cluster(h)) => w.spec == h.spec,
-        (FleetObject::MachinePackageVersion(w), FleetObject::MachinePackageVersion(h)) => {
-            w.spec == h.spec
-        }
-        (FleetObject::ClusterPackageVersion(w), FleetObject::ClusterPackageVersion(h)) => {
-            w.spec == h.spec
-        }
-        (FleetObject::RolloutPolicy(w), FleetObject::RolloutPolicy(h)) => w.spec == h.spec,
-        _ => false,
-    };
-    specs_equal
+    want.same_spec(have)
         && subset(want.meta().labels.as_ref(), have.meta().labels.as_ref())
         && subset(
             want.meta().annotations.as_ref(),
@@ -196,7 +76,8 @@ fn subset(
         .all(|(k, v)| have.and_then(|h| h.get(k)) == Some(v))
 }
 
-fn owned_by(object: &FleetObject, fleet: &str) -> bool {
+/// Whether the object carries the fleet's ownership label: only such objects are pruned.
+pub fn owned_by(object: &FleetObject, fleet: &str) -> bool {
     object
         .meta()
         .labels
@@ -206,8 +87,20 @@ fn owned_by(object: &FleetObject, fleet: &str) -> bool {
         == Some(fleet)
 }
 
-fn packages_in_use(live: &[FleetObject]) -> std::collections::HashSet<&str> {
-    let mut used = std::collections::HashSet::new();
+/// Whether the object is annotated to stay when removed from Git.
+pub fn prune_disabled(object: &FleetObject) -> bool {
+    object
+        .meta()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(PRUNE_ANNOTATION))
+        .map(String::as_str)
+        == Some(PRUNE_DISABLED)
+}
+
+/// The package versions live Machines and Clusters point at.
+pub fn packages_in_use(live: &[FleetObject]) -> HashSet<&str> {
+    let mut used = HashSet::new();
     for object in live {
         match object {
             FleetObject::Machine(m) => used.extend(m.spec.packages.values().map(String::as_str)),
@@ -233,12 +126,6 @@ pub fn intent(object: &FleetObject) -> Value {
         }
     }
     value
-}
-
-fn spec_of(object: &FleetObject) -> Value {
-    serde_json::to_value(object)
-        .map(|mut v| v["spec"].take())
-        .unwrap_or(Value::Null)
 }
 
 /// The paths of the fields `want` sets differently from `have` (`spec.packages.kubelet`),

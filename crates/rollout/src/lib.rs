@@ -3,21 +3,25 @@
 //! Everything here but [`live`] is pure and deterministic: time and randomness are inputs.
 //!
 //! - [`diff`]: desired against live, the change set;
-//! - [`plan`]: the change set cut into stages and waves;
+//! - [`plan`]: each sequence's order (from the commit and the policy alone) and its waves;
 //! - [`health`]: the gate of one object for one revision;
 //! - [`budget`]: the fleet-wide change budget;
 //! - [`rollout`]: the state machine that walks a plan, trips the breaker, restores and asks
-//!   for the revert.
+//!   for the revert;
+//! - [`persist`]: its bounded persisted form; [`positions`]: the compact position sets in it.
 
 pub mod budget;
 pub mod diff;
 pub mod health;
 pub mod live;
+pub mod persist;
 pub mod plan;
 pub mod policy;
+pub mod positions;
 pub mod rollout;
 pub mod time;
 
-pub use live::{Applied, Live, LiveError};
-pub use rollout::{Effect, Event, State};
+pub use budget::BudgetClass;
+pub use live::{Applied, Changes, Live, LiveError};
+pub use rollout::{Effect, Engine, Event};
 pub use time::Time;

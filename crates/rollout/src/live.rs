@@ -56,6 +56,17 @@ pub struct Applied {
     pub generation: i64,
 }
 
+/// What changed in the live fleet since the last look.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// The objects that changed (created, updated, status written, deleted), oldest first; an
+    /// object may appear more than once.
+    pub ids: Vec<ObjectRef>,
+    /// The backend lost track of changes (a watch that expired and listed again): any object
+    /// may have changed.
+    pub relisted: bool,
+}
+
 /// The live state of a fleet.
 ///
 /// Reads come from a watch-backed cache and are cheap; writes go to the server. The engine
@@ -80,6 +91,12 @@ pub trait Live: Send + Sync {
 
     /// Deletes the objects, each independently; deleting what is already gone succeeds.
     fn delete(&self, ids: &[ObjectRef]) -> impl Future<Output = Vec<Result<(), LiveError>>> + Send;
+
+    /// What changed since the last call (watch events), taken.
+    fn changes(&self) -> Changes;
+
+    /// Resolves once [`Live::changes`] has something to tell (at once if it has already).
+    fn changed(&self) -> impl Future<Output = ()> + Send;
 
     /// The persisted status of the fleet, `None` before the first save.
     fn load_status(&self) -> impl Future<Output = Result<Option<FleetStatus>, LiveError>> + Send;

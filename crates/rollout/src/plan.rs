@@ -1,21 +1,41 @@
-//! A change set cut into stages: package versions first (inert), then Clusters and Machines
-//! in their own wave sequences, then reinstalls, then deletes.
+//! The plan: the order in which each sequence starts its changes, and the waves cut from it.
 //!
-//! A plan is data. The same change set, policy and desired objects always give the same plan,
-//! and `endstate plan` prints it for review.
+//! ```text
+//!   sequence    universe (its order)                          ops
+//!   packages    the commit's package versions, by name         create / update
+//!   clusters    the commit's Clusters, spread across domains   create / update
+//!   machines    the commit's Machines, spread across domains   create / update  ┐ one
+//!   reinstalls  the same Machines, the same order              reinstall        ┘ universe
+//!   deletes     the base commit's objects the commit drops,    delete
+//!               then live orphans (named in the state)
+//! ```
+//!
+//! A sequence's *order* depends on the commit (and, for deletes, the commit the rollout started
+//! from) and the policy alone — never on the live fleet — so a restarted controller recomputes
+//! the same order and the persisted state needs only a cursor into it. Which positions change
+//! (the *ops*) comes from the diff against live: at start it decides where the wave boundaries
+//! fall, which are then stored; on resume it is recomputed, so a position past the cursor that
+//! is already in sync is skipped without a spend, and one that drifted joins its wave.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
-use endstate_core::{FleetObject, ObjectRef};
+use endstate_core::{FleetObject, Kind, ObjectRef};
 use serde::{Deserialize, Serialize};
 
-use crate::diff::{Change, ChangeSet, Op};
-use crate::policy::{Policy, Sequence};
+use crate::budget::BudgetClass;
+use crate::diff::{self, Op};
+use crate::policy::{Policy, Sequence as SequencePolicy};
 
-/// What a stage changes, which decides how it is gated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum StageKind {
+/// The most live orphans (objects the fleet owns that neither the commit nor the commit the
+/// rollout started from renders) one rollout deletes; the rest wait for the next rollout. They
+/// are named in the persisted state, so this bounds its size.
+pub const MAX_ORPHANS: usize = 50;
+
+/// A sequence of waves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Seq {
     /// New or changed package versions: inert until something points at them, not gated.
     Packages,
     /// Clusters: gated on the cluster operator's status.
@@ -28,86 +48,432 @@ pub enum StageKind {
     Deletes,
 }
 
-impl StageKind {
-    /// Whether objects of the stage must report health for the new revision.
+impl Seq {
+    /// Every sequence, in rollout order.
+    pub const ALL: [Seq; 5] = [
+        Seq::Packages,
+        Seq::Clusters,
+        Seq::Machines,
+        Seq::Reinstalls,
+        Seq::Deletes,
+    ];
+
+    /// The prefix of its stage names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Seq::Packages => "packages",
+            Seq::Clusters => "clusters",
+            Seq::Machines => "machines",
+            Seq::Reinstalls => "reinstalls",
+            Seq::Deletes => "deletes",
+        }
+    }
+
+    /// Whether objects of the sequence must report health for the new revision.
     pub fn gated(self) -> bool {
-        matches!(
-            self,
-            StageKind::Clusters | StageKind::Machines | StageKind::Reinstalls
-        )
+        matches!(self, Seq::Clusters | Seq::Machines | Seq::Reinstalls)
+    }
+
+    /// The universe it orders.
+    pub fn universe(self) -> Universe {
+        match self {
+            Seq::Packages => Universe::Packages,
+            Seq::Clusters => Universe::Clusters,
+            Seq::Machines | Seq::Reinstalls => Universe::Machines,
+            Seq::Deletes => Universe::Deletes,
+        }
+    }
+
+    /// Whether `op` belongs to the sequence.
+    fn takes(self, op: Op) -> bool {
+        match self {
+            Seq::Machines => matches!(op, Op::Create | Op::Update),
+            Seq::Reinstalls => op == Op::Reinstall,
+            Seq::Deletes => op == Op::Delete,
+            Seq::Packages | Seq::Clusters => op != Op::Delete,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
     }
 }
 
-/// One stage (a wave) of a plan.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Stage {
-    /// `machines/canary`, `clusters/wave-2`, `packages`, `deletes`.
-    pub name: String,
-    /// What it changes.
-    pub kind: StageKind,
-    /// The changes, in the order they start.
-    pub changes: Vec<Change>,
-    /// How long the stage must stay healthy before the next starts.
-    pub bake: Duration,
-    /// Hold after the stage until approved.
-    pub pause: bool,
-    /// Most changes in flight (started, not yet healthy) at once.
-    pub max_unavailable: usize,
+/// The sets of objects sequences are positions in. Machines and reinstalls share one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Universe {
+    /// The commit's package versions.
+    Packages,
+    /// The commit's Clusters.
+    Clusters,
+    /// The commit's Machines.
+    Machines,
+    /// What the rollout deletes.
+    Deletes,
 }
 
-/// The stages of a rollout.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+impl Universe {
+    /// Every universe, in rollout order.
+    pub const ALL: [Universe; 4] = [
+        Universe::Packages,
+        Universe::Clusters,
+        Universe::Machines,
+        Universe::Deletes,
+    ];
+
+    /// Its index in [`Universe::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The identities of one universe, in order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Order {
+    ids: Vec<ObjectRef>,
+    positions: HashMap<ObjectRef, u32>,
+}
+
+impl Order {
+    fn new(ids: Vec<ObjectRef>) -> Self {
+        let positions = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.clone(), i as u32))
+            .collect();
+        Order { ids, positions }
+    }
+
+    /// The identity at `position`.
+    pub fn id(&self, position: u32) -> &ObjectRef {
+        &self.ids[position as usize]
+    }
+
+    /// The position of `id`, if it is in the universe.
+    pub fn position(&self, id: &ObjectRef) -> Option<u32> {
+        self.positions.get(id).copied()
+    }
+
+    /// How many positions.
+    pub fn len(&self) -> u32 {
+        self.ids.len() as u32
+    }
+
+    /// Whether the universe is empty.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// What a commit changes, per sequence and position. Held in memory; recomputed on resume.
+#[derive(Clone, Debug, Default)]
 pub struct Plan {
-    /// In order.
-    pub stages: Vec<Stage>,
+    orders: [Arc<Order>; 4],
+    ops: [Vec<Option<Op>>; 5],
+    /// Package versions whose spec changes while live objects use them: refused.
+    pub immutable: Vec<ObjectRef>,
+    /// Objects removed from Git that stay because they are annotated `prune: disabled`.
+    pub kept: Vec<ObjectRef>,
+    /// Live orphans the delete sequence covers, in order (persisted with the rollout).
+    pub orphans: Vec<ObjectRef>,
+    /// Live orphans beyond [`MAX_ORPHANS`], left for a later rollout.
+    pub orphans_left: usize,
+}
+
+/// What a plan is computed from.
+#[derive(Clone, Copy, Debug)]
+pub struct Inputs<'a> {
+    /// The commit's objects, as they are applied (namespaced, labelled), `RolloutPolicy`
+    /// objects included or not.
+    pub desired: &'a [FleetObject],
+    /// The objects of the commit the fleet was at when the rollout started, if known: what
+    /// the commit no longer renders is deleted.
+    pub base: Option<&'a [FleetObject]>,
+    /// The live objects of the fleet's namespace.
+    pub live: &'a [FleetObject],
+    /// The fleet's name: only objects labelled as its own are deleted.
+    pub fleet: &'a str,
+    /// The commit's policy.
+    pub policy: &'a Policy,
+    /// On resume, the orphans the rollout covers (from the persisted state); at start,
+    /// `None`: they are found in `live`.
+    pub orphans: Option<&'a [ObjectRef]>,
+}
+
+type Key<'a> = (Kind, &'a str);
+
+fn key(object: &FleetObject) -> Key<'_> {
+    (object.kind(), object.name())
 }
 
 impl Plan {
-    /// How many objects change, package versions excluded.
-    pub fn changed(&self) -> usize {
-        self.stages
+    /// Computes the plan.
+    pub fn new(inputs: Inputs<'_>) -> Plan {
+        let Inputs {
+            desired,
+            base,
+            live,
+            fleet,
+            policy,
+            orphans,
+        } = inputs;
+        let live_by: HashMap<Key<'_>, &FleetObject> = live.iter().map(|o| (key(o), o)).collect();
+        let desired: Vec<&FleetObject> = desired
             .iter()
-            .filter(|s| s.kind != StageKind::Packages)
-            .map(|s| s.changes.len())
-            .sum()
+            .filter(|o| o.kind() != Kind::RolloutPolicy)
+            .collect();
+        let desired_keys: std::collections::HashSet<Key<'_>> =
+            desired.iter().map(|o| key(o)).collect();
+        let of_kind = |kinds: &[Kind]| -> Vec<&FleetObject> {
+            desired
+                .iter()
+                .copied()
+                .filter(|o| kinds.contains(&o.kind()))
+                .collect()
+        };
+        let packages = of_kind(&[Kind::MachinePackageVersion, Kind::ClusterPackageVersion]);
+        let clusters = spread(
+            of_kind(&[Kind::Cluster]),
+            policy.clusters.spread_by.as_deref(),
+        );
+        let machines = spread(
+            of_kind(&[Kind::Machine]),
+            policy.machines.spread_by.as_deref(),
+        );
+
+        // Deletes: the base's objects the commit drops, Machines first (spread like the machine
+        // waves), then Clusters, then the package versions they pointed at; then orphans.
+        let base_keys: std::collections::HashSet<Key<'_>> =
+            base.into_iter().flatten().map(key).collect();
+        let dropped = |kind: Kind| -> Vec<&FleetObject> {
+            base.into_iter()
+                .flatten()
+                .filter(|o| o.kind() == kind && !desired_keys.contains(&key(o)))
+                .collect()
+        };
+        let mut deletes: Vec<ObjectRef> = Vec::new();
+        for kind in DELETE_ORDER {
+            let objects = dropped(kind);
+            let objects = if kind == Kind::Machine {
+                spread(objects, policy.machines.spread_by.as_deref())
+            } else {
+                objects
+            };
+            deletes.extend(objects.into_iter().map(FleetObject::id));
+        }
+        let (orphans, orphans_left) = match orphans {
+            Some(named) => (named.to_vec(), 0),
+            None => {
+                let mut found: Vec<&FleetObject> = live
+                    .iter()
+                    .filter(|o| {
+                        o.kind() != Kind::RolloutPolicy
+                            && !desired_keys.contains(&key(o))
+                            && !base_keys.contains(&key(o))
+                            && diff::owned_by(o, fleet)
+                    })
+                    .collect();
+                found.sort_by_key(|o| {
+                    (
+                        DELETE_ORDER.iter().position(|k| *k == o.kind()),
+                        o.name().to_owned(),
+                    )
+                });
+                let left = found.len().saturating_sub(MAX_ORPHANS);
+                found.truncate(MAX_ORPHANS);
+                (found.into_iter().map(FleetObject::id).collect(), left)
+            }
+        };
+        deletes.extend(orphans.iter().cloned());
+
+        let ids = |objects: &[&FleetObject]| objects.iter().map(|o| o.id()).collect::<Vec<_>>();
+        let orders = [
+            Arc::new(Order::new(ids(&packages))),
+            Arc::new(Order::new(ids(&clusters))),
+            Arc::new(Order::new(ids(&machines))),
+            Arc::new(Order::new(deletes)),
+        ];
+
+        let mut plan = Plan {
+            orphans,
+            orphans_left,
+            ..Plan::default()
+        };
+        let mut in_use = None;
+        let mut package_ops = Vec::with_capacity(packages.len());
+        for want in &packages {
+            let have = live_by.get(&key(want)).copied();
+            let op = diff::op(want, have);
+            if op == Some(Op::Update)
+                && let Some(have) = have
+                && !want.same_spec(have)
+            {
+                let used = in_use.get_or_insert_with(|| diff::packages_in_use(live));
+                if used.contains(want.name()) {
+                    plan.immutable.push(want.id());
+                    package_ops.push(None);
+                    continue;
+                }
+            }
+            package_ops.push(op);
+        }
+        let ops = |objects: &[&FleetObject], seq: Seq| -> Vec<Option<Op>> {
+            objects
+                .iter()
+                .map(|want| {
+                    diff::op(want, live_by.get(&key(want)).copied()).filter(|op| seq.takes(*op))
+                })
+                .collect()
+        };
+        let mut delete_ops = Vec::with_capacity(orders[3].ids.len());
+        for id in &orders[3].ids {
+            let have = id
+                .fleet_kind()
+                .and_then(|kind| live_by.get(&(kind, id.name.as_str())).copied());
+            delete_ops.push(match have {
+                Some(have) if diff::owned_by(have, fleet) && diff::prune_disabled(have) => {
+                    plan.kept.push(have.id());
+                    None
+                }
+                Some(have) if diff::owned_by(have, fleet) => Some(Op::Delete),
+                _ => None,
+            });
+        }
+        plan.ops = [
+            package_ops,
+            ops(&clusters, Seq::Clusters),
+            ops(&machines, Seq::Machines),
+            ops(&machines, Seq::Reinstalls),
+            delete_ops,
+        ];
+        plan.orders = orders;
+        plan
     }
 
-    /// Every change of the plan.
-    pub fn changes(&self) -> impl Iterator<Item = &Change> {
-        self.stages.iter().flat_map(|s| &s.changes)
+    /// The order of a universe.
+    pub fn order(&self, universe: Universe) -> &Order {
+        &self.orders[universe.index()]
     }
 
-    /// A review of the plan: one line per stage, with its spread across failure domains.
+    /// The op at `position` of `seq`, `None` when the object is in sync.
+    pub fn op(&self, seq: Seq, position: u32) -> Option<Op> {
+        self.ops[seq.index()]
+            .get(position as usize)
+            .copied()
+            .flatten()
+    }
+
+    /// The identity at `position` of `seq`.
+    pub fn id(&self, seq: Seq, position: u32) -> &ObjectRef {
+        self.order(seq.universe()).id(position)
+    }
+
+    /// How many positions `seq` has.
+    pub fn len(&self, seq: Seq) -> u32 {
+        self.ops[seq.index()].len() as u32
+    }
+
+    /// Whether nothing changes.
+    pub fn is_empty(&self) -> bool {
+        self.ops.iter().flatten().all(Option::is_none)
+    }
+
+    /// Every change, sequence by sequence, in order.
+    pub fn changes(&self) -> impl Iterator<Item = (Seq, &ObjectRef, Op)> + '_ {
+        Seq::ALL.into_iter().flat_map(move |seq| {
+            self.ops[seq.index()]
+                .iter()
+                .enumerate()
+                .filter_map(move |(p, op)| op.map(|op| (seq, self.id(seq, p as u32), op)))
+        })
+    }
+
+    /// How many changes of `op`.
+    pub fn count(&self, op: Op) -> usize {
+        self.ops
+            .iter()
+            .flatten()
+            .filter(|o| **o == Some(op))
+            .count()
+    }
+
+    /// How many changes in all.
+    pub fn len_changes(&self) -> usize {
+        self.ops.iter().flatten().filter(|o| o.is_some()).count()
+    }
+
+    /// Cuts each sequence into its policy's waves: where each wave ends in the sequence's
+    /// order, and how many changes it holds now. Called once, when the rollout starts.
+    pub fn stages(&self, policy: &Policy) -> Vec<StageSpec> {
+        let mut stages = Vec::new();
+        for seq in Seq::ALL {
+            let ops = &self.ops[seq.index()];
+            let changed: Vec<u32> = ops
+                .iter()
+                .enumerate()
+                .filter(|(_, op)| op.is_some())
+                .map(|(p, _)| p as u32)
+                .collect();
+            if changed.is_empty() {
+                continue;
+            }
+            let len = ops.len() as u32;
+            match seq {
+                Seq::Packages | Seq::Deletes => stages.push(StageSpec {
+                    seq,
+                    name: seq.name().to_owned(),
+                    start: 0,
+                    end: len,
+                    size: changed.len() as u32,
+                    max_unavailable: changed.len() as u32,
+                    bake_ms: 0,
+                    pause: false,
+                }),
+                Seq::Clusters => waves(&mut stages, seq, &changed, len, &policy.clusters),
+                Seq::Machines | Seq::Reinstalls => {
+                    waves(&mut stages, seq, &changed, len, &policy.machines)
+                }
+            }
+        }
+        stages
+    }
+
+    /// A review of `stages`: one line per stage, with its spread across failure domains.
     pub fn summary<'a>(
         &self,
+        stages: &[StageSpec],
         lookup: &dyn Fn(&ObjectRef) -> Option<&'a FleetObject>,
         spread_by: &str,
     ) -> String {
         let mut out = String::new();
-        for (i, stage) in self.stages.iter().enumerate() {
+        for (i, stage) in stages.iter().enumerate() {
             let mut domains: BTreeMap<String, usize> = BTreeMap::new();
-            for change in &stage.changes {
-                if let Some(obj) = lookup(&change.id) {
+            let mut ops: BTreeMap<&str, usize> = BTreeMap::new();
+            for p in stage.start..stage.end {
+                let Some(op) = self.op(stage.seq, p) else {
+                    continue;
+                };
+                *ops.entry(op.name()).or_default() += 1;
+                if let Some(obj) = lookup(self.id(stage.seq, p)) {
                     *domains.entry(domain(obj, spread_by)).or_default() += 1;
                 }
-            }
-            let mut ops: BTreeMap<&str, usize> = BTreeMap::new();
-            for change in &stage.changes {
-                *ops.entry(change.op.name()).or_default() += 1;
             }
             let ops: Vec<String> = ops.iter().map(|(op, n)| format!("{n} {op}")).collect();
             out.push_str(&format!(
                 "{:>2}. {:<20} {:>6} objects ({})",
                 i + 1,
                 stage.name,
-                stage.changes.len(),
+                stage.size,
                 ops.join(", ")
             ));
-            if stage.kind.gated() {
+            if stage.seq.gated() {
                 out.push_str(&format!(", {} at a time", stage.max_unavailable));
             }
-            if !stage.bake.is_zero() {
-                out.push_str(&format!(", bake {}", crate::time::human(stage.bake)));
+            if stage.bake_ms > 0 {
+                out.push_str(&format!(
+                    ", bake {}",
+                    crate::time::human(Duration::from_millis(stage.bake_ms))
+                ));
             }
             if stage.pause {
                 out.push_str(", then hold for approval");
@@ -122,102 +488,62 @@ impl Plan {
     }
 }
 
-/// Cuts a change set into stages. `desired` resolves objects for spreading (deleted objects
-/// are spread by their live copy, when given).
-pub fn plan<'a>(
-    changes: &ChangeSet,
-    policy: &Policy,
-    lookup: &dyn Fn(&ObjectRef) -> Option<&'a FleetObject>,
-) -> Plan {
-    let mut packages = Vec::new();
-    let mut clusters = Vec::new();
-    let mut machines = Vec::new();
-    let mut reinstalls = Vec::new();
-    let mut deletes = Vec::new();
-    let mut package_deletes = Vec::new();
-    for change in &changes.changes {
-        let is_package = matches!(
-            change.id.kind.as_str(),
-            "MachinePackageVersion" | "ClusterPackageVersion"
-        );
-        match (change.op, change.id.kind.as_str()) {
-            (Op::Delete, _) if is_package => package_deletes.push(change.clone()),
-            (Op::Delete, _) => deletes.push(change.clone()),
-            _ if is_package => packages.push(change.clone()),
-            (_, "Cluster") => clusters.push(change.clone()),
-            (Op::Reinstall, _) => reinstalls.push(change.clone()),
-            _ => machines.push(change.clone()),
-        }
-    }
-    let mut stages = Vec::new();
-    if !packages.is_empty() {
-        stages.push(Stage {
-            name: "packages".to_owned(),
-            kind: StageKind::Packages,
-            max_unavailable: packages.len(),
-            changes: packages,
-            bake: Duration::ZERO,
-            pause: false,
-        });
-    }
-    waves(
-        &mut stages,
-        "clusters",
-        StageKind::Clusters,
-        clusters,
-        &policy.clusters,
-        lookup,
-    );
-    waves(
-        &mut stages,
-        "machines",
-        StageKind::Machines,
-        machines,
-        &policy.machines,
-        lookup,
-    );
-    waves(
-        &mut stages,
-        "reinstalls",
-        StageKind::Reinstalls,
-        reinstalls,
-        &policy.machines,
-        lookup,
-    );
-    // Machines go before the package versions they pointed at.
-    deletes.sort_by_key(|c| c.id.kind != "Machine");
-    deletes.extend(package_deletes);
-    if !deletes.is_empty() {
-        stages.push(Stage {
-            name: "deletes".to_owned(),
-            kind: StageKind::Deletes,
-            max_unavailable: deletes.len(),
-            changes: deletes,
-            bake: Duration::ZERO,
-            pause: false,
-        });
-    }
-    Plan { stages }
+const DELETE_ORDER: [Kind; 4] = [
+    Kind::Machine,
+    Kind::Cluster,
+    Kind::MachinePackageVersion,
+    Kind::ClusterPackageVersion,
+];
+
+/// One stage (a wave) of a rollout: a range of its sequence's order, fixed when the rollout
+/// starts. Persisted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageSpec {
+    /// The sequence.
+    pub seq: Seq,
+    /// `machines/canary`, `clusters/wave-2`, `packages`, `deletes`.
+    pub name: String,
+    /// The first position of the sequence's order in the stage.
+    pub start: u32,
+    /// One past the last.
+    pub end: u32,
+    /// The changes in the range when the rollout started: the wave's size for the breaker.
+    pub size: u32,
+    /// Most changes in flight (started, not yet healthy) at once.
+    pub max_unavailable: u32,
+    /// How long the stage must stay healthy before the next starts (ms).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bake_ms: u64,
+    /// Hold after the stage until approved.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pause: bool,
 }
 
-fn waves<'a>(
-    stages: &mut Vec<Stage>,
-    prefix: &str,
-    kind: StageKind,
-    changes: Vec<Change>,
-    sequence: &Sequence,
-    lookup: &dyn Fn(&ObjectRef) -> Option<&'a FleetObject>,
-) {
-    if changes.is_empty() {
-        return;
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl StageSpec {
+    /// The bake time.
+    pub fn bake(&self) -> Duration {
+        Duration::from_millis(self.bake_ms)
     }
-    let ordered = spread(changes, sequence.spread_by.as_deref(), lookup);
-    let total = ordered.len();
-    let max_unavailable = sequence.max_unavailable.of(total).max(1);
-    let mut rest = ordered.into_iter();
+}
+
+fn waves(
+    stages: &mut Vec<StageSpec>,
+    seq: Seq,
+    changed: &[u32],
+    len: u32,
+    policy: &SequencePolicy,
+) {
+    let total = changed.len();
+    let max_unavailable = policy.max_unavailable.of(total).max(1);
     let mut done = 0;
-    let last = sequence.waves.len() - 1;
-    for (i, wave) in sequence.waves.iter().enumerate() {
+    let mut start = 0;
+    let last = policy.waves.len() - 1;
+    for (i, wave) in policy.waves.iter().enumerate() {
         // The last wave takes whatever is left, whatever its size says.
         let target = if i == last {
             total
@@ -227,16 +553,24 @@ fn waves<'a>(
         if target == done {
             continue;
         }
-        let changes: Vec<Change> = rest.by_ref().take(target - done).collect();
-        done = target;
-        stages.push(Stage {
-            name: format!("{prefix}/{}", wave.name),
-            kind,
-            max_unavailable: max_unavailable.min(changes.len()),
-            changes,
-            bake: wave.bake,
+        let end = if target == total {
+            len
+        } else {
+            changed[target] // the first change of the next wave
+        };
+        let size = target - done;
+        stages.push(StageSpec {
+            seq,
+            name: format!("{}/{}", seq.name(), wave.name),
+            start,
+            end,
+            size: size as u32,
+            max_unavailable: max_unavailable.min(size) as u32,
+            bake_ms: wave.bake.as_millis() as u64,
             pause: wave.pause && i != last,
         });
+        done = target;
+        start = end;
         if done == total {
             break;
         }
@@ -259,33 +593,184 @@ pub fn domain(object: &FleetObject, spread_by: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Orders changes so that every prefix is spread evenly across failure domains: round robin
+/// Orders objects so that every prefix is spread evenly across failure domains: round robin
 /// over the domains (in name order), each domain in name order.
-fn spread<'a>(
-    changes: Vec<Change>,
-    spread_by: Option<&str>,
-    lookup: &dyn Fn(&ObjectRef) -> Option<&'a FleetObject>,
-) -> Vec<Change> {
+fn spread<'a>(objects: Vec<&'a FleetObject>, spread_by: Option<&str>) -> Vec<&'a FleetObject> {
     let Some(spread_by) = spread_by else {
-        return changes;
+        return objects;
     };
-    let mut domains: BTreeMap<String, Vec<Change>> = BTreeMap::new();
-    for change in changes {
-        let key = lookup(&change.id)
-            .map(|o| domain(o, spread_by))
-            .unwrap_or_default();
-        domains.entry(key).or_default().push(change);
+    let mut domains: BTreeMap<String, Vec<&FleetObject>> = BTreeMap::new();
+    for object in objects {
+        domains
+            .entry(domain(object, spread_by))
+            .or_default()
+            .push(object);
     }
     let total = domains.values().map(Vec::len).sum();
-    let mut queues: Vec<std::vec::IntoIter<Change>> =
+    let mut queues: Vec<std::vec::IntoIter<&FleetObject>> =
         domains.into_values().map(Vec::into_iter).collect();
     let mut out = Vec::with_capacity(total);
     while out.len() < total {
         for q in &mut queues {
-            if let Some(c) = q.next() {
-                out.push(c);
+            if let Some(o) = q.next() {
+                out.push(o);
             }
         }
     }
     out
+}
+
+/// The budget class a change spends from, if any (package versions are inert).
+pub fn class(kind: Option<Kind>, op: Op) -> Option<BudgetClass> {
+    match (kind?, op) {
+        (Kind::Machine, Op::Create | Op::Update) => Some(BudgetClass::MachineUpdate),
+        (Kind::Machine, Op::Reinstall) => Some(BudgetClass::MachineReinstall),
+        (Kind::Machine, Op::Delete) => Some(BudgetClass::MachineDelete),
+        (Kind::Cluster, _) => Some(BudgetClass::ClusterUpdate),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use endstate_api::{Machine, MachineSpec};
+
+    use super::*;
+    use crate::policy::{Amount, WaveSpec};
+
+    fn machine(name: &str, idc: &str, kubelet: &str) -> FleetObject {
+        let mut m = Machine::new(
+            name,
+            MachineSpec {
+                cluster: "c".into(),
+                ip: "10.0.0.1".into(),
+                hostname: name.into(),
+                idc: idc.into(),
+                packages: [("kubelet".to_owned(), kubelet.to_owned())].into(),
+                readiness_gates: None,
+                unschedulable: None,
+                os_generation: None,
+            },
+        );
+        m.metadata.namespace = Some("ns".into());
+        m.metadata.labels = Some([(crate::live::OWNER_LABEL.to_owned(), "f".to_owned())].into());
+        m.into()
+    }
+
+    fn fleet(n: usize, kubelet: &str) -> Vec<FleetObject> {
+        (0..n)
+            .map(|i| machine(&format!("m-{i:02}"), ["a", "b", "c"][i % 3], kubelet))
+            .collect()
+    }
+
+    fn policy() -> Policy {
+        let mut p = Policy::default();
+        p.machines.spread_by = Some("idc".into());
+        p.machines.waves = [
+            Amount::Count(1),
+            Amount::Percent(50.0),
+            Amount::Percent(100.0),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, size)| WaveSpec {
+            name: format!("w{i}"),
+            size,
+            bake: Duration::ZERO,
+            pause: false,
+        })
+        .collect();
+        p
+    }
+
+    #[test]
+    fn the_order_does_not_depend_on_live_and_waves_cut_the_changes() {
+        let desired = fleet(12, "k2");
+        let mut live = fleet(12, "k1");
+        // Half of the fleet is at the commit already.
+        for object in live.iter_mut().skip(6) {
+            *object = desired[desired.iter().position(|d| d.id() == object.id()).unwrap()].clone();
+        }
+        let inputs = |live: &[FleetObject]| {
+            Plan::new(Inputs {
+                desired: &desired,
+                base: None,
+                live,
+                fleet: "f",
+                policy: &policy(),
+                orphans: None,
+            })
+        };
+        let plan = inputs(&live);
+        let fresh = inputs(&[]);
+        let order = |p: &Plan| p.order(Universe::Machines).ids.clone();
+        assert_eq!(order(&plan), order(&fresh));
+        // Round robin over idcs.
+        let idcs: Vec<String> = order(&plan)
+            .iter()
+            .map(|id| {
+                let o = desired.iter().find(|d| d.id() == *id).unwrap();
+                domain(o, "idc")
+            })
+            .collect();
+        assert_eq!(&idcs[..4], ["a", "b", "c", "a"]);
+        assert_eq!(plan.count(Op::Update), 6);
+        assert_eq!(fresh.count(Op::Create), 12);
+        let stages = plan.stages(&policy());
+        let sizes: Vec<u32> = stages.iter().map(|s| s.size).collect();
+        assert_eq!(sizes, [1, 2, 3]);
+        // The ranges cover the whole order, and each holds its size in changes.
+        assert_eq!(stages[0].start, 0);
+        assert_eq!(stages.last().unwrap().end, 12);
+        for pair in stages.windows(2) {
+            assert_eq!(pair[0].end, pair[1].start);
+        }
+        for stage in &stages {
+            let n = (stage.start..stage.end)
+                .filter(|p| plan.op(stage.seq, *p).is_some())
+                .count();
+            assert_eq!(n as u32, stage.size, "{stage:?}");
+        }
+    }
+
+    #[test]
+    fn deletes_come_from_the_base_and_orphans_are_bounded() {
+        let base = fleet(6, "k1");
+        let desired = fleet(3, "k1");
+        let mut live = base.clone();
+        let mut orphan = machine("zz-orphan", "a", "k1");
+        orphan.meta_mut().name = Some("zz-orphan".into());
+        live.push(orphan);
+        let plan = Plan::new(Inputs {
+            desired: &desired,
+            base: Some(&base),
+            live: &live,
+            fleet: "f",
+            policy: &policy(),
+            orphans: None,
+        });
+        let deletes: Vec<&str> = plan
+            .changes()
+            .filter(|(_, _, op)| *op == Op::Delete)
+            .map(|(_, id, _)| id.name.as_str())
+            .collect();
+        assert_eq!(deletes, ["m-03", "m-04", "m-05", "zz-orphan"]);
+        assert_eq!(plan.orphans.len(), 1);
+        // On resume, one deleted meanwhile: its position stays and it is skipped.
+        live.retain(|o| o.name() != "m-04");
+        let resumed = Plan::new(Inputs {
+            desired: &desired,
+            base: Some(&base),
+            live: &live,
+            fleet: "f",
+            policy: &policy(),
+            orphans: Some(&plan.orphans),
+        });
+        assert_eq!(
+            resumed.order(Universe::Deletes).ids,
+            plan.order(Universe::Deletes).ids
+        );
+        assert_eq!(resumed.op(Seq::Deletes, 1), None);
+        assert_eq!(resumed.op(Seq::Deletes, 3), Some(Op::Delete));
+    }
 }

@@ -9,6 +9,8 @@ use endstate_api::policy::{self, OnNewCommit, RolloutPolicySpec};
 use endstate_core::validate::{Size, size};
 use serde::{Deserialize, Serialize};
 
+use crate::budget::BudgetClass;
+
 /// One wave of a sequence.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WaveSpec {
@@ -65,7 +67,7 @@ pub struct Sequence {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BudgetLimit {
     /// The operation class.
-    pub class: String,
+    pub class: BudgetClass,
     /// Most operations per window.
     pub limit: u64,
     /// The sliding window.
@@ -206,14 +208,14 @@ impl Policy {
             .flatten()
             .enumerate()
             .map(|(i, b)| {
-                if !policy::BUDGET_CLASSES.contains(&b.class.as_str()) {
+                let Some(class) = BudgetClass::parse(&b.class) else {
                     return Err(format!(
                         "spec.budgets[{i}].class: unknown class {:?}",
                         b.class
                     ));
-                }
+                };
                 Ok(BudgetLimit {
-                    class: b.class.clone(),
+                    class,
                     limit: u64::try_from(b.limit)
                         .map_err(|_| format!("spec.budgets[{i}].limit must not be negative"))?,
                     window: duration(&b.window, &format!("spec.budgets[{i}].window"))?,
@@ -240,7 +242,7 @@ impl Policy {
     }
 
     /// The limit of a budget class, if it has one.
-    pub fn budget(&self, class: &str) -> Option<&BudgetLimit> {
+    pub fn budget(&self, class: BudgetClass) -> Option<&BudgetLimit> {
         self.budgets.iter().find(|b| b.class == class)
     }
 

@@ -1,99 +1,317 @@
-//! The rollout state machine: `step(state, event, now) -> effects`.
+//! The rollout state machine: `step(event, now) -> effects`.
 //!
-//! The state is plain data that serialises to JSON and is persisted after every step that
-//! changes it, so a controller killed at any point resumes where it stopped: the same stage,
-//! the same objects in flight, the same budget spent. The machine never performs I/O; it asks
-//! for writes ([`Effect::Apply`], [`Effect::Delete`], [`Effect::Restore`], [`Effect::Revert`])
-//! and learns their outcome from the events the controller feeds back.
+//! The machine never performs I/O; it asks for writes ([`Effect::Apply`], [`Effect::Delete`],
+//! [`Effect::Restore`], [`Effect::Revert`]) and learns their outcome from the events the
+//! controller feeds back. What it must remember across restarts is small and bounded (see
+//! [`crate::persist`]): a cursor into each sequence's order (see [`crate::plan`]), the
+//! positions in flight, failure counts, budget buckets. The plan itself is recomputed from
+//! the commit on resume and handed back with [`Engine::resume`].
 //!
 //! ```text
 //!  start ─▶ Running ──stage settled──▶ Baking ──bake over──▶ (AwaitingApproval) ──▶ next stage
 //!              │                          │                                          │
 //!              │ threshold crossed        │ metric out of bounds                last stage
 //!              ▼                          ▼                                          ▼
-//!           Tripped: restore every changed object, revert the culprits ──▶ Restored   Completed
+//!           Tripped: restore every started position, revert the culprits ──▶ Restored   Completed
 //! ```
+//!
+//! Write-ahead: a batch of changes is admitted (cursor advanced, budget spent, positions put in
+//! flight) and [`Effect::Persist`] is asked for *before* the writes, so a controller killed
+//! between the two finds the batch in flight, re-issues its writes without spending again,
+//! and gates them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::time::Duration;
 
-use endstate_core::ObjectRef;
+use endstate_core::{FleetObject, ObjectRef};
 use serde::{Deserialize, Serialize};
 
-use crate::budget::Budgets;
-use crate::diff::Change;
+use crate::budget::{BudgetClass, Budgets};
 use crate::health::Health;
-use crate::plan::{Plan, StageKind};
+use crate::plan::{self, Plan, Seq, StageSpec, Universe};
 use crate::policy::{MetricGate, Policy};
+use crate::positions::Positions;
 use crate::time::{Time, human};
 
-/// Everything endstate must remember between steps, across rollouts and restarts.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct State {
-    /// The rollout in progress, or the last one.
-    pub rollout: Option<Rollout>,
-    /// Fleet-wide spends per budget class.
-    pub budgets: Budgets,
-    /// The latched breaker, when open.
-    pub breaker: Option<Trip>,
-    /// Commits that must never be the applied target again.
-    pub quarantine: Vec<Quarantined>,
+/// In-flight start times are rounded up to buckets of `gate timeout / FLIGHT_BUCKETS`, so the
+/// persisted in-flight set holds at most this many (+1) groups, whatever the wave's size. A
+/// gate's deadline is therefore up to one bucket later than its exact start plus the timeout.
+pub const FLIGHT_BUCKETS: u64 = 16;
+/// The failure reasons kept (the counts are exact).
+pub const KEPT_FAILURES: usize = 20;
+/// A kept reason is cut to this many characters.
+pub const REASON_CHARS: usize = 256;
+/// Failed positions kept for attributing the failure to commits (the counts are exact).
+pub const KEPT_FAILED_POSITIONS: usize = 1000;
+/// Quarantined commits kept: the newest.
+pub const KEPT_QUARANTINE: usize = 100;
+/// A quarantined commit's reason is cut to this many characters.
+pub const QUARANTINE_REASON_CHARS: usize = 120;
+/// Failed restores whose reasons are kept (the count is exact).
+pub const KEPT_UNRESTORED: usize = 5;
+/// Revert commits kept in the breaker's record.
+pub const KEPT_REVERTS: usize = 20;
+/// The widest range of positions in flight at once: admission waits while the oldest change
+/// in flight is this far behind the cursor (it times out at its gate deadline at the latest).
+/// Bounds the persisted in-flight bitmap (16 KiB) for any fleet size.
+pub const MAX_SPAN: u32 = 1 << 17;
+/// The most restores issued in one effect.
+pub const RESTORE_BATCH: usize = 2000;
+
+/// The rollout engine: everything endstate must remember between steps, across rollouts and
+/// restarts.
+#[derive(Clone, Debug, Default)]
+pub struct Engine {
+    pub(crate) rollout: Option<Rollout>,
+    pub(crate) budgets: Budgets,
+    pub(crate) breaker: Option<Trip>,
+    pub(crate) quarantine: Vec<Quarantined>,
 }
 
 /// One commit's rollout.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Rollout {
-    /// The commit rolled out.
+#[derive(Clone, Debug)]
+pub(crate) struct Rollout {
     pub commit: String,
-    /// The last commit the fleet was healthy at, if any: what a trip restores.
     pub last_good: Option<String>,
-    /// The policy of the commit.
-    pub policy: Policy,
-    /// The stages.
-    pub plan: Plan,
-    /// The current stage.
+    /// The commit the fleet was at when the rollout was planned: its objects the commit drops
+    /// are the delete sequence.
+    pub base: Option<String>,
+    pub orphans: Vec<ObjectRef>,
+    pub stages: Vec<StageSpec>,
     pub stage: usize,
-    /// How many changes of the current stage have started.
-    pub next: usize,
-    /// Started changes of the current stage that have not settled, by index in the stage.
-    pub inflight: BTreeMap<usize, Inflight>,
-    /// Every failure of the rollout.
-    pub failures: Vec<Failure>,
-    /// Where the rollout is.
+    /// The next position of the current stage's sequence to consider.
+    pub cursor: u32,
+    pub flights: Flights,
+    pub failures: Failures,
     pub phase: Phase,
-    /// A newer commit that arrived while this one was rolling out.
     pub superseded_by: Option<String>,
-    /// When it started.
     pub started_at: Time,
-    /// Why no work is starting, when it waits (budget, window).
     pub waiting: Option<String>,
-    /// After a trip: changes still to undo, in order.
-    pub restore: Vec<Change>,
-    /// After a trip: restores that failed.
-    pub unrestored: Vec<(ObjectRef, String)>,
+    pub restore: Option<Restore>,
+    pub unrestored: Notes,
+    /// Not persisted: recomputed from the commit on resume.
+    pub plan: Option<Plan>,
+    pub policy: Policy,
+    /// Positions of the current stage seen healthy: a bake fails the ones that go `Failed`.
+    pub healthy: Positions,
+    /// Whether the revert was asked for in this process (not persisted: a restart asks again).
+    pub revert_asked: bool,
+    /// Resumed with changes in flight not looked at since: no gate times out until they are
+    /// (a change that settled just before the restart must not fail for lack of a look).
+    pub regating: bool,
+}
+
+/// The changes in flight in the current stage.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Flights {
+    /// Position → the flight.
+    pub by_position: BTreeMap<u32, Flight>,
+    /// Start bucket → positions started in it.
+    pub by_start: BTreeMap<Time, Positions>,
+    /// Identity → position.
+    pub index: HashMap<ObjectRef, u32>,
 }
 
 /// A started change waiting to settle.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Inflight {
-    /// When it started.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Flight {
+    /// Its start, rounded up to a bucket.
     pub started: Time,
-    /// The generation the write produced, once it is known.
+    /// The generation the write produced, once known.
     pub generation: Option<i64>,
     /// Why it is not healthy yet, as last observed.
     pub last: Option<String>,
 }
 
-/// A failed object.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Failure {
-    /// The stage it failed in.
-    pub stage: usize,
-    /// The object; `None` for a failure no object is to blame for (a metric gate).
-    pub id: Option<ObjectRef>,
-    /// Why.
+impl Flights {
+    pub fn len(&self) -> usize {
+        self.by_position.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_position.is_empty()
+    }
+
+    pub fn insert(&mut self, position: u32, id: ObjectRef, started: Time) {
+        self.by_start.entry(started).or_default().insert(position);
+        self.index.insert(id, position);
+        self.by_position.insert(
+            position,
+            Flight {
+                started,
+                generation: None,
+                last: None,
+            },
+        );
+    }
+
+    pub fn remove(&mut self, position: u32, id: &ObjectRef) -> Option<Flight> {
+        let flight = self.by_position.remove(&position)?;
+        self.index.remove(id);
+        if let Some(group) = self.by_start.get_mut(&flight.started) {
+            group.remove(position);
+            if group.is_empty() {
+                self.by_start.remove(&flight.started);
+            }
+        }
+        Some(flight)
+    }
+
+    pub fn clear(&mut self) {
+        *self = Flights::default();
+    }
+}
+
+/// Failures of a rollout: exact counts, the first reasons, and (bounded) which positions.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Failures {
+    /// Per stage.
+    pub per_stage: Vec<u32>,
+    /// In all.
+    pub total: u32,
+    /// The first [`KEPT_FAILURES`], with their reasons.
+    pub first: Vec<Note>,
+    /// The first [`KEPT_FAILED_POSITIONS`] failed positions, per universe.
+    pub positions: BTreeMap<Universe, Positions>,
+    /// Failures no object is to blame for (a metric gate).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fleet: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// An object (or the fleet) and what happened to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Note {
+    /// `Machine/ns/m-1`, or `fleet`.
+    pub object: String,
+    /// Why, cut to [`REASON_CHARS`].
     pub reason: String,
 }
+
+impl Note {
+    fn new(object: String, reason: &str) -> Self {
+        Note {
+            object,
+            reason: cut(reason, REASON_CHARS),
+        }
+    }
+}
+
+/// A count of notes, and the first few.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Notes {
+    /// How many.
+    pub count: u32,
+    /// The first [`KEPT_UNRESTORED`].
+    pub first: Vec<Note>,
+}
+
+impl Notes {
+    fn push(&mut self, note: Note) {
+        self.count += 1;
+        if self.first.len() < KEPT_UNRESTORED {
+            self.first.push(note);
+        }
+    }
+}
+
+/// Cuts `text` to at most `chars` characters, saying so.
+pub fn cut(text: &str, chars: usize) -> String {
+    if text.chars().count() <= chars {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(chars.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// After a trip: what is left to undo, as cursors counting down each lane's positions.
+///
+/// Lanes: restores no budget limits (updates, recreating deletes), undoing a Machine create
+/// (the `machine-delete` budget), undoing a reinstall (the `machine-reinstall` budget). Each
+/// walks the started positions of every universe, newest first, taking those of its class.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Restore {
+    /// Per lane: the universe (index into the restore order) and how many of its positions
+    /// are still to be looked at; `None` when the lane is done.
+    pub lanes: [Option<(u8, u32)>; 3],
+    /// The batch issued and not yet confirmed: lane, universe index, `[from, to)`. A restart
+    /// issues it again without spending again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued: Option<(u8, u8, u32, u32)>,
+    /// Not persisted: what each started position's restore is (computed by the controller
+    /// from the last good commit when the engine asks with [`Effect::PrepareRestore`]).
+    #[serde(skip)]
+    pub classes: Option<RestorePlan>,
+}
+
+/// The order restores walk universes in: the reverse of the rollout.
+const RESTORE_ORDER: [Universe; 4] = [
+    Universe::Deletes,
+    Universe::Machines,
+    Universe::Clusters,
+    Universe::Packages,
+];
+
+/// What undoing each started position takes, per universe (positions `0..reached`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RestorePlan {
+    /// Per universe (in [`Universe::ALL`] order).
+    pub classes: [Vec<RestoreClass>; 4],
+}
+
+/// What undoing one position takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestoreClass {
+    /// Nothing: the object is as the restore target has it.
+    Skip,
+    /// A write no budget limits: put back an update, recreate a deleted object.
+    Free,
+    /// Undoing a Machine create: a delete, from the `machine-delete` budget.
+    UndoCreate,
+    /// Undoing a reinstall, from the `machine-reinstall` budget.
+    UndoReinstall,
+}
+
+impl RestoreClass {
+    /// How to undo `desired` (what the rollout wrote; `None` for a delete) given `before`
+    /// (what the restore target has; `None` when it has nothing).
+    pub fn of(desired: Option<&FleetObject>, before: Option<&FleetObject>) -> RestoreClass {
+        match (desired, before) {
+            (_, Some(b)) if desired.is_some_and(|d| crate::diff::same(d, b)) => RestoreClass::Skip,
+            (Some(FleetObject::Machine(_)), None) => RestoreClass::UndoCreate,
+            (Some(_), None) => RestoreClass::Free,
+            (None, None) => RestoreClass::Skip,
+            (Some(FleetObject::Machine(d)), Some(FleetObject::Machine(b)))
+                if d.spec.os_generation.unwrap_or(0) > b.spec.os_generation.unwrap_or(0) =>
+            {
+                RestoreClass::UndoReinstall
+            }
+            _ => RestoreClass::Free,
+        }
+    }
+
+    fn lane(self) -> Option<usize> {
+        match self {
+            RestoreClass::Skip => None,
+            RestoreClass::Free => Some(0),
+            RestoreClass::UndoCreate => Some(1),
+            RestoreClass::UndoReinstall => Some(2),
+        }
+    }
+}
+
+const LANE_CLASSES: [Option<BudgetClass>; 3] = [
+    None,
+    Some(BudgetClass::MachineDelete),
+    Some(BudgetClass::MachineReinstall),
+];
 
 /// Where a rollout is.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -128,6 +346,7 @@ pub enum Phase {
 
 /// Why and when the breaker tripped.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Trip {
     /// When.
     pub at: Time,
@@ -136,23 +355,28 @@ pub struct Trip {
     /// What crossed which threshold.
     pub evidence: Evidence,
     /// The revert commits pushed, once known.
+    #[serde(default)]
     pub reverts: Vec<String>,
     /// How the revert went, once known.
+    #[serde(default, alias = "revert_outcome")]
     pub revert_outcome: Option<String>,
 }
 
 /// The breaker's evidence, recorded in status and in the revert commit's message.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Evidence {
     /// The stage the breaker tripped in.
     pub stage: String,
     /// The threshold crossed, in words.
     pub threshold: String,
     /// Failures in the stage, and its size.
-    pub stage_failures: (usize, usize),
+    #[serde(alias = "stage_failures")]
+    pub stage_failures: (u32, u32),
     /// Failures in the rollout, and the number of changed objects.
-    pub total_failures: (usize, usize),
-    /// The failed objects (the first 20) and why.
+    #[serde(alias = "total_failures")]
+    pub total_failures: (u32, u32),
+    /// The failed objects (the first [`KEPT_FAILURES`]) and why.
     pub failed: Vec<(String, String)>,
 }
 
@@ -174,6 +398,10 @@ impl fmt::Display for Evidence {
         for (object, reason) in &self.failed {
             writeln!(f, "- {object}: {reason}")?;
         }
+        let more = self.total_failures.0 as usize;
+        if more > self.failed.len() {
+            writeln!(f, "- and {} more", more - self.failed.len())?;
+        }
         Ok(())
     }
 }
@@ -190,16 +418,14 @@ pub struct Quarantined {
 }
 
 /// What happened, fed back by the controller.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     /// Time passed; re-evaluate timers and start what may start.
     Tick,
-    /// The controller restarted with this state: re-issue writes whose outcome was lost.
-    Resume,
     /// Outcomes of [`Effect::Apply`] / [`Effect::Delete`]: the generation written (0 for a
     /// delete), or why the write failed.
     Written(Vec<(ObjectRef, Result<i64, String>)>),
-    /// What the gates see of the objects [`State::watch`] asked about.
+    /// What the gates see of objects the engine is interested in (see [`Engine::interest`]).
     Observed(Vec<(ObjectRef, Health)>),
     /// Samples of the metric gates: a value, or why the query failed.
     Sampled(Vec<(String, Result<f64, String>)>),
@@ -207,6 +433,8 @@ pub enum Event {
     Approve,
     /// The branch moved on to another commit.
     NewCommit(String),
+    /// The answer to [`Effect::PrepareRestore`].
+    RestorePlan(RestorePlan),
     /// Outcomes of [`Effect::Restore`].
     Restored(Vec<(ObjectRef, Result<(), String>)>),
     /// The outcome of [`Effect::Revert`]: the commits blamed and the reverts pushed (empty
@@ -224,14 +452,22 @@ pub enum Event {
 }
 
 /// What the controller must do, in order.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Effect {
+    /// Save the state now: the writes after this effect were admitted by it.
+    Persist,
     /// Apply the commit's desired objects with these identities.
     Apply(Vec<ObjectRef>),
     /// Delete these objects.
     Delete(Vec<ObjectRef>),
-    /// Undo these changes: put back the last good spec, or delete what the rollout created.
-    Restore(Vec<Change>),
+    /// Look at these objects and answer with [`Event::Observed`] (once, after a resume).
+    Observe(Vec<ObjectRef>),
+    /// Work out how each started position is undone ([`RestoreClass::of`] against what a trip
+    /// restores) for the positions [`Engine::restore_ranges`] names, and answer with
+    /// [`Event::RestorePlan`].
+    PrepareRestore,
+    /// Undo these changes: put back what the restore target has, or delete what it lacks.
+    Restore(Vec<ObjectRef>),
     /// Revert the commits that caused the failure, in `last_good..commit`, blaming the
     /// objects that failed (none: the whole range).
     Revert {
@@ -239,7 +475,7 @@ pub enum Effect {
         commit: String,
         /// The last good commit.
         last_good: Option<String>,
-        /// The failed objects.
+        /// The failed objects (the first [`KEPT_FAILED_POSITIONS`]).
         failed: Vec<ObjectRef>,
         /// Why.
         evidence: Evidence,
@@ -253,7 +489,7 @@ pub enum Effect {
 }
 
 /// Progress worth telling people.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Report {
     /// A stage started.
     StageStarted {
@@ -262,7 +498,7 @@ pub enum Report {
         /// Name.
         name: String,
         /// Changes in it.
-        size: usize,
+        size: u32,
     },
     /// A stage settled (and baked).
     StageCompleted {
@@ -271,7 +507,7 @@ pub enum Report {
         /// Name.
         name: String,
         /// Objects of the stage that failed.
-        failures: usize,
+        failures: u32,
     },
     /// The stage holds for approval.
     AwaitingApproval(String),
@@ -281,26 +517,198 @@ pub enum Report {
     Failed(ObjectRef, String),
     /// The breaker tripped.
     Tripped(Evidence),
-    /// Every restore was issued.
+    /// Restores were issued.
     RestoreIssued(usize),
+    /// Everything a trip could do is done: restored (and the revert answered).
+    Restored {
+        /// Restores that failed.
+        unrestored: u32,
+    },
     /// The rollout finished.
     Completed {
         /// Objects changed.
-        changed: usize,
+        changed: u32,
     },
     /// A newer commit took over.
     Superseded(String),
 }
 
-impl State {
+/// Why the engine wants to hear about an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interest {
+    /// It is in flight: gate it for this generation (unknown until its write returned).
+    Gate(Option<i64>),
+    /// Its stage bakes: a `Failed` status counts against the breaker.
+    Bake,
+}
+
+/// What starting a rollout needs.
+#[derive(Clone, Debug)]
+pub struct Start {
+    /// The commit.
+    pub commit: String,
+    /// The last good commit, what a trip restores.
+    pub last_good: Option<String>,
+    /// The commit the fleet was at (the plan's base for deletes).
+    pub base: Option<String>,
+    /// The plan.
+    pub plan: Plan,
+    /// The commit's policy.
+    pub policy: Policy,
+}
+
+/// What the controller must recompute to resume a loaded rollout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resumable {
+    /// The commit to render and plan.
+    pub commit: String,
+    /// The base commit whose dropped objects are the deletes.
+    pub base: Option<String>,
+    /// The orphans the delete sequence covers.
+    pub orphans: Vec<ObjectRef>,
+}
+
+/// A read-only view of the rollout, for status and progress.
+#[derive(Clone, Copy, Debug)]
+pub struct View<'a> {
+    r: &'a Rollout,
+}
+
+impl<'a> View<'a> {
+    /// The commit rolled out.
+    pub fn commit(&self) -> &'a str {
+        &self.r.commit
+    }
+
+    /// The last good commit before it.
+    pub fn last_good(&self) -> Option<&'a str> {
+        self.r.last_good.as_deref()
+    }
+
+    /// Where it is.
+    pub fn phase(&self) -> &'a Phase {
+        &self.r.phase
+    }
+
+    /// The stages.
+    pub fn stages(&self) -> &[StageSpec] {
+        &self.r.stages
+    }
+
+    /// The current stage's index.
+    pub fn stage_index(&self) -> usize {
+        self.r.stage
+    }
+
+    /// The current stage.
+    pub fn stage(&self) -> Option<&'a StageSpec> {
+        self.r.stages.get(self.r.stage)
+    }
+
+    /// The current stage's cursor (a position in its sequence's order).
+    pub fn cursor(&self) -> u32 {
+        self.r.cursor
+    }
+
+    /// Changes in flight.
+    pub fn inflight(&self) -> usize {
+        self.r.flights.len()
+    }
+
+    /// The objects in flight and the generation each waits for, if known.
+    pub fn inflight_ids(&self) -> impl Iterator<Item = (&'a ObjectRef, Option<i64>)> + 'a {
+        let r = self.r;
+        r.flights
+            .index
+            .iter()
+            .map(move |(id, p)| (id, r.flights.by_position.get(p).and_then(|f| f.generation)))
+    }
+
+    /// Failures so far.
+    pub fn failures(&self) -> &'a Failures {
+        &self.r.failures
+    }
+
+    /// Why no work starts, if it waits.
+    pub fn waiting(&self) -> Option<&'a str> {
+        self.r.waiting.as_deref()
+    }
+
+    /// When it started.
+    pub fn started_at(&self) -> Time {
+        self.r.started_at
+    }
+
+    /// Objects changed (the stages' sizes, package versions excluded).
+    pub fn changed(&self) -> u32 {
+        self.r.changed()
+    }
+
+    /// The policy it runs under (the default until resumed).
+    pub fn policy(&self) -> &'a Policy {
+        &self.r.policy
+    }
+
+    /// Restores that failed.
+    pub fn unrestored(&self) -> &'a Notes {
+        &self.r.unrestored
+    }
+
+    /// A newer commit waiting for this rollout to stop.
+    pub fn superseded_by(&self) -> Option<&'a str> {
+        self.r.superseded_by.as_deref()
+    }
+
+    /// The plan, once started or resumed.
+    pub fn plan(&self) -> Option<&'a Plan> {
+        self.r.plan.as_ref()
+    }
+
+    /// Settled changes of the current stage: started positions that hold a change, minus those
+    /// in flight (approximate after a resume, when positions in sync are not told apart).
+    pub fn settled(&self) -> u32 {
+        let Some(stage) = self.stage() else { return 0 };
+        let started = match &self.r.plan {
+            Some(plan) => (stage.start..self.r.cursor.min(stage.end))
+                .filter(|p| {
+                    plan.op(stage.seq, *p).is_some() || self.r.flights.by_position.contains_key(p)
+                })
+                .count() as u32,
+            None => 0,
+        };
+        started.saturating_sub(self.r.flights.len() as u32)
+    }
+}
+
+impl Engine {
     /// Whether the breaker is open.
     pub fn breaker_open(&self) -> bool {
         self.breaker.is_some()
     }
 
+    /// The latched breaker, when open.
+    pub fn breaker(&self) -> Option<&Trip> {
+        self.breaker.as_ref()
+    }
+
+    /// Commits that must never be the applied target again, oldest first.
+    pub fn quarantine(&self) -> &[Quarantined] {
+        &self.quarantine
+    }
+
     /// Whether `commit` is quarantined.
     pub fn quarantined(&self, commit: &str) -> bool {
         self.quarantine.iter().any(|q| q.commit == commit)
+    }
+
+    /// The fleet-wide budget spends.
+    pub fn budgets(&self) -> &Budgets {
+        &self.budgets
+    }
+
+    /// The rollout in progress, or the last one.
+    pub fn rollout(&self) -> Option<View<'_>> {
+        self.rollout.as_ref().map(|r| View { r })
     }
 
     /// Whether a rollout is under way (anything but completed, superseded or restored).
@@ -313,57 +721,142 @@ impl State {
         })
     }
 
-    /// Starts rolling out `commit` with `plan`; the previous rollout must be over.
-    pub fn start(
-        &mut self,
-        commit: String,
-        last_good: Option<String>,
-        plan: Plan,
-        policy: Policy,
-        now: Time,
-    ) -> Vec<Effect> {
+    /// For a loaded rollout that is under way, what to recompute before [`Engine::resume`].
+    pub fn resumable(&self) -> Option<Resumable> {
+        let r = self.rollout.as_ref().filter(|_| self.busy())?;
+        Some(Resumable {
+            commit: r.commit.clone(),
+            base: r.base.clone(),
+            orphans: r.orphans.clone(),
+        })
+    }
+
+    /// Starts rolling out a commit; the previous rollout must be over.
+    pub fn start(&mut self, start: Start, now: Time) -> Vec<Effect> {
         debug_assert!(!self.busy(), "a rollout is already under way");
+        let Start {
+            commit,
+            last_good,
+            base,
+            plan,
+            policy,
+        } = start;
+        let stages = plan.stages(&policy);
+        let cursor = stages.first().map_or(0, |s| s.start);
         self.rollout = Some(Rollout {
             commit,
             last_good,
-            policy,
-            plan,
+            base,
+            orphans: plan.orphans.clone(),
+            failures: Failures {
+                per_stage: vec![0; stages.len()],
+                ..Failures::default()
+            },
+            stages,
             stage: 0,
-            next: 0,
-            inflight: BTreeMap::new(),
-            failures: Vec::new(),
+            cursor,
+            flights: Flights::default(),
             phase: Phase::Running,
             superseded_by: None,
             started_at: now,
             waiting: None,
-            restore: Vec::new(),
-            unrestored: Vec::new(),
+            restore: None,
+            unrestored: Notes::default(),
+            plan: Some(plan),
+            policy,
+            healthy: Positions::new(),
+            revert_asked: false,
+            regating: false,
         });
-        let mut fx = Vec::new();
+        let mut fx = vec![Effect::Persist];
         self.report_stage_start(&mut fx);
         self.advance(now, &mut fx);
         fx
     }
 
-    /// The objects whose health the gates need now, with the generation each must reach.
-    pub fn watch(&self) -> Vec<(ObjectRef, i64)> {
-        let Some(r) = &self.rollout else {
-            return Vec::new();
+    /// Hands a loaded rollout its recomputed plan and policy, and says what to do: re-issue
+    /// the writes in flight (their outcome was lost; an object already in sync needs no
+    /// request), re-check what a bake watches, prepare an interrupted restore, ask again for a
+    /// revert whose answer was lost.
+    pub fn resume(&mut self, plan: Plan, policy: Policy, now: Time) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        let Some(r) = self.rollout.as_mut() else {
+            return fx;
         };
-        let Some(stage) = r.plan.stages.get(r.stage) else {
-            return Vec::new();
-        };
-        if !stage.kind.gated() {
-            return Vec::new();
+        r.policy = policy;
+        r.plan = Some(plan);
+        let plan = r.plan.as_ref().expect("just set");
+        let stage = r.stages.get(r.stage).cloned();
+        // Re-index the flights (the persisted form has positions only).
+        if let Some(stage) = &stage {
+            let positions: Vec<u32> = r.flights.by_position.keys().copied().collect();
+            r.flights.index = positions
+                .iter()
+                .filter(|p| **p < plan.len(stage.seq))
+                .map(|&p| (plan.id(stage.seq, p).clone(), p))
+                .collect();
+        }
+        match (&r.phase, &stage) {
+            (Phase::Running, Some(stage)) if !r.flights.is_empty() => {
+                let ids: Vec<ObjectRef> = r
+                    .flights
+                    .by_position
+                    .keys()
+                    .filter(|p| **p < plan.len(stage.seq))
+                    .map(|p| plan.id(stage.seq, *p).clone())
+                    .collect();
+                fx.push(write_effect(stage.seq, ids.clone()));
+                if stage.seq.gated() {
+                    r.regating = true;
+                    fx.push(Effect::Observe(ids));
+                }
+            }
+            (Phase::Baking { .. }, Some(stage)) if stage.seq.gated() => {
+                // What the bake watches is held in memory: look at the stage's objects once;
+                // those healthy now are watched for a `Failed` status from here on.
+                r.healthy = Positions::new();
+                let ids: Vec<ObjectRef> = (stage.start..stage.end.min(plan.len(stage.seq)))
+                    .map(|p| plan.id(stage.seq, p).clone())
+                    .collect();
+                fx.push(Effect::Observe(ids));
+            }
+            (Phase::Tripped { .. }, _) => {
+                r.revert_asked = false;
+                fx.push(Effect::PrepareRestore);
+            }
+            _ => {}
+        }
+        self.advance(now, &mut fx);
+        fx
+    }
+
+    /// Why the engine wants to hear about `id` now, if it does.
+    pub fn interest(&self, id: &ObjectRef) -> Option<Interest> {
+        let r = self.rollout.as_ref()?;
+        let stage = r.stages.get(r.stage)?;
+        if !stage.seq.gated() {
+            return None;
         }
         match r.phase {
-            Phase::Running => r
-                .inflight
-                .iter()
-                .filter_map(|(&i, f)| Some((stage.changes[i].id.clone(), f.generation?)))
-                .collect(),
-            _ => Vec::new(),
+            Phase::Running => {
+                let p = r.flights.index.get(id)?;
+                Some(Interest::Gate(r.flights.by_position.get(p)?.generation))
+            }
+            Phase::Baking { .. } => {
+                let plan = r.plan.as_ref()?;
+                let p = plan.order(stage.seq.universe()).position(id)?;
+                (stage.start..stage.end)
+                    .contains(&p)
+                    .then_some(Interest::Bake)
+            }
+            _ => None,
         }
+    }
+
+    /// Per universe, how many of its positions a restore covers (every position up to the
+    /// furthest one started).
+    pub fn restore_ranges(&self) -> [u32; 4] {
+        self.rollout.as_ref().map_or([0; 4], Rollout::reached)
     }
 
     /// Feeds one event; returns what to do.
@@ -371,7 +864,6 @@ impl State {
         let mut fx = Vec::new();
         match event {
             Event::Tick => {}
-            Event::Resume => self.resume(&mut fx),
             Event::Written(results) => self.written(results, now, &mut fx),
             Event::Observed(healths) => self.observed(healths, now, &mut fx),
             Event::Sampled(samples) => self.sampled(samples, now, &mut fx),
@@ -380,6 +872,7 @@ impl State {
                     && r.phase == Phase::AwaitingApproval
                 {
                     r.phase = Phase::Running;
+                    fx.push(Effect::Persist);
                     self.next_stage(&mut fx);
                 }
             }
@@ -392,17 +885,27 @@ impl State {
                     && r.commit != commit
                 {
                     r.superseded_by = Some(commit);
+                    fx.push(Effect::Persist);
                     if r.phase == Phase::AwaitingApproval {
                         self.supersede(&mut fx);
                     }
                 }
             }
+            Event::RestorePlan(classes) => {
+                if let Some(restore) = self.rollout.as_mut().and_then(|r| r.restore.as_mut()) {
+                    restore.classes = Some(classes);
+                }
+                self.reissue_restore(&mut fx);
+            }
             Event::Restored(results) => {
                 if let Some(r) = &mut self.rollout {
                     for (id, result) in results {
                         if let Err(why) = result {
-                            r.unrestored.push((id, why));
+                            r.unrestored.push(Note::new(id.to_string(), &why));
                         }
+                    }
+                    if let Some(restore) = &mut r.restore {
+                        restore.issued = None;
                     }
                 }
             }
@@ -412,54 +915,34 @@ impl State {
                 outcome,
             } => {
                 if let Some(trip) = &mut self.breaker {
-                    trip.reverts = reverts.clone();
-                    trip.revert_outcome = Some(outcome.clone());
+                    trip.reverts = reverts.iter().take(KEPT_REVERTS).cloned().collect();
+                    trip.revert_outcome = Some(cut(&outcome, 1024));
                 }
                 for (i, culprit) in culprits.into_iter().enumerate() {
                     if !self.quarantined(&culprit) {
                         self.quarantine.push(Quarantined {
                             commit: culprit,
-                            reason: outcome.clone(),
+                            reason: cut(&outcome, QUARANTINE_REASON_CHARS),
                             revert: reverts.get(i).cloned(),
                         });
                     }
                 }
+                let excess = self.quarantine.len().saturating_sub(KEPT_QUARANTINE);
+                self.quarantine.drain(..excess);
                 if let Some(r) = &mut self.rollout
                     && let Phase::Tripped { revert_pending } = &mut r.phase
                 {
                     *revert_pending = false;
                 }
+                fx.push(Effect::Persist);
             }
-            Event::ResetBreaker => self.breaker = None,
+            Event::ResetBreaker => {
+                self.breaker = None;
+                fx.push(Effect::Persist);
+            }
         }
         self.advance(now, &mut fx);
         fx
-    }
-
-    fn resume(&mut self, fx: &mut Vec<Effect>) {
-        let Some(r) = &self.rollout else { return };
-        match &r.phase {
-            Phase::Running => {
-                let stage = &r.plan.stages[r.stage];
-                let lost: Vec<ObjectRef> = r
-                    .inflight
-                    .iter()
-                    .filter(|(_, f)| f.generation.is_none())
-                    .map(|(&i, _)| stage.changes[i].id.clone())
-                    .collect();
-                if !lost.is_empty() {
-                    fx.push(write_effect(stage.kind, lost));
-                }
-            }
-            Phase::Tripped {
-                revert_pending: true,
-            } => {
-                if let Some(trip) = &self.breaker {
-                    fx.push(self.revert_effect(trip.evidence.clone()));
-                }
-            }
-            _ => {}
-        }
     }
 
     fn written(
@@ -472,59 +955,81 @@ impl State {
         if r.phase != Phase::Running {
             return;
         }
-        let stage = &r.plan.stages[r.stage];
-        let index: HashMap<&ObjectRef, usize> = r
-            .inflight
-            .keys()
-            .map(|&i| (&stage.changes[i].id, i))
-            .collect();
+        let Some(stage) = r.stages.get(r.stage) else {
+            return;
+        };
+        let gated = stage.seq.gated();
         let mut failed = Vec::new();
-        let mut settled = Vec::new();
-        for (id, result) in &results {
-            let Some(&i) = index.get(id) else { continue };
+        for (id, result) in results {
+            let Some(&p) = r.flights.index.get(&id) else {
+                continue;
+            };
             match result {
-                Ok(generation) if stage.kind.gated() => {
-                    if let Some(f) = r.inflight.get_mut(&i) {
-                        f.generation = Some(*generation);
+                Ok(generation) if gated => {
+                    if let Some(f) = r.flights.by_position.get_mut(&p) {
+                        f.generation = Some(generation);
                     }
                 }
-                Ok(_) => settled.push(i),
-                Err(why) => failed.push((i, format!("write failed: {why}"))),
+                Ok(_) => {
+                    r.flights.remove(p, &id);
+                }
+                Err(why) => failed.push((p, id, format!("write failed: {why}"))),
             }
-        }
-        for i in settled {
-            r.inflight.remove(&i);
         }
         self.fail(failed, now, fx);
     }
 
     fn observed(&mut self, healths: Vec<(ObjectRef, Health)>, now: Time, fx: &mut Vec<Effect>) {
         let Some(r) = &mut self.rollout else { return };
-        if r.phase != Phase::Running {
+        let Some(stage) = r.stages.get(r.stage) else {
             return;
-        }
-        let stage = &r.plan.stages[r.stage];
-        let index: HashMap<&ObjectRef, usize> = r
-            .inflight
-            .keys()
-            .map(|&i| (&stage.changes[i].id, i))
-            .collect();
-        let mut failed = Vec::new();
-        for (id, health) in healths {
-            let Some(&i) = index.get(&id) else { continue };
-            match health {
-                Health::Healthy => {
-                    r.inflight.remove(&i);
-                }
-                Health::Progressing(why) => {
-                    if let Some(f) = r.inflight.get_mut(&i) {
-                        f.last = Some(why);
+        };
+        match r.phase {
+            Phase::Running => {
+                let mut failed = Vec::new();
+                for (id, health) in healths {
+                    let Some(&p) = r.flights.index.get(&id) else {
+                        continue;
+                    };
+                    match health {
+                        Health::Healthy => {
+                            r.flights.remove(p, &id);
+                            r.healthy.insert(p);
+                        }
+                        Health::Progressing(why) => {
+                            if let Some(f) = r.flights.by_position.get_mut(&p) {
+                                f.last = Some(cut(&why, REASON_CHARS));
+                            }
+                        }
+                        Health::Failed(why) => failed.push((p, id, why)),
                     }
                 }
-                Health::Failed(why) => failed.push((i, why)),
+                r.regating = false;
+                self.fail(failed, now, fx);
             }
+            Phase::Baking { .. } => {
+                let Some(plan) = r.plan.as_ref() else { return };
+                let order = plan.order(stage.seq.universe());
+                let range = stage.start..stage.end;
+                let mut failed = Vec::new();
+                for (id, health) in healths {
+                    let Some(p) = order.position(&id).filter(|p| range.contains(p)) else {
+                        continue;
+                    };
+                    match health {
+                        Health::Healthy => {
+                            r.healthy.insert(p);
+                        }
+                        Health::Failed(why) if r.healthy.remove(p) => {
+                            failed.push((p, id, format!("failed while its wave baked: {why}")));
+                        }
+                        _ => {}
+                    }
+                }
+                self.fail_settled(failed, now, fx);
+            }
+            _ => {}
         }
-        self.fail(failed, now, fx);
     }
 
     fn sampled(
@@ -575,35 +1080,54 @@ impl State {
         }
         if let Some(reason) = violation {
             let stage = r.stage;
-            r.failures.push(Failure {
-                stage,
-                id: None,
-                reason: reason.clone(),
-            });
+            r.failures.per_stage[stage] += 1;
+            r.failures.total += 1;
+            r.failures.fleet += 1;
+            if r.failures.first.len() < KEPT_FAILURES {
+                r.failures.first.push(Note::new("fleet".into(), &reason));
+            }
             self.trip(reason, now, fx);
         }
     }
 
-    /// Records failures of in-flight changes (by index) and trips the breaker when a
-    /// threshold is crossed.
-    fn fail(&mut self, failed: Vec<(usize, String)>, now: Time, fx: &mut Vec<Effect>) {
+    /// Records failures of in-flight changes and trips the breaker when a threshold is crossed.
+    fn fail(&mut self, failed: Vec<(u32, ObjectRef, String)>, now: Time, fx: &mut Vec<Effect>) {
+        let Some(r) = &mut self.rollout else { return };
+        let failed: Vec<_> = failed
+            .into_iter()
+            .filter(|(p, id, _)| r.flights.remove(*p, id).is_some())
+            .collect();
+        self.fail_settled(failed, now, fx);
+    }
+
+    /// Records failures of changes no longer in flight.
+    fn fail_settled(
+        &mut self,
+        failed: Vec<(u32, ObjectRef, String)>,
+        now: Time,
+        fx: &mut Vec<Effect>,
+    ) {
         let Some(r) = &mut self.rollout else { return };
         if failed.is_empty() {
             return;
         }
-        let stage = &r.plan.stages[r.stage];
-        for (i, reason) in failed {
-            if r.inflight.remove(&i).is_none() {
-                continue;
+        let universe = r.stages[r.stage].seq.universe();
+        for (p, id, reason) in failed {
+            r.failures.per_stage[r.stage] += 1;
+            r.failures.total += 1;
+            if r.failures.first.len() < KEPT_FAILURES {
+                r.failures.first.push(Note::new(id.to_string(), &reason));
             }
-            let id = stage.changes[i].id.clone();
-            fx.push(Effect::Report(Report::Failed(id.clone(), reason.clone())));
-            r.failures.push(Failure {
-                stage: r.stage,
-                id: Some(id),
-                reason,
-            });
+            let kept: usize = r.failures.positions.values().map(Positions::len).sum();
+            if kept < KEPT_FAILED_POSITIONS {
+                r.failures.positions.entry(universe).or_default().insert(p);
+            }
+            fx.push(Effect::Report(Report::Failed(
+                id,
+                cut(&reason, REASON_CHARS),
+            )));
         }
+        fx.push(Effect::Persist);
         if let Some(threshold) = r.crossed() {
             self.trip(threshold, now, fx);
         }
@@ -611,31 +1135,32 @@ impl State {
 
     fn trip(&mut self, threshold: String, now: Time, fx: &mut Vec<Effect>) {
         let Some(r) = &mut self.rollout else { return };
-        let stage = &r.plan.stages[r.stage];
-        let stage_failures = r.failures.iter().filter(|f| f.stage == r.stage).count();
+        let stage = &r.stages[r.stage];
         let evidence = Evidence {
             stage: stage.name.clone(),
             threshold,
-            stage_failures: (stage_failures, stage.changes.len()),
-            total_failures: (r.failures.len(), r.plan.changed()),
+            stage_failures: (r.failures.per_stage[r.stage], stage.size),
+            total_failures: (r.failures.total, r.changed()),
             failed: r
                 .failures
+                .first
                 .iter()
-                .take(20)
-                .map(|f| {
-                    let what =
-                        f.id.as_ref()
-                            .map_or_else(|| "fleet".to_owned(), ToString::to_string);
-                    (what, f.reason.clone())
-                })
+                .map(|n| (n.object.clone(), n.reason.clone()))
                 .collect(),
         };
-        // Undo in the reverse order of the rollout: machines before the package versions they
-        // were pointed at, the newest changes first.
-        let mut undo: Vec<Change> = r.started().cloned().collect();
-        undo.reverse();
-        r.restore = undo;
-        r.inflight.clear();
+        let reached = r.reached();
+        let mut lanes = [None; 3];
+        if let Some(first) = RESTORE_ORDER.iter().position(|u| reached[u.index()] > 0) {
+            let u = RESTORE_ORDER[first];
+            lanes = [Some((first as u8, reached[u.index()])); 3];
+        }
+        r.restore = Some(Restore {
+            lanes,
+            issued: None,
+            classes: None,
+        });
+        r.flights.clear();
+        r.healthy = Positions::new();
         r.waiting = None;
         let revert = r.policy.breaker.revert;
         r.phase = Phase::Tripped {
@@ -645,60 +1170,144 @@ impl State {
         self.breaker = Some(Trip {
             at: now,
             commit: r.commit.clone(),
-            evidence: evidence.clone(),
+            evidence,
             reverts: Vec::new(),
             revert_outcome: None,
         });
-        self.drain_restore(now, fx);
-        if revert {
-            fx.push(self.revert_effect(evidence));
-        }
+        fx.push(Effect::Persist);
+        fx.push(Effect::PrepareRestore);
     }
 
     fn revert_effect(&self, evidence: Evidence) -> Effect {
         let r = self.rollout.as_ref().expect("a tripped rollout");
+        let failed = match &r.plan {
+            Some(plan) => r
+                .failures
+                .positions
+                .iter()
+                .flat_map(|(u, ps)| {
+                    let order = plan.order(*u);
+                    ps.iter()
+                        .filter(move |p| *p < order.len())
+                        .map(move |p| order.id(p).clone())
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         Effect::Revert {
             commit: r.commit.clone(),
             last_good: r.last_good.clone(),
-            failed: r.failures.iter().filter_map(|f| f.id.clone()).collect(),
+            failed,
             evidence,
         }
     }
 
-    /// Issues the restores the delete and reinstall budgets allow now.
-    fn drain_restore(&mut self, now: Time, fx: &mut Vec<Effect>) {
-        let Some(r) = &mut self.rollout else { return };
-        if r.restore.is_empty() {
+    /// After a restart with a batch of restores issued and not confirmed, issues it again
+    /// (spent already).
+    fn reissue_restore(&mut self, fx: &mut Vec<Effect>) {
+        let Some(r) = &self.rollout else { return };
+        let (Some(restore), Some(plan)) = (&r.restore, &r.plan) else {
             return;
+        };
+        let Some((_, u, from, to)) = restore.issued else {
+            return;
+        };
+        let universe = RESTORE_ORDER[u as usize];
+        let order = plan.order(universe);
+        let classes = restore
+            .classes
+            .as_ref()
+            .map(|c| &c.classes[universe.index()]);
+        // In the order first issued: newest first.
+        let ids: Vec<ObjectRef> = (from..to.min(order.len()))
+            .rev()
+            .filter(|p| classes.is_none_or(|c| c.get(*p as usize) != Some(&RestoreClass::Skip)))
+            .map(|p| order.id(p).clone())
+            .collect();
+        if !ids.is_empty() {
+            fx.push(Effect::Restore(ids));
         }
-        let mut room: HashMap<Option<&'static str>, usize> = HashMap::new();
-        let mut issue = Vec::new();
-        let mut keep = Vec::new();
-        for change in std::mem::take(&mut r.restore) {
-            let class = change.restore_class();
-            let left = room
-                .entry(class)
-                .or_insert_with(|| self.budgets.available(&r.policy, class, now));
-            if *left > 0 {
-                *left -= 1;
-                self.budgets.spend(&r.policy, class, 1, now);
-                issue.push(change);
-            } else {
-                keep.push(change);
+    }
+
+    /// Issues the next batch of restores: every lane with budget room (the unlimited lane
+    /// always has), one batch at a time. Returns whether it issued one.
+    fn drain_restore(&mut self, now: Time, fx: &mut Vec<Effect>) -> bool {
+        let Some(r) = &mut self.rollout else {
+            return false;
+        };
+        let reached = r.reached();
+        let (Some(restore), Some(plan)) = (&mut r.restore, &r.plan) else {
+            return false;
+        };
+        if restore.issued.is_some() {
+            return false;
+        }
+        let Some(classes) = &restore.classes else {
+            return false;
+        };
+        for (lane, &class) in LANE_CLASSES.iter().enumerate() {
+            let mut room = self
+                .budgets
+                .available(&r.policy, class, now)
+                .min(RESTORE_BATCH);
+            let Some((mut u, mut left)) = restore.lanes[lane] else {
+                continue;
+            };
+            let mut ids = Vec::new();
+            let mut issued: Option<(u8, u32, u32)> = None;
+            while room > 0 {
+                if left == 0 {
+                    if !ids.is_empty() {
+                        break; // one universe per batch
+                    }
+                    match (u as usize + 1..RESTORE_ORDER.len())
+                        .find(|i| reached[RESTORE_ORDER[*i].index()] > 0)
+                    {
+                        Some(next) => {
+                            u = next as u8;
+                            left = reached[RESTORE_ORDER[next].index()];
+                            continue;
+                        }
+                        None => {
+                            restore.lanes[lane] = None;
+                            break;
+                        }
+                    }
+                }
+                left -= 1;
+                let universe = RESTORE_ORDER[u as usize];
+                let c = classes.classes[universe.index()]
+                    .get(left as usize)
+                    .copied()
+                    .unwrap_or(RestoreClass::Skip);
+                if c.lane() != Some(lane) {
+                    continue;
+                }
+                let order = plan.order(universe);
+                if left >= order.len() {
+                    continue;
+                }
+                ids.push(order.id(left).clone());
+                room -= 1;
+                issued = Some(match issued {
+                    Some((u, _, to)) => (u, left, to),
+                    None => (u, left, left + 1),
+                });
+            }
+            if restore.lanes[lane].is_some() {
+                restore.lanes[lane] = Some((u, left));
+            }
+            if let Some((iu, from, to)) = issued {
+                self.budgets.spend(&r.policy, class, ids.len() as u64, now);
+                restore.issued = Some((lane as u8, iu, from, to));
+                let n = ids.len();
+                fx.push(Effect::Persist);
+                fx.push(Effect::Restore(ids));
+                fx.push(Effect::Report(Report::RestoreIssued(n)));
+                return true;
             }
         }
-        r.restore = keep;
-        if !r.restore.is_empty() {
-            r.waiting = Some(format!(
-                "{} restores wait for the delete/reinstall budget",
-                r.restore.len()
-            ));
-        } else {
-            r.waiting = None;
-        }
-        if !issue.is_empty() {
-            fx.push(Effect::Restore(issue));
-        }
+        false
     }
 
     /// Moves the rollout forward as far as `now` allows, and asks to be woken for the next
@@ -706,21 +1315,53 @@ impl State {
     fn advance(&mut self, now: Time, fx: &mut Vec<Effect>) {
         loop {
             let Some(r) = &mut self.rollout else { return };
+            if r.plan.is_none() {
+                // Loaded and not resumed yet: nothing can be decided.
+                return;
+            }
             match r.phase.clone() {
                 Phase::Tripped { revert_pending } => {
-                    self.drain_restore(now, fx);
+                    let Some(restore) = &r.restore else { break };
+                    if restore.classes.is_none() || restore.issued.is_some() {
+                        break;
+                    }
+                    if self.drain_restore(now, fx) {
+                        break;
+                    }
                     let r = self.rollout.as_mut().expect("checked");
-                    if r.restore.is_empty() && !revert_pending {
+                    let restore = r.restore.as_ref().expect("checked");
+                    let free_done = restore.lanes[0].is_none();
+                    let all_done = restore.lanes.iter().all(Option::is_none);
+                    if free_done && revert_pending && !r.revert_asked {
+                        r.revert_asked = true;
+                        if let Some(trip) = &self.breaker {
+                            let evidence = trip.evidence.clone();
+                            fx.push(self.revert_effect(evidence));
+                        }
+                    }
+                    let r = self.rollout.as_mut().expect("checked");
+                    if !all_done {
+                        let why = "restores wait for the delete/reinstall budget".to_owned();
+                        if r.waiting.as_ref() != Some(&why) {
+                            r.waiting = Some(why.clone());
+                            fx.push(Effect::Report(Report::Waiting(why)));
+                        }
+                    }
+                    if all_done && !revert_pending {
+                        let r = self.rollout.as_mut().expect("checked");
                         r.phase = Phase::Restored;
+                        r.waiting = None;
+                        fx.push(Effect::Persist);
+                        fx.push(Effect::Report(Report::Restored {
+                            unrestored: r.unrestored.count,
+                        }));
                     }
                     break;
                 }
                 Phase::Completed
                 | Phase::Superseded
                 | Phase::Restored
-                | Phase::AwaitingApproval => {
-                    break;
-                }
+                | Phase::AwaitingApproval => break,
                 Phase::Baking {
                     until,
                     next_sample,
@@ -760,41 +1401,57 @@ impl State {
         let Some(r) = &mut self.rollout else {
             return false;
         };
-        // Gate timeouts.
+        let Some(stage) = r.stages.get(r.stage).cloned() else {
+            return false;
+        };
+        let plan = r.plan.as_ref().expect("resumed");
+        // Gate timeouts: whole start buckets at a time.
         let timeout = r.policy.gate_timeout;
-        let stage = &r.plan.stages[r.stage];
-        let expired: Vec<(usize, String)> = r
-            .inflight
-            .iter()
-            .filter(|(_, f)| stage.kind.gated() && now.since(f.started) >= timeout)
-            .map(|(&i, f)| {
-                let generation = f
-                    .generation
-                    .map_or("its write".to_owned(), |g| format!("generation {g}"));
-                let last = f.last.as_deref().unwrap_or("no status");
-                (
-                    i,
-                    format!(
-                        "not healthy for {generation} within {}: {last}",
-                        human(timeout)
-                    ),
-                )
-            })
-            .collect();
-        if !expired.is_empty() {
-            self.fail(expired, now, fx);
-            if !matches!(
-                self.rollout.as_ref().map(|r| &r.phase),
-                Some(Phase::Running)
-            ) {
-                return true;
+        if stage.seq.gated() && !r.regating {
+            let expired: Vec<u32> = r
+                .flights
+                .by_start
+                .range(..=now - timeout)
+                .flat_map(|(_, ps)| ps.iter())
+                .collect();
+            if !expired.is_empty() {
+                let failed = expired
+                    .into_iter()
+                    .map(|p| {
+                        let f = &r.flights.by_position[&p];
+                        let generation = f
+                            .generation
+                            .map_or("its write".to_owned(), |g| format!("generation {g}"));
+                        let last = f.last.as_deref().unwrap_or("no status");
+                        (
+                            p,
+                            plan.id(stage.seq, p).clone(),
+                            format!(
+                                "not healthy for {generation} within {}: {last}",
+                                human(timeout)
+                            ),
+                        )
+                    })
+                    .collect();
+                self.fail(failed, now, fx);
+                if !matches!(
+                    self.rollout.as_ref().map(|r| &r.phase),
+                    Some(Phase::Running)
+                ) {
+                    return true;
+                }
             }
         }
         let r = self.rollout.as_mut().expect("checked");
-        let stage = &r.plan.stages[r.stage];
+        let plan = r.plan.as_ref().expect("resumed");
+        let end = stage.end.min(plan.len(stage.seq));
         let aborting = r.superseded_by.is_some() && r.policy.abort_on_new_commit;
-        if r.next == stage.changes.len() || aborting {
-            if !r.inflight.is_empty() {
+        // Skip what is in sync: no spend, no write.
+        while r.cursor < end && plan.op(stage.seq, r.cursor).is_none() {
+            r.cursor += 1;
+        }
+        if r.cursor >= end || aborting {
+            if !r.flights.is_empty() {
                 return false;
             }
             if aborting {
@@ -802,23 +1459,27 @@ impl State {
                 return true;
             }
             // The stage settled.
-            let bake = stage.bake;
-            let sample = !r.policy.metrics.is_empty() && stage.kind.gated();
+            let sample = !r.policy.metrics.is_empty() && stage.seq.gated();
             r.phase = Phase::Baking {
-                until: now + bake,
+                until: now + stage.bake(),
                 next_sample: sample.then_some(now),
                 metrics_ok: !sample,
                 metrics_missing_since: None,
             };
+            fx.push(Effect::Persist);
             return true;
         }
-        // Start what may start: room under maxUnavailable, the budget, the window.
-        let room = stage.max_unavailable.saturating_sub(r.inflight.len());
-        if room == 0 {
+        // Start what may start: room under maxUnavailable, the budget, the window. Changes are
+        // admitted in batches (an eighth of maxUnavailable at least) so that saving the state
+        // before the writes costs one status write per batch.
+        let max = stage.max_unavailable as usize;
+        let room = max.saturating_sub(r.flights.len());
+        let batch = (max / 8).max(1);
+        if room == 0 || (room < batch && !r.flights.is_empty()) {
             return false;
         }
         let (weekday, minute) = now.weekday_and_minute();
-        if stage.kind.gated() && !r.policy.window_open(weekday, minute) {
+        if stage.seq.gated() && !r.policy.window_open(weekday, minute) {
             let why = "outside every maintenance window".to_owned();
             if r.waiting.as_ref() != Some(&why) {
                 fx.push(Effect::Report(Report::Waiting(why.clone())));
@@ -826,13 +1487,21 @@ impl State {
             }
             return false;
         }
+        let started = bucket_up(now, timeout);
+        let oldest = r.flights.by_position.keys().next().copied();
+        let span_end = oldest.map_or(u32::MAX, |o| o.saturating_add(MAX_SPAN));
         let mut ids = Vec::new();
-        let mut spends: BTreeMap<&'static str, u64> = BTreeMap::new();
+        let mut spends: BTreeMap<BudgetClass, u64> = BTreeMap::new();
         let mut blocked = None;
-        while ids.len() < room && r.next < stage.changes.len() {
-            let change = &stage.changes[r.next];
-            let class = change.class();
-            let spent = class.map_or(0, |c| spends.get(c).copied().unwrap_or(0)) as usize;
+        while ids.len() < room && r.cursor < end.min(span_end) {
+            let p = r.cursor;
+            let Some(op) = plan.op(stage.seq, p) else {
+                r.cursor += 1;
+                continue;
+            };
+            let id = plan.id(stage.seq, p);
+            let class = plan::class(id.fleet_kind(), op);
+            let spent = class.map_or(0, |c| spends.get(&c).copied().unwrap_or(0)) as usize;
             if self.budgets.available(&r.policy, class, now) <= spent {
                 blocked = class;
                 break;
@@ -840,26 +1509,22 @@ impl State {
             if let Some(c) = class {
                 *spends.entry(c).or_default() += 1;
             }
-            r.inflight.insert(
-                r.next,
-                Inflight {
-                    started: now,
-                    generation: None,
-                    last: None,
-                },
-            );
-            ids.push(change.id.clone());
-            r.next += 1;
+            r.flights.insert(p, id.clone(), started);
+            ids.push(id.clone());
+            r.cursor += 1;
         }
         for (class, n) in spends {
             self.budgets.spend(&r.policy, Some(class), n, now);
         }
         match blocked {
-            Some(class) if ids.is_empty() => {
-                let high_risk = matches!(class, "machine-reinstall" | "machine-delete");
+            Some(class) => {
                 let why = format!(
                     "{}budget {class} is spent until {}",
-                    if high_risk { "paused: high-risk " } else { "" },
+                    if class.high_risk() {
+                        "paused: high-risk "
+                    } else {
+                        ""
+                    },
                     self.budgets
                         .next_room(&r.policy, Some(class), now)
                         .map_or("it is raised".to_owned(), |t| t.to_string())
@@ -872,25 +1537,27 @@ impl State {
             _ => r.waiting = None,
         }
         if !ids.is_empty() {
-            fx.push(write_effect(stage.kind, ids));
+            fx.push(Effect::Persist);
+            fx.push(write_effect(stage.seq, ids));
         }
         false
     }
 
     fn stage_done(&mut self, fx: &mut Vec<Effect>) {
         let Some(r) = &mut self.rollout else { return };
-        let stage = &r.plan.stages[r.stage];
+        let stage = &r.stages[r.stage];
         fx.push(Effect::Report(Report::StageCompleted {
             index: r.stage,
             name: stage.name.clone(),
-            failures: r.failures.iter().filter(|f| f.stage == r.stage).count(),
+            failures: r.failures.per_stage[r.stage],
         }));
         if r.superseded_by.is_some() {
             self.supersede(fx);
             return;
         }
-        if stage.pause && r.stage + 1 < r.plan.stages.len() {
+        if stage.pause && r.stage + 1 < r.stages.len() {
             r.phase = Phase::AwaitingApproval;
+            fx.push(Effect::Persist);
             fx.push(Effect::Report(Report::AwaitingApproval(stage.name.clone())));
             return;
         }
@@ -900,26 +1567,28 @@ impl State {
 
     fn next_stage(&mut self, fx: &mut Vec<Effect>) {
         let Some(r) = &mut self.rollout else { return };
-        if r.stage + 1 >= r.plan.stages.len() {
+        r.flights.clear();
+        r.healthy = Positions::new();
+        fx.push(Effect::Persist);
+        if r.stage + 1 >= r.stages.len() {
             r.phase = Phase::Completed;
             fx.push(Effect::Report(Report::Completed {
-                changed: r.plan.changed(),
+                changed: r.changed(),
             }));
             return;
         }
         r.stage += 1;
-        r.next = 0;
-        r.inflight.clear();
+        r.cursor = r.stages[r.stage].start;
         self.report_stage_start(fx);
     }
 
     fn report_stage_start(&self, fx: &mut Vec<Effect>) {
         let Some(r) = &self.rollout else { return };
-        if let Some(stage) = r.plan.stages.get(r.stage) {
+        if let Some(stage) = r.stages.get(r.stage) {
             fx.push(Effect::Report(Report::StageStarted {
                 index: r.stage,
                 name: stage.name.clone(),
-                size: stage.changes.len(),
+                size: stage.size,
             }));
         }
     }
@@ -927,6 +1596,8 @@ impl State {
     fn supersede(&mut self, fx: &mut Vec<Effect>) {
         let Some(r) = &mut self.rollout else { return };
         r.phase = Phase::Superseded;
+        r.flights.clear();
+        fx.push(Effect::Persist);
         fx.push(Effect::Report(Report::Superseded(
             r.superseded_by.clone().unwrap_or_default(),
         )));
@@ -939,18 +1610,22 @@ impl State {
         let mut consider = |t: Time| at = Some(at.map_or(t, |a| a.min(t)));
         match &r.phase {
             Phase::Running => {
-                let stage = &r.plan.stages[r.stage];
-                if stage.kind.gated() {
-                    for f in r.inflight.values() {
-                        consider(f.started + r.policy.gate_timeout);
-                    }
+                let stage = r.stages.get(r.stage)?;
+                if stage.seq.gated()
+                    && let Some((first, _)) = r.flights.by_start.first_key_value()
+                {
+                    consider(*first + r.policy.gate_timeout);
                 }
-                if r.next < stage.changes.len() && r.inflight.len() < stage.max_unavailable {
-                    let class = stage.changes[r.next].class();
+                let plan = r.plan.as_ref()?;
+                if r.cursor < stage.end.min(plan.len(stage.seq))
+                    && r.flights.len() < stage.max_unavailable as usize
+                    && let Some(op) = plan.op(stage.seq, r.cursor)
+                {
+                    let class = plan::class(plan.id(stage.seq, r.cursor).fleet_kind(), op);
                     if let Some(t) = self.budgets.next_room(&r.policy, class, now) {
                         consider(t);
                     }
-                    if stage.kind.gated()
+                    if stage.seq.gated()
                         && !r.policy.windows.is_empty()
                         && let Some(t) = next_window_open(&r.policy, now)
                     {
@@ -967,12 +1642,13 @@ impl State {
                 }
             }
             Phase::Tripped { .. } => {
-                for change in &r.restore {
-                    if let Some(t) = self
-                        .budgets
-                        .next_room(&r.policy, change.restore_class(), now)
-                    {
-                        consider(t);
+                if let Some(restore) = &r.restore {
+                    for (lane, class) in LANE_CLASSES.iter().enumerate().skip(1) {
+                        if restore.lanes[lane].is_some()
+                            && let Some(t) = self.budgets.next_room(&r.policy, *class, now)
+                        {
+                            consider(t);
+                        }
                     }
                 }
             }
@@ -983,73 +1659,85 @@ impl State {
 }
 
 impl Rollout {
+    /// Objects changed: the stages' sizes, package versions excluded.
+    pub fn changed(&self) -> u32 {
+        self.stages
+            .iter()
+            .filter(|s| s.seq != Seq::Packages)
+            .map(|s| s.size)
+            .sum()
+    }
+
+    /// Per universe, the positions up to the furthest one started.
+    pub fn reached(&self) -> [u32; 4] {
+        let mut reached = [0u32; 4];
+        for (i, stage) in self.stages.iter().enumerate().take(self.stage + 1) {
+            let to = if i < self.stage {
+                stage.end
+            } else {
+                self.cursor.min(stage.end)
+            };
+            let u = stage.seq.universe().index();
+            reached[u] = reached[u].max(to);
+        }
+        reached
+    }
+
     /// The threshold the failures so far cross, in words, if any.
     pub fn crossed(&self) -> Option<String> {
         let t = &self.policy.breaker;
-        let stage = &self.plan.stages[self.stage];
-        let in_stage = self
-            .failures
-            .iter()
-            .filter(|f| f.stage == self.stage)
-            .count();
-        let total = self.failures.len();
-        let pct = |n: usize, of: usize| {
+        let stage = &self.stages[self.stage];
+        let in_stage = self.failures.per_stage[self.stage];
+        let total = self.failures.total;
+        let pct = |n: u32, of: u32| {
             if of == 0 {
                 100.0
             } else {
-                n as f64 * 100.0 / of as f64
+                f64::from(n) * 100.0 / f64::from(of)
             }
         };
         if let Some(max) = t.per_wave
-            && in_stage as u64 >= max
+            && u64::from(in_stage) >= max
         {
             return Some(format!(
                 "{in_stage} failed objects in the wave (maxFailuresPerWave {max})"
             ));
         }
         if let Some(max) = t.per_wave_ratio
-            && pct(in_stage, stage.changes.len()) >= max
+            && pct(in_stage, stage.size) >= max
         {
             return Some(format!(
                 "{in_stage} of {} objects failed in the wave (maxFailureRatioPerWave {max}%)",
-                stage.changes.len()
+                stage.size
             ));
         }
         if let Some(max) = t.total
-            && total as u64 >= max
+            && u64::from(total) >= max
         {
             return Some(format!(
                 "{total} failed objects in the rollout (maxFailures {max})"
             ));
         }
         if let Some(max) = t.total_ratio
-            && pct(total, self.plan.changed()) >= max
+            && pct(total, self.changed()) >= max
         {
             return Some(format!(
                 "{total} of {} changed objects failed (maxFailureRatio {max}%)",
-                self.plan.changed()
+                self.changed()
             ));
         }
         None
     }
-
-    /// Every change started so far, in start order.
-    pub fn started(&self) -> impl Iterator<Item = &Change> {
-        self.plan.stages[..self.stage]
-            .iter()
-            .flat_map(|s| s.changes.iter())
-            .chain(
-                self.plan
-                    .stages
-                    .get(self.stage)
-                    .into_iter()
-                    .flat_map(|s| s.changes[..self.next].iter()),
-            )
-    }
 }
 
-fn write_effect(kind: StageKind, ids: Vec<ObjectRef>) -> Effect {
-    if kind == StageKind::Deletes {
+/// `now` rounded up to the next start bucket of a gate timeout.
+fn bucket_up(now: Time, timeout: Duration) -> Time {
+    let width = (timeout.as_millis() as i64 / FLIGHT_BUCKETS as i64).max(1);
+    Time((now.millis() + width - 1).div_euclid(width) * width)
+}
+
+fn write_effect(seq: Seq, ids: Vec<ObjectRef>) -> Effect {
+    if seq == Seq::Deletes {
         Effect::Delete(ids)
     } else {
         Effect::Apply(ids)

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use endstate_api::{ClusterStatus, FleetStatus, MachineStatus};
-use endstate_core::{FleetObject, ObjectRef};
+use endstate_core::{FleetObject, Kind, ObjectRef};
 use endstate_rollout::{LiveError, Time};
 use serde::{Deserialize, Serialize};
 
@@ -181,9 +181,19 @@ impl SimFleet {
         self.store.get(id)
     }
 
-    /// Every object, kind by kind in rollout order, then by name.
+    /// Every object, kind by kind (by name), then by name.
     pub fn snapshot(&self) -> Vec<FleetObject> {
         self.store.iter().cloned().collect()
+    }
+
+    /// The objects changed since the last call; see [`Store::take_changes`].
+    pub fn take_changes(&mut self) -> Vec<ObjectRef> {
+        self.store.take_changes()
+    }
+
+    /// Whether objects changed since [`SimFleet::take_changes`] last took them.
+    pub fn has_changes(&self) -> bool {
+        self.store.has_changes()
     }
 
     /// The changes after resource version `since`, oldest first; see [`Store::events_since`].
@@ -228,7 +238,7 @@ impl SimFleet {
     pub fn delete(&mut self, id: &ObjectRef) -> Result<bool, LiveError> {
         let deleted = self.store.delete(id)?;
         if deleted {
-            self.cancel(&(id.kind == "Cluster", id.name.clone()));
+            self.cancel(&(id.is(Kind::Cluster), id.name.clone()));
         }
         Ok(deleted)
     }
@@ -244,19 +254,19 @@ impl SimFleet {
             self.store.apply(&object, self.now)?;
             let name = name_of(&object).to_owned();
             match object.kind() {
-                "Machine" => {
+                Kind::Machine => {
                     self.cancel(&(false, name.clone()));
                     if let Some(FleetObject::Machine(live)) =
-                        self.store.get_by_name("Machine", &name)
+                        self.store.get_by_name(Kind::Machine, &name)
                     {
                         let status = operator::converged_machine_status(live, self.now);
                         self.store.set_machine_status(&name, status)?;
                     }
                 }
-                "Cluster" => {
+                Kind::Cluster => {
                     self.cancel(&(true, name.clone()));
                     if let Some(FleetObject::Cluster(live)) =
-                        self.store.get_by_name("Cluster", &name)
+                        self.store.get_by_name(Kind::Cluster, &name)
                     {
                         let status = operator::converged_cluster_status(live, self.now);
                         self.store.set_cluster_status(&name, status)?;
@@ -333,7 +343,7 @@ impl SimFleet {
 
     /// Hands the current generation of a Machine or Cluster to its operator, replacing the work
     /// scheduled for an older generation.
-    fn reconcile(&mut self, kind: &str, name: &str) {
+    fn reconcile(&mut self, kind: Kind, name: &str) {
         let cx = Context {
             seed: self.config.seed,
             config: &self.config.operators,
@@ -343,7 +353,7 @@ impl SimFleet {
         let pending: Vec<Pending> = match store.get_by_name(kind, name) {
             Some(FleetObject::Machine(machine)) => {
                 operator::machine_transitions(machine, self.now, cx, |p| {
-                    store.get_by_name("MachinePackageVersion", p).is_some()
+                    store.get_by_name(Kind::MachinePackageVersion, p).is_some()
                 })
                 .into_iter()
                 .map(|t| Pending::Machine(name.to_owned(), t))
@@ -351,7 +361,7 @@ impl SimFleet {
             }
             Some(FleetObject::Cluster(cluster)) => {
                 operator::cluster_transitions(cluster, self.now, cx, |p| {
-                    store.get_by_name("ClusterPackageVersion", p).is_some()
+                    store.get_by_name(Kind::ClusterPackageVersion, p).is_some()
                 })
                 .into_iter()
                 .map(|t| Pending::Cluster(name.to_owned(), t))
@@ -359,7 +369,7 @@ impl SimFleet {
             }
             _ => return,
         };
-        let subject = (kind == "Cluster", name.to_owned());
+        let subject = (kind == Kind::Cluster, name.to_owned());
         self.cancel(&subject);
         let keys = self.pending.entry(subject).or_default();
         for p in pending {
@@ -394,7 +404,7 @@ impl SimFleet {
         // the older generation's writes.
         match pending {
             Pending::Machine(name, mut t) => {
-                let Some(FleetObject::Machine(live)) = self.store.get_by_name("Machine", &name)
+                let Some(FleetObject::Machine(live)) = self.store.get_by_name(Kind::Machine, &name)
                 else {
                     return;
                 };
@@ -407,7 +417,7 @@ impl SimFleet {
                 let _ = self.store.set_machine_status(&name, t.status);
             }
             Pending::Cluster(name, mut t) => {
-                let Some(FleetObject::Cluster(live)) = self.store.get_by_name("Cluster", &name)
+                let Some(FleetObject::Cluster(live)) = self.store.get_by_name(Kind::Cluster, &name)
                 else {
                     return;
                 };

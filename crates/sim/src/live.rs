@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use endstate_api::FleetStatus;
 use endstate_core::{FleetObject, ObjectRef};
-use endstate_rollout::{Applied, Live, LiveError};
+use endstate_rollout::{Applied, Changes, Live, LiveError};
 
 use crate::fleet::SimFleet;
 
@@ -67,6 +67,22 @@ impl Live for SimLive {
     async fn delete(&self, ids: &[ObjectRef]) -> Vec<Result<(), LiveError>> {
         let mut fleet = self.lock();
         ids.iter().map(|id| fleet.delete(id).map(|_| ())).collect()
+    }
+
+    fn changes(&self) -> Changes {
+        Changes {
+            ids: self.lock().take_changes(),
+            relisted: false,
+        }
+    }
+
+    async fn changed(&self) {
+        // The simulated fleet changes only when it is written to or its clock advances, and
+        // the loop that does both takes the changes right after: pending ones are ready now,
+        // and otherwise there is nothing to wait for here.
+        if !self.lock().has_changes() {
+            std::future::pending::<()>().await;
+        }
     }
 
     async fn load_status(&self) -> Result<Option<FleetStatus>, LiveError> {

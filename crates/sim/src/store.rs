@@ -10,20 +10,21 @@
 //!   sets, keeps everyone else's, and never touches status (the status subresource).
 //!
 //! The store holds one namespace; objects are kept per kind, sorted by name, so listings are
-//! deterministic and come in the order endstate rolls kinds out.
+//! deterministic (kinds by name, then objects by name).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use endstate_api::k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use endstate_api::{ClusterStatus, MachineStatus, ObjectMeta};
-use endstate_core::{FleetObject, ObjectRef};
+use endstate_core::{FleetObject, Kind, ObjectRef};
 use endstate_rollout::{LiveError, Time};
 use serde::Serialize;
 
 use crate::seed;
 
-/// The kinds the store holds, in the order they are listed.
-pub const KINDS: [&str; 5] = endstate_api::REPO_KINDS;
+/// The kinds the store holds, in the order they are listed (by name).
+pub const KINDS: [Kind; 5] = Kind::ALL;
 
 /// What the store has done since it was created (or its counters were reset).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -111,6 +112,8 @@ pub struct Store {
     resource_version: u64,
     tombstones: Vec<(u64, ObjectRef)>,
     counters: Counters,
+    /// Objects changed since [`Store::take_changes`] last took them.
+    changes: Vec<ObjectRef>,
 }
 
 impl Store {
@@ -123,6 +126,7 @@ impl Store {
             resource_version: 0,
             tombstones: Vec::new(),
             counters: Counters::default(),
+            changes: Vec::new(),
         }
     }
 
@@ -164,11 +168,21 @@ impl Store {
     }
 
     /// The object of this kind and name.
-    pub fn get_by_name(&self, kind: &str, name: &str) -> Option<&FleetObject> {
-        self.kinds[kind_index(kind)?].get(name).map(|e| &e.object)
+    pub fn get_by_name(&self, kind: Kind, name: &str) -> Option<&FleetObject> {
+        self.kinds[kind.index()].get(name).map(|e| &e.object)
     }
 
-    /// Every object, kind by kind in rollout order, then by name.
+    /// The objects changed (created, updated, status written, deleted) since the last call.
+    pub fn take_changes(&mut self) -> Vec<ObjectRef> {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// Whether objects changed since [`Store::take_changes`] last took them.
+    pub fn has_changes(&self) -> bool {
+        !self.changes.is_empty()
+    }
+
+    /// Every object, kind by kind (by name), then by name.
     pub fn iter(&self) -> impl Iterator<Item = &FleetObject> {
         self.kinds
             .iter()
@@ -176,11 +190,8 @@ impl Store {
     }
 
     /// The objects of one kind, by name.
-    pub fn list(&self, kind: &str) -> impl Iterator<Item = &FleetObject> {
-        kind_index(kind)
-            .map(|k| &self.kinds[k])
-            .into_iter()
-            .flat_map(|k| k.values().map(|e| &e.object))
+    pub fn list(&self, kind: Kind) -> impl Iterator<Item = &FleetObject> {
+        self.kinds[kind.index()].values().map(|e| &e.object)
     }
 
     /// The changes after resource version `since`, oldest first.
@@ -231,7 +242,7 @@ impl Store {
             return Ok(written);
         };
         let mut next = entry.object.clone();
-        let meta = meta_mut(&mut next);
+        let meta = next.meta_mut();
         let labels = merge_owned(
             meta.labels.take(),
             &entry.owned_labels,
@@ -244,9 +255,9 @@ impl Store {
             desired_annotations.clone(),
         );
         meta.annotations = annotations;
-        let spec_changed = !same_spec(&next, desired);
+        let spec_changed = !next.same_spec(desired);
         if spec_changed {
-            copy_spec(&mut next, desired);
+            next.copy_spec_from(desired);
         }
         entry.owned_labels = desired_labels.into_keys().collect();
         entry.owned_annotations = desired_annotations.into_keys().collect();
@@ -285,11 +296,11 @@ impl Store {
         self.check_precondition(kind, &name, object)?;
         let entry = self.live_entry(kind, &name)?;
         let mut next = entry.object.clone();
-        let meta = meta_mut(&mut next);
+        let meta = next.meta_mut();
         meta.labels = object.meta().labels.clone().filter(|m| !m.is_empty());
         meta.annotations = object.meta().annotations.clone().filter(|m| !m.is_empty());
-        let spec_changed = !same_spec(&next, object);
-        copy_spec(&mut next, object);
+        let spec_changed = !next.same_spec(object);
+        next.copy_spec_from(object);
         if next == entry.object {
             let live = &entry.object;
             return Ok(Written {
@@ -329,7 +340,11 @@ impl Store {
         name: &str,
         status: MachineStatus,
     ) -> Result<Written, LiveError> {
-        self.write_status(kind_of("Machine"), name, SomeStatus::Machine(Some(status)))
+        self.write_status(
+            Kind::Machine.index(),
+            name,
+            SomeStatus::Machine(Some(status)),
+        )
     }
 
     /// Writes a Cluster's status, unconditionally.
@@ -338,7 +353,11 @@ impl Store {
         name: &str,
         status: ClusterStatus,
     ) -> Result<Written, LiveError> {
-        self.write_status(kind_of("Cluster"), name, SomeStatus::Cluster(Some(status)))
+        self.write_status(
+            Kind::Cluster.index(),
+            name,
+            SomeStatus::Cluster(Some(status)),
+        )
     }
 
     /// Deletes an object; `Ok(false)` when there was none.
@@ -350,8 +369,9 @@ impl Store {
             return Ok(false);
         }
         self.resource_version += 1;
-        self.tombstones
-            .push((self.resource_version, self.object_ref(kind, &id.name)));
+        let gone = self.object_ref(kind, &id.name);
+        self.changes.push(gone.clone());
+        self.tombstones.push((self.resource_version, gone));
         self.counters.deletes += 1;
         Ok(true)
     }
@@ -365,8 +385,8 @@ impl Store {
         let entry = self.live_entry(kind, name)?;
         let mut next = entry.object.clone();
         match (&mut next, status) {
-            (FleetObject::Machine(m), SomeStatus::Machine(s)) => m.status = s,
-            (FleetObject::Cluster(c), SomeStatus::Cluster(s)) => c.status = s,
+            (FleetObject::Machine(m), SomeStatus::Machine(s)) => Arc::make_mut(m).status = s,
+            (FleetObject::Cluster(c), SomeStatus::Cluster(s)) => Arc::make_mut(c).status = s,
             (other, _) => {
                 return Err(LiveError::Fatal(format!(
                     "{} has no status of that kind",
@@ -397,7 +417,8 @@ impl Store {
         spec_changed: bool,
     ) -> Written {
         self.resource_version += 1;
-        let meta = meta_mut(&mut next);
+        self.changes.push(self.object_ref(kind, name));
+        let meta = next.meta_mut();
         if spec_changed {
             meta.generation = Some(meta.generation.unwrap_or(0) + 1);
         }
@@ -419,11 +440,12 @@ impl Store {
     /// what the server sets on create; no status.
     fn fresh(&mut self, desired: &FleetObject, kind: usize, name: &str, now: Time) -> FleetObject {
         self.resource_version += 1;
+        self.changes.push(self.object_ref(kind, name));
         let mut object = desired.clone();
-        clear_status(&mut object);
+        object.clear_status();
         let from = desired.meta();
-        let uid = uid(self.seed, KINDS[kind], name, self.resource_version);
-        *meta_mut(&mut object) = ObjectMeta {
+        let uid = uid(self.seed, KINDS[kind].as_str(), name, self.resource_version);
+        *object.meta_mut() = ObjectMeta {
             name: Some(name.to_owned()),
             namespace: Some(self.namespace.clone()),
             labels: from.labels.clone().filter(|m| !m.is_empty()),
@@ -454,7 +476,7 @@ impl Store {
                 self.namespace
             )));
         }
-        Ok((kind_of(object.kind()), name.to_owned()))
+        Ok((object.kind().index(), name.to_owned()))
     }
 
     fn check_namespace_of(&self, id: &ObjectRef) -> Result<(), LiveError> {
@@ -506,14 +528,9 @@ enum SomeStatus {
     Cluster(Option<ClusterStatus>),
 }
 
-/// The index of a kind in [`KINDS`].
+/// The index of a kind (by name) in [`KINDS`].
 fn kind_index(kind: &str) -> Option<usize> {
-    KINDS.iter().position(|k| *k == kind)
-}
-
-fn kind_of(kind: &'static str) -> usize {
-    // Only called with the kinds of `FleetObject`, which are exactly `KINDS`.
-    kind_index(kind).unwrap_or_default()
+    Kind::parse(kind).map(Kind::index)
 }
 
 /// The object's `metadata.resourceVersion` as a number (0 when unset).
@@ -564,57 +581,6 @@ fn merge_owned(
     (!merged.is_empty()).then_some(merged)
 }
 
-fn meta_mut(object: &mut FleetObject) -> &mut ObjectMeta {
-    match object {
-        FleetObject::MachinePackageVersion(o) => &mut o.metadata,
-        FleetObject::ClusterPackageVersion(o) => &mut o.metadata,
-        FleetObject::Cluster(o) => &mut o.metadata,
-        FleetObject::Machine(o) => &mut o.metadata,
-        FleetObject::RolloutPolicy(o) => &mut o.metadata,
-    }
-}
-
-fn same_spec(a: &FleetObject, b: &FleetObject) -> bool {
-    match (a, b) {
-        (FleetObject::MachinePackageVersion(a), FleetObject::MachinePackageVersion(b)) => {
-            a.spec == b.spec
-        }
-        (FleetObject::ClusterPackageVersion(a), FleetObject::ClusterPackageVersion(b)) => {
-            a.spec == b.spec
-        }
-        (FleetObject::Cluster(a), FleetObject::Cluster(b)) => a.spec == b.spec,
-        (FleetObject::Machine(a), FleetObject::Machine(b)) => a.spec == b.spec,
-        (FleetObject::RolloutPolicy(a), FleetObject::RolloutPolicy(b)) => a.spec == b.spec,
-        _ => false,
-    }
-}
-
-fn copy_spec(to: &mut FleetObject, from: &FleetObject) {
-    match (to, from) {
-        (FleetObject::MachinePackageVersion(a), FleetObject::MachinePackageVersion(b)) => {
-            a.spec = b.spec.clone();
-        }
-        (FleetObject::ClusterPackageVersion(a), FleetObject::ClusterPackageVersion(b)) => {
-            a.spec = b.spec.clone();
-        }
-        (FleetObject::Cluster(a), FleetObject::Cluster(b)) => a.spec = b.spec.clone(),
-        (FleetObject::Machine(a), FleetObject::Machine(b)) => a.spec = b.spec.clone(),
-        (FleetObject::RolloutPolicy(a), FleetObject::RolloutPolicy(b)) => a.spec = b.spec.clone(),
-        // `identify` keyed both by the same kind.
-        _ => {}
-    }
-}
-
-fn clear_status(object: &mut FleetObject) {
-    match object {
-        FleetObject::Machine(m) => m.status = None,
-        FleetObject::Cluster(c) => c.status = None,
-        FleetObject::MachinePackageVersion(_)
-        | FleetObject::ClusterPackageVersion(_)
-        | FleetObject::RolloutPolicy(_) => {}
-    }
-}
-
 /// `metadata.generation` (0 when unset).
 pub(crate) fn generation_of(meta: &ObjectMeta) -> i64 {
     meta.generation.unwrap_or_default()
@@ -632,7 +598,7 @@ mod tests {
     }
 
     fn live_machine(store: &Store, name: &str) -> endstate_api::Machine {
-        match store.get_by_name("Machine", name) {
+        match store.get_by_name(Kind::Machine, name) {
             Some(FleetObject::Machine(m)) => (**m).clone(),
             other => panic!("no machine {name}: {other:?}"),
         }

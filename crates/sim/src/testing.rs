@@ -15,7 +15,7 @@ use endstate_core::FleetObject;
 
 pub fn mpv(name: &str) -> FleetObject {
     let (package, version) = name.split_once('-').unwrap_or((name, "1"));
-    FleetObject::MachinePackageVersion(Box::new(MachinePackageVersion::new(
+    FleetObject::MachinePackageVersion(std::sync::Arc::new(MachinePackageVersion::new(
         name,
         MachinePackageVersionSpec {
             package_name: package.into(),
@@ -36,7 +36,7 @@ pub fn cpv(name: &str) -> FleetObject {
         image: format!("registry.example/{image}:{name}"),
         args: None,
     };
-    FleetObject::ClusterPackageVersion(Box::new(ClusterPackageVersion::new(
+    FleetObject::ClusterPackageVersion(std::sync::Arc::new(ClusterPackageVersion::new(
         name,
         ClusterPackageVersionSpec {
             version: name.into(),
@@ -86,11 +86,11 @@ pub fn cluster(name: &str, package: &str) -> Cluster {
 }
 
 pub fn obj(machine: Machine) -> FleetObject {
-    FleetObject::Machine(Box::new(machine))
+    FleetObject::from(machine)
 }
 
 pub fn cobj(cluster: Cluster) -> FleetObject {
-    FleetObject::Cluster(Box::new(cluster))
+    FleetObject::from(cluster)
 }
 
 /// Runs a future that never waits, as every future of the simulated fleet is.

@@ -6,15 +6,15 @@
 //! cargo run --release -p endstate-bench --bin plan-bench -- --machines 100000
 //! ```
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
 use endstate_bench::fleetgen;
-use endstate_core::{DirTree, FleetObject, ObjectRef, Options, render};
-use endstate_rollout::diff;
-use endstate_rollout::plan;
+use endstate_core::{DirTree, FleetObject, Options, Owner, render};
+use endstate_rollout::live::OWNER_LABEL;
+use endstate_rollout::plan::{Inputs, Plan};
 use endstate_rollout::policy::Policy;
 use endstate_sim::{SimConfig, SimFleet};
 
@@ -42,8 +42,12 @@ fn main() -> anyhow::Result<()> {
         fleetgen::generate(&dir, fleetgen::Spec::machines(args.machines)).context("generating")?;
     }
     let tree = DirTree::open(&dir)?;
+    let owner = Owner {
+        namespace: NS.into(),
+        labels: vec![(OWNER_LABEL.into(), FLEET.into())],
+    };
     let t = Instant::now();
-    let rendered = render(&tree, "overlays/prod", Options::default())
+    let rendered = render(&tree, "overlays/prod", Options::owned_by(owner))
         .map_err(|d| anyhow::anyhow!("the generated fleet does not render:\n{d}"))?;
     let render_time = t.elapsed();
     let mut policy = Policy::default();
@@ -53,11 +57,7 @@ fn main() -> anyhow::Result<()> {
             FleetObject::RolloutPolicy(p) => {
                 policy = Policy::resolve(&p.spec).map_err(anyhow::Error::msg)?
             }
-            mut object => {
-                endstate_controller::controller::own(&mut object, NS, FLEET)
-                    .map_err(anyhow::Error::msg)?;
-                live.push(object);
-            }
+            object => live.push(object),
         }
     }
     let machines = live
@@ -73,7 +73,11 @@ fn main() -> anyhow::Result<()> {
         if let FleetObject::Machine(m) = object
             && i % every == 0
         {
-            let kubelet = m.spec.packages.get_mut("kubelet").expect("a kubelet");
+            let kubelet = Arc::make_mut(m)
+                .spec
+                .packages
+                .get_mut("kubelet")
+                .expect("a kubelet");
             *kubelet = if kubelet == "kubelet-1.28.4" {
                 "kubelet-1.27.9"
             } else {
@@ -89,17 +93,18 @@ fn main() -> anyhow::Result<()> {
     let mut stages = 0;
     let mut changes_found = 0;
     for _ in 0..args.runs {
+        // The plan: each sequence's order and the diff of every position against live.
         let t = Instant::now();
-        let changes = diff::diff(&desired, &live, FLEET);
+        let plan = Plan::new(inputs(&desired, &live, &policy));
         let d = t.elapsed().as_secs_f64();
+        // The waves cut from it.
         let t = Instant::now();
-        let by_id: HashMap<ObjectRef, &FleetObject> = desired.iter().map(|o| (o.id(), o)).collect();
-        let plan = plan::plan(&changes, &policy, &|id| by_id.get(id).copied());
+        let waves = plan.stages(&policy);
         let p = t.elapsed().as_secs_f64();
         best_diff = best_diff.min(d);
         best_plan = best_plan.min(p);
-        stages = plan.stages.len();
-        changes_found = changes.changes.len();
+        stages = waves.len();
+        changes_found = plan.len_changes();
     }
     assert_eq!(
         changes_found, changed,
@@ -116,9 +121,9 @@ fn main() -> anyhow::Result<()> {
     for _ in 0..args.runs {
         let t = Instant::now();
         let snapshot = sim.snapshot();
-        let changes = diff::diff(&live, &snapshot, FLEET);
+        let plan = Plan::new(inputs(&live, &snapshot, &policy));
         best_noop = best_noop.min(t.elapsed().as_secs_f64());
-        noop_changes = changes.changes.len();
+        noop_changes = plan.len_changes();
     }
     let writes = sim.counters().writes();
 
@@ -131,9 +136,9 @@ fn main() -> anyhow::Result<()> {
         "  render + validate (for reference)   {:>8.3} s",
         render_time.as_secs_f64()
     );
-    println!("  diff                                {:>8.3} s", best_diff);
+    println!("  order + diff                        {:>8.3} s", best_diff);
     println!(
-        "  plan ({stages} stages)                      {:>8.3} s",
+        "  waves ({stages} stages)                     {:>8.3} s",
         best_plan
     );
     println!(
@@ -145,4 +150,19 @@ fn main() -> anyhow::Result<()> {
         best_noop
     );
     Ok(())
+}
+
+fn inputs<'a>(
+    desired: &'a [FleetObject],
+    live: &'a [FleetObject],
+    policy: &'a Policy,
+) -> Inputs<'a> {
+    Inputs {
+        desired,
+        base: None,
+        live,
+        fleet: FLEET,
+        policy,
+        orphans: None,
+    }
 }

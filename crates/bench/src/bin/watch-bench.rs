@@ -64,7 +64,7 @@ fn machines(n: usize, namespace: &str) -> Vec<FleetObject> {
                 )]
                 .into(),
             );
-            FleetObject::Machine(Box::new(m))
+            FleetObject::from(m)
         })
         .collect()
 }
@@ -172,7 +172,14 @@ async fn watch(kubeconfig: &str, namespace: &str, report: &str, n: usize) -> any
     let rss_after_sync = current_rss().unwrap_or(0);
     let snapshot = live.snapshot().await?;
     let desired = machines(n, namespace);
-    let changes = endstate_rollout::diff::diff(&desired, &snapshot, FLEET);
+    let changes = endstate_rollout::plan::Plan::new(endstate_rollout::plan::Inputs {
+        desired: &desired,
+        base: None,
+        live: &snapshot,
+        fleet: FLEET,
+        policy: &endstate_rollout::policy::Policy::default(),
+        orphans: None,
+    });
     anyhow::ensure!(
         snapshot.len() == n,
         "the caches hold {} objects, want {n}",
@@ -181,7 +188,7 @@ async fn watch(kubeconfig: &str, namespace: &str, report: &str, n: usize) -> any
     anyhow::ensure!(
         changes.is_empty(),
         "{} changes against a fleet at its desired state",
-        changes.changes.len()
+        changes.len_changes()
     );
     let figures = format!(
         "{:.1} {} {}",

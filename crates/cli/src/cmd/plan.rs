@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 
 use anyhow::{Context, anyhow};
-use endstate_core::{FleetObject, ObjectRef};
+use endstate_core::{FleetObject, ObjectRef, Owner};
 use endstate_git::{History, Oid, RenderCache, Source, SourceConfig};
 use endstate_rollout::diff::{self, Op};
-use endstate_rollout::plan;
+use endstate_rollout::live::OWNER_LABEL;
+use endstate_rollout::plan::{Inputs, Plan};
 use endstate_rollout::policy::Policy;
 
 use crate::cli::PlanArgs;
@@ -21,7 +22,11 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
     let mirror = std::env::temp_dir().join(format!("endstate-plan-{}", std::process::id()));
     let config = SourceConfig::new(args.repo.clone(), mirror.join("mirror"))
         .branch(args.branch.clone())
-        .path(args.path.trim_matches('/').to_owned());
+        .path(args.path.trim_matches('/').to_owned())
+        .owner(Owner {
+            namespace: args.namespace.clone(),
+            labels: vec![(OWNER_LABEL.to_owned(), FLEET.to_owned())],
+        });
     let mut source = Source::open(config, History::default())?;
     let result = (|| {
         let head = source.fetch().context("fetching the branch")?.commit;
@@ -30,7 +35,7 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
             None => None,
         };
         let mut cache = RenderCache::default();
-        let (desired, policy) = match render(&source, head, &mut cache, &args.namespace) {
+        let (desired, policy) = match render(&source, head, &mut cache) {
             Ok(r) => r,
             Err(why) => {
                 eprintln!("{why}");
@@ -38,7 +43,7 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
             }
         };
         let live = match base {
-            Some(base) => match render(&source, base, &mut cache, &args.namespace) {
+            Some(base) => match render(&source, base, &mut cache) {
                 Ok((objects, _)) => objects,
                 Err(why) => {
                     eprintln!("the base does not render either: {why}");
@@ -47,7 +52,15 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
             },
             None => Vec::new(),
         };
-        let changes = diff::diff(&desired, &live, FLEET);
+        let plan = Plan::new(Inputs {
+            desired: &desired,
+            base: Some(&live),
+            live: &live,
+            fleet: FLEET,
+            policy: &policy,
+            orphans: None,
+        });
+        let stages = plan.stages(&policy);
         let desired_by_id: HashMap<ObjectRef, &FleetObject> =
             desired.iter().map(|o| (o.id(), o)).collect();
         let live_by_id: HashMap<ObjectRef, &FleetObject> =
@@ -58,7 +71,6 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
                 .or_else(|| live_by_id.get(id))
                 .copied()
         };
-        let plan = plan::plan(&changes, &policy, &lookup);
         let short = |c: Oid| c.to_string()[..10].to_owned();
         println!(
             "plan: {} → {} ({}, path {:?})",
@@ -67,57 +79,55 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
             args.branch,
             args.path
         );
-        if !changes.immutable.is_empty() {
-            for id in &changes.immutable {
+        if !plan.immutable.is_empty() {
+            for id in &plan.immutable {
                 eprintln!(
                     "error: {id}: a package version in use changes; add a new version instead"
                 );
             }
             return Ok(ExitCode::from(EXIT_INVALID));
         }
-        if changes.is_empty() {
+        if plan.is_empty() {
             println!("no changes: nothing would be written");
             return Ok(ExitCode::SUCCESS);
         }
         println!(
             "{} creates, {} updates, {} reinstalls, {} deletes; {} kept by prune: disabled",
-            changes.count(Op::Create),
-            changes.count(Op::Update),
-            changes.count(Op::Reinstall),
-            changes.count(Op::Delete),
-            changes.kept.len()
+            plan.count(Op::Create),
+            plan.count(Op::Update),
+            plan.count(Op::Reinstall),
+            plan.count(Op::Delete),
+            plan.kept.len()
         );
         let spread = policy
             .machines
             .spread_by
             .clone()
             .unwrap_or_else(|| "idc".to_owned());
-        println!("\nwaves:\n{}", plan.summary(&lookup, &spread));
+        println!("\nwaves:\n{}", plan.summary(&stages, &lookup, &spread));
         println!(
             "gates: healthy for the new generation within {}; breaker: {}",
             endstate_rollout::time::human(policy.gate_timeout),
             breaker(&policy)
         );
-        for (i, change) in changes.changes.iter().enumerate() {
+        let total = plan.len_changes();
+        for (i, (_, id, op)) in plan.changes().enumerate() {
             if i == args.diffs {
-                println!(
-                    "\n… {} more changes not shown (--diffs)",
-                    changes.changes.len() - i
-                );
+                println!("\n… {} more changes not shown (--diffs)", total - i);
                 break;
             }
-            let before = live_by_id.get(&change.id).copied();
-            let after = desired_by_id.get(&change.id).copied();
+            let before = live_by_id.get(id).copied();
+            let after = desired_by_id.get(id).copied();
             println!();
             if let (Some(b), Some(a)) = (before, after) {
                 println!(
                     "# {} {}: {}",
-                    change.op.name(),
-                    change.id,
+                    op.name(),
+                    id,
                     diff::changed_paths(a, b).join(", ")
                 );
             } else {
-                println!("# {} {}", change.op.name(), change.id);
+                println!("# {} {}", op.name(), id);
             }
             print!("{}", diff::unified(before, after));
         }
@@ -148,7 +158,6 @@ fn render(
     source: &Source,
     commit: Oid,
     cache: &mut RenderCache,
-    namespace: &str,
 ) -> Result<(Vec<FleetObject>, Policy), String> {
     let rendered = source.render(commit, cache).map_err(|e| e.to_string())?;
     let mut policy = Policy::default();
@@ -158,9 +167,7 @@ fn render(
             policy = Policy::resolve(&p.spec).map_err(|why| format!("{}: {why}", r.origin.file))?;
             continue;
         }
-        let mut object = r.object;
-        endstate_controller::controller::own(&mut object, namespace, FLEET)?;
-        objects.push(object);
+        objects.push(r.object);
     }
     Ok((objects, policy))
 }

@@ -132,6 +132,7 @@ fn load(source: &SourceArgs) -> anyhow::Result<Result<Rendered, Diagnostics>> {
         limits: endstate_core::yaml::Limits {
             max_file_bytes: source.max_file_bytes,
         },
+        owner: None,
     };
     Ok(endstate_core::render(&tree, &relative, options))
 }

@@ -168,7 +168,7 @@ fn a_killed_run_resumes_at_the_persisted_wave() {
                 && r.phase == "Applying"
                 && r.state
                     .as_ref()
-                    .and_then(|s| s["rollout"]["inflight"].as_object())
+                    .and_then(|s| s["rollout"]["inflight"].as_array())
                     .is_some_and(|m| !m.is_empty())
             {
                 break;
@@ -220,11 +220,10 @@ fn a_killed_run_resumes_at_the_persisted_wave() {
         .into_iter()
         .find(|b| b.class == "machine-update")
         .unwrap()
-        .spent
-        .len();
+        .spent;
     assert_eq!(
         spent,
-        2 * MACHINES,
+        2 * MACHINES as i64,
         "one budget spend per change, kills notwithstanding"
     );
     agent.abort();

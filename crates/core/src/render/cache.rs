@@ -29,8 +29,6 @@ pub struct RenderCache {
     render: u64,
     keep: u64,
     stats: CacheStats,
-    /// Objects of a rendering handed back, by file, to be reused instead of copied.
-    spare: HashMap<String, Vec<RenderedObject>>,
 }
 
 /// How the cache has done.
@@ -56,6 +54,8 @@ pub(crate) struct LeafKey {
     pub file: String,
     pub content: ContentId,
     pub chain: Fingerprint,
+    /// Whom the objects were rendered for.
+    pub owner: Option<super::Owner>,
 }
 
 /// What a resource file rendered to.
@@ -85,7 +85,6 @@ impl RenderCache {
             render: 0,
             keep: 8,
             stats: CacheStats::default(),
-            spare: HashMap::new(),
         }
     }
 
@@ -107,29 +106,6 @@ impl RenderCache {
     /// Drops everything.
     pub fn clear(&mut self) {
         self.entries.clear();
-        self.spare.clear();
-    }
-
-    /// Hands back a rendering that is no longer needed (typically the previous commit's, once
-    /// the next one is rendered or about to be). The next render reuses its objects for the
-    /// files it serves from the cache instead of copying them again, which is most of the
-    /// cost of rendering a commit that changed one file. Objects that were modified since are
-    /// detected (they must equal the cached ones) and not reused. Unused objects are dropped
-    /// at the end of the next render.
-    pub fn recycle(&mut self, rendered: super::Rendered) {
-        self.spare.clear();
-        for object in rendered.objects {
-            match self.spare.get_mut(&object.origin.file) {
-                Some(group) => group.push(object),
-                None => {
-                    self.spare.insert(object.origin.file.clone(), vec![object]);
-                }
-            }
-        }
-    }
-
-    pub(crate) fn take_spare(&mut self) -> HashMap<String, Vec<RenderedObject>> {
-        std::mem::take(&mut self.spare)
     }
 
     pub(crate) fn get(&mut self, key: &LeafKey) -> Option<Arc<LeafOutput>> {
@@ -278,46 +254,78 @@ mod tests {
     }
 
     #[test]
-    fn recycled_objects_are_reused_only_when_unchanged() {
+    fn cached_objects_are_shared_not_copied() {
         let mut cache = RenderCache::new();
-        let first = repo("early");
-        let mut rendered =
-            render_cached(&first, "overlay", Options::default(), &mut cache).unwrap();
-        let expected = rendered.clone();
-        // A caller changed an object of a.yaml before handing the rendering back.
-        let a1 = rendered
-            .objects
-            .iter_mut()
-            .find(|o| o.object.meta().name.as_deref() == Some("a1"))
-            .unwrap();
-        let crate::object::FleetObject::Machine(m) = &mut a1.object else {
-            panic!("a1 is a Machine");
-        };
-        m.spec.idc = "elsewhere".into();
-        cache.recycle(rendered);
-        let again = render_cached(&first, "overlay", Options::default(), &mut cache);
-        assert_eq!(again, Ok(expected.clone()));
-
-        // Recycled and reused (moved, not copied) across a change to one file.
-        let again = again.unwrap();
-        let address = |rendered: &crate::render::Rendered| {
-            let a2 = rendered
-                .objects
-                .iter()
-                .find(|o| o.object.meta().name.as_deref() == Some("a2"))
-                .unwrap();
-            a2.object.meta() as *const _ as usize
-        };
-        let before = address(&again);
-        cache.recycle(again);
+        let first =
+            render_cached(&repo("early"), "overlay", Options::default(), &mut cache).unwrap();
         let mut second = repo("early");
         second.0.insert(
             "base/b.yaml",
             machine("b1", "late") + &machine("b2", "early"),
         );
-        let reused = render_cached(&second, "overlay", Options::default(), &mut cache).unwrap();
-        assert_eq!(address(&reused), before);
-        assert_eq!(Ok(reused), render(&second, "overlay", Options::default()));
+        let second = render_cached(&second, "overlay", Options::default(), &mut cache).unwrap();
+        let address = |rendered: &crate::render::Rendered, name: &str| {
+            let object = rendered
+                .objects
+                .iter()
+                .find(|o| o.object.name() == name)
+                .unwrap();
+            object.object.meta() as *const _ as usize
+        };
+        // a.yaml did not change: its objects are the same allocations in both renders.
+        assert_eq!(address(&first, "a2"), address(&second, "a2"));
+        assert_ne!(address(&first, "b1"), address(&second, "b1"));
+    }
+
+    #[test]
+    fn an_owner_is_part_of_the_key_and_namespaces_and_labels_every_object() {
+        let mut cache = RenderCache::new();
+        let owner = crate::render::Owner {
+            namespace: "fleet-a".into(),
+            labels: vec![("owner".into(), "a".into())],
+        };
+        let plain =
+            render_cached(&repo("early"), "overlay", Options::default(), &mut cache).unwrap();
+        let owned = render_cached(
+            &repo("early"),
+            "overlay",
+            Options::owned_by(owner.clone()),
+            &mut cache,
+        )
+        .unwrap();
+        assert!(
+            plain
+                .objects
+                .iter()
+                .all(|o| o.object.meta().namespace.is_none())
+        );
+        for o in &owned.objects {
+            assert_eq!(o.object.meta().namespace.as_deref(), Some("fleet-a"));
+            assert_eq!(o.object.meta().labels.as_ref().unwrap()["owner"], "a");
+        }
+        assert_eq!(
+            Ok(owned),
+            render(&repo("early"), "overlay", Options::owned_by(owner))
+        );
+        let mut elsewhere = repo("early");
+        elsewhere.0.insert(
+            "overlay/kustomization.yaml",
+            "resources:\n- ../base\nnamespace: other\n",
+        );
+        let refused = render(
+            &elsewhere,
+            "overlay",
+            Options::owned_by(crate::render::Owner {
+                namespace: "fleet-a".into(),
+                labels: Vec::new(),
+            }),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            refused.contains("is in namespace other, but the fleet's objects live in fleet-a"),
+            "{refused}"
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use serde_json::Value;
 
 use crate::error::{Diagnostic, Diagnostics};
-use crate::object::{FleetObject, ObjectRef};
+use crate::object::{FleetObject, Kind, ObjectRef};
 use crate::tree::Tree;
 use crate::validate;
 use crate::yaml::{self, Document, Limits};
@@ -51,8 +51,8 @@ pub struct Rendered {
 
 impl Rendered {
     /// Counts per kind, in kind order.
-    pub fn counts(&self) -> Vec<(&'static str, usize)> {
-        let mut counts: Vec<(&'static str, usize)> = Vec::new();
+    pub fn counts(&self) -> Vec<(Kind, usize)> {
+        let mut counts: Vec<(Kind, usize)> = Vec::new();
         for o in &self.objects {
             match counts.last_mut() {
                 Some((kind, n)) if *kind == o.object.kind() => *n += 1,
@@ -64,10 +64,36 @@ impl Rendered {
 }
 
 /// Rendering settings.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Options {
     /// Size limits.
     pub limits: Limits,
+    /// Who the objects are rendered for, if anyone: a live fleet's namespace and labels.
+    pub owner: Option<Owner>,
+}
+
+/// What a live fleet adds to every object it renders, as a last transformation: its
+/// namespace where the repository sets none (an object in another namespace is an error,
+/// since a fleet writes to its own namespace only) and its labels (the ownership label).
+///
+/// Done inside the render, so that the render cache holds the objects as they are applied
+/// and the controller shares them instead of copying every one to label it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Owner {
+    /// The fleet's namespace.
+    pub namespace: String,
+    /// Labels set on every object.
+    pub labels: Vec<(String, String)>,
+}
+
+impl Options {
+    /// Rendering for a fleet: `owner` is applied to every object.
+    pub fn owned_by(owner: Owner) -> Self {
+        Options {
+            owner: Some(owner),
+            ..Options::default()
+        }
+    }
 }
 
 /// Renders and validates the kustomization in `dir` of `tree`. Every problem found is
@@ -89,15 +115,6 @@ pub fn render_cached(
     let rendered = render_with(tree, dir, options, Some(&mut *cache));
     cache.end_render();
     rendered
-}
-
-/// Whether `spare` (one file's objects from a recycled rendering, in any order) holds exactly
-/// `objects` (the file's objects, in file order). Sorts `spare` into file order.
-fn same_objects(spare: &mut [RenderedObject], objects: &[RenderedObject]) -> bool {
-    spare.len() == objects.len() && {
-        spare.sort_by_key(|o| o.origin.line);
-        spare == objects
-    }
 }
 
 /// One document's outcome, and which patches of its chain applied to it.
@@ -122,6 +139,7 @@ fn render_with(
                 file: leaf.file.clone(),
                 content: tree.content_id(&leaf.file)?,
                 chain: leaf.chain_fingerprint(),
+                owner: options.owner.clone(),
             })
         })
         .collect();
@@ -155,7 +173,7 @@ fn render_with(
             let leaf = &graph.leaves[*index];
             let mut applied = Vec::new();
             let record = keys[*index].is_some().then_some(&mut applied);
-            let result = document(&leaf.file, doc, &leaf.chain, record);
+            let result = document(&leaf.file, doc, &leaf.chain, options.owner.as_ref(), record);
             (*index, result, applied)
         })
         .collect();
@@ -222,34 +240,12 @@ fn render_with(
     }
     drop(texts);
 
-    // Cached objects (including those just rendered) are copied out in parallel, or taken
-    // from a recycled rendering where that holds the same objects.
-    if let Some(cache) = cache.as_deref_mut() {
-        let mut spare = cache.take_spare();
-        let jobs: Vec<(Option<&LeafKey>, Option<Vec<RenderedObject>>)> = keys
-            .iter()
-            .zip(&graph.leaves)
-            .map(|(key, leaf)| (key.as_ref(), key.as_ref().and(spare.remove(&leaf.file))))
-            .collect();
-        let cache = &*cache;
-        let copies: Vec<Vec<RenderedObject>> = jobs
-            .into_par_iter()
-            .map(|(key, spare)| {
-                let Some(output) = key.and_then(|key| cache.peek(key)) else {
-                    return Vec::new();
-                };
-                if let Some(mut spare) = spare
-                    && same_objects(&mut spare, &output.objects)
-                {
-                    return spare;
-                }
-                output.objects.clone()
-            })
-            .collect();
-        drop(spare);
-        objects.reserve(copies.iter().map(Vec::len).sum());
-        for mut copy in copies {
-            objects.append(&mut copy);
+    // Cached objects (including those just rendered) are shared, not copied.
+    if let Some(cache) = cache.as_deref() {
+        for key in keys.iter().flatten() {
+            if let Some(output) = cache.peek(key) {
+                objects.extend(output.objects.iter().cloned());
+            }
         }
     }
 
@@ -302,6 +298,7 @@ fn document(
     file: &str,
     doc: &Document<'_>,
     chain: &[Arc<Layer>],
+    owner: Option<&Owner>,
     mut applied: Option<&mut Vec<u32>>,
 ) -> Result<RenderedObject, Vec<Diagnostic>> {
     let origin = Origin {
@@ -339,6 +336,15 @@ fn document(
     {
         meta.remove("annotations");
     }
+    if let Some(owner) = owner {
+        own(&mut value, owner).map_err(|message| {
+            vec![
+                Diagnostic::file(file, message)
+                    .at_line(doc.first_line)
+                    .object(declared.clone()),
+            ]
+        })?;
+    }
     let id = ObjectRef::of_value(&value);
     let at_object = |message: String| {
         vec![
@@ -363,8 +369,41 @@ fn document(
     }
 }
 
+/// Puts an object in the owner's namespace and gives it the owner's labels.
+fn own(value: &mut Value, owner: &Owner) -> Result<(), String> {
+    let kind = value["kind"].as_str().unwrap_or_default().to_owned();
+    let meta = metadata(value);
+    match meta.get("namespace").and_then(Value::as_str) {
+        None | Some("") => {
+            meta.insert("namespace".into(), Value::String(owner.namespace.clone()));
+        }
+        Some(ns) if ns == owner.namespace => {}
+        Some(ns) => {
+            let name = meta.get("name").and_then(Value::as_str).unwrap_or_default();
+            return Err(format!(
+                "{kind}/{name} is in namespace {ns}, but the fleet's objects live in {}; remove \
+                 metadata.namespace (or the kustomization's namespace), or run the fleet in {ns}",
+                owner.namespace
+            ));
+        }
+    }
+    if !owner.labels.is_empty() {
+        let labels = meta
+            .entry("labels")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if !labels.is_object() {
+            *labels = Value::Object(Default::default());
+        }
+        let labels = labels.as_object_mut().expect("just made an object");
+        for (k, v) in &owner.labels {
+            labels.insert(k.clone(), Value::String(v.clone()));
+        }
+    }
+    Ok(())
+}
+
 /// Checks what a resource must have before kustomize could even place it.
-fn identify(value: &Value) -> Result<&'static str, String> {
+fn identify(value: &Value) -> Result<Kind, String> {
     let Some(map) = value.as_object() else {
         return Err("a resource must be a mapping with apiVersion, kind and metadata".into());
     };
@@ -388,7 +427,7 @@ fn identify(value: &Value) -> Result<&'static str, String> {
             endstate_api::API_VERSION
         ));
     }
-    let Some(kind) = endstate_api::REPO_KINDS.iter().find(|k| **k == kind) else {
+    let Some(kind) = Kind::parse(kind) else {
         return Err(format!(
             "unknown kind {kind:?}: expected one of {}",
             endstate_api::REPO_KINDS.join(", ")
@@ -505,7 +544,7 @@ fn check_shape(value: &Value) -> Result<(), String> {
 }
 
 /// Decodes the source document directly, to find the line and column of a typed error.
-fn typed_position(kind: &str, doc: &Document<'_>) -> Option<(usize, usize)> {
+fn typed_position(kind: Kind, doc: &Document<'_>) -> Option<(usize, usize)> {
     fn at<T: serde::de::DeserializeOwned>(doc: &Document<'_>) -> Option<(usize, usize)> {
         let err = serde_norway::from_str::<T>(doc.text).err()?;
         let loc = err.location()?;
@@ -513,11 +552,10 @@ fn typed_position(kind: &str, doc: &Document<'_>) -> Option<(usize, usize)> {
     }
     use endstate_api::*;
     match kind {
-        "MachinePackageVersion" => at::<MachinePackageVersion>(doc),
-        "ClusterPackageVersion" => at::<ClusterPackageVersion>(doc),
-        "Cluster" => at::<Cluster>(doc),
-        "Machine" => at::<Machine>(doc),
-        "RolloutPolicy" => at::<RolloutPolicy>(doc),
-        _ => None,
+        Kind::MachinePackageVersion => at::<MachinePackageVersion>(doc),
+        Kind::ClusterPackageVersion => at::<ClusterPackageVersion>(doc),
+        Kind::Cluster => at::<Cluster>(doc),
+        Kind::Machine => at::<Machine>(doc),
+        Kind::RolloutPolicy => at::<RolloutPolicy>(doc),
     }
 }

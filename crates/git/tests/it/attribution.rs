@@ -25,6 +25,7 @@ fn picks_the_commit_that_changed_the_failed_object_out_of_three() {
     let found = attribute(
         source.repository(),
         "base",
+        &Default::default(),
         &mut cache,
         good,
         target,
@@ -41,12 +42,30 @@ fn picks_the_commit_that_changed_the_failed_object_out_of_three() {
         ObjectRef::new("Machine", "", "a1"),
     ]
     .into();
-    let found = attribute(source.repository(), "base", &mut cache, good, target, &both).unwrap();
+    let found = attribute(
+        source.repository(),
+        "base",
+        &Default::default(),
+        &mut cache,
+        good,
+        target,
+        &both,
+    )
+    .unwrap();
     assert_eq!(found.commits, [c3, c1]);
 
     // A fleet-wide failure names no changed object: the whole range, newest first.
     let none: HashSet<_> = [ObjectRef::new("Machine", "", "b2")].into();
-    let found = attribute(source.repository(), "base", &mut cache, good, target, &none).unwrap();
+    let found = attribute(
+        source.repository(),
+        "base",
+        &Default::default(),
+        &mut cache,
+        good,
+        target,
+        &none,
+    )
+    .unwrap();
     assert_eq!(found.commits, [c3, c2, c1]);
     assert!(!found.attributed);
 }

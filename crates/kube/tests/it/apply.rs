@@ -251,11 +251,9 @@ async fn delete_removes_and_deleting_again_succeeds() {
 async fn objects_of_another_namespace_are_refused_naming_them() {
     let (_, ns) = namespace("elsewhere").await;
     let backend = live(TestServer::shared(), &ns).await;
-    let FleetObject::Machine(mut m) = machine("m-1", "10.0.0.1", "k") else {
-        unreachable!()
-    };
-    m.metadata.namespace = Some("kube-system".into());
-    let result = backend.apply(&[FleetObject::Machine(m)]).await.remove(0);
+    let mut m = machine("m-1", "10.0.0.1", "k");
+    m.meta_mut().namespace = Some("kube-system".into());
+    let result = backend.apply(&[m]).await.remove(0);
     let err = result.unwrap_err();
     assert!(matches!(err, LiveError::Fatal(_)));
     assert!(err.to_string().contains("Machine/kube-system/m-1"), "{err}");

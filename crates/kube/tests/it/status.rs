@@ -41,6 +41,7 @@ fn in_flight() -> FleetStatus {
             waves: 5,
             phase: "Gating".into(),
             state: Some(json!({"version": 1, "done": ["m-1", "m-2"], "started": {"m-3": 17}})),
+            ..Default::default()
         }),
         breaker: Some(BreakerStatus {
             state: "closed".into(),

@@ -49,7 +49,7 @@ pub async fn live(server: &TestServer, namespace: &str) -> KubeLive {
 
 /// A Machine with one package.
 pub fn machine(name: &str, ip: &str, kubelet: &str) -> FleetObject {
-    FleetObject::Machine(Box::new(Machine::new(
+    FleetObject::Machine(std::sync::Arc::new(Machine::new(
         name,
         MachineSpec {
             cluster: "batch".into(),
@@ -83,14 +83,7 @@ pub fn reference_fleet() -> Vec<FleetObject> {
 }
 
 fn clear_namespace(object: &mut FleetObject) {
-    let meta = match object {
-        FleetObject::MachinePackageVersion(o) => &mut o.metadata,
-        FleetObject::ClusterPackageVersion(o) => &mut o.metadata,
-        FleetObject::Cluster(o) => &mut o.metadata,
-        FleetObject::Machine(o) => &mut o.metadata,
-        FleetObject::RolloutPolicy(o) => &mut o.metadata,
-    };
-    meta.namespace = None;
+    object.meta_mut().namespace = None;
 }
 
 /// The spec of an object, as JSON.

@@ -1,0 +1,43 @@
+//! A rendered commit as the fleet applies it: its objects (namespaced and labelled by the
+//! render, shared with the render cache) and its policy.
+
+use endstate_core::{FleetObject, Kind, ObjectRef};
+use endstate_rollout::policy::Policy;
+
+/// A rendered commit, prepared for the live fleet.
+#[derive(Debug, Default)]
+pub struct Desired {
+    /// The commit (or directory content id).
+    pub commit: String,
+    /// The objects, sorted by identity; `RolloutPolicy` objects are not among them.
+    pub objects: Vec<FleetObject>,
+    /// The commit's policy.
+    pub policy: Policy,
+}
+
+impl Desired {
+    /// The object with this identity.
+    pub fn get(&self, id: &ObjectRef) -> Option<&FleetObject> {
+        let kind = Kind::parse(&id.kind)?;
+        let key = (kind, id.namespace.as_str(), id.name.as_str());
+        self.objects
+            .binary_search_by(|o| o.key().cmp(&key))
+            .ok()
+            .map(|i| &self.objects[i])
+    }
+
+    /// A set of objects (live ones, say) as a restore target: sorted, declared fields only.
+    pub fn of(commit: &str, objects: Vec<FleetObject>) -> Desired {
+        let mut objects: Vec<FleetObject> = objects
+            .into_iter()
+            .filter(|o| o.kind() != Kind::RolloutPolicy)
+            .map(FleetObject::declared)
+            .collect();
+        objects.sort_by(|a, b| a.key().cmp(&b.key()));
+        Desired {
+            commit: commit.to_owned(),
+            objects,
+            policy: Policy::default(),
+        }
+    }
+}

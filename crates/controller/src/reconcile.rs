@@ -1,0 +1,315 @@
+//! Reconcile: fetch the branch, check its head, render it, plan it against the live fleet and
+//! start the rollout — or say why not. Also the resume of a persisted rollout, which renders
+//! and plans its commit again.
+
+use endstate_core::{FleetObject, Kind, ObjectRef};
+use endstate_rollout::diff::{self, Op};
+use endstate_rollout::plan::{Inputs, Plan, Seq};
+use endstate_rollout::policy::Policy;
+use endstate_rollout::rollout::Start;
+use endstate_rollout::{Engine, Event, Live};
+
+use crate::clock::Clock;
+use crate::controller::{Controller, Error};
+use crate::desired::Desired;
+use crate::refusal::Refusal;
+use crate::report::short;
+use crate::status;
+
+impl<L: Live, C: Clock> Controller<L, C> {
+    /// The commit `rev` names in the mirror (a commit id, a branch, `main~2`), after a fetch.
+    pub fn resolve(&mut self, rev: &str) -> Result<String, String> {
+        if !self.source.fetched() {
+            self.source.fetch().map_err(|r| r.to_string())?;
+        }
+        let Some(source) = self.source.git() else {
+            return Err(format!(
+                "{rev:?}: a local directory has no history to name commits in"
+            ));
+        };
+        source
+            .resolve(rev)
+            .map(|oid| oid.to_string())
+            .map_err(|e| e.to_string())
+    }
+
+    /// The objects of `commit` as they would be applied: namespaced and labelled.
+    pub fn prepare(&mut self, commit: &str) -> Result<Vec<FleetObject>, String> {
+        self.render(commit).map(|d| d.objects)
+    }
+
+    /// Records `commit` as applied and good, as if its rollout had completed (for a fleet
+    /// known to be at it already).
+    pub async fn adopt(&mut self, commit: &str) -> Result<(), Error> {
+        self.mark(commit, true);
+        self.flush().await
+    }
+
+    /// Loads the persisted state, and resumes a rollout that was under way: its commit is
+    /// rendered and planned again (the order comes from the commit and the policy alone), and
+    /// the writes whose outcome was lost are issued again.
+    pub async fn resume(&mut self) -> Result<(), Error> {
+        if let Some(status) = self.live.load_status().await? {
+            let (engine, record) = status::from_status(&status).map_err(Error::State)?;
+            self.engine = engine;
+            self.record = record;
+            self.saved = serde_json::to_string(&status).ok();
+        }
+        let Some(resumable) = self.engine.resumable() else {
+            return Ok(());
+        };
+        let stage = self.engine.rollout().map_or(0, |r| r.stage_index());
+        self.say(&format!(
+            "resuming the rollout of {} at wave {}",
+            short(&resumable.commit),
+            stage + 1
+        ));
+        // A new mirror (a restarted pod) has not fetched the commit yet.
+        if let Err(err) = self.source.fetch() {
+            self.say(&format!("fetch failed while resuming: {err}"));
+        }
+        let desired = self.render(&resumable.commit).map_err(Error::State)?;
+        let deletes = self
+            .engine
+            .rollout()
+            .is_some_and(|r| r.stages().iter().any(|s| s.seq == Seq::Deletes));
+        let base = match (&resumable.base, deletes) {
+            (Some(base), true) => Some(self.render(base).map_err(Error::State)?),
+            _ => None,
+        };
+        let live = self.live.snapshot().await?;
+        let plan = Plan::new(Inputs {
+            desired: &desired.objects,
+            base: base.as_ref().map(|b| b.objects.as_slice()),
+            live: &live,
+            fleet: &self.config.fleet,
+            policy: &desired.policy,
+            orphans: Some(&resumable.orphans),
+        });
+        drop(live);
+        let policy = desired.policy.clone();
+        self.desired = Some(desired);
+        let now = self.clock.now();
+        let effects = self.engine.resume(plan, policy, now);
+        self.perform(effects).await
+    }
+
+    /// Fetches the branch; when its head is new (or the fleet drifted), renders, diffs and
+    /// starts a rollout. Returns why the head is refused, if it is.
+    pub(crate) async fn reconcile(&mut self) -> Result<Option<Refusal>, Error> {
+        let head = match self.source.fetch() {
+            Ok(head) => head,
+            Err(refusal) => return self.refuse(refusal, true).await,
+        };
+        let new_head = self.head.as_deref() != Some(head.as_str());
+        self.head = Some(head.clone());
+        if let Some(culprit) = self.carried_quarantine(&head) {
+            let refusal = Refusal::Quarantined {
+                head: head.clone(),
+                culprit,
+            };
+            return self.refuse(refusal, new_head).await;
+        }
+        if self.engine.busy() {
+            let rolling = self.engine.rollout().map(|r| r.commit().to_owned());
+            if rolling.as_deref() != Some(head.as_str()) && new_head {
+                self.say(&format!(
+                    "new commit {} arrived during the rollout",
+                    short(&head)
+                ));
+                self.step(Event::NewCommit(head)).await?;
+            }
+            return Ok(None);
+        }
+        let desired = match self.render(&head) {
+            Ok(d) => d,
+            Err(why) => return self.refuse(Refusal::InvalidCommit(why), new_head).await,
+        };
+        let live = self.live.snapshot().await?;
+        // What the commit drops is deleted: the base is the commit the fleet was at, rendered
+        // only when some object the fleet owns is not in the commit.
+        let drops = live.iter().any(|o| {
+            o.kind() != Kind::RolloutPolicy
+                && diff::owned_by(o, &self.config.fleet)
+                && desired.get(&o.id()).is_none()
+        });
+        let base_commit = self
+            .record
+            .last_applied
+            .clone()
+            .filter(|b| drops && *b != head);
+        let base = match &base_commit {
+            Some(b) => self.render(b).ok(),
+            None => None,
+        };
+        let base_commit = base.as_ref().and(base_commit);
+        let plan = Plan::new(Inputs {
+            desired: &desired.objects,
+            base: base.as_ref().map(|b| b.objects.as_slice()),
+            live: &live,
+            fleet: &self.config.fleet,
+            policy: &desired.policy,
+            orphans: None,
+        });
+        drop(base);
+        if !plan.immutable.is_empty() {
+            let refusal = Refusal::ImmutablePackage {
+                head: head.clone(),
+                names: plan.immutable.iter().map(ToString::to_string).collect(),
+            };
+            return self.refuse(refusal, true).await;
+        }
+        self.record.stalled = None;
+        if plan.is_empty() {
+            self.tally.noops += 1;
+            if new_head || self.record.last_applied.as_deref() != Some(head.as_str()) {
+                self.say(&format!("{} is in sync: nothing to write", short(&head)));
+            }
+            let good = self.engine.breaker().is_none();
+            self.mark(&head, good);
+            return self.flush().await.map(|()| None);
+        }
+        if let Some(trip) = self.engine.breaker() {
+            let why = format!(
+                "{} changes {} objects, held: the breaker is open since {} (reset it to go on)",
+                short(&head),
+                plan.len_changes(),
+                trip.at
+            );
+            if new_head {
+                self.say(&why);
+            }
+            return Ok(None);
+        }
+        if plan.orphans_left > 0 {
+            self.say(&format!(
+                "{} more objects the fleet owns that no applied commit renders are left for a later rollout (at most {} per rollout)",
+                plan.orphans_left,
+                endstate_rollout::plan::MAX_ORPHANS
+            ));
+        }
+        let last_good = self.record.last_good.clone();
+        // What a trip restores is the last good commit, rendered when a trip needs it; without
+        // one (the fleet's first rollout), the live objects now.
+        self.before = None;
+        self.first_live = match &last_good {
+            Some(good) if *good != head => None,
+            _ => Some(Desired::of("live", live)),
+        };
+        let stages = plan.stages(&desired.policy);
+        self.say(&format!(
+            "{}: {} creates, {} updates, {} reinstalls, {} deletes in {} waves",
+            short(&head),
+            plan.count(Op::Create),
+            plan.count(Op::Update),
+            plan.count(Op::Reinstall),
+            plan.count(Op::Delete),
+            stages.len()
+        ));
+        let policy = desired.policy.clone();
+        self.desired = Some(desired);
+        // The fleet's record moves on now: the commit's changes start being written.
+        self.record.last_applied = Some(head.clone());
+        self.source.mark(&head, false);
+        let now = self.clock.now();
+        let effects = self.engine.start(
+            Start {
+                commit: head,
+                last_good,
+                base: base_commit,
+                plan,
+                policy,
+            },
+            now,
+        );
+        self.perform(effects).await.map(|()| None)
+    }
+
+    /// Records why the head is not applied, says so once per head, and saves.
+    async fn refuse(&mut self, refusal: Refusal, say: bool) -> Result<Option<Refusal>, Error> {
+        if say {
+            let text = refusal.message();
+            self.say(&text);
+        }
+        self.record.stalled = Some(refusal.clone());
+        self.flush().await?;
+        Ok(Some(refusal))
+    }
+
+    /// A quarantined commit that `head` is, or carries without a revert since.
+    fn carried_quarantine(&self, head: &str) -> Option<String> {
+        if self.engine.quarantine().is_empty() {
+            return None;
+        }
+        if self.engine.quarantined(head) {
+            return Some(head.to_owned());
+        }
+        let source = self.source.git()?;
+        let head = endstate_git::Oid::from_str(head).ok()?;
+        let quarantined: Vec<&str> = self
+            .engine
+            .quarantine()
+            .iter()
+            .map(|q| q.commit.as_str())
+            .collect();
+        source.carries(head, &quarantined)
+    }
+
+    /// Renders `commit` for the live fleet (namespaced and labelled by the render).
+    pub(crate) fn render(&mut self, commit: &str) -> Result<Desired, String> {
+        let rendered = self.source.render(commit, &mut self.cache)?;
+        let mut policy = Policy::default();
+        let mut objects = Vec::with_capacity(rendered.objects.len());
+        for r in rendered.objects {
+            if let FleetObject::RolloutPolicy(p) = &r.object {
+                policy = Policy::resolve(&p.spec).map_err(|why| {
+                    format!(
+                        "commit {}: {}: RolloutPolicy {why}",
+                        short(commit),
+                        r.origin.file
+                    )
+                })?;
+                continue;
+            }
+            objects.push(r.object);
+        }
+        Ok(Desired {
+            commit: commit.to_owned(),
+            objects,
+            policy,
+        })
+    }
+
+    pub(crate) fn mark(&mut self, commit: &str, good: bool) {
+        self.record.last_applied = Some(commit.to_owned());
+        if good {
+            self.record.last_good = Some(commit.to_owned());
+        }
+        self.source.mark(commit, good);
+    }
+
+    /// The policy budgets and windows are read against: the rollout's, or the head's.
+    pub(crate) fn policy(&self) -> Policy {
+        self.engine
+            .rollout()
+            .filter(|r| r.plan().is_some())
+            .map(|r| r.policy().clone())
+            .or_else(|| self.desired.as_ref().map(|d| d.policy.clone()))
+            .unwrap_or_default()
+    }
+
+    /// The engine, for tests that build states.
+    #[doc(hidden)]
+    pub fn engine_mut(&mut self) -> &mut Engine {
+        &mut self.engine
+    }
+
+    /// The identity of `id` in the fleet's namespace.
+    pub(crate) fn in_namespace(&self, id: &ObjectRef) -> ObjectRef {
+        if id.namespace.is_empty() {
+            ObjectRef::new(&id.kind, &self.config.namespace, &id.name)
+        } else {
+            id.clone()
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Why the branch head is not applied: a closed set, each with the condition (and Event)
+//! reason it is reported under.
+
+use std::fmt;
+
+/// The longest message a condition carries; longer ones are cut with how much was left out.
+/// One broken base file at 100k Machines must not produce a 100k-line condition.
+pub const MESSAGE_CHARS: usize = 32_768;
+
+/// Why the head cannot be rolled out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The remote could not be fetched; the fleet stays at what it has.
+    FetchFailed(String),
+    /// The branch no longer descends from the last applied commit.
+    HistoryRewritten(String),
+    /// The head is not signed by an allowed key.
+    Unverified(String),
+    /// The head does not render or validate.
+    InvalidCommit(String),
+    /// The head is, or carries without a revert, a quarantined commit.
+    Quarantined {
+        /// The head.
+        head: String,
+        /// The quarantined commit it is or carries.
+        culprit: String,
+    },
+    /// The head changes package versions that live objects use.
+    ImmutablePackage {
+        /// The head.
+        head: String,
+        /// The package versions.
+        names: Vec<String>,
+    },
+    /// The persisted state cannot be used (written by another release, say).
+    StateUnreadable(String),
+}
+
+impl Refusal {
+    /// The condition (and Event) reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::FetchFailed(_) => "FetchFailed",
+            Refusal::HistoryRewritten(_) => "HistoryRewritten",
+            Refusal::Unverified(_) => "Unverified",
+            Refusal::InvalidCommit(_) => "InvalidCommit",
+            Refusal::Quarantined { .. } => "Quarantined",
+            Refusal::ImmutablePackage { .. } => "ImmutablePackageVersion",
+            Refusal::StateUnreadable(_) => "StateUnreadable",
+        }
+    }
+
+    /// Classifies a Git source failure.
+    pub fn from_git(err: &endstate_git::Error) -> Refusal {
+        let text = err.to_string();
+        match err {
+            endstate_git::Error::HistoryRewritten { .. } => Refusal::HistoryRewritten(text),
+            endstate_git::Error::Unverified { .. } => Refusal::Unverified(text),
+            endstate_git::Error::Invalid { .. } => Refusal::InvalidCommit(text),
+            _ => Refusal::FetchFailed(text),
+        }
+    }
+
+    /// The message, cut to [`MESSAGE_CHARS`].
+    pub fn message(&self) -> String {
+        capped(&self.to_string(), MESSAGE_CHARS)
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::report::short;
+        match self {
+            Refusal::FetchFailed(why) => write!(
+                f,
+                "the branch head is not applied; the fleet stays as it is: {why}"
+            ),
+            Refusal::HistoryRewritten(why)
+            | Refusal::Unverified(why)
+            | Refusal::InvalidCommit(why)
+            | Refusal::StateUnreadable(why) => f.write_str(why),
+            Refusal::Quarantined { head, culprit } if head == culprit => write!(
+                f,
+                "the branch head {} is quarantined; push a fix or a revert",
+                short(head)
+            ),
+            Refusal::Quarantined { head, culprit } => write!(
+                f,
+                "the branch head {} still carries the quarantined commit {} (not reverted since); revert it to go on",
+                short(head),
+                short(culprit)
+            ),
+            Refusal::ImmutablePackage { head, names } => write!(
+                f,
+                "commit {} changes package versions that live objects use ({}); package versions are immutable: add a new one instead",
+                short(head),
+                names.join(", ")
+            ),
+        }
+    }
+}
+
+/// `text` cut to at most `chars` characters at a line end where it can, saying how many lines
+/// were left out.
+pub fn capped(text: &str, chars: usize) -> String {
+    if text.chars().count() <= chars {
+        return text.to_owned();
+    }
+    let budget = chars.saturating_sub(40);
+    let mut out = String::new();
+    let mut lines = text.lines();
+    let mut kept = 0;
+    for line in lines.by_ref() {
+        if out.chars().count() + line.chars().count() + 1 > budget {
+            if kept == 0 {
+                out.extend(line.chars().take(budget));
+                kept = 1;
+            }
+            break;
+        }
+        out.push_str(line);
+        out.push('\n');
+        kept += 1;
+    }
+    let total = text.lines().count();
+    let more = total.saturating_sub(kept);
+    out.push_str(&format!("… and {more} more lines"));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_capped_with_what_was_left_out() {
+        let text: String = (0..100_000)
+            .map(|i| format!("base/machines.yaml:{i}:3: Machine/m-{i}: spec.ip: missing\n"))
+            .collect();
+        let message = Refusal::InvalidCommit(text).message();
+        assert!(
+            message.chars().count() <= MESSAGE_CHARS,
+            "{}",
+            message.len()
+        );
+        assert!(
+            message.ends_with("more lines"),
+            "{}",
+            &message[message.len() - 60..]
+        );
+        let kept = message.lines().count() - 1;
+        assert!(message.contains(&format!("and {} more lines", 100_000 - kept)));
+        assert_eq!(capped("short", 10), "short");
+    }
+}

@@ -1,0 +1,362 @@
+//! The engine's state as it is persisted (in the `Fleet` status), and back.
+//!
+//! The persisted form is bounded by the policy, not by the fleet:
+//!
+//! ```text
+//! size ≈ C                                   commits, phase, breaker evidence (20 reasons
+//!                                            of ≤ 256 characters), the newest 100 quarantined
+//!      + W · s                               W stages of ~100 bytes: ranges, sizes, limits
+//!      + B · b                               B budget classes × ≤ 17 buckets of ~50 bytes
+//!      + 4/3 · min(runs, span / 8)           in flight, per start bucket (≤ 17 groups):
+//!                                            run lengths or a bitmap over their span
+//!      + 4/3 · min(runs, span / 8)           failed positions (≤ 1000)
+//!      + 200 · n                             orphans named (≤ 200)
+//! ```
+//!
+//! In flight is at most `maxUnavailable` positions of the current wave; at 100k Machines with
+//! `maxUnavailable: 10%` the bitmap is at most 10k bits (≈ 1.7 KiB of base64) per group, and in
+//! practice a few runs. No part holds one entry per object of the fleet.
+//!
+//! The format carries a `version`. A state of an earlier format is migrated when it can be
+//! read without guessing (budgets, breaker, quarantine, a finished rollout) and refused with
+//! what to do when it cannot (a rollout in progress, whose plan it stored whole).
+
+use std::collections::BTreeMap;
+
+use endstate_core::{Kind, ObjectRef};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::budget::{Bucket, BudgetClass, Budgets};
+use crate::plan::StageSpec;
+use crate::policy::Policy;
+use crate::positions::Positions;
+use crate::rollout::{
+    Engine, Failures, Flight, Flights, KEPT_QUARANTINE, Notes, Phase, Quarantined, Restore,
+    Rollout, Trip, cut,
+};
+use crate::time::Time;
+
+/// The format written by this release.
+pub const VERSION: u32 = 2;
+
+/// Why a persisted state cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum StateError {
+    /// It does not decode.
+    #[error("the persisted rollout state does not decode: {0}")]
+    Malformed(String),
+    /// It was written by a newer release.
+    #[error(
+        "the persisted rollout state has format {0}, newer than this release understands ({VERSION}); run the release that wrote it, or a newer one"
+    )]
+    Newer(u32),
+    /// An earlier format that cannot be migrated.
+    #[error("{0}")]
+    Unmigratable(String),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Persisted {
+    version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rollout: Option<PersistedRollout>,
+    #[serde(default)]
+    budgets: Budgets,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    breaker: Option<Trip>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    quarantine: Vec<Quarantined>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PersistedRollout {
+    commit: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_good: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    base: Option<String>,
+    /// `Kind/name`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    orphans: Vec<String>,
+    stages: Vec<StageSpec>,
+    stage: usize,
+    cursor: u32,
+    /// Start bucket → positions of the current stage in flight.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    inflight: Vec<(Time, Positions)>,
+    failures: Failures,
+    phase: Phase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    superseded_by: Option<String>,
+    started_at: Time,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    waiting: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    restore: Option<Restore>,
+    #[serde(default)]
+    unrestored: Notes,
+}
+
+impl Engine {
+    /// The persisted form of the state.
+    pub fn to_json(&self) -> Value {
+        let rollout = self.rollout.as_ref().map(|r| PersistedRollout {
+            commit: r.commit.clone(),
+            last_good: r.last_good.clone(),
+            base: r.base.clone(),
+            orphans: r
+                .orphans
+                .iter()
+                .map(|id| format!("{}/{}", id.kind, id.name))
+                .collect(),
+            stages: r.stages.clone(),
+            stage: r.stage,
+            cursor: r.cursor,
+            inflight: r
+                .flights
+                .by_start
+                .iter()
+                .map(|(t, ps)| (*t, ps.clone()))
+                .collect(),
+            failures: r.failures.clone(),
+            phase: r.phase.clone(),
+            superseded_by: r.superseded_by.clone(),
+            started_at: r.started_at,
+            waiting: r.waiting.clone(),
+            restore: r.restore.clone(),
+            unrestored: r.unrestored.clone(),
+        });
+        let persisted = Persisted {
+            version: VERSION,
+            rollout,
+            budgets: self.budgets.clone(),
+            breaker: self.breaker.clone(),
+            quarantine: self.quarantine.clone(),
+        };
+        serde_json::to_value(&persisted).unwrap_or(Value::Null)
+    }
+
+    /// Reads a persisted state (of this format, or migrated from an earlier one). A rollout
+    /// under way must then be given its plan with [`Engine::resume`].
+    pub fn from_json(value: Value) -> Result<Engine, StateError> {
+        let version = match value.get("version") {
+            None => 1,
+            Some(v) => v
+                .as_u64()
+                .and_then(|v| u32::try_from(v).ok())
+                .ok_or_else(|| StateError::Malformed(format!("version {v} is not a number")))?,
+        };
+        match version {
+            1 => return migrate_v1(value),
+            VERSION => {}
+            newer => return Err(StateError::Newer(newer)),
+        }
+        let p: Persisted =
+            serde_json::from_value(value).map_err(|e| StateError::Malformed(e.to_string()))?;
+        let rollout = match p.rollout {
+            None => None,
+            Some(r) => Some(rollout(r)?),
+        };
+        Ok(Engine {
+            rollout,
+            budgets: p.budgets,
+            breaker: p.breaker,
+            quarantine: p.quarantine,
+        })
+    }
+}
+
+fn rollout(r: PersistedRollout) -> Result<Rollout, StateError> {
+    if r.stage >= r.stages.len().max(1) {
+        return Err(StateError::Malformed(format!(
+            "stage {} of {} stages",
+            r.stage,
+            r.stages.len()
+        )));
+    }
+    if r.failures.per_stage.len() != r.stages.len() {
+        return Err(StateError::Malformed(
+            "failure counts do not match the stages".into(),
+        ));
+    }
+    let orphans = r
+        .orphans
+        .iter()
+        .map(|o| {
+            let (kind, name) = o
+                .split_once('/')
+                .filter(|(k, _)| Kind::parse(k).is_some())
+                .ok_or_else(|| StateError::Malformed(format!("orphan {o:?} is not Kind/name")))?;
+            Ok(ObjectRef::new(kind, "", name))
+        })
+        .collect::<Result<Vec<_>, StateError>>()?;
+    let mut flights = Flights::default();
+    for (started, positions) in r.inflight {
+        for p in positions.iter() {
+            flights.by_position.insert(
+                p,
+                Flight {
+                    started,
+                    generation: None,
+                    last: None,
+                },
+            );
+        }
+        flights.by_start.insert(started, positions);
+    }
+    Ok(Rollout {
+        commit: r.commit,
+        last_good: r.last_good,
+        base: r.base,
+        orphans,
+        stages: r.stages,
+        stage: r.stage,
+        cursor: r.cursor,
+        flights,
+        failures: r.failures,
+        phase: r.phase,
+        superseded_by: r.superseded_by,
+        started_at: r.started_at,
+        waiting: r.waiting,
+        restore: r.restore,
+        unrestored: r.unrestored,
+        plan: None,
+        policy: Policy::default(),
+        healthy: Positions::new(),
+        revert_asked: false,
+        regating: false,
+    })
+}
+
+/// Format 1 held the whole plan, one timestamp per budget spend and every failure.
+fn migrate_v1(value: Value) -> Result<Engine, StateError> {
+    #[derive(Deserialize)]
+    struct V1 {
+        #[serde(default)]
+        rollout: Option<Value>,
+        #[serde(default)]
+        budgets: Option<V1Budgets>,
+        #[serde(default)]
+        breaker: Option<Trip>,
+        #[serde(default)]
+        quarantine: Vec<Quarantined>,
+    }
+    #[derive(Deserialize)]
+    struct V1Budgets {
+        #[serde(default)]
+        spent: BTreeMap<String, Vec<(Time, u64)>>,
+    }
+    let v1: V1 = serde_json::from_value(value).map_err(|e| {
+        StateError::Malformed(format!("neither format {VERSION} nor format 1: {e}"))
+    })?;
+    if let Some(rollout) = &v1.rollout {
+        let phase = rollout.get("phase");
+        let finished = phase
+            .is_some_and(|p| matches!(p.as_str(), Some("Completed" | "Superseded" | "Restored")));
+        if !finished {
+            let commit = rollout.get("commit").and_then(Value::as_str).unwrap_or("?");
+            return Err(StateError::Unmigratable(format!(
+                "the persisted state holds a rollout of {commit} in progress, written by an earlier endstate release (state format 1); finish it with that release, or clear status.rollout (kubectl patch fleet NAME --subresource=status --type=merge -p '{{\"status\":{{\"rollout\":null}}}}') to plan again from the live fleet"
+            )));
+        }
+    }
+    // Spends into conservative buckets: each counts from the start of its 225 s bucket to the
+    // end, which is at least as long as the spend itself would.
+    const WIDTH: i64 = 225_000;
+    let mut budgets = BTreeMap::<BudgetClass, Vec<Bucket>>::new();
+    for (class, spends) in v1.budgets.map(|b| b.spent).unwrap_or_default() {
+        let Some(class) = BudgetClass::parse(&class) else {
+            continue;
+        };
+        let mut by_bucket = BTreeMap::<i64, u64>::new();
+        for (t, n) in spends {
+            *by_bucket.entry(t.millis().div_euclid(WIDTH)).or_default() += n;
+        }
+        budgets.insert(
+            class,
+            by_bucket
+                .into_iter()
+                .map(|(b, count)| Bucket {
+                    start: Time(b * WIDTH),
+                    end: Time((b + 1) * WIDTH),
+                    count,
+                })
+                .collect(),
+        );
+    }
+    let mut quarantine = v1.quarantine;
+    let excess = quarantine.len().saturating_sub(KEPT_QUARANTINE);
+    quarantine.drain(..excess);
+    for q in &mut quarantine {
+        q.reason = cut(&q.reason, crate::rollout::QUARANTINE_REASON_CHARS);
+    }
+    let mut breaker = v1.breaker;
+    if let Some(trip) = &mut breaker {
+        trip.evidence.failed.truncate(crate::rollout::KEPT_FAILURES);
+        trip.reverts.truncate(crate::rollout::KEPT_REVERTS);
+    }
+    let budgets: Budgets = serde_json::from_value(serde_json::json!({ "spent": budgets }))
+        .map_err(|e| StateError::Malformed(e.to_string()))?;
+    Ok(Engine {
+        rollout: None,
+        budgets,
+        breaker,
+        quarantine,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_finished_format_1_state_is_migrated_and_one_in_progress_is_refused() {
+        let v1 = json!({
+            "rollout": {"commit": "abc", "phase": "Completed", "plan": {"stages": []}},
+            "budgets": {"spent": {"machine-update": [[1000, 3], [2000, 2], [900_000, 1]]}},
+            "breaker": null,
+            "quarantine": [{"commit": "bad", "reason": "tripped", "revert": "rev"}]
+        });
+        let engine = Engine::from_json(v1).unwrap();
+        assert!(engine.rollout().is_none());
+        assert_eq!(engine.quarantine()[0].commit, "bad");
+        let p = Policy {
+            budgets: vec![crate::policy::BudgetLimit {
+                class: BudgetClass::MachineUpdate,
+                limit: 10,
+                window: std::time::Duration::from_secs(3600),
+            }],
+            ..Policy::default()
+        };
+        assert_eq!(
+            engine
+                .budgets()
+                .available(&p, Some(BudgetClass::MachineUpdate), Time(1_000_000)),
+            4
+        );
+
+        let busy = json!({"rollout": {"commit": "abc", "phase": "Running"}});
+        let err = Engine::from_json(busy).unwrap_err().to_string();
+        assert!(
+            err.contains("in progress") && err.contains("status.rollout"),
+            "{err}"
+        );
+        assert_eq!(
+            Engine::from_json(json!({"version": 9})).unwrap_err(),
+            StateError::Newer(9)
+        );
+    }
+
+    #[test]
+    fn an_idle_state_round_trips() {
+        let engine = Engine::default();
+        let json = engine.to_json();
+        assert_eq!(json["version"], 2);
+        let back = Engine::from_json(json.clone()).unwrap();
+        assert_eq!(back.to_json(), json);
+    }
+}
