@@ -275,8 +275,17 @@ async fn schedule<K: Operated>(
     let transitions = work();
     let (api, name) = (api.clone(), key.1.clone());
     let task = tokio::spawn(async move {
-        for (at, generation, status) in transitions {
+        let mut transitions = transitions.into_iter().peekable();
+        while let Some((at, generation, status)) = transitions.next() {
             sleep_until(at).await;
+            // A transition already overtaken by the next one (a fast agent, or one that was
+            // busy) is not written: an operator reports where it is, not every step it took.
+            if transitions
+                .peek()
+                .is_some_and(|(next, _, _)| *next <= now())
+            {
+                continue;
+            }
             let patch = json!({ "status": with_messages(status) });
             if let Err(err) = api
                 .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))

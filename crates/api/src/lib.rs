@@ -23,6 +23,7 @@ pub mod duration;
 pub mod fleet;
 pub mod machine;
 pub mod package;
+pub mod packages;
 pub mod policy;
 
 pub use cluster::{Cluster, ClusterMode, ClusterPhase, ClusterSpec, ClusterStatus};
@@ -32,6 +33,7 @@ pub use package::{
     ClusterPackageVersion, ClusterPackageVersionSpec, MachinePackageVersion,
     MachinePackageVersionSpec, Risk,
 };
+pub use packages::Packages;
 pub use policy::{RolloutPolicy, RolloutPolicySpec};
 
 pub use k8s_openapi;

@@ -1,12 +1,10 @@
 //! `Machine`: one worker node and the packages it should run.
 
-use std::collections::BTreeMap;
-
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::Condition;
+use crate::{Condition, Packages};
 
 /// One worker node of a business cluster.
 ///
@@ -44,7 +42,7 @@ pub struct MachineSpec {
     /// The failure domain (data centre) the machine is in; waves spread across it.
     pub idc: String,
     /// Component name → `MachinePackageVersion` name.
-    pub packages: BTreeMap<String, String>,
+    pub packages: Packages,
     /// Condition types that must all be `True` before the machine counts as ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness_gates: Option<Vec<String>>,
@@ -68,7 +66,7 @@ pub struct MachineStatus {
     pub phase: Option<MachinePhase>,
     /// Component name → the `MachinePackageVersion` actually running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub versions: Option<BTreeMap<String, String>>,
+    pub versions: Option<Packages>,
     /// The OS generation the host was last installed at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub os_generation: Option<i64>,

@@ -11,6 +11,29 @@ use clap::{Parser, Subcommand, ValueEnum};
 pub struct Args {
     #[command(subcommand)]
     pub command: Command,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// Where the libraries' logs go: stderr, filtered and formatted.
+#[derive(Debug, clap::Args)]
+pub struct LogArgs {
+    /// The least severe events logged, or a filter like `endstate_kube=debug,info`
+    /// (`RUST_LOG` syntax). The commands print their own progress either way.
+    #[arg(long, global = true, env = "ENDSTATE_LOG", default_value = "warn")]
+    pub log_level: String,
+    /// `text` (for people) or `json` (one object per line, for log pipelines).
+    #[arg(long, global = true, value_enum, env = "ENDSTATE_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log events are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object per line, with the span fields (fleet, commit, wave).
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

@@ -273,7 +273,27 @@ impl<L: Live, C: Clock> Controller<L, C> {
 
     /// One turn of the loop: fetch when due, look at what changed, step, sleep until the next
     /// deadline. With `until_idle`, returns how the run ended once nothing is left to do.
+    ///
+    /// Every log event of the turn carries the fleet, and during a rollout its commit and
+    /// wave, as span fields.
     pub async fn turn(&mut self, until_idle: bool) -> Result<Option<Outcome>, Error> {
+        use tracing::Instrument as _;
+        let span = tracing::info_span!(
+            "fleet",
+            fleet = %self.config.fleet,
+            commit = tracing::field::Empty,
+            wave = tracing::field::Empty
+        );
+        if let Some(r) = self.engine.rollout().filter(|_| self.engine.busy()) {
+            span.record("commit", short(r.commit()));
+            if let Some(stage) = r.stage() {
+                span.record("wave", stage.name.as_str());
+            }
+        }
+        self.turn_in(until_idle).instrument(span).await
+    }
+
+    async fn turn_in(&mut self, until_idle: bool) -> Result<Option<Outcome>, Error> {
         let now = self.clock.now();
         let mut refused = None;
         if now >= self.next_fetch || (until_idle && !self.engine.busy() && self.head.is_none()) {
@@ -360,7 +380,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
             .rollout()
             .filter(|_| self.engine.busy())
             .map(|r| r.commit().to_owned());
-        tracing::info!(fleet = %self.config.fleet, commit = commit.as_deref().map(short), "{text}");
+        tracing::info!("{text}");
         self.reporter.line(now, commit.as_deref(), text);
     }
 

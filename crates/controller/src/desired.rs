@@ -26,12 +26,12 @@ impl Desired {
             .map(|i| &self.objects[i])
     }
 
-    /// A set of objects (live ones, say) as a restore target: sorted, declared fields only.
+    /// A set of objects (live ones, say) as a restore target, sorted. They are kept as they
+    /// are (shared with the live cache): writing one sends only what a client declares.
     pub fn of(commit: &str, objects: Vec<FleetObject>) -> Desired {
         let mut objects: Vec<FleetObject> = objects
             .into_iter()
             .filter(|o| o.kind() != Kind::RolloutPolicy)
-            .map(FleetObject::declared)
             .collect();
         objects.sort_by(|a, b| a.key().cmp(&b.key()));
         Desired {

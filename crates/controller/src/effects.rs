@@ -122,7 +122,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
                     Some(Event::Written(results))
                 }
                 Effect::Delete(ids) => {
-                    let results = self.delete(&ids).await;
+                    let results = self.prune(&ids).await?;
                     self.tally.writes += results.iter().filter(|(_, r)| r.is_ok()).count();
                     Some(Event::Written(results))
                 }
@@ -160,6 +160,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
                 }
                 Effect::Report(report) => {
                     self.on_report(now, &commit, &report);
+                    tracing::info!("{}", crate::report::describe(&report));
                     self.reporter.report(now, &commit, &report);
                     None
                 }
@@ -244,6 +245,36 @@ impl<L: Live, C: Clock> Controller<L, C> {
                 .zip(outcome)
                 .map(|(id, r)| (id, r.map(|a| a.generation).map_err(|e| e.to_string()))),
         );
+        Ok(results)
+    }
+
+    /// Deletes what a rollout removes from the fleet, deciding on the object as the server has
+    /// it now: one annotated `prune: disabled` (or no longer labelled as the fleet's) since the
+    /// plan was made from the cache stays.
+    async fn prune(
+        &mut self,
+        ids: &[ObjectRef],
+    ) -> Result<Vec<(ObjectRef, Result<i64, String>)>, Error> {
+        let fresh = self.live.get_fresh(ids).await?;
+        let mut kept = Vec::new();
+        let mut doomed = Vec::new();
+        for (id, object) in ids.iter().zip(fresh) {
+            match object {
+                Some(o) if !diff::owned_by(&o, &self.config.fleet) || diff::prune_disabled(&o) => {
+                    kept.push(id.clone());
+                }
+                _ => doomed.push(id.clone()),
+            }
+        }
+        if !kept.is_empty() {
+            let names: Vec<String> = kept.iter().map(ToString::to_string).collect();
+            self.say(&format!(
+                "not deleting {}: annotated fleet.endstate.dev/prune: disabled (or no longer the fleet's) since the plan",
+                names.join(", ")
+            ));
+        }
+        let mut results = self.delete(&doomed).await;
+        results.extend(kept.into_iter().map(|id| (id, Ok(0))));
         Ok(results)
     }
 

@@ -22,36 +22,38 @@ pub trait Reporter: Send {
     }
     /// An engine report.
     fn report(&mut self, now: Time, commit: &str, report: &Report) {
-        let text = match report {
-            Report::StageStarted { index, name, size } => {
-                format!("wave {} {name}: starting {size} objects", index + 1)
-            }
-            Report::StageCompleted {
-                index,
-                name,
-                failures,
-            } => {
-                format!("wave {} {name}: done ({failures} failed)", index + 1)
-            }
-            Report::AwaitingApproval(stage) => {
-                format!("wave {stage} done; holding for approval")
-            }
-            Report::Waiting(why) => format!("waiting: {why}"),
-            Report::Failed(id, why) => format!("{id} failed: {why}"),
-            Report::Tripped(evidence) => {
-                format!("BREAKER TRIPPED\n{}", evidence.to_string().trim_end())
-            }
-            Report::RestoreIssued(n) => format!("restored {n} objects"),
-            Report::Restored { unrestored: 0 } => {
-                "every change of the rollout is undone".to_owned()
-            }
-            Report::Restored { unrestored } => {
-                format!("restore done; {unrestored} objects could not be restored")
-            }
-            Report::Completed { changed } => format!("rollout complete: {changed} objects changed"),
-            Report::Superseded(by) => format!("superseded by {}", short(by)),
-        };
-        self.line(now, Some(commit), &text);
+        self.line(now, Some(commit), &describe(report));
+    }
+}
+
+/// An engine report in words.
+pub fn describe(report: &Report) -> String {
+    match report {
+        Report::StageStarted { index, name, size } => {
+            format!("wave {} {name}: starting {size} objects", index + 1)
+        }
+        Report::StageCompleted {
+            index,
+            name,
+            failures,
+        } => {
+            format!("wave {} {name}: done ({failures} failed)", index + 1)
+        }
+        Report::AwaitingApproval(stage) => {
+            format!("wave {stage} done; holding for approval")
+        }
+        Report::Waiting(why) => format!("waiting: {why}"),
+        Report::Failed(id, why) => format!("{id} failed: {why}"),
+        Report::Tripped(evidence) => {
+            format!("BREAKER TRIPPED\n{}", evidence.to_string().trim_end())
+        }
+        Report::RestoreIssued(n) => format!("restored {n} objects"),
+        Report::Restored { unrestored: 0 } => "every change of the rollout is undone".to_owned(),
+        Report::Restored { unrestored } => {
+            format!("restore done; {unrestored} objects could not be restored")
+        }
+        Report::Completed { changed } => format!("rollout complete: {changed} objects changed"),
+        Report::Superseded(by) => format!("superseded by {}", short(by)),
     }
 }
 

@@ -178,7 +178,19 @@ fn conditions(engine: &Engine, record: &Record, now: Time) -> Vec<Condition> {
     };
     let busy = engine.busy();
     let (ready, reason, message) = if let Some(refusal) = &record.stalled {
-        (false, refusal.reason(), refusal.message())
+        // The whole message is on the Stalled condition; Ready says what it is about.
+        let text = refusal.to_string();
+        let first = text.lines().next().unwrap_or_default();
+        let more = if text.lines().nth(1).is_some() {
+            " (the Stalled condition says more)"
+        } else {
+            ""
+        };
+        (
+            false,
+            refusal.reason(),
+            format!("{}{more}", endstate_rollout::rollout::cut(first, 1024)),
+        )
     } else if let Some(trip) = engine.breaker() {
         (
             false,
@@ -227,7 +239,63 @@ fn conditions(engine: &Engine, record: &Record, now: Time) -> Vec<Condition> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use endstate_rollout::BudgetClass;
+    use endstate_rollout::persist::worst_state;
+    use endstate_rollout::policy::BudgetLimit;
+
     use super::*;
+
+    /// The whole Fleet object must stay under 256 KiB; metadata, spec and managedFields take a
+    /// few KiB of what the status leaves.
+    #[test]
+    fn the_status_at_every_limit_stays_under_the_bound() {
+        // 1M objects; 100k in flight over the widest span; every bounded part full.
+        let inflight: Vec<u32> = (0..100_000u32)
+            .map(|i| i * 13 % 131_072)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let failed: Vec<u32> = (0..1000u32).map(|i| i * 997).collect();
+        let engine = Engine::from_json(worst_state(1_000_000, &inflight, &failed)).unwrap();
+        let lines: String = (0..100_000)
+            .map(|i| format!("base/machines.yaml:{i}:3: Machine/m-{i}: spec.ip \"10.0.0.{i}\" is not an IP address\n"))
+            .collect();
+        let record = Record {
+            last_applied: Some("a".repeat(40)),
+            last_good: Some("b".repeat(40)),
+            history: (0..HISTORY + 5)
+                .map(|_| HistoryEntry {
+                    commit: "c".repeat(40),
+                    outcome: "Superseded".into(),
+                    finished_at: Time::ZERO.rfc3339(),
+                    changed: i32::MAX,
+                })
+                .take(HISTORY)
+                .collect(),
+            stalled: Some(Refusal::InvalidCommit(lines)),
+            conditions: Vec::new(),
+        };
+        let policy = Policy {
+            budgets: BudgetClass::ALL
+                .into_iter()
+                .map(|class| BudgetLimit {
+                    class,
+                    limit: u64::MAX,
+                    window: Duration::from_secs(3600),
+                })
+                .collect(),
+            ..Policy::default()
+        };
+        let status = to_status(&engine, &record, &policy, Time(1_767_225_600_000));
+        let size = serde_json::to_vec(&status).unwrap().len();
+        eprintln!("the status at every limit: {size} bytes");
+        assert!(size <= 200 * 1024, "{size} bytes");
+        let conditions = status.conditions.unwrap();
+        let ready = conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert!(ready.message.len() < 1100, "{}", ready.message);
+    }
 
     #[test]
     fn every_condition_says_why_and_keeps_its_transition_time() {

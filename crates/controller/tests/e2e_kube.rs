@@ -394,3 +394,75 @@ async fn a_throttled_server_slows_the_rollout_without_failing_it() {
     assert!(controller.engine().breaker().is_none());
     world.agent.abort();
 }
+
+/// The largest whole `Fleet` object (as the server returns it, managedFields included) seen by a
+/// watch while `run` runs.
+async fn largest_fleet<F: std::future::Future>(
+    client: &Client,
+    ns: &str,
+    run: F,
+) -> (F::Output, usize) {
+    use futures::StreamExt as _;
+    use kube::runtime::watcher;
+    let api = Api::<Fleet>::namespaced(client.clone(), ns);
+    let largest = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = largest.clone();
+    let watch = tokio::spawn(async move {
+        let stream = watcher(api, watcher::Config::default().fields("metadata.name=f"));
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            if let Ok(watcher::Event::Apply(fleet) | watcher::Event::InitApply(fleet)) = event {
+                let size = serde_json::to_vec(&fleet).map(|v| v.len()).unwrap_or(0);
+                seen.fetch_max(size, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
+    let output = run.await;
+    // The last save's event.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    watch.abort();
+    (output, largest.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_object_stays_small_as_the_fleet_grows() {
+    let server = TestServer::shared();
+    let policy = "  machines:\n    waves:\n    - size: 1\n    - size: 5%\n    - size: 25%\n    - size: 100%\n    spreadBy: idc\n    maxUnavailable: 10%\n  gates:\n    timeout: 120s\n";
+    let mut largest = Vec::new();
+    for machines in [500, 2000] {
+        let world = World::new(server, &format!("size{machines}"), machines, policy, &[]).await;
+        let mut settings = Settings::new(world.ns.clone(), "f");
+        settings.limits = Limits {
+            qps: 2000.0,
+            burst: 2000,
+        };
+        let mut controller = world.controller(server.config().await, settings).await;
+        let head = world.repo.set_agent("agent-1.0", "Pin the agent");
+        let (outcome, size) = largest_fleet(&world.client, &world.ns, async {
+            tokio::time::timeout(Duration::from_secs(240), controller.run_until_idle())
+                .await
+                .expect("initial sync in time")
+                .unwrap()
+        })
+        .await;
+        assert_eq!(outcome, Outcome::Converged { commit: head });
+        assert!(
+            controller.tally().saves > 4,
+            "saved {} times",
+            controller.tally().saves
+        );
+        largest.push(size);
+        world.agent.abort();
+    }
+    let (small, large) = (largest[0], largest[1]);
+    eprintln!("largest Fleet object: {small} bytes at 500 Machines, {large} bytes at 2000");
+    // Storing the plan again (about 80 bytes per Machine) would fail both.
+    assert!(
+        large <= 32 * 1024,
+        "the Fleet object reached {large} bytes at 2000 Machines"
+    );
+    assert!(
+        large.saturating_sub(small) <= 2 * 1500,
+        "the Fleet object grew from {small} bytes (500 Machines) to {large} (2000)"
+    );
+}

@@ -451,3 +451,145 @@ async fn a_metric_within_bounds_lets_the_rollout_through() {
     let outcome = h.controller.run_until_idle().await.unwrap();
     assert_eq!(outcome, Outcome::Converged { commit: next });
 }
+
+/// The live fleet as a cache that has not seen the latest change: `snapshot` and `get` serve a
+/// copy taken earlier; `get_fresh` and writes go to the fleet itself.
+#[derive(Clone)]
+struct StaleCache {
+    live: SimLive,
+    seen: Arc<Mutex<Vec<FleetObject>>>,
+}
+
+impl endstate_rollout::Live for StaleCache {
+    async fn snapshot(&self) -> Result<Vec<FleetObject>, endstate_rollout::LiveError> {
+        Ok(self.seen.lock().unwrap().clone())
+    }
+    async fn get(
+        &self,
+        ids: &[endstate_core::ObjectRef],
+    ) -> Result<Vec<Option<FleetObject>>, endstate_rollout::LiveError> {
+        let seen = self.seen.lock().unwrap();
+        Ok(ids
+            .iter()
+            .map(|id| {
+                seen.iter()
+                    .find(|o| o.name() == id.name && o.kind().as_str() == id.kind)
+                    .cloned()
+            })
+            .collect())
+    }
+    async fn get_fresh(
+        &self,
+        ids: &[endstate_core::ObjectRef],
+    ) -> Result<Vec<Option<FleetObject>>, endstate_rollout::LiveError> {
+        self.live.get(ids).await
+    }
+    async fn apply(
+        &self,
+        objects: &[FleetObject],
+    ) -> Vec<Result<endstate_rollout::Applied, endstate_rollout::LiveError>> {
+        self.live.apply(objects).await
+    }
+    async fn delete(
+        &self,
+        ids: &[endstate_core::ObjectRef],
+    ) -> Vec<Result<(), endstate_rollout::LiveError>> {
+        self.live.delete(ids).await
+    }
+    fn changes(&self) -> endstate_rollout::Changes {
+        self.live.changes()
+    }
+    async fn changed(&self) {
+        self.live.changed().await
+    }
+    async fn load_status(
+        &self,
+    ) -> Result<Option<endstate_api::FleetStatus>, endstate_rollout::LiveError> {
+        self.live.load_status().await
+    }
+    async fn save_status(
+        &self,
+        status: &endstate_api::FleetStatus,
+    ) -> Result<(), endstate_rollout::LiveError> {
+        self.live.save_status(status).await
+    }
+}
+
+/// A prune decided on a cache that has not seen the `prune: disabled` annotation yet is checked
+/// against the server before the delete is sent: the annotated object stays.
+#[tokio::test]
+async fn a_delete_is_decided_on_the_object_as_the_server_has_it() {
+    let repo = Repo::new("stale", 6, WAVES);
+    let live = SimLive::new(SimFleet::new(SimConfig::new(NS, 3)));
+    let lines = Lines::default();
+    let mut seed = controller(&repo, &live, &lines, &unique_dir("stale"));
+    seed.resume().await.unwrap();
+    let head = seed.resolve("main").unwrap();
+    let objects = seed.prepare(&head).unwrap();
+    live.lock().seed_converged(objects).unwrap();
+    seed.adopt(&head).await.unwrap();
+    // The cache's copy predates the annotation.
+    let stale = StaleCache {
+        live: live.clone(),
+        seen: Arc::new(Mutex::new(live.lock().snapshot())),
+    };
+    let mut m = match live
+        .lock()
+        .get(&endstate_core::ObjectRef::new("Machine", "", "m-005"))
+    {
+        Some(FleetObject::Machine(m)) => (**m).clone(),
+        other => panic!("{other:?}"),
+    };
+    m.metadata
+        .annotations
+        .get_or_insert_default()
+        .insert("fleet.endstate.dev/prune".into(), "disabled".into());
+    live.lock().update(&FleetObject::from(m)).unwrap();
+    let machines = std::fs::read_to_string(repo.work.join("base/machines.yaml")).unwrap();
+    let kept: Vec<&str> = machines
+        .split("---\n")
+        .filter(|d| !d.contains("name: m-004") && !d.contains("name: m-005"))
+        .collect();
+    repo.write("base/machines.yaml", &kept.join("---\n"));
+    let pruned = commit_and_push(&repo.work, "Retire m-004 and m-005");
+
+    let source_config = SourceConfig::new(
+        format!("file://{}", repo.remote.display()),
+        unique_dir("stale-mirror").join("mirror"),
+    )
+    .branch("main")
+    .path("prod");
+    let source = Source::open(source_config, History::default()).unwrap();
+    let mut config = Config::new("f", NS);
+    config.interval = Duration::from_secs(30);
+    let mut controller = Controller::new(
+        config,
+        source,
+        None,
+        stale,
+        SimClock::new(live.clone(), 0.0),
+        Box::new(lines.clone()),
+    );
+    controller.resume().await.unwrap();
+    let outcome = controller.run_until_idle().await.unwrap();
+    assert_eq!(outcome, Outcome::Converged { commit: pruned });
+    let fleet = live.lock();
+    assert!(
+        fleet
+            .get(&endstate_core::ObjectRef::new("Machine", "", "m-004"))
+            .is_none(),
+        "m-004 is pruned"
+    );
+    assert!(
+        fleet
+            .get(&endstate_core::ObjectRef::new("Machine", "", "m-005"))
+            .is_some(),
+        "m-005 was annotated before the delete: {}",
+        lines.text()
+    );
+    assert!(
+        lines.text().contains("not deleting Machine/fleet/m-005"),
+        "{}",
+        lines.text()
+    );
+}

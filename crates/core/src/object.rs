@@ -263,30 +263,6 @@ impl FleetObject {
         }
     }
 
-    /// The object as a client would declare it: status and everything the server sets in
-    /// metadata (`resourceVersion`, `uid`, `generation`, timestamps, `managedFields`) removed.
-    pub fn declared(mut self) -> FleetObject {
-        self.clear_status();
-        let meta = self.meta();
-        let server_set = meta.resource_version.is_some()
-            || meta.managed_fields.is_some()
-            || meta.uid.is_some()
-            || meta.generation.is_some()
-            || meta.creation_timestamp.is_some()
-            || meta.deletion_timestamp.is_some();
-        if server_set {
-            let meta = self.meta_mut();
-            meta.resource_version = None;
-            meta.managed_fields = None;
-            meta.uid = None;
-            meta.generation = None;
-            meta.creation_timestamp = None;
-            meta.deletion_timestamp = None;
-            meta.deletion_grace_period_seconds = None;
-        }
-        self
-    }
-
     /// Decodes an untyped object of a known kind, refusing unknown fields.
     ///
     /// The error is serde's message prefixed with the path of the offending field.

@@ -2,9 +2,10 @@
 //!
 //! Each kind has a reflector: one paginated LIST (pages of [`PAGE_SIZE`]) when it starts or
 //! its watch expires, then a WATCH that keeps the store current. Reads never touch the
-//! server, and hand out the cached objects themselves (shared, not copied). `managedFields`
-//! are dropped on the way in: they are the bulk of an object and only the conflict path needs
-//! them, which reads them fresh.
+//! server, and hand out the cached objects themselves (shared, not copied). What endstate never
+//! reads is dropped on the way in: `managedFields` (the bulk of an object; only the conflict path
+//! needs them, which reads them fresh), kubectl's last-applied annotation, the uid and the
+//! creation time.
 //!
 //! Every event also lands in a [`Feed`]: the identities of the objects that changed, and
 //! whether a watch had to list again (it expired: any object may have changed), which is what
@@ -82,6 +83,24 @@ impl Feed {
     }
 }
 
+/// The annotation `kubectl apply` (client-side) keeps the whole object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops what endstate never reads from a cached object: `managedFields` (most of an object's
+/// bytes; the conflict path reads them fresh), kubectl's copy of the last applied object, and
+/// the uid and creation time. A fleet's cache holds 100k of these.
+pub(crate) fn trim(meta: &mut kube::api::ObjectMeta) {
+    meta.managed_fields = None;
+    meta.uid = None;
+    meta.creation_timestamp = None;
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.remove(LAST_APPLIED);
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
+}
+
 /// The cache of one kind.
 #[derive(Debug)]
 pub(crate) struct Cache<K: FleetKind> {
@@ -99,7 +118,7 @@ impl<K: FleetKind> Cache<K> {
         let config = watcher::Config::default().page_size(PAGE_SIZE);
         let events = watcher(api, config)
             .default_backoff()
-            .modify(|object: &mut K| object.meta_mut().managed_fields = None)
+            .modify(|object: &mut K| trim(object.meta_mut()))
             .reflect(writer);
         let namespace = namespace.to_owned();
         let mut listed = false;

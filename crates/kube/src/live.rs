@@ -285,7 +285,7 @@ impl KubeLive {
             let err = match api.patch(&id.name, &params, &Patch::Apply(body)).await {
                 Ok(mut written) => {
                     self.counters.applied.fetch_add(1, Ordering::Relaxed);
-                    written.meta_mut().managed_fields = None;
+                    crate::cache::trim(written.meta_mut());
                     let generation = written.meta().generation.unwrap_or_default();
                     let object = written.into_fleet();
                     let version = resource_version(&object);
@@ -400,6 +400,37 @@ impl KubeLive {
         ObjectRef::new("Fleet", &self.settings.namespace, &self.settings.fleet)
     }
 
+    async fn get_typed<K: FleetKind>(
+        &self,
+        id: &ObjectRef,
+    ) -> Result<Option<FleetObject>, LiveError> {
+        let api: Api<K> = Api::namespaced(self.client.clone(), &self.settings.namespace);
+        let mut attempt = 0;
+        loop {
+            let err = match api.get_opt(&id.name).await {
+                Ok(object) => {
+                    return Ok(object.map(|mut o| {
+                        crate::cache::trim(o.meta_mut());
+                        o.into_fleet()
+                    }));
+                }
+                Err(err) => classify(err, id, "read"),
+            };
+            attempt = self.backoff(err, attempt, id).await?;
+        }
+    }
+
+    async fn get_one_fresh(&self, id: &ObjectRef) -> Result<Option<FleetObject>, LiveError> {
+        let id = apply::in_namespace(id, &self.settings.namespace)?;
+        with_kind!(
+            id.fleet_kind(),
+            |K| self.get_typed::<K>(&id).await,
+            Err(LiveError::Fatal(format!(
+                "cannot read {id}: not a fleet kind"
+            )))
+        )
+    }
+
     async fn read_fleet(&self) -> Result<(String, Value), LiveError> {
         let api: Api<Fleet> = Api::namespaced(self.client.clone(), &self.settings.namespace);
         let id = self.fleet_id();
@@ -472,6 +503,16 @@ impl Live for KubeLive {
     async fn get(&self, ids: &[ObjectRef]) -> Result<Vec<Option<FleetObject>>, LiveError> {
         ids.iter()
             .map(|id| Ok(self.read(&apply::in_namespace(id, &self.settings.namespace)?)))
+            .collect()
+    }
+
+    async fn get_fresh(&self, ids: &[ObjectRef]) -> Result<Vec<Option<FleetObject>>, LiveError> {
+        let reads: Vec<_> = ids.iter().map(|id| self.get_one_fresh(id)).collect();
+        futures::stream::iter(reads)
+            .buffered(self.settings.max_in_flight)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
             .collect()
     }
 

@@ -82,6 +82,16 @@ pub trait Live: Send + Sync {
         ids: &[ObjectRef],
     ) -> impl Future<Output = Result<Vec<Option<FleetObject>>, LiveError>> + Send;
 
+    /// The objects with these identities as the server has them now, not as a cache last saw
+    /// them: what a delete is decided on, just before it is sent. Backends without a cache read
+    /// the same as [`Live::get`].
+    fn get_fresh(
+        &self,
+        ids: &[ObjectRef],
+    ) -> impl Future<Output = Result<Vec<Option<FleetObject>>, LiveError>> + Send {
+        self.get(ids)
+    }
+
     /// Applies the desired objects (server-side apply semantics: the fields the object sets
     /// are ours, nothing else is touched), each independently; one result per object, in order.
     fn apply(

@@ -25,20 +25,26 @@ use std::collections::BTreeMap;
 
 use endstate_core::{Kind, ObjectRef};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::budget::{Bucket, BudgetClass, Budgets};
+use crate::plan::MAX_ORPHANS;
 use crate::plan::StageSpec;
 use crate::policy::Policy;
 use crate::positions::Positions;
 use crate::rollout::{
-    Engine, Failures, Flight, Flights, KEPT_QUARANTINE, Notes, Phase, Quarantined, Restore,
+    Engine, FLIGHT_BUCKETS, Failures, Flight, Flights, KEPT_FAILURES, KEPT_QUARANTINE,
+    KEPT_REVERTS, KEPT_UNRESTORED, Notes, Phase, QUARANTINE_REASON_CHARS, Quarantined, Restore,
     Rollout, Trip, cut,
 };
 use crate::time::Time;
 
 /// The format written by this release.
 pub const VERSION: u32 = 2;
+
+/// What the engine's state takes at most of the `Fleet` object's 256 KiB, for any fleet size;
+/// the readable projection, metadata and managedFields share the rest.
+pub const STATE_BOUND: usize = 112 * 1024;
 
 /// Why a persisted state cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -228,6 +234,7 @@ fn rollout(r: PersistedRollout) -> Result<Rollout, StateError> {
         healthy: Positions::new(),
         revert_asked: false,
         regating: false,
+        settled: 0,
     })
 }
 
@@ -305,6 +312,86 @@ fn migrate_v1(value: Value) -> Result<Engine, StateError> {
         budgets,
         breaker,
         quarantine,
+    })
+}
+
+fn text(n: usize, c: char) -> String {
+    std::iter::repeat_n(c, n).collect()
+}
+
+/// A persisted state at every limit, for tests of the bound (here and in the controller's): `n` positions in the current stage, `inflight` of them (sorted)
+/// in flight over 17 start buckets. Changes start in the order of positions, so a later
+/// bucket holds later positions.
+pub fn worst_state(n: u32, inflight: &[u32], failed: &[u32]) -> Value {
+    const T0: Time = Time(1_767_225_600_000);
+    let commit = text(40, 'c');
+    let per_bucket = inflight.len().div_ceil(FLIGHT_BUCKETS as usize + 1).max(1);
+    let buckets: Vec<serde_json::Value> = inflight
+        .chunks(per_bucket)
+        .enumerate()
+        .map(|(b, group)| {
+            let group: Positions = group.iter().copied().collect();
+            json!([T0.millis() + b as i64 * 60_000, group])
+        })
+        .collect();
+    let note = json!({"object": format!("Machine/{}/{}", text(63, 'n'), text(253, 'm')), "reason": text(256, 'r')});
+    let failed_positions: Positions = failed.iter().copied().collect();
+    let buckets_full: Vec<serde_json::Value> = (0..34)
+        .map(|i| {
+            json!([
+                T0.millis() + i * 225_000,
+                T0.millis() + (i + 1) * 225_000,
+                u64::MAX / 64
+            ])
+        })
+        .collect();
+    let mut spent = serde_json::Map::new();
+    for class in [
+        "machine-update",
+        "machine-delete",
+        "machine-reinstall",
+        "cluster-update",
+    ] {
+        spent.insert(class.into(), buckets_full.clone().into());
+    }
+    let stages: Vec<serde_json::Value> = (0..12)
+        .map(|i| {
+            json!({"seq": "Machines", "name": format!("machines/{}", text(60, 'w')), "start": if i == 11 { 0 } else { n }, "end": n, "size": n, "maxUnavailable": n / 10, "bakeMs": 3_600_000, "pause": true})
+        })
+        .collect();
+    json!({
+        "version": 2,
+        "rollout": {
+            "commit": commit,
+            "lastGood": commit,
+            "base": commit,
+            "orphans": (0..MAX_ORPHANS).map(|i| format!("Machine/{i:03}{}", text(250, 'o'))).collect::<Vec<_>>(),
+            "stages": stages,
+            "stage": 11,
+            "cursor": n,
+            "inflight": buckets,
+            "failures": {
+                "perStage": vec![u32::MAX; 12],
+                "total": u32::MAX,
+                "first": vec![note.clone(); KEPT_FAILURES],
+                "positions": {"Machines": failed_positions},
+                "fleet": 7
+            },
+            "phase": "Running",
+            "supersededBy": commit,
+            "startedAt": T0,
+            "waiting": text(200, 'w'),
+            "restore": {"lanes": [[1, n], [1, n], [2, n]], "issued": [0, 1, 0, n]},
+            "unrestored": {"count": u32::MAX, "first": vec![note.clone(); KEPT_UNRESTORED]}
+        },
+        "budgets": {"spent": spent},
+        "breaker": {
+            "at": T0, "commit": commit,
+            "evidence": {"stage": text(70, 's'), "threshold": text(200, 't'), "stageFailures": [1, 2], "totalFailures": [3, 4],
+                         "failed": vec![(text(320, 'o'), text(256, 'r')); KEPT_FAILURES]},
+            "reverts": vec![commit.clone(); KEPT_REVERTS], "revertOutcome": text(1024, 'x')
+        },
+        "quarantine": vec![json!({"commit": commit, "reason": text(QUARANTINE_REASON_CHARS, 'q'), "revert": commit}); KEPT_QUARANTINE]
     })
 }
 

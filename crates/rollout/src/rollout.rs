@@ -100,6 +100,8 @@ pub(crate) struct Rollout {
     /// Resumed with changes in flight not looked at since: no gate times out until they are
     /// (a change that settled just before the restart must not fail for lack of a look).
     pub regating: bool,
+    /// Changes of the current stage that settled (for progress; counted again on resume).
+    pub settled: u32,
 }
 
 /// The changes in flight in the current stage.
@@ -664,19 +666,10 @@ impl<'a> View<'a> {
         self.r.plan.as_ref()
     }
 
-    /// Settled changes of the current stage: started positions that hold a change, minus those
-    /// in flight (approximate after a resume, when positions in sync are not told apart).
+    /// Changes of the current stage that settled healthy (counted in memory; after a resume,
+    /// those that settled before it are estimated from the stage's size).
     pub fn settled(&self) -> u32 {
-        let Some(stage) = self.stage() else { return 0 };
-        let started = match &self.r.plan {
-            Some(plan) => (stage.start..self.r.cursor.min(stage.end))
-                .filter(|p| {
-                    plan.op(stage.seq, *p).is_some() || self.r.flights.by_position.contains_key(p)
-                })
-                .count() as u32,
-            None => 0,
-        };
-        started.saturating_sub(self.r.flights.len() as u32)
+        self.r.settled
     }
 }
 
@@ -767,6 +760,7 @@ impl Engine {
             healthy: Positions::new(),
             revert_asked: false,
             regating: false,
+            settled: 0,
         });
         let mut fx = vec![Effect::Persist];
         self.report_stage_start(&mut fx);
@@ -787,6 +781,18 @@ impl Engine {
         r.plan = Some(plan);
         let plan = r.plan.as_ref().expect("just set");
         let stage = r.stages.get(r.stage).cloned();
+        // What settled before the restart: the changes started in the stage (its size less
+        // those still ahead of the cursor) less those in flight and those that failed.
+        if let Some(stage) = &stage {
+            let ahead = (r.cursor.min(stage.end)..stage.end.min(plan.len(stage.seq)))
+                .filter(|p| plan.op(stage.seq, *p).is_some())
+                .count() as u32;
+            r.settled = stage
+                .size
+                .saturating_sub(ahead)
+                .saturating_sub(r.flights.len() as u32)
+                .saturating_sub(r.failures.per_stage.get(r.stage).copied().unwrap_or(0));
+        }
         // Re-index the flights (the persisted form has positions only).
         if let Some(stage) = &stage {
             let positions: Vec<u32> = r.flights.by_position.keys().copied().collect();
@@ -972,6 +978,7 @@ impl Engine {
                 }
                 Ok(_) => {
                     r.flights.remove(p, &id);
+                    r.settled += 1;
                 }
                 Err(why) => failed.push((p, id, format!("write failed: {why}"))),
             }
@@ -995,6 +1002,7 @@ impl Engine {
                         Health::Healthy => {
                             r.flights.remove(p, &id);
                             r.healthy.insert(p);
+                            r.settled += 1;
                         }
                         Health::Progressing(why) => {
                             if let Some(f) = r.flights.by_position.get_mut(&p) {
@@ -1569,6 +1577,7 @@ impl Engine {
         let Some(r) = &mut self.rollout else { return };
         r.flights.clear();
         r.healthy = Positions::new();
+        r.settled = 0;
         fx.push(Effect::Persist);
         if r.stage + 1 >= r.stages.len() {
             r.phase = Phase::Completed;

@@ -105,6 +105,7 @@ pub struct SimFleet {
     sequence: u64,
     fleet_status: Option<FleetStatus>,
     status_file: Option<PathBuf>,
+    largest_status: usize,
 }
 
 impl SimFleet {
@@ -119,6 +120,7 @@ impl SimFleet {
             sequence: 0,
             fleet_status: None,
             status_file: None,
+            largest_status: 0,
         }
     }
 
@@ -328,17 +330,21 @@ impl SimFleet {
 
     /// Persists the `Fleet` status (in memory, and in the status file when there is one).
     pub fn save_fleet_status(&mut self, status: &FleetStatus) -> Result<()> {
+        let bytes = serde_json::to_vec(status).map_err(|source| Error::Status {
+            path: self.status_file.clone().unwrap_or_default(),
+            source,
+        })?;
+        self.largest_status = self.largest_status.max(bytes.len());
         if let Some(path) = &self.status_file {
-            write_atomically(
-                path,
-                &serde_json::to_vec_pretty(status).map_err(|source| Error::Status {
-                    path: path.clone(),
-                    source,
-                })?,
-            )?;
+            write_atomically(path, &bytes)?;
         }
         self.fleet_status = Some(status.clone());
         Ok(())
+    }
+
+    /// The largest status saved so far, in bytes of JSON.
+    pub fn largest_status(&self) -> usize {
+        self.largest_status
     }
 
     /// Hands the current generation of a Machine or Cluster to its operator, replacing the work

@@ -1,6 +1,5 @@
 //! Builders for the objects the tests store.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
@@ -57,7 +56,7 @@ pub fn machine(name: &str, idc: &str, kubelet: &str) -> Machine {
             ip: "10.0.0.1".into(),
             hostname: name.into(),
             idc: idc.into(),
-            packages: BTreeMap::from([
+            packages: endstate_api::Packages::from([
                 ("kubelet".into(), kubelet.into()),
                 ("pouch".into(), "pouch-1.0".into()),
             ]),

@@ -1,8 +1,9 @@
 //! `watch-bench`: the controller's memory while it watches a large fleet on a real API server,
-//! and the time its caches take to sync. The objects are created first (with endstate's own
-//! server-side apply); then a separate process starts the Kubernetes backend on them, takes a
-//! snapshot and diffs it against the same desired set (the plan path: no request), and prints
-//! its peak RSS.
+//! and the time its caches take to sync. A generated fleet repository is rendered and its
+//! objects created (with endstate's own server-side apply); then a separate process starts the
+//! Kubernetes backend on them and, with its caches full, does what a reconcile does — renders
+//! the repository through a render cache, takes a snapshot and plans it against the render (no
+//! request; it must find nothing to change) — and prints its peak RSS.
 //!
 //! ```text
 //! cargo run --release -p endstate-bench --bin watch-bench -- --machines 100000
@@ -13,9 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use endstate_api::k8s_openapi::api::core::v1::Namespace;
-use endstate_api::{Machine, MachineSpec};
-use endstate_bench::measure;
-use endstate_core::FleetObject;
+use endstate_bench::{fleetgen, measure};
+use endstate_core::{DirTree, FleetObject, Options, Owner, RenderCache, render_cached};
 use endstate_kube::{KubeLive, Limits, Settings};
 use endstate_rollout::Live;
 use endstate_testenv::TestServer;
@@ -35,38 +35,33 @@ struct Args {
 }
 
 const FLEET: &str = "bench";
+/// The generated overlay's namespace.
+const NS: &str = "fleet-prod";
 
-fn machines(n: usize, namespace: &str) -> Vec<FleetObject> {
-    (0..n)
-        .map(|i| {
-            let mut m = Machine::new(
-                &format!("m-{i:06}"),
-                MachineSpec {
-                    cluster: format!("c-{:03}", i / 1000),
-                    ip: format!("10.{}.{}.{}", i >> 16 & 255, i >> 8 & 255, i & 255),
-                    hostname: format!("m-{i:06}.example.internal"),
-                    idc: ["hz-a", "hz-b", "hz-c"][i % 3].to_owned(),
-                    packages: [
-                        ("kubelet".to_owned(), "kubelet-1.28.4".to_owned()),
-                        ("containerd".to_owned(), "containerd-1.7.13".to_owned()),
-                    ]
-                    .into(),
-                    readiness_gates: Some(vec!["KubeletReady".into()]),
-                    unschedulable: None,
-                    os_generation: None,
-                },
-            );
-            m.metadata.namespace = Some(namespace.to_owned());
-            m.metadata.labels = Some(
-                [(
-                    endstate_rollout::live::OWNER_LABEL.to_owned(),
-                    FLEET.to_owned(),
-                )]
-                .into(),
-            );
-            FleetObject::from(m)
-        })
-        .collect()
+/// The generated fleet repository of `n` Machines (made once per size).
+fn repository(n: usize) -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("endstate-watch-bench-{n}"));
+    if !dir.join("overlays/prod/kustomization.yaml").exists() {
+        fleetgen::generate(&dir, fleetgen::Spec::machines(n)).context("generating")?;
+    }
+    Ok(dir)
+}
+
+/// Renders the repository as the controller does: for the fleet, through a render cache.
+fn render(dir: &std::path::Path, cache: &mut RenderCache) -> anyhow::Result<Vec<FleetObject>> {
+    let tree = DirTree::open(dir)?;
+    let options = Options::owned_by(Owner {
+        namespace: NS.into(),
+        labels: vec![(endstate_rollout::live::OWNER_LABEL.into(), FLEET.into())],
+    });
+    let rendered = render_cached(&tree, "overlays/prod", options, cache)
+        .map_err(|d| anyhow::anyhow!("the generated fleet does not render:\n{d}"))?;
+    Ok(rendered
+        .objects
+        .into_iter()
+        .map(|r| r.object)
+        .filter(|o| o.kind() != endstate_core::Kind::RolloutPolicy)
+        .collect())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -84,7 +79,8 @@ fn main() -> anyhow::Result<()> {
         &client,
         Duration::from_secs(60),
     ))?;
-    let ns = "watch-bench";
+    let ns = NS;
+    let dir = repository(args.machines)?;
     let namespace: Namespace =
         serde_json::from_value(serde_json::json!({"metadata": {"name": ns}}))?;
     runtime.block_on(
@@ -100,7 +96,7 @@ fn main() -> anyhow::Result<()> {
             burst: 5000,
         };
         let live = KubeLive::connect(server.config().await, settings).await?;
-        let all = machines(args.machines, ns);
+        let all = render(&dir, &mut RenderCache::new())?;
         for page in all.chunks(5000) {
             let results = live.apply(page).await;
             if let Some(err) = results.into_iter().find_map(Result::err) {
@@ -128,7 +124,7 @@ fn main() -> anyhow::Result<()> {
         .filter_map(|f| f.parse().ok())
         .collect();
     anyhow::ensure!(
-        fields.len() == 3,
+        fields.len() == 4,
         "malformed figures from the watching process: {text:?}"
     );
     println!(
@@ -148,7 +144,11 @@ fn main() -> anyhow::Result<()> {
         fields[1] / 1e6
     );
     println!(
-        "  peak RSS with a snapshot + diff on top      {:>8.0} MB   (whole process, {:.1} s wall)",
+        "  render of the same repository on top        {:>8.2} s",
+        fields[3]
+    );
+    println!(
+        "  peak RSS with the render, snapshot + plan   {:>8.0} MB   (target ≤ 500 MB; whole process, {:.1} s wall)",
         fields[2] / 1e6,
         run.wall.as_secs_f64()
     );
@@ -170,8 +170,13 @@ async fn watch(kubeconfig: &str, namespace: &str, report: &str, n: usize) -> any
     let live = KubeLive::connect(config, Settings::new(namespace, FLEET)).await?;
     let synced = started.elapsed();
     let rss_after_sync = current_rss().unwrap_or(0);
+    // What a reconcile does with the caches full: render the commit, snapshot, plan.
+    let dir = repository(n)?;
+    let mut cache = RenderCache::new();
+    let rendering = Instant::now();
+    let desired = render(&dir, &mut cache)?;
+    let rendered_in = rendering.elapsed();
     let snapshot = live.snapshot().await?;
-    let desired = machines(n, namespace);
     let changes = endstate_rollout::plan::Plan::new(endstate_rollout::plan::Inputs {
         desired: &desired,
         base: None,
@@ -181,9 +186,10 @@ async fn watch(kubeconfig: &str, namespace: &str, report: &str, n: usize) -> any
         orphans: None,
     });
     anyhow::ensure!(
-        snapshot.len() == n,
-        "the caches hold {} objects, want {n}",
-        snapshot.len()
+        snapshot.len() == desired.len(),
+        "the caches hold {} objects, want {}",
+        snapshot.len(),
+        desired.len()
     );
     anyhow::ensure!(
         changes.is_empty(),
@@ -191,10 +197,11 @@ async fn watch(kubeconfig: &str, namespace: &str, report: &str, n: usize) -> any
         changes.len_changes()
     );
     let figures = format!(
-        "{:.1} {} {}",
+        "{:.1} {} {} {:.3}",
         synced.as_secs_f64(),
         rss_after_sync,
-        measure::peak_rss().unwrap_or(0)
+        measure::peak_rss().unwrap_or(0),
+        rendered_in.as_secs_f64()
     );
     std::fs::write(report, figures)?;
     Ok(())

@@ -138,20 +138,9 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn resolve(source: &Source, rev: &str) -> anyhow::Result<Oid> {
-    let repo = source.repository();
-    let object = repo
-        .revparse_single(rev)
-        .or_else(|_| repo.revparse_single(&format!("refs/heads/{rev}")))
-        .map_err(|e| {
-            anyhow!(
-                "--base {rev:?} names no commit of the branch: {}",
-                e.message()
-            )
-        })?;
-    Ok(object
-        .peel_to_commit()
-        .map_err(|_| anyhow!("--base {rev:?} is not a commit"))?
-        .id())
+    source
+        .resolve(rev)
+        .map_err(|e| anyhow!("--base {rev:?}: {e}"))
 }
 
 fn render(

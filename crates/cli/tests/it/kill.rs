@@ -47,8 +47,20 @@ pub fn write_fleet(work: &Path, agent: &str) {
 }
 
 pub fn start(kubeconfig: &Path, ns: &str, state: &Path, log: &Path) -> Child {
+    start_with(kubeconfig, ns, state, log, &[])
+}
+
+/// [`start`] with extra environment variables (a crash point, say).
+pub fn start_with(
+    kubeconfig: &Path,
+    ns: &str,
+    state: &Path,
+    log: &Path,
+    env: &[(&str, &str)],
+) -> Child {
     let log = std::fs::File::create(log).unwrap();
     Command::new(env!("CARGO_BIN_EXE_endstate"))
+        .envs(env.iter().copied())
         .args([
             "run",
             "--live",
@@ -85,16 +97,69 @@ pub fn wait(child: &mut Child, limit: Duration) -> i32 {
     }
 }
 
-#[test]
-fn a_killed_run_resumes_at_the_persisted_wave() {
-    let (runtime, client, ns) = kube_namespace("kill");
-    let server = TestServer::shared();
-    let (dir, remote, work) = remote_and_clone("kill");
-    let state = dir.join("state");
-    let commit = |message: &str| {
-        git(&work, &["add", "-A"]);
+/// A namespace whose Fleet follows a fresh repository, converged at its first commit, with
+/// sim-agent converging its Machines.
+struct Setup {
+    runtime: tokio::runtime::Runtime,
+    client: kube::Client,
+    ns: String,
+    dir: std::path::PathBuf,
+    work: std::path::PathBuf,
+    state: std::path::PathBuf,
+    agent: tokio::task::JoinHandle<Result<(), endstate_agent::Error>>,
+}
+
+impl Setup {
+    fn new(name: &str) -> (Setup, String) {
+        let (runtime, client, ns) = kube_namespace(name);
+        let server = TestServer::shared();
+        let (dir, remote, work) = remote_and_clone(name);
+        let state = dir.join("state");
+        write_fleet(&work, "agent-1.0");
+        let fleet: Fleet = serde_json::from_value(serde_json::json!({
+            "apiVersion": "fleet.endstate.dev/v1alpha1", "kind": "Fleet",
+            "metadata": {"name": "f", "namespace": ns},
+            "spec": {"source": {"url": format!("file://{}", remote.display()), "branch": "main"},
+                     "revert": {"authorName": "endstate", "authorEmail": "endstate@example.com"}}
+        }))
+        .unwrap();
+        runtime
+            .block_on(
+                Api::<Fleet>::namespaced(client.clone(), &ns)
+                    .create(&PostParams::default(), &fleet),
+            )
+            .unwrap();
+        let agent = runtime.spawn(endstate_agent::run(
+            client.clone(),
+            AgentConfig::fixed(ns.clone(), Duration::from_millis(400), Faults::none()),
+        ));
+        let setup = Setup {
+            runtime,
+            client,
+            ns,
+            dir,
+            work,
+            state,
+            agent,
+        };
+        let first = setup.commit("The fleet");
+        // The initial sync, uninterrupted.
+        let mut run = setup.run("run-0.log", &[]);
+        assert_eq!(
+            wait(&mut run, Duration::from_secs(120)),
+            0,
+            "{}",
+            setup.log("run-0.log")
+        );
+        let _ = server;
+        (setup, first)
+    }
+
+    fn commit(&self, message: &str) -> String {
+        let work = &self.work;
+        git(work, &["add", "-A"]);
         git(
-            &work,
+            work,
             &[
                 "-c",
                 "user.name=Dev",
@@ -106,45 +171,94 @@ fn a_killed_run_resumes_at_the_persisted_wave() {
                 message,
             ],
         );
-        git(&work, &["push", "-q", "origin", "main"]);
-        git(&work, &["rev-parse", "HEAD"])
-    };
-    write_fleet(&work, "agent-1.0");
-    let first = commit("The fleet");
-    let fleet: Fleet = serde_json::from_value(serde_json::json!({
-        "apiVersion": "fleet.endstate.dev/v1alpha1", "kind": "Fleet",
-        "metadata": {"name": "f", "namespace": ns},
-        "spec": {"source": {"url": format!("file://{}", remote.display()), "branch": "main"},
-                 "revert": {"authorName": "endstate", "authorEmail": "endstate@example.com"}}
-    }))
-    .unwrap();
-    let fleets = Api::<Fleet>::namespaced(client.clone(), &ns);
-    runtime
-        .block_on(fleets.create(&PostParams::default(), &fleet))
-        .unwrap();
+        git(work, &["push", "-q", "origin", "main"]);
+        git(work, &["rev-parse", "HEAD"])
+    }
 
-    let agent = runtime.spawn(endstate_agent::run(
-        client.clone(),
-        AgentConfig::fixed(ns.clone(), Duration::from_millis(400), Faults::none()),
-    ));
+    fn run(&self, log: &str, env: &[(&str, &str)]) -> Child {
+        start_with(
+            TestServer::shared().kubeconfig(),
+            &self.ns,
+            &self.state,
+            &self.dir.join(log),
+            env,
+        )
+    }
 
-    // The initial sync, uninterrupted.
-    let mut run = start(server.kubeconfig(), &ns, &state, &dir.join("run-0.log"));
-    assert_eq!(
-        wait(&mut run, Duration::from_secs(120)),
-        0,
-        "{}",
-        std::fs::read_to_string(dir.join("run-0.log")).unwrap()
-    );
+    fn log(&self, log: &str) -> String {
+        std::fs::read_to_string(self.dir.join(log)).unwrap_or_default()
+    }
+
+    fn status(&self) -> endstate_api::FleetStatus {
+        self.runtime
+            .block_on(Api::<Fleet>::namespaced(self.client.clone(), &self.ns).get("f"))
+            .unwrap()
+            .status
+            .unwrap_or_default()
+    }
+
+    /// Every Machine runs `agent`, and `machine-update` was spent exactly once per change.
+    fn converged_with_spends(&self, agent: &str, spends: i64, head: &str) {
+        let machines = self
+            .runtime
+            .block_on(
+                Api::<Machine>::namespaced(self.client.clone(), &self.ns).list(&Default::default()),
+            )
+            .unwrap()
+            .items;
+        assert_eq!(machines.len(), MACHINES);
+        for m in &machines {
+            assert_eq!(
+                m.status.as_ref().unwrap().versions.as_ref().unwrap()["agent"],
+                agent
+            );
+        }
+        let status = self.status();
+        assert_eq!(status.last_good_commit.as_deref(), Some(head));
+        let spent = status
+            .budgets
+            .unwrap()
+            .into_iter()
+            .find(|b| b.class == "machine-update")
+            .unwrap()
+            .spent;
+        assert_eq!(
+            spent, spends,
+            "one budget spend per change, kills notwithstanding"
+        );
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        self.agent.abort();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn a_killed_run_resumes_at_the_persisted_wave() {
+    let (setup, _) = Setup::new("kill");
+    let Setup {
+        runtime,
+        client,
+        ns,
+        dir,
+        work,
+        state,
+        ..
+    } = &setup;
+    let server = TestServer::shared();
+    let fleets = Api::<Fleet>::namespaced(client.clone(), ns);
+    let commit = |message: &str| setup.commit(message);
 
     // The upgrade, killed twice in the middle of a wave.
-    write_fleet(&work, "agent-2.0");
+    write_fleet(work, "agent-2.0");
     let second = commit("Upgrade the agent");
-    assert_ne!(first, second);
     let mut killed_at = Vec::new();
     for (attempt, wave) in [1, 2].into_iter().enumerate() {
         let log = dir.join(format!("run-{}.log", attempt + 1));
-        let mut run = start(server.kubeconfig(), &ns, &state, &log);
+        let mut run = start(server.kubeconfig(), ns, state, &log);
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             assert!(
@@ -180,7 +294,7 @@ fn a_killed_run_resumes_at_the_persisted_wave() {
         killed_at.push(wave);
     }
     let log = dir.join("run-3.log");
-    let mut run = start(server.kubeconfig(), &ns, &state, &log);
+    let mut run = start(server.kubeconfig(), ns, state, &log);
     let code = wait(&mut run, Duration::from_secs(120));
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(code, 0, "{text}");
@@ -201,31 +315,35 @@ fn a_killed_run_resumes_at_the_persisted_wave() {
     );
 
     // Every machine runs the new version, and the budget was spent once per change.
-    let machines = runtime
-        .block_on(Api::<Machine>::namespaced(client.clone(), &ns).list(&Default::default()))
-        .unwrap()
-        .items;
-    assert_eq!(machines.len(), MACHINES);
-    for m in &machines {
-        assert_eq!(
-            m.status.as_ref().unwrap().versions.as_ref().unwrap()["agent"],
-            "agent-2.0"
-        );
-    }
-    let status = runtime.block_on(fleets.get("f")).unwrap().status.unwrap();
-    assert_eq!(status.last_good_commit.as_deref(), Some(second.as_str()));
-    let spent = status
-        .budgets
-        .unwrap()
-        .into_iter()
-        .find(|b| b.class == "machine-update")
-        .unwrap()
-        .spent;
-    assert_eq!(
-        spent,
-        2 * MACHINES as i64,
-        "one budget spend per change, kills notwithstanding"
+    setup.converged_with_spends("agent-2.0", 2 * MACHINES as i64, &second);
+}
+
+/// A crash point between the applies of an admitted batch and the next status save: the
+/// batch was saved before its writes, so the restarted run spends nothing again and gates
+/// the objects it wrote.
+#[test]
+fn a_kill_between_an_apply_and_the_next_save_spends_once_and_gates_the_object() {
+    let (setup, _) = Setup::new("crashpoint");
+    write_fleet(&setup.work, "agent-2.0");
+    let second = setup.commit("Upgrade the agent");
+    let mut run = setup.run("crash.log", &[("ENDSTATE_CRASH_AT", "apply-returned:3")]);
+    let code = wait(&mut run, Duration::from_secs(120));
+    let log = setup.log("crash.log");
+    assert_eq!(code, -1, "killed by a signal: {log}");
+    assert!(
+        log.contains("crash point apply-returned reached (pass 3)"),
+        "{log}"
     );
-    agent.abort();
-    let _ = std::fs::remove_dir_all(&dir);
+    // The save before the writes holds them in flight, and their spends.
+    let status = setup.status();
+    let rollout = status.rollout.clone().unwrap();
+    assert_eq!(rollout.commit, second);
+    assert!(rollout.in_flight.unwrap_or(0) > 0, "{rollout:?}");
+    let mut run = setup.run("after.log", &[]);
+    let code = wait(&mut run, Duration::from_secs(120));
+    let log = setup.log("after.log");
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("resuming the rollout"), "{log}");
+    assert!(!log.contains("failed:"), "a re-gated object failed: {log}");
+    setup.converged_with_spends("agent-2.0", 2 * MACHINES as i64, &second);
 }

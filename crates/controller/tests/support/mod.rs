@@ -77,7 +77,9 @@ impl Repo {
         for i in 0..machines {
             let idc = ["idc-a", "idc-b", "idc-c"][i % 3];
             out.push_str(&format!(
-                "---\napiVersion: fleet.endstate.dev/v1alpha1\nkind: Machine\nmetadata:\n  name: m-{i:03}\nspec:\n  cluster: c1\n  ip: 10.0.0.{i}\n  hostname: m-{i:03}\n  idc: {idc}\n  packages:\n    agent: agent-1.0\n  readinessGates: [AgentReady]\n"
+                "---\napiVersion: fleet.endstate.dev/v1alpha1\nkind: Machine\nmetadata:\n  name: m-{i:03}\nspec:\n  cluster: c1\n  ip: 10.0.{}.{}\n  hostname: m-{i:03}\n  idc: {idc}\n  packages:\n    agent: agent-1.0\n  readinessGates: [AgentReady]\n",
+                i / 250,
+                i % 250
             ));
         }
         this.write("base/machines.yaml", &out);

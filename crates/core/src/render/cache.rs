@@ -323,7 +323,8 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            refused.contains("is in namespace other, but the fleet's objects live in fleet-a"),
+            refused
+                .contains("metadata.namespace is other, but the fleet's objects live in fleet-a"),
             "{refused}"
         );
     }

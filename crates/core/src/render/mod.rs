@@ -371,7 +371,6 @@ fn document(
 
 /// Puts an object in the owner's namespace and gives it the owner's labels.
 fn own(value: &mut Value, owner: &Owner) -> Result<(), String> {
-    let kind = value["kind"].as_str().unwrap_or_default().to_owned();
     let meta = metadata(value);
     match meta.get("namespace").and_then(Value::as_str) {
         None | Some("") => {
@@ -379,10 +378,9 @@ fn own(value: &mut Value, owner: &Owner) -> Result<(), String> {
         }
         Some(ns) if ns == owner.namespace => {}
         Some(ns) => {
-            let name = meta.get("name").and_then(Value::as_str).unwrap_or_default();
             return Err(format!(
-                "{kind}/{name} is in namespace {ns}, but the fleet's objects live in {}; remove \
-                 metadata.namespace (or the kustomization's namespace), or run the fleet in {ns}",
+                "metadata.namespace is {ns}, but the fleet's objects live in {}; remove the \
+                 namespace (here or in the kustomization), or run the fleet in {ns}",
                 owner.namespace
             ));
         }

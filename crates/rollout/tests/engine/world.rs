@@ -29,7 +29,7 @@ pub fn machine(i: usize, idcs: usize, kubelet: &str) -> FleetObject {
             ip: format!("10.0.{}.{}", i / 250, i % 250),
             hostname: format!("m-{i}"),
             idc: format!("idc-{}", i % idcs.max(1)),
-            packages: BTreeMap::from([("kubelet".into(), kubelet.into())]),
+            packages: [("kubelet".into(), kubelet.into())].into(),
             readiness_gates: None,
             unschedulable: None,
             os_generation: None,
