@@ -296,7 +296,15 @@ impl<L: Live, C: Clock> Controller<L, C> {
     async fn turn_in(&mut self, until_idle: bool) -> Result<Option<Outcome>, Error> {
         let now = self.clock.now();
         let mut refused = None;
-        if now >= self.next_fetch || (until_idle && !self.engine.busy() && self.head.is_none()) {
+        let synced = self.live.synced();
+        if synced && self.engine.partial() {
+            self.replan().await?;
+        }
+        // Nothing is planned from a cache that is still listing the fleet.
+        if synced
+            && (now >= self.next_fetch
+                || (until_idle && !self.engine.busy() && self.head.is_none()))
+        {
             refused = self.reconcile().await?;
             let retry = self.source.retry_in().unwrap_or(self.config.interval);
             self.next_fetch = self.clock.now() + retry;
@@ -313,6 +321,10 @@ impl<L: Live, C: Clock> Controller<L, C> {
         }
         if let Some(w) = self.wake {
             until = until.min(w.max(now));
+        }
+        if !synced {
+            // Wake when the caches are done, to plan the rest.
+            until = until.min(now + Duration::from_secs(1));
         }
         let kick = self.kick.clone();
         tokio::select! {

@@ -19,6 +19,10 @@ use crate::desired::Desired;
 use crate::report::short;
 use crate::status;
 
+/// The most objects looked at one by one (from the server, while the caches list the fleet);
+/// more wait for the caches.
+const OBSERVE_ONE_BY_ONE: usize = 20_000;
+
 impl<L: Live, C: Clock> Controller<L, C> {
     /// Feeds an event to the engine and performs what it asks for.
     pub(crate) async fn step(&mut self, event: Event) -> Result<(), Error> {
@@ -127,6 +131,10 @@ impl<L: Live, C: Clock> Controller<L, C> {
                     Some(Event::Written(results))
                 }
                 Effect::Observe(ids) => {
+                    // A whole wave is read from the caches, not one by one from the server.
+                    if ids.len() > OBSERVE_ONE_BY_ONE {
+                        self.live.wait_synced().await?;
+                    }
                     let live = self.live.get(&ids).await?;
                     let healths = ids
                         .into_iter()

@@ -69,15 +69,73 @@ impl<L: Live, C: Clock> Controller<L, C> {
             self.say(&format!("fetch failed while resuming: {err}"));
         }
         let desired = self.render(&resumable.commit).map_err(Error::State)?;
-        let deletes = self
+        let base = self.resumed_base(&resumable)?;
+        let fleet = self.config.fleet.clone();
+        let inputs = |live| Inputs {
+            desired: &desired.objects,
+            base: base.as_ref().map(|b| b.objects.as_slice()),
+            live,
+            fleet: &fleet,
+            policy: &desired.policy,
+            orphans: Some(&resumable.orphans),
+        };
+        let running = self
             .engine
             .rollout()
-            .is_some_and(|r| r.stages().iter().any(|s| s.seq == Seq::Deletes));
-        let base = match (&resumable.base, deletes) {
-            (Some(base), true) => Some(self.render(base).map_err(Error::State)?),
-            _ => None,
+            .filter(|r| *r.phase() == endstate_rollout::rollout::Phase::Running)
+            .and_then(|r| Some((r.stage()?.clone(), r.cursor())));
+        let plan = match running {
+            // The caches are still listing the fleet (a restart of a large one takes a while):
+            // plan the next changes of the wave in flight from objects read one by one, and the
+            // rest once the caches hold everything.
+            Some((stage, cursor)) if !self.live.synced() => {
+                let order = Plan::new(inputs(&[]));
+                let until = (cursor + (stage.max_unavailable / 4).max(64))
+                    .min(stage.end)
+                    .min(order.len(stage.seq));
+                let ids: Vec<ObjectRef> = (cursor..until)
+                    .map(|p| order.id(stage.seq, p).clone())
+                    .collect();
+                drop(order);
+                let live: Vec<FleetObject> =
+                    self.live.get(&ids).await?.into_iter().flatten().collect();
+                self.say(&format!(
+                    "planning the next {} changes from the server while the caches list the fleet",
+                    ids.len()
+                ));
+                Plan::partial(inputs(&live), stage.seq, until)
+            }
+            _ => {
+                self.live.wait_synced().await?;
+                let live = self.live.snapshot().await?;
+                Plan::new(inputs(&live))
+            }
         };
-        let live = self.live.snapshot().await?;
+        let policy = desired.policy.clone();
+        drop(base);
+        self.desired = Some(desired);
+        let now = self.clock.now();
+        let effects = self.engine.resume(plan, policy, now);
+        self.perform(effects).await
+    }
+
+    /// Gives a rollout resumed on a partial plan its whole plan, once the caches hold the
+    /// fleet.
+    pub(crate) async fn replan(&mut self) -> Result<(), Error> {
+        let Some(resumable) = self.engine.resumable() else {
+            return Ok(());
+        };
+        let base = self.resumed_base(&resumable)?;
+        let Some(desired) = self.desired.take() else {
+            return Ok(());
+        };
+        let live = match self.live.snapshot().await {
+            Ok(live) => live,
+            Err(err) => {
+                self.desired = Some(desired);
+                return Err(err.into());
+            }
+        };
         let plan = Plan::new(Inputs {
             desired: &desired.objects,
             base: base.as_ref().map(|b| b.objects.as_slice()),
@@ -87,11 +145,26 @@ impl<L: Live, C: Clock> Controller<L, C> {
             orphans: Some(&resumable.orphans),
         });
         drop(live);
-        let policy = desired.policy.clone();
         self.desired = Some(desired);
+        self.say("the caches hold the fleet: planning the rest of the rollout");
         let now = self.clock.now();
-        let effects = self.engine.resume(plan, policy, now);
+        let effects = self.engine.replan(plan, now);
         self.perform(effects).await
+    }
+
+    /// The commit a resumed rollout deletes the dropped objects of, rendered when it deletes.
+    fn resumed_base(
+        &mut self,
+        resumable: &endstate_rollout::rollout::Resumable,
+    ) -> Result<Option<Desired>, Error> {
+        let deletes = self
+            .engine
+            .rollout()
+            .is_some_and(|r| r.stages().iter().any(|s| s.seq == Seq::Deletes));
+        match &resumable.base {
+            Some(base) if deletes => Ok(Some(self.render(base).map_err(Error::State)?)),
+            _ => Ok(None),
+        }
     }
 
     /// Fetches the branch; when its head is new (or the fleet drifted), renders, diffs and

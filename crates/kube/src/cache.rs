@@ -107,6 +107,7 @@ pub(crate) struct Cache<K: FleetKind> {
     store: Store<K>,
     task: JoinHandle<()>,
     last_error: Arc<Mutex<Option<String>>>,
+    listed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl<K: FleetKind> Cache<K> {
@@ -121,7 +122,8 @@ impl<K: FleetKind> Cache<K> {
             .modify(|object: &mut K| trim(object.meta_mut()))
             .reflect(writer);
         let namespace = namespace.to_owned();
-        let mut listed = false;
+        let listed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let synced = listed.clone();
         let task = tokio::spawn(events.for_each(move |event| {
             let id = |object: &K| {
                 Id::new(
@@ -134,11 +136,11 @@ impl<K: FleetKind> Cache<K> {
                 Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => {
                     feed.push(id(&object));
                 }
-                Ok(watcher::Event::Init) if listed => {
+                Ok(watcher::Event::Init) if synced.load(Ordering::Relaxed) => {
                     tracing::info!(kind = K::KIND, "watch expired; listing again");
                     feed.relisted();
                 }
-                Ok(watcher::Event::InitDone) => listed = true,
+                Ok(watcher::Event::InitDone) => synced.store(true, Ordering::Relaxed),
                 Ok(_) => {}
                 Err(err) => {
                     tracing::warn!(kind = K::KIND, error = %err, "watch failed; retrying");
@@ -151,7 +153,13 @@ impl<K: FleetKind> Cache<K> {
             store,
             task,
             last_error,
+            listed,
         }
+    }
+
+    /// Whether the kind has been listed once.
+    fn synced(&self) -> bool {
+        self.listed.load(Ordering::Relaxed)
     }
 
     async fn wait_until_synced(&self, timeout: Duration) -> Result<()> {
@@ -202,10 +210,10 @@ pub(crate) struct Caches {
 }
 
 impl Caches {
-    /// Starts every cache and waits until each has listed its kind once.
-    pub(crate) async fn start(client: &Client, namespace: &str, timeout: Duration) -> Result<Self> {
+    /// Starts every cache; they list their kinds in the background.
+    pub(crate) fn start(client: &Client, namespace: &str) -> Self {
         let feed = Arc::new(Feed::default());
-        let caches = Caches {
+        Caches {
             namespace: namespace.to_owned(),
             package_versions: Cache::start(client, namespace, feed.clone()),
             cluster_package_versions: Cache::start(client, namespace, feed.clone()),
@@ -213,16 +221,27 @@ impl Caches {
             machines: Cache::start(client, namespace, feed.clone()),
             policies: Cache::start(client, namespace, feed.clone()),
             feed,
-        };
-        caches.package_versions.wait_until_synced(timeout).await?;
-        caches
-            .cluster_package_versions
+        }
+    }
+
+    /// Waits until every cache has listed its kind once.
+    pub(crate) async fn wait_until_synced(&self, timeout: Duration) -> Result<()> {
+        self.package_versions.wait_until_synced(timeout).await?;
+        self.cluster_package_versions
             .wait_until_synced(timeout)
             .await?;
-        caches.clusters.wait_until_synced(timeout).await?;
-        caches.machines.wait_until_synced(timeout).await?;
-        caches.policies.wait_until_synced(timeout).await?;
-        Ok(caches)
+        self.clusters.wait_until_synced(timeout).await?;
+        self.machines.wait_until_synced(timeout).await?;
+        self.policies.wait_until_synced(timeout).await
+    }
+
+    /// Whether every cache has listed its kind once.
+    pub(crate) fn synced(&self) -> bool {
+        self.package_versions.synced()
+            && self.cluster_package_versions.synced()
+            && self.clusters.synced()
+            && self.machines.synced()
+            && self.policies.synced()
     }
 
     /// What changed since the loop last looked.

@@ -140,17 +140,33 @@ impl KubeLive {
         Self::start(client, limiter, settings).await
     }
 
+    /// Connects with `config` and starts the caches without waiting for them: until they have
+    /// listed the fleet, [`Live::get`] reads each object from the server and [`Live::synced`]
+    /// says `false` (a restarted controller re-gates what it had in flight meanwhile).
+    pub async fn connect_lazily(config: kube::Config, settings: Settings) -> Result<Self> {
+        let limiter = RateLimiter::new(settings.limits);
+        let client = rate_limited_client(config, &limiter)?;
+        Self::begin(client, limiter, settings)
+    }
+
     /// Starts on a client built by [`rate_limited_client`] with `limiter`.
     pub async fn start(client: Client, limiter: RateLimiter, settings: Settings) -> Result<Self> {
+        let live = Self::begin(client, limiter, settings)?;
+        live.caches
+            .wait_until_synced(live.settings.cache_sync_timeout)
+            .await?;
+        tracing::debug!(namespace = %live.settings.namespace, objects = live.caches.len(), "caches synced");
+        Ok(live)
+    }
+
+    fn begin(client: Client, limiter: RateLimiter, settings: Settings) -> Result<Self> {
         if settings.max_in_flight == 0 {
             return Err(Error::Settings("max_in_flight must be at least 1".into()));
         }
         if settings.retry.attempts == 0 {
             return Err(Error::Settings("retry attempts must be at least 1".into()));
         }
-        let caches =
-            Caches::start(&client, &settings.namespace, settings.cache_sync_timeout).await?;
-        tracing::debug!(namespace = %settings.namespace, objects = caches.len(), "caches synced");
+        let caches = Caches::start(&client, &settings.namespace);
         Ok(KubeLive {
             client,
             limiter,
@@ -501,9 +517,23 @@ impl Live for KubeLive {
     }
 
     async fn get(&self, ids: &[ObjectRef]) -> Result<Vec<Option<FleetObject>>, LiveError> {
+        if !self.caches.synced() {
+            return self.get_fresh(ids).await;
+        }
         ids.iter()
             .map(|id| Ok(self.read(&apply::in_namespace(id, &self.settings.namespace)?)))
             .collect()
+    }
+
+    fn synced(&self) -> bool {
+        self.caches.synced()
+    }
+
+    async fn wait_synced(&self) -> Result<(), LiveError> {
+        self.caches
+            .wait_until_synced(self.settings.cache_sync_timeout)
+            .await
+            .map_err(|err| LiveError::Fatal(err.to_string()))
     }
 
     async fn get_fresh(&self, ids: &[ObjectRef]) -> Result<Vec<Option<FleetObject>>, LiveError> {

@@ -102,6 +102,17 @@ pub trait Live: Send + Sync {
     /// Deletes the objects, each independently; deleting what is already gone succeeds.
     fn delete(&self, ids: &[ObjectRef]) -> impl Future<Output = Vec<Result<(), LiveError>>> + Send;
 
+    /// Whether reads come from a cache that holds the whole fleet. Until it does, `snapshot`
+    /// is not the fleet, and `get` reads each object from the server.
+    fn synced(&self) -> bool {
+        true
+    }
+
+    /// Resolves once [`Live::synced`].
+    fn wait_synced(&self) -> impl Future<Output = Result<(), LiveError>> + Send {
+        std::future::ready(Ok(()))
+    }
+
     /// What changed since the last call (watch events), taken.
     fn changes(&self) -> Changes;
 

@@ -180,6 +180,10 @@ pub struct Plan {
     pub orphans: Vec<ObjectRef>,
     /// Live orphans beyond [`MAX_ORPHANS`], left for a later rollout.
     pub orphans_left: usize,
+    /// When planned from a partial view of live (objects read one by one before the caches
+    /// have listed the fleet): the only sequence, and the positions before which, its ops are
+    /// known. The engine starts nothing at or past it until handed a whole plan.
+    known: Option<(Seq, u32)>,
 }
 
 /// What a plan is computed from.
@@ -352,13 +356,41 @@ impl Plan {
         plan
     }
 
+    /// The plan of `inputs`, whose `live` holds only the objects of `seq` at positions before
+    /// `until` (those that matter now: the next changes of the wave in flight); nothing else is
+    /// known, and the engine starts nothing else until it is given a whole plan.
+    pub fn partial(inputs: Inputs<'_>, seq: Seq, until: u32) -> Plan {
+        let mut plan = Plan::new(inputs);
+        plan.known = Some((seq, until));
+        plan.immutable.clear();
+        plan
+    }
+
+    /// Whether the plan knows only some positions (see [`Plan::partial`]).
+    pub fn is_partial(&self) -> bool {
+        self.known.is_some()
+    }
+
+    /// The first position of `seq` whose op is not known (its length, in a whole plan).
+    pub fn known_until(&self, seq: Seq) -> u32 {
+        match self.known {
+            None => self.len(seq),
+            Some((s, until)) if s == seq => until.min(self.len(seq)),
+            Some(_) => 0,
+        }
+    }
+
     /// The order of a universe.
     pub fn order(&self, universe: Universe) -> &Order {
         &self.orders[universe.index()]
     }
 
-    /// The op at `position` of `seq`, `None` when the object is in sync.
+    /// The op at `position` of `seq`, `None` when the object is in sync (or, in a partial
+    /// plan, not known).
     pub fn op(&self, seq: Seq, position: u32) -> Option<Op> {
+        if position >= self.known_until(seq) {
+            return None;
+        }
         self.ops[seq.index()]
             .get(position as usize)
             .copied()

@@ -836,6 +836,25 @@ impl Engine {
         fx
     }
 
+    /// Gives a rollout planned partially (see [`Plan::partial`]) its whole plan, once the live
+    /// fleet can be read whole.
+    pub fn replan(&mut self, plan: Plan, now: Time) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        if let Some(r) = self.rollout.as_mut() {
+            r.plan = Some(plan);
+        }
+        self.advance(now, &mut fx);
+        fx
+    }
+
+    /// Whether the rollout runs on a partial plan.
+    pub fn partial(&self) -> bool {
+        self.rollout
+            .as_ref()
+            .and_then(|r| r.plan.as_ref())
+            .is_some_and(Plan::is_partial)
+    }
+
     /// Why the engine wants to hear about `id` now, if it does.
     pub fn interest(&self, id: &ObjectRef) -> Option<Interest> {
         let r = self.rollout.as_ref()?;
@@ -1453,10 +1472,16 @@ impl Engine {
         let r = self.rollout.as_mut().expect("checked");
         let plan = r.plan.as_ref().expect("resumed");
         let end = stage.end.min(plan.len(stage.seq));
+        // A partial plan knows the next positions only: nothing past them starts until the
+        // whole plan comes.
+        let known = plan.known_until(stage.seq).min(end);
         let aborting = r.superseded_by.is_some() && r.policy.abort_on_new_commit;
         // Skip what is in sync: no spend, no write.
-        while r.cursor < end && plan.op(stage.seq, r.cursor).is_none() {
+        while r.cursor < known && plan.op(stage.seq, r.cursor).is_none() {
             r.cursor += 1;
+        }
+        if r.cursor >= known && known < end && !aborting {
+            return false;
         }
         if r.cursor >= end || aborting {
             if !r.flights.is_empty() {
@@ -1501,7 +1526,7 @@ impl Engine {
         let mut ids = Vec::new();
         let mut spends: BTreeMap<BudgetClass, u64> = BTreeMap::new();
         let mut blocked = None;
-        while ids.len() < room && r.cursor < end.min(span_end) {
+        while ids.len() < room && r.cursor < known.min(span_end) {
             let p = r.cursor;
             let Some(op) = plan.op(stage.seq, p) else {
                 r.cursor += 1;

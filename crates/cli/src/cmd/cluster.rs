@@ -121,7 +121,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             burst: args.burst,
         };
         let config = crate::cmd::kube_config(args.kubeconfig.as_deref()).await?;
-        let live = KubeLive::connect(config, settings)
+        // The caches list the fleet in the background: a restarted run re-gates what it had in
+        // flight, and goes on, meanwhile.
+        let live = KubeLive::connect_lazily(config, settings)
             .await
             .context("starting the Kubernetes backend")?;
         let mut loop_config = Config::new(args.fleet.clone(), args.namespace.clone());

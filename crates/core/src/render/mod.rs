@@ -117,6 +117,9 @@ pub fn render_cached(
     rendered
 }
 
+/// Resource files read and parsed at once.
+const LEAVES_AT_ONCE: usize = 8;
+
 /// One document's outcome, and which patches of its chain applied to it.
 type DocumentResult = (usize, Result<RenderedObject, Vec<Diagnostic>>, Vec<u32>);
 
@@ -151,94 +154,97 @@ fn render_with(
         None => vec![None; keys.len()],
     };
 
-    let texts: Vec<Option<Result<String, Diagnostic>>> = graph
-        .leaves
-        .par_iter()
-        .zip(hits.par_iter())
-        .map(|(leaf, hit)| {
-            hit.is_none()
-                .then(|| read_text(tree, &leaf.file, options.limits))
-        })
-        .collect();
-    let mut work: Vec<(usize, Document<'_>)> = Vec::new();
-    for (index, text) in texts.iter().enumerate() {
-        if let Some(Ok(text)) = text {
-            work.extend(yaml::split_documents(text).into_iter().map(|d| (index, d)));
-        }
-    }
-
-    let results: Vec<DocumentResult> = work
-        .par_iter()
-        .map(|(index, doc)| {
-            let leaf = &graph.leaves[*index];
-            let mut applied = Vec::new();
-            let record = keys[*index].is_some().then_some(&mut applied);
-            let result = document(&leaf.file, doc, &leaf.chain, options.owner.as_ref(), record);
-            (*index, result, applied)
-        })
-        .collect();
-    drop(work);
-
-    // Objects declared but not renderable: references to them are not reported again.
+    // Files are read, parsed and turned into objects a few at a time, so that the text of a
+    // large repository is never held all at once (objects are what must stay).
     let mut unrenderable = std::collections::HashSet::new();
-    let mut objects = Vec::with_capacity(results.len());
-    let mut results = results.into_iter().peekable();
-    for (index, (leaf, text)) in graph.leaves.iter().zip(&texts).enumerate() {
-        if let Some(Err(d)) = text {
-            diags.push(d.clone());
-            continue;
-        }
-        if let Some(hit) = &hits[index] {
-            let patches = leaf.chain.iter().flat_map(|layer| layer.all_patches());
-            for (patch, n) in patches.zip(&hit.applied) {
-                patch.applied.fetch_add(*n as usize, Ordering::Relaxed);
+    let mut objects = Vec::new();
+    let indices: Vec<usize> = (0..graph.leaves.len()).collect();
+    for chunk in indices.chunks(LEAVES_AT_ONCE) {
+        let texts: Vec<Option<Result<String, Diagnostic>>> = chunk
+            .par_iter()
+            .map(|&index| {
+                hits[index]
+                    .is_none()
+                    .then(|| read_text(tree, &graph.leaves[index].file, options.limits))
+            })
+            .collect();
+        let mut work: Vec<(usize, Document<'_>)> = Vec::new();
+        for (&index, text) in chunk.iter().zip(&texts) {
+            if let Some(Ok(text)) = text {
+                work.extend(yaml::split_documents(text).into_iter().map(|d| (index, d)));
             }
-            diags.extend(hit.problems.iter().cloned());
-            unrenderable.extend(hit.unrenderable.iter().cloned());
-            continue;
         }
-        let mut output = LeafOutput::default();
-        let mut applied = vec![
-            0u32;
-            if keys[index].is_some() {
-                leaf.patch_count()
-            } else {
-                0
+        let results: Vec<DocumentResult> = work
+            .par_iter()
+            .map(|(index, doc)| {
+                let leaf = &graph.leaves[*index];
+                let mut applied = Vec::new();
+                let record = keys[*index].is_some().then_some(&mut applied);
+                let result = document(&leaf.file, doc, &leaf.chain, options.owner.as_ref(), record);
+                (*index, result, applied)
+            })
+            .collect();
+        drop(work);
+
+        let mut results = results.into_iter().peekable();
+        for (&index, text) in chunk.iter().zip(&texts) {
+            let leaf = &graph.leaves[index];
+            if let Some(Err(d)) = text {
+                diags.push(d.clone());
+                continue;
             }
-        ];
-        while let Some((_, result, matched)) = results.next_if(|(i, _, _)| *i == index) {
-            match result {
-                Ok(object) => output.objects.push(object),
-                Err(ds) => {
-                    output
-                        .unrenderable
-                        .extend(ds.iter().filter_map(|d| d.object.as_deref().cloned()));
-                    output.problems.extend(ds);
+            if let Some(hit) = &hits[index] {
+                let patches = leaf.chain.iter().flat_map(|layer| layer.all_patches());
+                for (patch, n) in patches.zip(&hit.applied) {
+                    patch.applied.fetch_add(*n as usize, Ordering::Relaxed);
+                }
+                diags.extend(hit.problems.iter().cloned());
+                unrenderable.extend(hit.unrenderable.iter().cloned());
+                continue;
+            }
+            let mut output = LeafOutput::default();
+            let mut applied = vec![
+                0u32;
+                if keys[index].is_some() {
+                    leaf.patch_count()
+                } else {
+                    0
+                }
+            ];
+            while let Some((_, result, matched)) = results.next_if(|(i, _, _)| *i == index) {
+                match result {
+                    Ok(object) => output.objects.push(object),
+                    Err(ds) => {
+                        output
+                            .unrenderable
+                            .extend(ds.iter().filter_map(|d| d.object.as_deref().cloned()));
+                        output.problems.extend(ds);
+                    }
+                }
+                for patch in matched {
+                    applied[patch as usize] += 1;
                 }
             }
-            for patch in matched {
-                applied[patch as usize] += 1;
+            unrenderable.extend(output.unrenderable.iter().cloned());
+            diags.extend(output.problems.iter().cloned());
+            match (&keys[index], cache.as_deref_mut()) {
+                (Some(key), Some(cache)) => {
+                    // Checked now, so that a cache hit needs no checking either.
+                    let checks = validate::check_each(&output.objects);
+                    diags.extend(checks.iter().cloned());
+                    output.problems.extend(checks);
+                    output.applied = applied;
+                    output.objects.shrink_to_fit();
+                    cache.insert(key.clone(), Arc::new(output));
+                }
+                (None, Some(_)) => {
+                    diags.extend(validate::check_each(&output.objects));
+                    objects.append(&mut output.objects);
+                }
+                (_, None) => objects.append(&mut output.objects),
             }
-        }
-        unrenderable.extend(output.unrenderable.iter().cloned());
-        diags.extend(output.problems.iter().cloned());
-        match (&keys[index], cache.as_deref_mut()) {
-            (Some(key), Some(cache)) => {
-                // Checked now, so that a cache hit needs no checking either.
-                let checks = validate::check_each(&output.objects);
-                diags.extend(checks.iter().cloned());
-                output.problems.extend(checks);
-                output.applied = applied;
-                cache.insert(key.clone(), Arc::new(output));
-            }
-            (None, Some(_)) => {
-                diags.extend(validate::check_each(&output.objects));
-                objects.append(&mut output.objects);
-            }
-            (_, None) => objects.append(&mut output.objects),
         }
     }
-    drop(texts);
 
     // Cached objects (including those just rendered) are shared, not copied.
     if let Some(cache) = cache.as_deref() {

@@ -548,3 +548,66 @@ fn quarantine_keeps_the_newest_hundred() {
     assert_eq!(engine.quarantine().len(), 100);
     assert!(engine.quarantined("c149") && !engine.quarantined("c49"));
 }
+
+#[test]
+fn a_resume_on_a_partial_plan_starts_only_what_it_knows_then_the_rest() {
+    use endstate_rollout::plan::{Inputs, Plan, Seq};
+    let p = policy(&[(Amount::Percent(100.0), 0, false)], 2);
+    let mut world = World::new(8, 1, p.clone(), &[]);
+    let mut engine = Engine::default();
+    let effects = world.start(&mut engine);
+    world.settle(&mut engine, effects);
+    // Killed with m-000 and m-001 in flight; the caches of the restarted controller have not
+    // listed the fleet yet: the next two positions are read from the server, nothing else.
+    let mut resumed = Engine::from_json(engine.to_json()).unwrap();
+    let cursor = resumed.rollout().unwrap().cursor();
+    let order = world.plan();
+    let window: Vec<_> = (cursor..cursor + 2)
+        .map(|p| world.live[&order.id(Seq::Machines, p).name].clone())
+        .collect();
+    let partial = Plan::partial(
+        Inputs {
+            desired: &world.desired,
+            base: None,
+            live: &window,
+            fleet: crate::world::FLEET,
+            policy: &p,
+            orphans: Some(&[]),
+        },
+        Seq::Machines,
+        cursor + 2,
+    );
+    assert!(partial.is_partial());
+    let fx = resumed.resume(partial, p.clone(), T0);
+    // The lost writes are issued again; what the partial plan does not know is not started.
+    assert_eq!(applies(&fx), ["m-000", "m-001"]);
+    resumed.step(
+        Event::Written(vec![(id("m-000"), Ok(2)), (id("m-001"), Ok(2))]),
+        T0,
+    );
+    let fx = resumed.step(
+        Event::Observed(vec![
+            (id("m-000"), Health::Healthy),
+            (id("m-001"), Health::Healthy),
+        ]),
+        T0,
+    );
+    assert_eq!(applies(&fx), ["m-002", "m-003"], "the known window");
+    resumed.step(
+        Event::Written(vec![(id("m-002"), Ok(2)), (id("m-003"), Ok(2))]),
+        T0,
+    );
+    let fx = resumed.step(
+        Event::Observed(vec![
+            (id("m-002"), Health::Healthy),
+            (id("m-003"), Health::Healthy),
+        ]),
+        T0,
+    );
+    assert!(applies(&fx).is_empty(), "nothing past the window: {fx:?}");
+    assert_eq!(phase(&resumed), Phase::Running, "the stage is not over");
+    assert!(resumed.partial());
+    let fx = resumed.replan(world.plan(), T0);
+    assert!(!resumed.partial());
+    assert_eq!(applies(&fx), ["m-004", "m-005"]);
+}
