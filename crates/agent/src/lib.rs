@@ -55,6 +55,8 @@ impl AgentConfig {
                 configure: d,
                 provision: d,
                 upgrade: d,
+                drain: d,
+                teardown: d,
             },
             faults,
         }
@@ -241,6 +243,8 @@ pub fn scaled(config: OperatorConfig, speed: f64) -> OperatorConfig {
         configure: scale(config.configure),
         provision: scale(config.provision),
         upgrade: scale(config.upgrade),
+        drain: scale(config.drain),
+        teardown: scale(config.teardown),
     }
 }
 

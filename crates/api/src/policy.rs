@@ -44,6 +44,25 @@ pub struct RolloutPolicySpec {
     /// What a new commit does to a wave in flight: `finish` it (default) or `abort` it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_new_commit: Option<OnNewCommit>,
+    /// How much one commit may delete. Default: a commit that deletes more than
+    /// max(10%, 5) of a kind's live objects (fleet-wide, or of one Cluster's or one idc's
+    /// Machines), or all of them, is refused before anything is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune: Option<Prune>,
+}
+
+/// The floor under deletes.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Prune {
+    /// The largest share of a kind's live objects (in the fleet, a Cluster or an idc) one
+    /// commit may delete, as a percent; at least 5 objects are always allowed. Default `10%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_delete_ratio: Option<String>,
+    /// Allow a commit to delete every live object of a kind, a Cluster or an idc, and lift
+    /// the ratio. Default `false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_empty: Option<bool>,
 }
 
 /// A sequence of waves for one kind of object.
@@ -169,11 +188,3 @@ pub enum OnNewCommit {
     /// Stop starting work in the wave at once and re-plan from live state.
     Abort,
 }
-
-/// The operation classes budgets may name.
-pub const BUDGET_CLASSES: [&str; 4] = [
-    "machine-update",
-    "machine-delete",
-    "machine-reinstall",
-    "cluster-update",
-];

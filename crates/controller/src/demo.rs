@@ -312,11 +312,18 @@ async fn play(
         "  virtual time      {}",
         endstate_rollout::time::human(live.lock().now().since(Time(1_798_761_600_000)))
     );
-    let _ = writeln!(
-        text,
-        "  repository        {} (git log shows the revert and its trailers)",
-        repo.work.display()
-    );
+    if options.keep.is_some() {
+        let _ = writeln!(
+            text,
+            "  repository        {} (git log shows the revert and its trailers)",
+            repo.work.display()
+        );
+    } else {
+        let _ = writeln!(
+            text,
+            "  repository        removed on exit; run with --keep DIR to keep it and read the revert with git log"
+        );
+    }
     Ok(Summary {
         dir: dir.to_owned(),
         good: vec![first, good],

@@ -71,11 +71,8 @@ impl<L: Live, C: Clock> Controller<L, C> {
             .into_iter()
             .zip(live)
             .filter_map(|(id, object)| {
-                let generation = match self.engine.interest(&id)? {
-                    Interest::Gate(generation) => generation?,
-                    Interest::Bake => object.as_ref()?.meta().generation.unwrap_or(0),
-                };
-                Some((id, health::assess(object.as_ref(), generation)))
+                let health = judge(self.engine.interest(&id)?, object.as_ref())?;
+                Some((id, health))
             })
             .collect();
         if healths.is_empty() {
@@ -136,12 +133,17 @@ impl<L: Live, C: Clock> Controller<L, C> {
                         self.live.wait_synced().await?;
                     }
                     let live = self.live.get(&ids).await?;
+                    // After a resume the write may not have returned: the live generation
+                    // is what it produced, if it landed.
                     let healths = ids
                         .into_iter()
                         .zip(live)
                         .filter_map(|(id, object)| {
-                            let generation = object.as_ref()?.meta().generation.unwrap_or(0);
-                            Some((id, health::assess(object.as_ref(), generation)))
+                            let interest = match self.engine.interest(&id) {
+                                Some(Interest::Gone) => Interest::Gone,
+                                _ => Interest::Gate(object.as_ref()?.meta().generation),
+                            };
+                            Some((id, judge(interest, object.as_ref())?))
                         })
                         .collect();
                     Some(Event::Observed(healths))
@@ -282,7 +284,10 @@ impl<L: Live, C: Clock> Controller<L, C> {
             ));
         }
         let mut results = self.delete(&doomed).await;
-        results.extend(kept.into_iter().map(|id| (id, Ok(0))));
+        results.extend(
+            kept.into_iter()
+                .map(|id| (id, Ok(endstate_rollout::rollout::KEPT))),
+        );
         Ok(results)
     }
 
@@ -425,4 +430,25 @@ impl<L: Live, C: Clock> Controller<L, C> {
         }
         Ok(())
     }
+}
+
+/// What a gate sees of `object` (`None`: not found), given why the engine looks at it; `None`
+/// when there is nothing to judge yet (a write whose generation is unknown).
+fn judge(interest: Interest, object: Option<&FleetObject>) -> Option<Health> {
+    let generation = match interest {
+        Interest::Gone => {
+            return Some(match object {
+                None => Health::Healthy,
+                Some(o) => Health::Progressing(match &o.meta().finalizers {
+                    Some(f) if !f.is_empty() => {
+                        format!("being deleted, waiting for finalizers {}", f.join(", "))
+                    }
+                    _ => "still present".to_owned(),
+                }),
+            });
+        }
+        Interest::Gate(generation) => generation?,
+        Interest::Bake => object?.meta().generation.unwrap_or(0),
+    };
+    Some(health::assess(object, generation))
 }

@@ -3,8 +3,8 @@
 //! `GET <url>/api/v1/query?query=<q>` answering
 //! `{"status":"success","data":{"resultType":"vector","result":[{"value":[<t>,"<v>"]}]}}`
 //! (or a `scalar`). Only plain `http://` is spoken, which is how a query API inside the
-//! cluster is usually reached; an `https://` URL is reported as a failed sample (a missing
-//! signal, which never passes a gate).
+//! cluster is usually reached; the policy parser refuses an `https://` URL, so a policy that
+//! validated never meets one here.
 
 use std::time::Duration;
 

@@ -232,6 +232,14 @@ impl<L: Live, C: Clock> Controller<L, C> {
             };
             return self.refuse(refusal, true).await;
         }
+        if !plan.mass_deletes.is_empty() {
+            let refusal = Refusal::MassDelete {
+                head: head.clone(),
+                scopes: plan.mass_deletes.iter().map(ToString::to_string).collect(),
+                ratio: format!("{}%", desired.policy.prune.max_delete_ratio),
+            };
+            return self.refuse(refusal, true).await;
+        }
         self.record.stalled = None;
         if plan.is_empty() {
             self.tally.noops += 1;
@@ -337,9 +345,10 @@ impl<L: Live, C: Clock> Controller<L, C> {
             if let FleetObject::RolloutPolicy(p) = &r.object {
                 policy = Policy::resolve(&p.spec).map_err(|why| {
                     format!(
-                        "commit {}: {}: RolloutPolicy {why}",
+                        "commit {}: {}: RolloutPolicy {}",
                         short(commit),
-                        r.origin.file
+                        r.origin.file,
+                        why.join("; ")
                     )
                 })?;
                 continue;

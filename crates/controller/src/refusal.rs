@@ -32,6 +32,15 @@ pub enum Refusal {
         /// The package versions.
         names: Vec<String>,
     },
+    /// The head deletes more of the fleet than the policy's floor allows.
+    MassDelete {
+        /// The head.
+        head: String,
+        /// Each scope over the floor, with its counts.
+        scopes: Vec<String>,
+        /// The policy's `prune.maxDeleteRatio` (`10%`).
+        ratio: String,
+    },
     /// The persisted state cannot be used (written by another release, say).
     StateUnreadable(String),
 }
@@ -46,6 +55,7 @@ impl Refusal {
             Refusal::InvalidCommit(_) => "InvalidCommit",
             Refusal::Quarantined { .. } => "Quarantined",
             Refusal::ImmutablePackage { .. } => "ImmutablePackageVersion",
+            Refusal::MassDelete { .. } => "MassDelete",
             Refusal::StateUnreadable(_) => "StateUnreadable",
         }
     }
@@ -89,6 +99,20 @@ impl fmt::Display for Refusal {
                 "the branch head {} still carries the quarantined commit {} (not reverted since); revert it to go on",
                 short(head),
                 short(culprit)
+            ),
+            Refusal::MassDelete {
+                head,
+                scopes,
+                ratio,
+            } => write!(
+                f,
+                "commit {} deletes {}; refused before anything is written (a commit may delete \
+                 at most max({ratio}, {}) of a kind's live objects in the fleet, a Cluster or an \
+                 idc, and never all of them): if this is meant, allow it in the RolloutPolicy \
+                 with `prune: {{maxDeleteRatio: 50%}}` or `prune: {{allowEmpty: true}}`",
+                short(head),
+                scopes.join(", "),
+                endstate_rollout::policy::Prune::ALWAYS
             ),
             Refusal::ImmutablePackage { head, names } => write!(
                 f,

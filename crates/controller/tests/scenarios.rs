@@ -453,7 +453,8 @@ async fn a_metric_within_bounds_lets_the_rollout_through() {
 }
 
 /// The live fleet as a cache that has not seen the latest change: `snapshot` and `get` serve a
-/// copy taken earlier; `get_fresh` and writes go to the fleet itself.
+/// copy taken earlier (of the objects that still exist); `get_fresh` and writes go to the
+/// fleet itself.
 #[derive(Clone)]
 struct StaleCache {
     live: SimLive,
@@ -468,10 +469,14 @@ impl endstate_rollout::Live for StaleCache {
         &self,
         ids: &[endstate_core::ObjectRef],
     ) -> Result<Vec<Option<FleetObject>>, endstate_rollout::LiveError> {
+        // The cache has seen what went since (a watch reports deletions too).
+        let now = self.live.get(ids).await?;
         let seen = self.seen.lock().unwrap();
         Ok(ids
             .iter()
-            .map(|id| {
+            .zip(now)
+            .map(|(id, now)| {
+                now?;
                 seen.iter()
                     .find(|o| o.name() == id.name && o.kind().as_str() == id.kind)
                     .cloned()
@@ -572,7 +577,12 @@ async fn a_delete_is_decided_on_the_object_as_the_server_has_it() {
     );
     controller.resume().await.unwrap();
     let outcome = controller.run_until_idle().await.unwrap();
-    assert_eq!(outcome, Outcome::Converged { commit: pruned });
+    assert_eq!(
+        outcome,
+        Outcome::Converged { commit: pruned },
+        "{}",
+        lines.text()
+    );
     let fleet = live.lock();
     assert!(
         fleet
@@ -591,5 +601,129 @@ async fn a_delete_is_decided_on_the_object_as_the_server_has_it() {
         lines.text().contains("not deleting Machine/fleet/m-005"),
         "{}",
         lines.text()
+    );
+}
+
+/// `base/machines.yaml` without the Machines `keep` says no to.
+fn drop_machines(repo: &Repo, keep: impl Fn(&str) -> bool, message: &str) -> String {
+    let machines = std::fs::read_to_string(repo.work.join("base/machines.yaml")).unwrap();
+    let kept: Vec<&str> = machines.split("---\n").filter(|d| keep(d)).collect();
+    repo.write("base/machines.yaml", &kept.join("---\n"));
+    commit_and_push(&repo.work, message)
+}
+
+fn machines_left(live: &SimLive) -> usize {
+    live.lock()
+        .snapshot()
+        .iter()
+        .filter(|o| matches!(o, FleetObject::Machine(_)))
+        .count()
+}
+
+#[tokio::test]
+async fn a_commit_that_empties_an_idc_is_refused_until_the_policy_allows_it() {
+    let mut h = harness("mass-delete", 30, WAVES, &[]);
+    h.converged_at_head().await;
+    let head = drop_machines(&h.repo, |d| !d.contains("idc: idc-c"), "Retire idc-c");
+    let outcome = h.controller.run_until_idle().await.unwrap();
+    let Outcome::Refused { reason } = &outcome else {
+        panic!("{outcome:?}\n{}", h.lines.text());
+    };
+    assert_eq!(reason.reason(), "MassDelete");
+    let message = reason.to_string();
+    for part in [
+        &head[..10],
+        "10 of the 10 live Machines of idc idc-c",
+        "10 of the 30 live Machines of the fleet",
+        "allowEmpty: true",
+    ] {
+        assert!(message.contains(part), "no {part:?} in {message}");
+    }
+    assert_eq!(h.live.lock().counters().deletes, 0);
+    assert!(
+        h.live
+            .lock()
+            .snapshot()
+            .iter()
+            .all(|o| o.meta().deletion_timestamp.is_none()),
+        "nothing is written before the refusal"
+    );
+
+    // Reviewed in Git: the policy allows it, and the deletes roll out.
+    let policy = format!("{WAVES}  prune:\n    allowEmpty: true\n");
+    h.repo.write("prod/policy.yaml", &format!("apiVersion: fleet.endstate.dev/v1alpha1\nkind: RolloutPolicy\nmetadata:\n  name: p\nspec:\n{policy}"));
+    let allowed = commit_and_push(&h.repo.work, "Allow emptying idc-c");
+    let outcome = h.controller.run_until_idle().await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Converged { commit: allowed },
+        "{}",
+        h.lines.text()
+    );
+    assert_eq!(machines_left(&h.live), 20);
+}
+
+#[tokio::test]
+async fn deletes_roll_out_in_waves_and_each_waits_for_its_finalizer() {
+    let mut h = harness("delete-waves", 30, WAVES, &[]);
+    h.converged_at_head().await;
+    let before = h.live.lock().now();
+    let gone = ["m-003", "m-004", "m-005", "m-006"];
+    let head = drop_machines(
+        &h.repo,
+        |d| !gone.iter().any(|m| d.contains(&format!("name: {m}\n"))),
+        "Retire four machines",
+    );
+    let outcome = h.controller.run_until_idle().await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Converged { commit: head },
+        "{}",
+        h.lines.text()
+    );
+    let text = h.lines.text();
+    assert!(
+        text.contains("deletes/canary: starting 1 objects"),
+        "{text}"
+    );
+    assert!(text.contains("deletes/half"), "{text}");
+    assert_eq!(machines_left(&h.live), 26);
+    assert_eq!(h.live.lock().counters().deletes, 4);
+    // The canary's delete was gated on the drain (at least 5 s) and baked 2 minutes before the
+    // next wave started.
+    assert!(
+        h.live.lock().now() >= before + Duration::from_secs(125),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_delete_stuck_on_its_finalizer_fails_its_gate_and_trips_the_breaker() {
+    let repo = Repo::new("delete-stuck", 12, WAVES);
+    let operators = endstate_sim::OperatorConfig {
+        drain: endstate_sim::Delay::fixed(Duration::from_secs(3600)),
+        ..Default::default()
+    };
+    let live = SimLive::new(SimFleet::new(
+        SimConfig::new(NS, 3).with_operators(operators),
+    ));
+    let lines = Lines::default();
+    let mut controller = controller(&repo, &live, &lines, &unique_dir("stuck-mirror"));
+    controller.resume().await.unwrap();
+    let head = controller.resolve("main").unwrap();
+    let objects = controller.prepare(&head).unwrap();
+    live.lock().seed_converged(objects).unwrap();
+    controller.adopt(&head).await.unwrap();
+    drop_machines(&repo, |d| !d.contains("name: m-001\n"), "Retire m-001");
+    let outcome = controller.run_until_idle().await.unwrap();
+    assert!(
+        matches!(outcome, Outcome::Tripped { .. }),
+        "{outcome:?}\n{}",
+        lines.text()
+    );
+    let text = lines.text();
+    assert!(
+        text.contains("Machine/fleet/m-001 failed: not gone within 10m: being deleted, waiting for finalizers fleet.endstate.dev/operator"),
+        "{text}"
     );
 }

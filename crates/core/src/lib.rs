@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod object;
+pub mod policy;
 pub mod render;
 pub mod tree;
 pub mod validate;

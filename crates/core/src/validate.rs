@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use endstate_api::{IntOrString, policy};
+use endstate_api::IntOrString;
 use rayon::prelude::*;
 
 use crate::error::Diagnostic;
@@ -181,150 +181,8 @@ fn check_object(object: &FleetObject, out: &mut Vec<String>) {
 }
 
 fn check_policy(spec: &endstate_api::RolloutPolicySpec, out: &mut Vec<String>) {
-    for (field, plan) in [("machines", &spec.machines), ("clusters", &spec.clusters)] {
-        let Some(plan) = plan else { continue };
-        if let Some(waves) = &plan.waves {
-            if waves.is_empty() {
-                out.push(format!(
-                    "spec.{field}.waves is empty; omit it for the defaults"
-                ));
-            }
-            let mut last_percent = 0.0;
-            let mut last_count = 0;
-            for (i, wave) in waves.iter().enumerate() {
-                let at = format!("spec.{field}.waves[{i}]");
-                match size(&wave.size) {
-                    Ok(Size::Count(n)) => {
-                        if n < last_count {
-                            out.push(format!("{at}.size {n} is smaller than the wave before; sizes are cumulative"));
-                        }
-                        last_count = n;
-                    }
-                    Ok(Size::Percent(p)) => {
-                        if p < last_percent {
-                            out.push(format!("{at}.size {p}% is smaller than the wave before; sizes are cumulative"));
-                        }
-                        last_percent = p;
-                    }
-                    Err(why) => out.push(format!("{at}.size {why}")),
-                }
-                if let Some(bake) = &wave.bake
-                    && let Err(why) = endstate_api::duration::parse(bake)
-                {
-                    out.push(format!("{at}.bake: {why}"));
-                }
-            }
-            if let Some(last) = waves.last()
-                && size(&last.size) != Ok(Size::Percent(100.0))
-            {
-                out.push(format!(
-                    "spec.{field}.waves: the last wave must be 100% so the rollout can finish"
-                ));
-            }
-        }
-        if let Some(m) = &plan.max_unavailable
-            && let Err(why) = size(m)
-        {
-            out.push(format!("spec.{field}.maxUnavailable {why}"));
-        }
-        if let Some(by) = &plan.spread_by
-            && by != "idc"
-            && qualified_name(by).is_err()
-        {
-            out.push(format!(
-                "spec.{field}.spreadBy {by:?} must be `idc` or a label key"
-            ));
-        }
-    }
-    if let Some(gates) = &spec.gates {
-        if let Some(t) = &gates.timeout
-            && let Err(why) = endstate_api::duration::parse(t)
-        {
-            out.push(format!("spec.gates.timeout: {why}"));
-        }
-        let mut names = HashSet::new();
-        for (i, m) in gates.metrics.iter().flatten().enumerate() {
-            let at = format!("spec.gates.metrics[{i}]");
-            if !names.insert(&m.name) {
-                out.push(format!("{at}.name {:?} is used twice", m.name));
-            }
-            if !(m.url.starts_with("http://") || m.url.starts_with("https://")) {
-                out.push(format!("{at}.url {:?} must be an http(s) URL", m.url));
-            }
-            if m.min.is_none() && m.max.is_none() {
-                out.push(format!("{at} needs `min`, `max` or both"));
-            }
-            if let (Some(lo), Some(hi)) = (m.min, m.max)
-                && lo > hi
-            {
-                out.push(format!("{at}: min {lo} is above max {hi}"));
-            }
-            if let Some(i) = &m.interval
-                && let Err(why) = endstate_api::duration::parse(i)
-            {
-                out.push(format!("{at}.interval: {why}"));
-            }
-        }
-    }
-    if let Some(b) = &spec.breaker {
-        for (field, n) in [
-            ("maxFailuresPerWave", b.max_failures_per_wave),
-            ("maxFailures", b.max_failures),
-        ] {
-            if n.is_some_and(|n| n < 1) {
-                out.push(format!("spec.breaker.{field} must be at least 1"));
-            }
-        }
-        for (field, r) in [
-            ("maxFailureRatioPerWave", &b.max_failure_ratio_per_wave),
-            ("maxFailureRatio", &b.max_failure_ratio),
-        ] {
-            if let Some(r) = r
-                && !matches!(percent(r), Some(p) if p > 0.0 && p <= 100.0)
-            {
-                out.push(format!(
-                    "spec.breaker.{field} {r:?} must be a percent like 10%"
-                ));
-            }
-        }
-    }
-    let mut classes = HashSet::new();
-    for (i, b) in spec.budgets.iter().flatten().enumerate() {
-        let at = format!("spec.budgets[{i}]");
-        if !policy::BUDGET_CLASSES.contains(&b.class.as_str()) {
-            out.push(format!(
-                "{at}.class {:?} is not one of {}",
-                b.class,
-                policy::BUDGET_CLASSES.join(", ")
-            ));
-        } else if !classes.insert(&b.class) {
-            out.push(format!("{at}.class {:?} has a budget already", b.class));
-        }
-        if b.limit < 0 {
-            out.push(format!("{at}.limit must not be negative"));
-        }
-        match endstate_api::duration::parse(&b.window) {
-            Ok(w) if w.is_zero() => out.push(format!("{at}.window must be longer than 0")),
-            Ok(_) => {}
-            Err(why) => out.push(format!("{at}.window: {why}")),
-        }
-    }
-    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-    for (i, w) in spec.windows.iter().flatten().enumerate() {
-        let at = format!("spec.windows[{i}]");
-        for day in w.days.iter().flatten() {
-            if !DAYS.contains(&day.as_str()) {
-                out.push(format!(
-                    "{at}.days: {day:?} is not one of {}",
-                    DAYS.join(", ")
-                ));
-            }
-        }
-        for (field, t) in [("start", &w.start), ("end", &w.end)] {
-            if clock(t).is_none() {
-                out.push(format!("{at}.{field} {t:?} must be HH:MM (24-hour, UTC)"));
-            }
-        }
+    if let Err(problems) = crate::policy::Policy::resolve(spec) {
+        out.extend(problems);
     }
 }
 
@@ -362,12 +220,6 @@ fn percent(s: &str) -> Option<f64> {
         .parse::<f64>()
         .ok()
         .filter(|p| p.is_finite())
-}
-
-fn clock(t: &str) -> Option<(u8, u8)> {
-    let (h, m) = t.split_once(':')?;
-    let (h, m) = (h.parse::<u8>().ok()?, m.parse::<u8>().ok()?);
-    (h < 24 && m < 60 && t.len() == 5).then_some((h, m))
 }
 
 fn is_quantity(s: &str) -> bool {
@@ -562,7 +414,7 @@ fn hostname(s: &str) -> Result<(), String> {
         .map_err(|_| "is not a valid host name (letters, digits, '-' and '.')".into())
 }
 
-fn qualified_name(key: &str) -> Result<(), String> {
+pub(crate) fn qualified_name(key: &str) -> Result<(), String> {
     let (prefix, name) = match key.rsplit_once('/') {
         Some((p, n)) => (Some(p), n),
         None => (None, key),
@@ -627,7 +479,5 @@ mod tests {
         assert!(size(&IntOrString::String("101%".into())).is_err());
         assert!(size(&IntOrString::Int(0)).is_err());
         assert!(is_quantity("50Gi") && !is_quantity("lots"));
-        assert_eq!(clock("23:59"), Some((23, 59)));
-        assert_eq!(clock("24:00"), None);
     }
 }

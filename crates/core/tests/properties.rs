@@ -120,7 +120,7 @@ proptest! {
         // The identity fields select; everything else is merged as RFC 7386 says.
         let machine_doc: Value = serde_norway::from_str(&machine(1, "a", "worker")).unwrap();
         let patch = json!({"kind": "Machine", "metadata": {"name": "m-1"}, "spec": {"extra": spec_patch.clone()}});
-        let (body, selection) = endstate_core::render::patch::merge_patch(patch).unwrap();
+        let (body, selection) = endstate_core::render::patch::merge_patch(patch, false).unwrap();
         let patch = endstate_core::render::patch::Patch {
             origin: "test".into(),
             file: "test".into(),

@@ -16,7 +16,6 @@
 //! what is counted.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -31,61 +30,7 @@ pub const BUCKETS: u64 = 16;
 /// window still counting. Past it, the two oldest are merged (which only counts them longer).
 const MAX_BUCKETS: usize = 2 * BUCKETS as usize + 2;
 
-/// The operation classes budgets limit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum BudgetClass {
-    /// Machine creates and updates.
-    #[serde(rename = "machine-update")]
-    MachineUpdate,
-    /// Machine deletes (and undoing a Machine create).
-    #[serde(rename = "machine-delete")]
-    MachineDelete,
-    /// Machine reinstalls (`osGeneration` bumps), and undoing them.
-    #[serde(rename = "machine-reinstall")]
-    MachineReinstall,
-    /// Cluster creates, updates and deletes.
-    #[serde(rename = "cluster-update")]
-    ClusterUpdate,
-}
-
-impl BudgetClass {
-    /// Every class.
-    pub const ALL: [BudgetClass; 4] = [
-        BudgetClass::MachineUpdate,
-        BudgetClass::MachineDelete,
-        BudgetClass::MachineReinstall,
-        BudgetClass::ClusterUpdate,
-    ];
-
-    /// The class's name in policies and status.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BudgetClass::MachineUpdate => "machine-update",
-            BudgetClass::MachineDelete => "machine-delete",
-            BudgetClass::MachineReinstall => "machine-reinstall",
-            BudgetClass::ClusterUpdate => "cluster-update",
-        }
-    }
-
-    /// The class named `name`.
-    pub fn parse(name: &str) -> Option<BudgetClass> {
-        BudgetClass::ALL.into_iter().find(|c| c.as_str() == name)
-    }
-
-    /// Whether an exhausted class pauses the rollout as high risk.
-    pub fn high_risk(self) -> bool {
-        matches!(
-            self,
-            BudgetClass::MachineDelete | BudgetClass::MachineReinstall
-        )
-    }
-}
-
-impl fmt::Display for BudgetClass {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use endstate_core::policy::BudgetClass;
 
 /// Spends counted in one time bucket `[start, end)`; persisted as `[start, end, count]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

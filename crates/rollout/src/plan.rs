@@ -44,7 +44,7 @@ pub enum Seq {
     Machines,
     /// Machine reinstalls (`osGeneration` bumps): gated, high risk.
     Reinstalls,
-    /// Deletes: done when the object is gone.
+    /// Deletes: gated on the object being gone (its finalizers done).
     Deletes,
 }
 
@@ -69,9 +69,11 @@ impl Seq {
         }
     }
 
-    /// Whether objects of the sequence must report health for the new revision.
+    /// Whether the sequence's changes are gated: they must report health for the new
+    /// revision (deletes: be gone) within the gate timeout, and start only in a maintenance
+    /// window.
     pub fn gated(self) -> bool {
-        matches!(self, Seq::Clusters | Seq::Machines | Seq::Reinstalls)
+        self != Seq::Packages
     }
 
     /// The universe it orders.
@@ -180,10 +182,88 @@ pub struct Plan {
     pub orphans: Vec<ObjectRef>,
     /// Live orphans beyond [`MAX_ORPHANS`], left for a later rollout.
     pub orphans_left: usize,
+    /// Scopes the commit would delete more of than the policy's floor allows (see
+    /// [`Prune`](crate::policy::Prune)): the rollout is refused before anything is written.
+    pub mass_deletes: Vec<MassDelete>,
     /// When planned from a partial view of live (objects read one by one before the caches
     /// have listed the fleet): the only sequence, and the positions before which, its ops are
     /// known. The engine starts nothing at or past it until handed a whole plan.
     known: Option<(Seq, u32)>,
+}
+
+/// A scope a commit would delete too much of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MassDelete {
+    /// The kind deleted.
+    pub kind: Kind,
+    /// Where: `the fleet`, `Cluster alpha`, `idc hz-a`.
+    pub scope: String,
+    /// How many the commit deletes.
+    pub deletes: usize,
+    /// How many of the kind the scope has live.
+    pub live: usize,
+}
+
+impl std::fmt::Display for MassDelete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of the {} live {}s of {}",
+            self.deletes, self.live, self.kind, self.scope
+        )
+    }
+}
+
+/// The scopes `deletes` takes more of than `policy` allows: each kind in the whole fleet, and
+/// the Machines of each Cluster and of each idc (so that emptying one cluster of a large
+/// fleet counts).
+fn mass_deletes(
+    live: &[FleetObject],
+    fleet: &str,
+    ids: &[ObjectRef],
+    ops: &[Option<Op>],
+    policy: &Policy,
+) -> Vec<MassDelete> {
+    if ops.iter().all(Option::is_none) || policy.prune.allow_empty {
+        return Vec::new();
+    }
+    // (kind, scope) → (deletes, live)
+    let mut counts: BTreeMap<(Kind, String), (usize, usize)> = BTreeMap::new();
+    let scopes = |o: &FleetObject| -> Vec<(Kind, String)> {
+        let mut scopes = vec![(o.kind(), "the fleet".to_owned())];
+        if let FleetObject::Machine(m) = o {
+            scopes.push((Kind::Machine, format!("Cluster {}", m.spec.cluster)));
+            scopes.push((Kind::Machine, format!("idc {}", m.spec.idc)));
+        }
+        scopes
+    };
+    let deleted: std::collections::HashSet<(Kind, &str)> = ids
+        .iter()
+        .zip(ops)
+        .filter(|(_, op)| **op == Some(Op::Delete))
+        .filter_map(|(id, _)| Some((id.fleet_kind()?, id.name.as_str())))
+        .collect();
+    for o in live {
+        if o.kind() == Kind::RolloutPolicy || !diff::owned_by(o, fleet) {
+            continue;
+        }
+        let gone = deleted.contains(&(o.kind(), o.name()));
+        for scope in scopes(o) {
+            let (d, l) = counts.entry(scope).or_default();
+            *l += 1;
+            *d += usize::from(gone);
+        }
+    }
+    counts
+        .into_iter()
+        .filter(|(_, (d, l))| !policy.prune.allows(*d, *l))
+        .map(|((kind, scope), (deletes, live))| MassDelete {
+            kind,
+            scope,
+            deletes,
+            live,
+        })
+        .collect()
 }
 
 /// What a plan is computed from.
@@ -345,6 +425,7 @@ impl Plan {
                 _ => None,
             });
         }
+        plan.mass_deletes = mass_deletes(live, fleet, &orders[3].ids, &delete_ops, policy);
         plan.ops = [
             package_ops,
             ops(&clusters, Seq::Clusters),
@@ -453,7 +534,7 @@ impl Plan {
             }
             let len = ops.len() as u32;
             match seq {
-                Seq::Packages | Seq::Deletes => stages.push(StageSpec {
+                Seq::Packages => stages.push(StageSpec {
                     seq,
                     name: seq.name().to_owned(),
                     start: 0,
@@ -464,7 +545,8 @@ impl Plan {
                     pause: false,
                 }),
                 Seq::Clusters => waves(&mut stages, seq, &changed, len, &policy.clusters),
-                Seq::Machines | Seq::Reinstalls => {
+                // Deletes take the Machine waves: Machines come first in their order.
+                Seq::Machines | Seq::Reinstalls | Seq::Deletes => {
                     waves(&mut stages, seq, &changed, len, &policy.machines)
                 }
             }

@@ -425,7 +425,8 @@ pub enum Event {
     /// Time passed; re-evaluate timers and start what may start.
     Tick,
     /// Outcomes of [`Effect::Apply`] / [`Effect::Delete`]: the generation written (0 for a
-    /// delete), or why the write failed.
+    /// delete issued, [`KEPT`] for one not issued because the object is kept), or why the
+    /// write failed.
     Written(Vec<(ObjectRef, Result<i64, String>)>),
     /// What the gates see of objects the engine is interested in (see [`Engine::interest`]).
     Observed(Vec<(ObjectRef, Health)>),
@@ -535,11 +536,17 @@ pub enum Report {
     Superseded(String),
 }
 
+/// The outcome of a delete that was not issued: the object is kept (annotated `prune:
+/// disabled`, or no longer the fleet's, on the server), so there is nothing to wait for.
+pub const KEPT: i64 = -1;
+
 /// Why the engine wants to hear about an object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Interest {
     /// It is in flight: gate it for this generation (unknown until its write returned).
     Gate(Option<i64>),
+    /// Its delete is in flight: it passes when it is gone.
+    Gone,
     /// Its stage bakes: a `Failed` status counts against the breaker.
     Bake,
 }
@@ -817,7 +824,9 @@ impl Engine {
                     fx.push(Effect::Observe(ids));
                 }
             }
-            (Phase::Baking { .. }, Some(stage)) if stage.seq.gated() => {
+            (Phase::Baking { .. }, Some(stage))
+                if stage.seq.gated() && stage.seq != Seq::Deletes =>
+            {
                 // What the bake watches is held in memory: look at the stage's objects once;
                 // those healthy now are watched for a `Failed` status from here on.
                 r.healthy = Positions::new();
@@ -865,8 +874,14 @@ impl Engine {
         match r.phase {
             Phase::Running => {
                 let p = r.flights.index.get(id)?;
-                Some(Interest::Gate(r.flights.by_position.get(p)?.generation))
+                let flight = r.flights.by_position.get(p)?;
+                if stage.seq == Seq::Deletes {
+                    return Some(Interest::Gone);
+                }
+                Some(Interest::Gate(flight.generation))
             }
+            // A deleted object has nothing left to watch while its wave bakes.
+            Phase::Baking { .. } if stage.seq == Seq::Deletes => None,
             Phase::Baking { .. } => {
                 let plan = r.plan.as_ref()?;
                 let p = plan.order(stage.seq.universe()).position(id)?;
@@ -990,6 +1005,10 @@ impl Engine {
                 continue;
             };
             match result {
+                Ok(KEPT) if stage.seq == Seq::Deletes => {
+                    r.flights.remove(p, &id);
+                    r.settled += 1;
+                }
                 Ok(generation) if gated => {
                     if let Some(f) = r.flights.by_position.get_mut(&p) {
                         f.generation = Some(generation);
@@ -1446,17 +1465,16 @@ impl Engine {
                     .into_iter()
                     .map(|p| {
                         let f = &r.flights.by_position[&p];
-                        let generation = f
-                            .generation
-                            .map_or("its write".to_owned(), |g| format!("generation {g}"));
+                        let what = match f.generation {
+                            _ if stage.seq == Seq::Deletes => "not gone".to_owned(),
+                            Some(g) => format!("not healthy for generation {g}"),
+                            None => "not healthy for its write".to_owned(),
+                        };
                         let last = f.last.as_deref().unwrap_or("no status");
                         (
                             p,
                             plan.id(stage.seq, p).clone(),
-                            format!(
-                                "not healthy for {generation} within {}: {last}",
-                                human(timeout)
-                            ),
+                            format!("{what} within {}: {last}", human(timeout)),
                         )
                     })
                     .collect();

@@ -87,6 +87,8 @@ impl SimConfig {
 enum Pending {
     Machine(String, Transition<MachineStatus>),
     Cluster(String, Transition<ClusterStatus>),
+    /// The operator's finalizer is done: the deleted object goes.
+    Remove(ObjectRef),
 }
 
 /// The key of an object that operators work on: (is a cluster, name).
@@ -236,13 +238,43 @@ impl SimFleet {
         self.store.update_status(object)
     }
 
-    /// Deletes an object and drops its operator's pending work; `Ok(false)` when there was none.
+    /// Deletes an object; `Ok(false)` when there was none. A Machine or Cluster is held by
+    /// its operator's finalizer: it gets a `deletionTimestamp`, its pending work is dropped,
+    /// and it goes once the operator drained (tore down) it, in virtual time.
     pub fn delete(&mut self, id: &ObjectRef) -> Result<bool, LiveError> {
-        let deleted = self.store.delete(id)?;
-        if deleted {
-            self.cancel(&(id.is(Kind::Cluster), id.name.clone()));
+        let held = [Kind::Machine, Kind::Cluster]
+            .into_iter()
+            .find(|k| id.is(*k));
+        let Some(kind) = held else {
+            return self.store.delete(id);
+        };
+        let subject = (kind == Kind::Cluster, id.name.clone());
+        let already = self
+            .store
+            .get_by_name(kind, &id.name)
+            .is_some_and(|o| o.meta().deletion_timestamp.is_some());
+        if !self
+            .store
+            .mark_deleting(id, operator::FINALIZER, self.now)?
+        {
+            return Ok(false);
         }
-        Ok(deleted)
+        if already {
+            return Ok(true);
+        }
+        self.cancel(&subject);
+        let cx = Context {
+            seed: self.config.seed,
+            config: &self.config.operators,
+            faults: &self.config.faults,
+        };
+        // Not among the subject's pending work: a write to an object being deleted does not
+        // stop its deletion.
+        let at = operator::removal_at(kind, &id.name, self.now, cx);
+        self.sequence += 1;
+        self.queue
+            .insert((at, self.sequence), Pending::Remove(id.clone()));
+        Ok(true)
     }
 
     /// Stores `objects` as if they had been rolled out before: created, with Machines and
@@ -382,6 +414,7 @@ impl SimFleet {
             let at = match &p {
                 Pending::Machine(_, t) => t.at,
                 Pending::Cluster(_, t) => t.at,
+                Pending::Remove(_) => unreachable!("operators schedule status writes"),
             };
             self.sequence += 1;
             keys.push((at, self.sequence));
@@ -399,6 +432,7 @@ impl SimFleet {
         let subject = match &pending {
             Pending::Machine(name, _) => (false, name.clone()),
             Pending::Cluster(name, _) => (true, name.clone()),
+            Pending::Remove(id) => (id.is(Kind::Cluster), id.name.clone()),
         };
         if let Some(keys) = self.pending.get_mut(&subject) {
             keys.retain(|k| *k != key);
@@ -409,6 +443,10 @@ impl SimFleet {
         // The generation check is a second line of defence: a spec change already cancelled
         // the older generation's writes.
         match pending {
+            Pending::Remove(id) => {
+                // The object exists with this kind (it was marked), so this cannot fail.
+                let _ = self.store.delete(&id);
+            }
             Pending::Machine(name, mut t) => {
                 let Some(FleetObject::Machine(live)) = self.store.get_by_name(Kind::Machine, &name)
                 else {
@@ -773,12 +811,25 @@ mod tests {
     }
 
     #[test]
-    fn deleting_drops_pending_work_and_time_never_goes_back() {
+    fn deleting_drops_pending_work_waits_for_the_finalizer_and_time_never_goes_back() {
         let mut f = fleet(11, &[]);
         f.apply(&obj(machine("m1", "idc-a", "kubelet-1.28")))
             .unwrap();
-        assert!(f.delete(&ObjectRef::new("Machine", "", "m1")).unwrap());
-        assert_eq!(f.pending_events(), 0);
+        let id = ObjectRef::new("Machine", "", "m1");
+        assert!(f.delete(&id).unwrap());
+        // The install is dropped; what is left is the drain, after which it goes.
+        assert_eq!(f.pending_events(), 1);
+        let held = f.get(&id).expect("held by the finalizer");
+        assert_eq!(
+            held.meta().finalizers.as_deref(),
+            Some(&[operator::FINALIZER.to_owned()][..])
+        );
+        assert!(f.delete(&id).unwrap(), "deleting again changes nothing");
+        assert_eq!(f.pending_events(), 1);
+        let deleted_at = f.now();
+        f.run_until_idle();
+        assert!(f.get(&id).is_none());
+        assert!(f.now() >= deleted_at + Duration::from_secs(5));
         let now = f.now();
         assert_eq!(f.advance_to(now - SEC), 0);
         assert_eq!(f.now(), now);

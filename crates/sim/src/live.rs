@@ -136,8 +136,21 @@ mod tests {
         assert!(got[1].is_none());
         assert_eq!(ready(live.snapshot()).unwrap().len(), 3);
 
-        let deleted = ready(live.delete(&[id.clone(), id]));
+        let deleted = ready(live.delete(&[id.clone(), id.clone()]));
         assert!(deleted.iter().all(Result::is_ok));
+        // The operator's finalizer holds it until the machine is drained.
+        let held = ready(live.get(std::slice::from_ref(&id))).unwrap();
+        assert!(
+            held[0]
+                .as_ref()
+                .unwrap()
+                .meta()
+                .deletion_timestamp
+                .is_some()
+        );
+        assert_eq!(live.lock().counters().deletes, 0);
+        live.lock().run_until_idle();
+        assert!(ready(live.get(&[id])).unwrap()[0].is_none());
         assert_eq!(live.lock().counters().deletes, 1);
 
         let bad = ready(live.apply(&[obj(machine("", "idc-a", "kubelet-1.28"))]));

@@ -87,6 +87,33 @@ pub struct OperatorConfig {
     pub provision: Delay,
     /// Upgrading a cluster's control plane. Default 1–3 min.
     pub upgrade: Delay,
+    /// Draining a deleted machine before its finalizer lets it go. Default 5–30 s.
+    #[serde(default = "default_drain")]
+    pub drain: Delay,
+    /// Tearing down a deleted cluster before its finalizer lets it go. Default 30–90 s.
+    #[serde(default = "default_teardown")]
+    pub teardown: Delay,
+}
+
+/// The finalizer the simulated operators hold a deleted Machine or Cluster by.
+pub const FINALIZER: &str = "fleet.endstate.dev/operator";
+
+fn default_drain() -> Delay {
+    Delay::secs(5, 30)
+}
+
+fn default_teardown() -> Delay {
+    Delay::secs(30, 90)
+}
+
+/// When the operator lets a deleted Machine (or Cluster) go: after it drained (tore down).
+pub fn removal_at(kind: endstate_core::Kind, name: &str, deleted: Time, cx: Context<'_>) -> Time {
+    let delay = if kind == endstate_core::Kind::Cluster {
+        cx.config.teardown.draw(cx.seed, &["teardown", name])
+    } else {
+        cx.config.drain.draw(cx.seed, &["drain", name])
+    };
+    deleted + delay
 }
 
 impl Default for OperatorConfig {
@@ -98,6 +125,8 @@ impl Default for OperatorConfig {
             configure: Delay::secs(1, 3),
             provision: Delay::secs(120, 300),
             upgrade: Delay::secs(60, 180),
+            drain: default_drain(),
+            teardown: default_teardown(),
         }
     }
 }

@@ -360,6 +360,32 @@ impl Store {
         )
     }
 
+    /// Starts deleting an object held by `finalizer`: it gets a `deletionTimestamp` and stays
+    /// visible until [`Store::delete`] removes it (its finalizer done). `Ok(false)` when there
+    /// was none; deleting one already being deleted changes nothing.
+    pub fn mark_deleting(
+        &mut self,
+        id: &ObjectRef,
+        finalizer: &str,
+        now: Time,
+    ) -> Result<bool, LiveError> {
+        self.check_namespace_of(id)?;
+        let kind = kind_index(&id.kind)
+            .ok_or_else(|| LiveError::Fatal(format!("{id}: not a fleet kind")))?;
+        let Some(entry) = self.kinds[kind].get(&id.name) else {
+            return Ok(false);
+        };
+        if entry.object.meta().deletion_timestamp.is_some() {
+            return Ok(true);
+        }
+        let mut next = entry.object.clone();
+        let meta = next.meta_mut();
+        meta.deletion_timestamp = Some(k8s_time(now));
+        meta.finalizers = Some(vec![finalizer.to_owned()]);
+        self.commit(kind, &id.name, next, false);
+        Ok(true)
+    }
+
     /// Deletes an object; `Ok(false)` when there was none.
     pub fn delete(&mut self, id: &ObjectRef) -> Result<bool, LiveError> {
         self.check_namespace_of(id)?;

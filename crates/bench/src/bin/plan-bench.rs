@@ -55,7 +55,7 @@ fn main() -> anyhow::Result<()> {
     for r in rendered.objects {
         match r.object {
             FleetObject::RolloutPolicy(p) => {
-                policy = Policy::resolve(&p.spec).map_err(anyhow::Error::msg)?
+                policy = Policy::resolve(&p.spec).map_err(|why| anyhow::anyhow!(why.join("; ")))?
             }
             object => live.push(object),
         }

@@ -8,8 +8,8 @@ use endstate_api::Fleet;
 use endstate_api::k8s_openapi::api::core::v1::Secret as KubeSecret;
 use endstate_controller::{Config, Console, Controller, WallClock};
 use endstate_git::{
-    Credentials, History, RevertConfig, RevertWriter, Secret, SignaturePolicy, Source,
-    SourceConfig, SshSigner,
+    Credentials, RevertConfig, RevertWriter, Secret, SignaturePolicy, Source, SourceConfig,
+    SshSigner,
 };
 use endstate_kube::{KubeLive, Limits, Settings};
 use kube::Api;
@@ -104,16 +104,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 RevertConfig::new(&args.fleet, &args.author_name, &args.author_email),
             )?),
         };
-        let history = History {
-            last_applied: fleet
-                .status
-                .as_ref()
-                .and_then(|s| s.last_applied_commit.clone()),
-            last_good: fleet
-                .status
-                .as_ref()
-                .and_then(|s| s.last_good_commit.clone()),
-        };
+        let history = crate::cmd::history(fleet.status.as_ref());
         let source = Source::open(source_config, history)?;
         let mut settings = Settings::new(args.namespace.clone(), args.fleet.clone());
         settings.limits = Limits {

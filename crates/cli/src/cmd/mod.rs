@@ -105,3 +105,12 @@ pub fn wake_on(
         }
     });
 }
+
+/// What a persisted Fleet status says the fleet applied last, and was good at last: the
+/// source refuses a branch whose head does not descend from it.
+pub fn history(status: Option<&endstate_api::FleetStatus>) -> endstate_git::History {
+    endstate_git::History {
+        last_applied: status.and_then(|s| s.last_applied_commit.clone()),
+        last_good: status.and_then(|s| s.last_good_commit.clone()),
+    }
+}

@@ -153,7 +153,8 @@ fn render(
     let mut objects = Vec::new();
     for r in rendered.objects {
         if let FleetObject::RolloutPolicy(p) = &r.object {
-            policy = Policy::resolve(&p.spec).map_err(|why| format!("{}: {why}", r.origin.file))?;
+            policy = Policy::resolve(&p.spec)
+                .map_err(|why| format!("{}: {}", r.origin.file, why.join("; ")))?;
             continue;
         }
         objects.push(r.object);

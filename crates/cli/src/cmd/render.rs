@@ -127,14 +127,65 @@ fn load(source: &SourceArgs) -> anyhow::Result<Result<Rendered, Diagnostics>> {
         .to_str()
         .with_context(|| format!("{} is not a UTF-8 path", relative.display()))?
         .replace(std::path::MAIN_SEPARATOR, "/");
-    let tree = DirTree::open(&root).with_context(|| format!("opening {}", root.display()))?;
-    let options = endstate_core::Options {
-        limits: endstate_core::yaml::Limits {
-            max_file_bytes: source.max_file_bytes,
-        },
-        owner: None,
+    let render_at = |root: &Path,
+                     relative: &str|
+     -> anyhow::Result<Result<Rendered, Diagnostics>> {
+        let tree = DirTree::open(root).with_context(|| format!("opening {}", root.display()))?;
+        let options = endstate_core::Options {
+            limits: endstate_core::yaml::Limits {
+                max_file_bytes: source.max_file_bytes,
+            },
+            owner: None,
+        };
+        Ok(endstate_core::render(&tree, relative, options))
     };
-    Ok(endstate_core::render(&tree, &relative, options))
+    let mut result = render_at(&root, &relative)?;
+    if let Err(diags) = &mut result
+        && source.root.is_none()
+        && leaves_the_root(diags)
+        && let Some(wider) = wider_root(&dir, &root, render_at)
+    {
+        diags.push(endstate_core::Diagnostic::file(
+            &relative,
+            format!(
+                "the repository root is {} (no Git work tree encloses {}, and it is not under \
+                 the current directory); render with `--root {}` to let it read the files it \
+                 references there",
+                root.display(),
+                dir.display(),
+                wider.display()
+            ),
+        ));
+    }
+    Ok(result)
+}
+
+/// Whether a problem is a path that leads out of the repository root.
+fn leaves_the_root(diags: &Diagnostics) -> bool {
+    diags
+        .iter()
+        .any(|d| d.message.contains("leads outside the repository"))
+}
+
+/// The nearest ancestor of `root` under which `dir` renders without leaving the root, if one
+/// does.
+fn wider_root(
+    dir: &Path,
+    root: &Path,
+    render_at: impl Fn(&Path, &str) -> anyhow::Result<Result<Rendered, Diagnostics>>,
+) -> Option<PathBuf> {
+    root.ancestors().skip(1).find_map(|wider| {
+        let relative = dir
+            .strip_prefix(wider)
+            .ok()?
+            .to_str()?
+            .replace(std::path::MAIN_SEPARATOR, "/");
+        match render_at(wider, &relative).ok()? {
+            Ok(_) => Some(wider.to_path_buf()),
+            Err(diags) if !leaves_the_root(&diags) => Some(wider.to_path_buf()),
+            Err(_) => None,
+        }
+    })
 }
 
 fn default_root(dir: &Path) -> PathBuf {

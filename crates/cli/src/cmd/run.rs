@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use endstate_controller::{
     Config, Console, Controller, LocalDir, Origin, Outcome, SimClock, WallClock,
 };
-use endstate_git::{History, RevertConfig, RevertWriter, Source, SourceConfig};
+use endstate_git::{RevertConfig, RevertWriter, Source, SourceConfig};
 use endstate_sim::{Faults, SimConfig, SimFleet, SimLive};
 
 use crate::cli::{Live, RunArgs};
@@ -45,6 +45,12 @@ async fn run_sim(args: &RunArgs) -> anyhow::Result<ExitCode> {
         Some(dir) => dir.clone(),
         None => std::env::temp_dir().join(format!("endstate-run-{}", std::process::id())),
     };
+    // The status file holds what the last run applied: the source checks the branch against it.
+    let mut sim =
+        SimFleet::new(SimConfig::new(args.namespace.clone(), args.sim_seed).with_faults(faults));
+    if let Some(path) = &args.sim_status_file {
+        sim = sim.with_status_file(path)?;
+    }
     let (source, writer): (Origin, Option<RevertWriter>) = match &args.local {
         Some(dir) => (
             LocalDir::new(dir.clone(), args.path.trim_matches('/')).into(),
@@ -67,17 +73,12 @@ async fn run_sim(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 )?)
             };
             (
-                Source::open(source_config, History::default())?.into(),
+                Source::open(source_config, crate::cmd::history(sim.fleet_status()))?.into(),
                 writer,
             )
         }
     };
 
-    let mut sim =
-        SimFleet::new(SimConfig::new(args.namespace.clone(), args.sim_seed).with_faults(faults));
-    if let Some(path) = &args.sim_status_file {
-        sim = sim.with_status_file(path)?;
-    }
     let live = SimLive::new(sim);
     let mut config = Config::new(args.fleet.clone(), args.namespace.clone());
     config.interval = args.interval.unwrap_or(Duration::from_secs(60));

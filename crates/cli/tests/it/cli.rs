@@ -65,3 +65,39 @@ fn a_missing_directory_is_an_error_with_exit_code_2() {
     assert_eq!(code, 2);
     assert!(stderr.contains("opening /nonexistent/overlay"), "{stderr}");
 }
+
+#[test]
+fn a_directory_outside_any_work_tree_gets_the_root_that_would_render_it() {
+    // A copy of the example layout in a directory that is neither a Git work tree nor under
+    // the current directory: the default root is the overlay itself, which cannot reach
+    // `../../base`.
+    let dir = std::env::temp_dir().join(format!("endstate-root-hint-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let copy = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(workspace().join("examples/repo-layout"))
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let overlay = dir.join("overlays/prod");
+    let (code, _, stderr) = outcome(&endstate(&["render", overlay.to_str().unwrap()]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("the path leads outside the repository"),
+        "{stderr}"
+    );
+    let root = dir.canonicalize().unwrap();
+    let hint = format!("--root {}`", root.display());
+    assert!(stderr.contains(&hint), "no `{hint}` in\n{stderr}");
+
+    // The hint works.
+    let (code, _, stderr) = outcome(&endstate(&[
+        "render",
+        overlay.to_str().unwrap(),
+        "--root",
+        root.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

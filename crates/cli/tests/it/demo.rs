@@ -73,3 +73,19 @@ fn the_demo_trips_the_breaker_and_pushes_a_real_revert() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn an_unkept_demo_names_no_repository_it_removed() {
+    let out = endstate(&["demo", "--machines", "30", "--speed", "0"]);
+    let (code, stdout, stderr) = outcome(&out);
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("repository"))
+        .unwrap_or_else(|| panic!("no repository line in\n{stdout}"));
+    assert!(
+        line.contains("removed") && line.contains("--keep"),
+        "the summary must say the repository is gone and how to keep it: {line}"
+    );
+    assert!(!line.contains("endstate-demo-"), "{line}");
+}

@@ -94,3 +94,31 @@ fn generated_fleet_matches_kubectl_kustomize() {
     compare(&dir.join("overlays/prod"), &dir);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Where kustomize's output depends on the patch form, endstate refuses the input rather than
+/// pick one: a null label in a merge patch with a `target` becomes the string "null" there.
+#[test]
+fn a_null_label_in_a_merge_patch_is_refused_where_kustomize_writes_the_string_null() {
+    let root = fixtures("disagree/null-label");
+    let overlay = root.join("overlay");
+    let theirs = objects(&kubectl_kustomize(&overlay));
+    let cluster = theirs
+        .values()
+        .find(|o| o["kind"] == "Cluster")
+        .expect("kubectl kustomize renders the Cluster");
+    assert_eq!(cluster["metadata"]["labels"]["team"], "null");
+
+    let (code, _, stderr) = outcome(&endstate(&[
+        "render",
+        overlay.to_str().unwrap(),
+        "--root",
+        root.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("overlay/kustomization.yaml")
+            && stderr.contains("metadata.labels.team is null")
+            && stderr.contains("op: remove"),
+        "{stderr}"
+    );
+}

@@ -636,7 +636,10 @@ impl Loader<'_> {
                     ));
                     continue;
                 }
-                (Value::Object(_), _) => match patch::merge_patch(value) {
+                (Value::Object(_), _) => match patch::merge_patch(
+                    value,
+                    target.is_some() || field.starts_with("patchesStrategicMerge"),
+                ) {
                     Ok((merge, identity)) => (PatchBody::Merge(merge), Some(identity)),
                     Err(message) => {
                         self.diags.push(here(message));

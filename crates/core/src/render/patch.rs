@@ -114,13 +114,21 @@ const DIRECTIVES: [&str; 5] = [
 ///
 /// kustomize reads such a patch as a resource, so it must carry `kind` and `metadata.name`
 /// even when a `target` chooses the objects (then they are ignored).
-pub fn merge_patch(mut doc: Value) -> Result<(Value, Selection), String> {
+///
+/// `null_is_a_string`: the patch is of a form (with a `target`, or in `patchesStrategicMerge`)
+/// in which kustomize renders a null label or annotation value as the string `"null"` rather
+/// than removing the key, as RFC 7386 does; such a patch is refused rather than rendered
+/// differently.
+pub fn merge_patch(mut doc: Value, null_is_a_string: bool) -> Result<(Value, Selection), String> {
     if let Some(path) = find_directive(&doc, String::new()) {
         return Err(format!(
             "strategic-merge directive at {path} is not supported: endstate applies patches to \
              its objects as JSON merge patches (RFC 7386); write the field's whole new value, or \
              use a JSON patch"
         ));
+    }
+    if null_is_a_string && let Some(why) = null_metadata(&doc) {
+        return Err(why);
     }
     let Some(map) = doc.as_object_mut() else {
         return Err("a merge patch must be a mapping".to_string());
@@ -149,6 +157,27 @@ pub fn merge_patch(mut doc: Value) -> Result<(Value, Selection), String> {
         namespace,
     };
     Ok((doc, selection))
+}
+
+/// A null label or annotation value, which kustomize renders as the string `"null"` in some
+/// patch forms (with a `target`, in `patchesStrategicMerge`) and as a removal in others.
+fn null_metadata(doc: &Value) -> Option<String> {
+    ["labels", "annotations"].into_iter().find_map(|field| {
+        let (key, _) = doc["metadata"][field]
+            .as_object()?
+            .iter()
+            .find(|(_, v)| v.is_null())?;
+        let path = format!(
+            "/metadata/{field}/{}",
+            key.replace('~', "~0").replace('/', "~1")
+        );
+        Some(format!(
+            "metadata.{field}.{key} is null, which kustomize renders as the string \"null\" in \
+             this form of patch (with a `target`, or in `patchesStrategicMerge`) where a merge \
+             patch removes the key; to remove it, use a JSON patch (`- op: remove` with \
+             `path: {path}`), or quote \"null\" to set that string"
+        ))
+    })
 }
 
 fn take_string(map: &mut serde_json::Map<String, Value>, key: &str) -> Option<String> {
@@ -193,7 +222,7 @@ mod tests {
     fn identity_fields_select_and_do_not_merge() {
         let doc = json!({"apiVersion": "fleet.endstate.dev/v1alpha1", "kind": "Machine",
                          "metadata": {"name": "m1", "labels": {"a": "b"}}, "spec": {"x": null}});
-        let (body, selection) = merge_patch(doc).unwrap();
+        let (body, selection) = merge_patch(doc, false).unwrap();
         assert_eq!(
             body,
             json!({"metadata": {"labels": {"a": "b"}}, "spec": {"x": null}})
@@ -205,10 +234,30 @@ mod tests {
     }
 
     #[test]
+    fn null_labels_and_annotations_are_refused_where_kustomize_writes_a_string() {
+        let doc = json!({"kind": "Machine", "metadata": {"name": "m1",
+                         "annotations": {"a": "b", "example.com/x": null}}});
+        let err = merge_patch(doc.clone(), true).unwrap_err();
+        assert!(
+            err.contains("metadata.annotations.example.com/x is null"),
+            "{err}"
+        );
+        assert!(
+            err.contains("path: /metadata/annotations/example.com~1x"),
+            "{err}"
+        );
+        // An untargeted patch removes the key, as kustomize does there.
+        assert!(merge_patch(doc, false).is_ok());
+        // Elsewhere a null removes the field, as RFC 7386 and kustomize agree.
+        let doc = json!({"kind": "Machine", "metadata": {"name": "m1"}, "spec": {"x": null}});
+        assert!(merge_patch(doc, true).is_ok());
+    }
+
+    #[test]
     fn directives_are_refused_with_their_path() {
         let doc = json!({"kind": "RolloutPolicy", "metadata": {"name": "p"},
                          "spec": {"waves": [{"$patch": "delete", "name": "a"}]}});
-        let err = merge_patch(doc).unwrap_err();
+        let err = merge_patch(doc, false).unwrap_err();
         assert!(err.contains(".spec.waves[0].$patch"), "{err}");
     }
 }

@@ -232,12 +232,19 @@ impl World {
                 }
                 Some(Event::Written(results))
             }
-            Effect::Delete(ids) => Some(Event::Written(
-                ids.into_iter().map(|id| (id, Ok(0))).collect(),
-            )),
+            Effect::Delete(ids) => {
+                // Gone at once: the next look sees it so.
+                self.changed.extend(ids.iter().cloned());
+                Some(Event::Written(
+                    ids.into_iter().map(|id| (id, Ok(0))).collect(),
+                ))
+            }
             Effect::Observe(ids) => Some(Event::Observed(
                 ids.into_iter()
                     .map(|id| {
+                        if engine.interest(&id) == Some(Interest::Gone) {
+                            return (id, Health::Healthy);
+                        }
                         let live = &self.live[&id.name];
                         let g = live.meta().generation.unwrap_or(0);
                         let h = health::assess(Some(live), g);
@@ -351,6 +358,7 @@ impl World {
             .filter_map(|id| {
                 let live = &self.live[&id.name];
                 let generation = match engine.interest(&id)? {
+                    Interest::Gone => return Some((id, Health::Healthy)),
                     Interest::Gate(g) => g?,
                     Interest::Bake => live.meta().generation.unwrap_or(0),
                 };
