@@ -48,6 +48,9 @@ pub fn describe(report: &Report) -> String {
             format!("BREAKER TRIPPED\n{}", evidence.to_string().trim_end())
         }
         Report::RestoreIssued(n) => format!("restored {n} objects"),
+        Report::LeftCreated(n) => format!(
+            "{n} objects the rollout created are left in place: a restore does not delete; the revert drops them from Git, and their deletes roll out once the breaker is reset"
+        ),
         Report::Restored { unrestored: 0 } => "every change of the rollout is undone".to_owned(),
         Report::Restored { unrestored } => {
             format!("restore done; {unrestored} objects could not be restored")

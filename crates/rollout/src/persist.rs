@@ -381,7 +381,7 @@ pub fn worst_state(n: u32, inflight: &[u32], failed: &[u32]) -> Value {
             "supersededBy": commit,
             "startedAt": T0,
             "waiting": text(200, 'w'),
-            "restore": {"lanes": [[1, n], [1, n], [2, n]], "issued": [0, 1, 0, n]},
+            "restore": {"lanes": [[1, n], [2, n]], "issued": [0, 1, 0, n]},
             "unrestored": {"count": u32::MAX, "first": vec![note.clone(); KEPT_UNRESTORED]}
         },
         "budgets": {"spent": spent},

@@ -234,15 +234,16 @@ pub fn cut(text: &str, chars: usize) -> String {
 
 /// After a trip: what is left to undo, as cursors counting down each lane's positions.
 ///
-/// Lanes: restores no budget limits (updates, recreating deletes), undoing a Machine create
-/// (the `machine-delete` budget), undoing a reinstall (the `machine-reinstall` budget). Each
-/// walks the started positions of every universe, newest first, taking those of its class.
+/// Lanes: restores no budget limits (updates, recreating deletes), undoing a reinstall (the
+/// `machine-reinstall` budget). Each walks the started positions of every universe, newest
+/// first, taking those of its class. Objects the rollout created are not deleted (see
+/// [`RestoreClass::LeaveCreated`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", try_from = "RestoreWire")]
 pub struct Restore {
     /// Per lane: the universe (index into the restore order) and how many of its positions
     /// are still to be looked at; `None` when the lane is done.
-    pub lanes: [Option<(u8, u32)>; 3],
+    pub lanes: [Option<(u8, u32)>; 2],
     /// The batch issued and not yet confirmed: lane, universe index, `[from, to)`. A restart
     /// issues it again without spending again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -251,6 +252,41 @@ pub struct Restore {
     /// from the last good commit when the engine asks with [`Effect::PrepareRestore`]).
     #[serde(skip)]
     pub classes: Option<RestorePlan>,
+}
+
+/// A persisted [`Restore`], of this release or of the one before it, which had a third lane
+/// between the two (undoing creates from the `machine-delete` budget): that lane is dropped,
+/// so what it had left stays in place, as this release does.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RestoreWire {
+    lanes: Vec<Option<(u8, u32)>>,
+    #[serde(default)]
+    issued: Option<(u8, u8, u32, u32)>,
+}
+
+impl TryFrom<RestoreWire> for Restore {
+    type Error = String;
+
+    fn try_from(wire: RestoreWire) -> Result<Self, String> {
+        let (lanes, issued) = match wire.lanes[..] {
+            [free, reinstall] => ([free, reinstall], wire.issued),
+            [free, _, reinstall] => (
+                [free, reinstall],
+                wire.issued.and_then(|(lane, u, from, to)| match lane {
+                    0 => Some((0, u, from, to)),
+                    2 => Some((1, u, from, to)),
+                    _ => None,
+                }),
+            ),
+            _ => return Err(format!("a restore has 2 lanes, not {}", wire.lanes.len())),
+        };
+        Ok(Restore {
+            lanes,
+            issued,
+            classes: None,
+        })
+    }
 }
 
 /// The order restores walk universes in: the reverse of the rollout.
@@ -275,8 +311,12 @@ pub enum RestoreClass {
     Skip,
     /// A write no budget limits: put back an update, recreate a deleted object.
     Free,
-    /// Undoing a Machine create: a delete, from the `machine-delete` budget.
-    UndoCreate,
+    /// A Machine or Cluster created by the rollout, absent from the restore target: left in
+    /// place. A restore does not delete capacity — at the `machine-delete` budget's pace,
+    /// undoing the creates of a large first rollout would take days, and a new object that
+    /// failed serves nothing meanwhile. The revert drops it from Git, and once the breaker is
+    /// reset its delete rolls out like any other (waves, gates, budget, the delete floor).
+    LeaveCreated,
     /// Undoing a reinstall, from the `machine-reinstall` budget.
     UndoReinstall,
 }
@@ -287,7 +327,10 @@ impl RestoreClass {
     pub fn of(desired: Option<&FleetObject>, before: Option<&FleetObject>) -> RestoreClass {
         match (desired, before) {
             (_, Some(b)) if desired.is_some_and(|d| crate::diff::same(d, b)) => RestoreClass::Skip,
-            (Some(FleetObject::Machine(_)), None) => RestoreClass::UndoCreate,
+            (Some(FleetObject::Machine(_) | FleetObject::Cluster(_)), None) => {
+                RestoreClass::LeaveCreated
+            }
+            // A package version the rollout created is inert: it goes with the restore.
             (Some(_), None) => RestoreClass::Free,
             (None, None) => RestoreClass::Skip,
             (Some(FleetObject::Machine(d)), Some(FleetObject::Machine(b)))
@@ -301,19 +344,14 @@ impl RestoreClass {
 
     fn lane(self) -> Option<usize> {
         match self {
-            RestoreClass::Skip => None,
+            RestoreClass::Skip | RestoreClass::LeaveCreated => None,
             RestoreClass::Free => Some(0),
-            RestoreClass::UndoCreate => Some(1),
-            RestoreClass::UndoReinstall => Some(2),
+            RestoreClass::UndoReinstall => Some(1),
         }
     }
 }
 
-const LANE_CLASSES: [Option<BudgetClass>; 3] = [
-    None,
-    Some(BudgetClass::MachineDelete),
-    Some(BudgetClass::MachineReinstall),
-];
+const LANE_CLASSES: [Option<BudgetClass>; 2] = [None, Some(BudgetClass::MachineReinstall)];
 
 /// Where a rollout is.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -469,7 +507,7 @@ pub enum Effect {
     /// restores) for the positions [`Engine::restore_ranges`] names, and answer with
     /// [`Event::RestorePlan`].
     PrepareRestore,
-    /// Undo these changes: put back what the restore target has, or delete what it lacks.
+    /// Undo these changes: put back what the restore target has.
     Restore(Vec<ObjectRef>),
     /// Revert the commits that caused the failure, in `last_good..commit`, blaming the
     /// objects that failed (none: the whole range).
@@ -522,6 +560,9 @@ pub enum Report {
     Tripped(Evidence),
     /// Restores were issued.
     RestoreIssued(usize),
+    /// A trip leaves this many objects the rollout created in place (see
+    /// [`RestoreClass::LeaveCreated`]).
+    LeftCreated(usize),
     /// Everything a trip could do is done: restored (and the revert answered).
     Restored {
         /// Restores that failed.
@@ -932,6 +973,15 @@ impl Engine {
                 }
             }
             Event::RestorePlan(classes) => {
+                let left = classes
+                    .classes
+                    .iter()
+                    .flatten()
+                    .filter(|c| **c == RestoreClass::LeaveCreated)
+                    .count();
+                if left > 0 {
+                    fx.push(Effect::Report(Report::LeftCreated(left)));
+                }
                 if let Some(restore) = self.rollout.as_mut().and_then(|r| r.restore.as_mut()) {
                     restore.classes = Some(classes);
                 }
@@ -1195,10 +1245,10 @@ impl Engine {
                 .collect(),
         };
         let reached = r.reached();
-        let mut lanes = [None; 3];
+        let mut lanes = [None; 2];
         if let Some(first) = RESTORE_ORDER.iter().position(|u| reached[u.index()] > 0) {
             let u = RESTORE_ORDER[first];
-            lanes = [Some((first as u8, reached[u.index()])); 3];
+            lanes = [Some((first as u8, reached[u.index()])); 2];
         }
         r.restore = Some(Restore {
             lanes,
@@ -1805,4 +1855,27 @@ fn next_window_open(policy: &Policy, now: Time) -> Option<Time> {
             let (d, m) = t.weekday_and_minute();
             policy.window_open(d, m)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restore_of_the_release_with_a_delete_lane_drops_it() {
+        let before: Restore = serde_json::from_value(serde_json::json!(
+            {"lanes": [[0, 5], [1, 7], [1, 9]], "issued": [2, 1, 8, 9]}
+        ))
+        .unwrap();
+        assert_eq!(before.lanes, [Some((0, 5)), Some((1, 9))]);
+        assert_eq!(before.issued, Some((1, 1, 8, 9)));
+        let undoing_a_create: Restore = serde_json::from_value(serde_json::json!(
+            {"lanes": [null, [1, 7], null], "issued": [1, 1, 6, 7]}
+        ))
+        .unwrap();
+        assert_eq!(undoing_a_create.issued, None);
+        let now: Restore = serde_json::from_value(serde_json::to_value(&before).unwrap()).unwrap();
+        assert_eq!(now, before);
+        assert!(serde_json::from_value::<Restore>(serde_json::json!({"lanes": [null]})).is_err());
+    }
 }

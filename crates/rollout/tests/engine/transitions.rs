@@ -410,10 +410,10 @@ fn a_trip_restores_everything_started_then_reverts_then_is_restored() {
 }
 
 #[test]
-fn undoing_creates_waits_for_the_delete_budget_and_the_revert_does_not() {
+fn a_trip_leaves_what_the_rollout_created_and_reinstalls_wait_for_their_budget() {
     let mut p = policy(&[(Amount::Percent(100.0), 0, false)], 3);
     p.budgets = vec![BudgetLimit {
-        class: BudgetClass::MachineDelete,
+        class: BudgetClass::MachineReinstall,
         limit: 1,
         window: Duration::from_secs(3200),
     }];
@@ -426,17 +426,25 @@ fn undoing_creates_waits_for_the_delete_budget_and_the_revert_does_not() {
         T0,
     );
     assert!(fx.contains(&Effect::PrepareRestore));
-    // The fleet's first rollout: the three were created, so undoing them deletes them.
+    // m-000 was created by the rollout; m-001 and m-002 were reinstalled.
     let mut plan = RestorePlan::default();
-    plan.classes[Universe::Machines.index()] = vec![RestoreClass::UndoCreate; 3];
+    plan.classes[Universe::Machines.index()] = vec![
+        RestoreClass::LeaveCreated,
+        RestoreClass::UndoReinstall,
+        RestoreClass::UndoReinstall,
+    ];
     let fx = engine.step(Event::RestorePlan(plan), T0);
+    assert!(
+        fx.contains(&Effect::Report(Report::LeftCreated(1))),
+        "{fx:?}"
+    );
     let restores: Vec<&Effect> = fx
         .iter()
         .filter(|e| matches!(e, Effect::Restore(_)))
         .collect();
     assert_eq!(restores, [&Effect::Restore(vec![id("m-002")])], "{fx:?}");
     let fx = engine.step(Event::Restored(vec![(id("m-002"), Ok(()))]), T0);
-    // The revert does not wait for the budget; the other restores do.
+    // The revert does not wait for the budget; the other reinstall's undo does.
     assert!(
         fx.iter().any(|e| matches!(e, Effect::Revert { .. })),
         "{fx:?}"
@@ -451,6 +459,13 @@ fn undoing_creates_waits_for_the_delete_budget_and_the_revert_does_not() {
     assert!(matches!(phase(&engine), Phase::Tripped { .. }));
     let fx = engine.step(Event::Tick, room);
     assert!(fx.contains(&Effect::Restore(vec![id("m-001")])), "{fx:?}");
+    // The created one is never asked for.
+    let fx = engine.step(Event::Restored(vec![(id("m-001"), Ok(()))]), room);
+    assert!(
+        !fx.iter()
+            .any(|e| matches!(e, Effect::Restore(ids) if ids.contains(&id("m-000")))),
+        "{fx:?}"
+    );
 }
 
 #[test]
