@@ -2,9 +2,9 @@
 //! start the rollout — or say why not. Also the resume of a persisted rollout, which renders
 //! and plans its commit again.
 
-use endstate_core::{FleetObject, Kind, ObjectRef};
-use endstate_rollout::diff::{self, Op};
-use endstate_rollout::plan::{Inputs, Plan, Seq};
+use endstate_core::{FleetObject, ObjectRef};
+use endstate_rollout::diff::Op;
+use endstate_rollout::plan::{Inputs, Plan};
 use endstate_rollout::policy::Policy;
 use endstate_rollout::rollout::Start;
 use endstate_rollout::{Engine, Event, Live};
@@ -152,18 +152,15 @@ impl<L: Live, C: Clock> Controller<L, C> {
         self.perform(effects).await
     }
 
-    /// The commit a resumed rollout deletes the dropped objects of, rendered when it deletes.
+    /// The commit a resumed rollout started from, rendered: the objects it deletes, and the
+    /// fields it removes, are found in it.
     fn resumed_base(
         &mut self,
         resumable: &endstate_rollout::rollout::Resumable,
     ) -> Result<Option<Desired>, Error> {
-        let deletes = self
-            .engine
-            .rollout()
-            .is_some_and(|r| r.stages().iter().any(|s| s.seq == Seq::Deletes));
         match &resumable.base {
-            Some(base) if deletes => Ok(Some(self.render(base).map_err(Error::State)?)),
-            _ => Ok(None),
+            Some(base) => Ok(Some(self.render(base).map_err(Error::State)?)),
+            None => Ok(None),
         }
     }
 
@@ -199,18 +196,9 @@ impl<L: Live, C: Clock> Controller<L, C> {
             Err(why) => return self.refuse(Refusal::InvalidCommit(why), new_head).await,
         };
         let live = self.live.snapshot().await?;
-        // What the commit drops is deleted: the base is the commit the fleet was at, rendered
-        // only when some object the fleet owns is not in the commit.
-        let drops = live.iter().any(|o| {
-            o.kind() != Kind::RolloutPolicy
-                && diff::owned_by(o, &self.config.fleet)
-                && desired.get(&o.id()).is_none()
-        });
-        let base_commit = self
-            .record
-            .last_applied
-            .clone()
-            .filter(|b| drops && *b != head);
+        // The base is the commit the fleet was at: what the head drops from it is deleted, and
+        // a field it set that the head no longer sets is removed (see `diff::owned_same`).
+        let base_commit = self.record.last_applied.clone().filter(|b| *b != head);
         let base = match &base_commit {
             Some(b) => self.render(b).ok(),
             None => None,

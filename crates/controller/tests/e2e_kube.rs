@@ -466,3 +466,102 @@ async fn the_fleet_object_stays_small_as_the_fleet_grows() {
         "the Fleet object grew from {small} bytes (500 Machines) to {large} (2000)"
     );
 }
+
+/// Runs the controller until idle, within two minutes.
+async fn idle(controller: &mut Controller<KubeLive, WallClock>) -> Outcome {
+    tokio::time::timeout(Duration::from_secs(120), controller.run_until_idle())
+        .await
+        .expect("idle in time")
+        .unwrap()
+}
+
+/// `kubectl patch machine NAME --type=merge -p PATCH` as a user would run it (manager
+/// `kubectl-patch`).
+fn kubectl_patch(server: &TestServer, ns: &str, name: &str, patch: &str) {
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(server.kubeconfig())
+        .args([
+            "-n",
+            ns,
+            "patch",
+            "machine",
+            name,
+            "--type=merge",
+            "-p",
+            patch,
+        ])
+        .output()
+        .expect("kubectl is the client a user would use and must be installed");
+    assert!(
+        out.status.success(),
+        "kubectl patch: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_field_another_manager_owns_is_left_and_one_git_sets_is_taken_back_once() {
+    let server = TestServer::shared();
+    let world = World::new(server, "owned", 3, POLICY, &[]).await;
+    let (client, ns, repo) = (&world.client, &world.ns, &world.repo);
+    let mut controller = world
+        .controller(server.config().await, Settings::new(ns.clone(), "f"))
+        .await;
+    let head = repo.set_agent("agent-1.0", "Pin the agent");
+    let outcome = idle(&mut controller).await;
+    assert_eq!(
+        outcome,
+        Outcome::Converged {
+            commit: head.clone()
+        }
+    );
+    let api = Api::<Machine>::namespaced(client.clone(), ns);
+
+    // A field Git does not set, set by another manager: three reconciles, no write.
+    kubectl_patch(server, ns, "m-000", r#"{"spec":{"unschedulable":true}}"#);
+    for round in 0..3 {
+        let before = controller.tally().writes;
+        let applies = controller.live().stats().applied;
+        let outcome = idle(&mut controller).await;
+        assert_eq!(
+            outcome,
+            Outcome::Converged {
+                commit: head.clone()
+            }
+        );
+        assert_eq!(controller.tally().writes, before, "round {round} wrote");
+        assert_eq!(
+            controller.live().stats().applied,
+            applies,
+            "round {round} applied"
+        );
+    }
+    assert_eq!(
+        api.get("m-000").await.unwrap().spec.unschedulable,
+        Some(true),
+        "the other manager's field stays"
+    );
+
+    // A field Git sets, changed by another manager: one write takes it back, then none.
+    kubectl_patch(server, ns, "m-001", r#"{"spec":{"hostname":"drifted"}}"#);
+    let before = controller.tally().writes;
+    let outcome = idle(&mut controller).await;
+    assert_eq!(
+        outcome,
+        Outcome::Converged {
+            commit: head.clone()
+        }
+    );
+    assert_eq!(controller.tally().writes, before + 1);
+    assert_eq!(api.get("m-001").await.unwrap().spec.hostname, "m-001");
+    let after = controller.tally().writes;
+    let outcome = idle(&mut controller).await;
+    assert_eq!(outcome, Outcome::Converged { commit: head });
+    assert_eq!(controller.tally().writes, after);
+    assert_eq!(
+        api.get("m-000").await.unwrap().spec.unschedulable,
+        Some(true)
+    );
+    world.agent.abort();
+}

@@ -727,3 +727,92 @@ async fn a_delete_stuck_on_its_finalizer_fails_its_gate_and_trips_the_breaker() 
         "{text}"
     );
 }
+
+/// The live Machine `name`.
+fn machine(live: &SimLive, name: &str) -> endstate_api::Machine {
+    match live
+        .lock()
+        .get(&endstate_core::ObjectRef::new("Machine", "", name))
+    {
+        Some(FleetObject::Machine(m)) => (**m).clone(),
+        other => panic!("{name}: {other:?}"),
+    }
+}
+
+/// Another client's write to one Machine's spec, as `kubectl patch` would make it.
+fn patch_spec(live: &SimLive, name: &str, patch: impl FnOnce(&mut endstate_api::MachineSpec)) {
+    let mut m = machine(live, name);
+    patch(&mut m.spec);
+    m.metadata.resource_version = None;
+    live.lock().update(&FleetObject::from(m)).unwrap();
+}
+
+#[tokio::test]
+async fn a_field_another_manager_set_is_not_drift_and_one_git_sets_is_taken_back_once() {
+    let mut h = harness("ownership", 6, WAVES, &[]);
+    let head = h.converged_at_head().await;
+
+    // Not in Git: another manager's; no reconcile writes.
+    patch_spec(&h.live, "m-000", |s| s.unschedulable = Some(true));
+    for _ in 0..3 {
+        let before = h.controller.tally().writes;
+        let outcome = h.controller.run_until_idle().await.unwrap();
+        assert_eq!(
+            outcome,
+            Outcome::Converged {
+                commit: head.clone()
+            }
+        );
+        assert_eq!(h.controller.tally().writes, before, "{}", h.lines.text());
+    }
+    let m = machine(&h.live, "m-000");
+    assert_eq!(
+        m.spec.unschedulable,
+        Some(true),
+        "the other manager's field stays"
+    );
+
+    // In Git: drift; one write takes it back, then nothing.
+    patch_spec(&h.live, "m-001", |s| s.hostname = "drifted".into());
+    let writes = |h: &Harness| h.controller.tally().writes;
+    let before = writes(&h);
+    h.controller.run_until_idle().await.unwrap();
+    assert_eq!(writes(&h), before + 1, "{}", h.lines.text());
+    let again = writes(&h);
+    h.controller.run_until_idle().await.unwrap();
+    assert_eq!(writes(&h), again);
+    let m = machine(&h.live, "m-001");
+    assert_eq!(m.spec.hostname, "m-001");
+    // The apply that took `hostname` back left m-000's other field alone too.
+    let m = machine(&h.live, "m-000");
+    assert_eq!(m.spec.unschedulable, Some(true));
+}
+
+#[tokio::test]
+async fn a_field_removed_from_git_is_removed_from_the_fleet() {
+    let mut h = harness("removed-field", 3, WAVES, &[]);
+    h.converged_at_head().await;
+    // Git sets a field, then a later commit removes it: endstate's apply removes it too.
+    let machines = std::fs::read_to_string(h.repo.work.join("base/machines.yaml")).unwrap();
+    h.repo.write(
+        "base/machines.yaml",
+        &machines.replace(
+            "  hostname: m-002\n",
+            "  hostname: m-002\n  unschedulable: true\n",
+        ),
+    );
+    let cordoned = commit_and_push(&h.repo.work, "Cordon m-002");
+    let outcome = h.controller.run_until_idle().await.unwrap();
+    assert_eq!(outcome, Outcome::Converged { commit: cordoned });
+    h.repo.write("base/machines.yaml", &machines);
+    let uncordoned = commit_and_push(&h.repo.work, "Uncordon m-002");
+    let outcome = h.controller.run_until_idle().await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Converged { commit: uncordoned },
+        "{}",
+        h.lines.text()
+    );
+    let m = machine(&h.live, "m-002");
+    assert_eq!(m.spec.unschedulable, None, "{}", h.lines.text());
+}

@@ -245,6 +245,34 @@ impl FleetObject {
         }
     }
 
+    /// The spec as JSON.
+    pub fn spec_value(&self) -> serde_json::Value {
+        let value = match self {
+            FleetObject::MachinePackageVersion(o) => serde_json::to_value(&o.spec),
+            FleetObject::ClusterPackageVersion(o) => serde_json::to_value(&o.spec),
+            FleetObject::Cluster(o) => serde_json::to_value(&o.spec),
+            FleetObject::Machine(o) => serde_json::to_value(&o.spec),
+            FleetObject::RolloutPolicy(o) => serde_json::to_value(&o.spec),
+        };
+        value.unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Gives this object the spec `value` (as JSON); fails, changing nothing, when it is not
+    /// a spec of the object's kind.
+    pub fn set_spec_value(&mut self, value: serde_json::Value) -> Result<(), String> {
+        fn parse<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
+            serde_json::from_value(value).map_err(|e| format!("not a valid spec: {e}"))
+        }
+        match self {
+            FleetObject::MachinePackageVersion(o) => Arc::make_mut(o).spec = parse(value)?,
+            FleetObject::ClusterPackageVersion(o) => Arc::make_mut(o).spec = parse(value)?,
+            FleetObject::Cluster(o) => Arc::make_mut(o).spec = parse(value)?,
+            FleetObject::Machine(o) => Arc::make_mut(o).spec = parse(value)?,
+            FleetObject::RolloutPolicy(o) => Arc::make_mut(o).spec = parse(value)?,
+        }
+        Ok(())
+    }
+
     /// Whether the object reports a status (Machines and Clusters do).
     pub fn has_status(&self) -> bool {
         match self {

@@ -1,10 +1,12 @@
 //! Desired against live: what must change, and how it reads in a review.
 //!
-//! Only what endstate sets is compared: the spec, and the labels and annotations the desired
-//! object carries. Status and everything the server owns (`resourceVersion`, `uid`,
-//! `generation`, timestamps, `managedFields`) never make a difference, and labels other
-//! tools add are theirs. A fleet whose live state matches its commit yields an empty change
-//! set, so a no-op reconcile writes nothing.
+//! Only what endstate owns is compared, as server-side apply sees it: the fields of the spec,
+//! labels and annotations the desired object sets, and those the commit endstate applied last
+//! set and the desired object no longer does (an apply removes them). A field another manager
+//! set and Git does not is theirs: it is no drift, and never makes a write. Status and
+//! everything the server owns (`resourceVersion`, `uid`, `generation`, timestamps,
+//! `managedFields`) never make a difference. A fleet whose live state matches its commit yields
+//! an empty change set, so a no-op reconcile writes nothing.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -39,12 +41,17 @@ impl Op {
     }
 }
 
-/// What changes for `want` against the live object `have`, if anything.
-pub fn op(want: &FleetObject, have: Option<&FleetObject>) -> Option<Op> {
+/// What changes for `want` against the live object `have`, if anything; `last` is the object
+/// as the commit endstate applied last rendered it, when known.
+pub fn op(
+    want: &FleetObject,
+    have: Option<&FleetObject>,
+    last: Option<&FleetObject>,
+) -> Option<Op> {
     let Some(have) = have else {
         return Some(Op::Create);
     };
-    if same(want, have) {
+    if owned_same(want, have, last) {
         return None;
     }
     Some(match (want, have) {
@@ -74,6 +81,53 @@ fn subset(
     want.into_iter()
         .flatten()
         .all(|(k, v)| have.and_then(|h| h.get(k)) == Some(v))
+}
+
+/// Whether applying `want` would change nothing endstate owns in `have`: every field `want`
+/// sets has its value there, and no field `last` set and `want` no longer does is still there.
+/// Fields no applied commit set are another manager's.
+pub fn owned_same(want: &FleetObject, have: &FleetObject, last: Option<&FleetObject>) -> bool {
+    let spec = want.same_spec(have) || {
+        let last = last.map(FleetObject::spec_value);
+        owned_value(&want.spec_value(), &have.spec_value(), last.as_ref())
+    };
+    let keys = |want: Option<&BTreeMap<String, String>>,
+                have: Option<&BTreeMap<String, String>>,
+                last: Option<&BTreeMap<String, String>>| {
+        subset(want, have)
+            && last.into_iter().flatten().all(|(k, _)| {
+                want.is_some_and(|w| w.contains_key(k)) || !have.is_some_and(|h| h.contains_key(k))
+            })
+    };
+    let (w, h, l) = (want.meta(), have.meta(), last.map(FleetObject::meta));
+    spec && keys(
+        w.labels.as_ref(),
+        h.labels.as_ref(),
+        l.and_then(|l| l.labels.as_ref()),
+    ) && keys(
+        w.annotations.as_ref(),
+        h.annotations.as_ref(),
+        l.and_then(|l| l.annotations.as_ref()),
+    )
+}
+
+/// [`owned_same`] on JSON: maps are compared key by key (as server-side apply merges them),
+/// anything else whole.
+fn owned_value(want: &Value, have: &Value, last: Option<&Value>) -> bool {
+    match (want, have) {
+        (Value::Object(w), Value::Object(h)) => {
+            w.iter().all(|(k, wv)| match h.get(k) {
+                Some(hv) => owned_value(wv, hv, last.and_then(|l| l.get(k))),
+                None => wv.is_null(),
+            }) && last
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| !w.contains_key(*k))
+                .all(|(k, _)| h.get(k).is_none_or(Value::is_null))
+        }
+        (w, h) => w == h,
+    }
 }
 
 /// Whether the object carries the fleet's ownership label: only such objects are pruned.

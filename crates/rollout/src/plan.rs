@@ -304,6 +304,11 @@ impl Plan {
             orphans,
         } = inputs;
         let live_by: HashMap<Key<'_>, &FleetObject> = live.iter().map(|o| (key(o), o)).collect();
+        // What the commit applied last set: a field it set and this commit no longer does is
+        // removed by the apply, so it is a change; any other field not in Git is not endstate's.
+        let last_by: HashMap<Key<'_>, &FleetObject> =
+            base.into_iter().flatten().map(|o| (key(o), o)).collect();
+        let last = |want: &FleetObject| last_by.get(&key(want)).copied();
         let desired: Vec<&FleetObject> = desired
             .iter()
             .filter(|o| o.kind() != Kind::RolloutPolicy)
@@ -389,7 +394,7 @@ impl Plan {
         let mut package_ops = Vec::with_capacity(packages.len());
         for want in &packages {
             let have = live_by.get(&key(want)).copied();
-            let op = diff::op(want, have);
+            let op = diff::op(want, have, last(want));
             if op == Some(Op::Update)
                 && let Some(have) = have
                 && !want.same_spec(have)
@@ -407,7 +412,8 @@ impl Plan {
             objects
                 .iter()
                 .map(|want| {
-                    diff::op(want, live_by.get(&key(want)).copied()).filter(|op| seq.takes(*op))
+                    diff::op(want, live_by.get(&key(want)).copied(), last(want))
+                        .filter(|op| seq.takes(*op))
                 })
                 .collect()
         };

@@ -74,8 +74,8 @@ pub struct Engine {
 pub(crate) struct Rollout {
     pub commit: String,
     pub last_good: Option<String>,
-    /// The commit the fleet was at when the rollout was planned: its objects the commit drops
-    /// are the delete sequence.
+    /// The commit the fleet was at when the rollout was planned: what the commit drops from
+    /// it is the delete sequence, and fields it set that the commit no longer sets are removed.
     pub base: Option<String>,
     pub orphans: Vec<ObjectRef>,
     pub stages: Vec<StageSpec>,
@@ -599,7 +599,8 @@ pub struct Start {
     pub commit: String,
     /// The last good commit, what a trip restores.
     pub last_good: Option<String>,
-    /// The commit the fleet was at (the plan's base for deletes).
+    /// The commit the fleet was at (the plan's base: what it drops is deleted, and fields it set
+    /// that the commit no longer sets are removed).
     pub base: Option<String>,
     /// The plan.
     pub plan: Plan,
@@ -612,7 +613,7 @@ pub struct Start {
 pub struct Resumable {
     /// The commit to render and plan.
     pub commit: String,
-    /// The base commit whose dropped objects are the deletes.
+    /// The base commit: its dropped objects are the deletes, its dropped fields are removed.
     pub base: Option<String>,
     /// The orphans the delete sequence covers.
     pub orphans: Vec<ObjectRef>,

@@ -20,6 +20,7 @@ use endstate_api::{ClusterStatus, MachineStatus, ObjectMeta};
 use endstate_core::{FleetObject, Kind, ObjectRef};
 use endstate_rollout::{LiveError, Time};
 use serde::Serialize;
+use serde_json::Value;
 
 use crate::seed;
 
@@ -101,6 +102,10 @@ struct Entry {
     /// Label and annotation keys the applier set last time (its managed fields).
     owned_labels: BTreeSet<String>,
     owned_annotations: BTreeSet<String>,
+    /// Spec fields (paths through maps) other writers set by update and the applier has not
+    /// set since: an apply that does not set them leaves them, as server-side apply leaves
+    /// another manager's fields. Usually empty.
+    foreign: BTreeMap<Vec<String>, Value>,
 }
 
 /// The object store. See the module documentation for its semantics.
@@ -235,6 +240,7 @@ impl Store {
                     object,
                     owned_labels: desired_labels.into_keys().collect(),
                     owned_annotations: desired_annotations.into_keys().collect(),
+                    foreign: BTreeMap::new(),
                 },
             );
             self.counters.creates += 1;
@@ -255,10 +261,28 @@ impl Store {
             desired_annotations.clone(),
         );
         meta.annotations = annotations;
-        let spec_changed = !next.same_spec(desired);
-        if spec_changed {
-            next.copy_spec_from(desired);
-        }
+        let spec_changed = if entry.foreign.is_empty() {
+            let changed = !next.same_spec(desired);
+            if changed {
+                next.copy_spec_from(desired);
+            }
+            changed
+        } else {
+            // The applier's fields, plus the foreign ones it does not set; a foreign field it
+            // sets is its own again.
+            let mut spec = desired.spec_value();
+            entry.foreign.retain(|path, value| {
+                let theirs = lookup(&spec, path).is_none();
+                if theirs {
+                    insert(&mut spec, path, value.clone());
+                }
+                theirs
+            });
+            let before = next.spec_value();
+            next.set_spec_value(spec)
+                .map_err(|why| LiveError::Fatal(format!("{}: {why}", desired.id())))?;
+            next.spec_value() != before
+        };
         entry.owned_labels = desired_labels.into_keys().collect();
         entry.owned_annotations = desired_annotations.into_keys().collect();
         if next == entry.object {
@@ -300,6 +324,18 @@ impl Store {
         meta.labels = object.meta().labels.clone().filter(|m| !m.is_empty());
         meta.annotations = object.meta().annotations.clone().filter(|m| !m.is_empty());
         let spec_changed = !next.same_spec(object);
+        let changes = if spec_changed {
+            let mut changes = Vec::new();
+            changed_leaves(
+                &next.spec_value(),
+                &object.spec_value(),
+                &mut Vec::new(),
+                &mut changes,
+            );
+            changes
+        } else {
+            Vec::new()
+        };
         next.copy_spec_from(object);
         if next == entry.object {
             let live = &entry.object;
@@ -312,6 +348,14 @@ impl Store {
             });
         }
         self.counters.updates += 1;
+        if let Some(entry) = self.kinds[kind].get_mut(&name) {
+            for (path, value) in changes {
+                match value {
+                    Some(value) => entry.foreign.insert(path, value),
+                    None => entry.foreign.remove(&path),
+                };
+            }
+        }
         Ok(self.commit(kind, &name, next, spec_changed))
     }
 
@@ -610,6 +654,61 @@ fn merge_owned(
 /// `metadata.generation` (0 when unset).
 pub(crate) fn generation_of(meta: &ObjectMeta) -> i64 {
     meta.generation.unwrap_or_default()
+}
+
+/// The value at `path` (keys through maps), if there is one.
+fn lookup<'a>(value: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter()
+        .try_fold(value, |v, k| v.get(k))
+        .filter(|v| !v.is_null())
+}
+
+/// Sets the value at `path`, making the maps on the way.
+fn insert(value: &mut Value, path: &[String], leaf: Value) {
+    let Some((last, through)) = path.split_last() else {
+        return;
+    };
+    let mut at = value;
+    for k in through {
+        if !at.is_object() {
+            *at = Value::Object(serde_json::Map::new());
+        }
+        at = at
+            .as_object_mut()
+            .expect("a map")
+            .entry(k.clone())
+            .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    }
+    if let Some(map) = at.as_object_mut() {
+        map.insert(last.clone(), leaf);
+    }
+}
+
+/// The fields (paths through maps; anything else is one field) that differ from `old` to
+/// `new`: the new value, or `None` where `new` has none.
+fn changed_leaves(
+    old: &Value,
+    new: &Value,
+    at: &mut Vec<String>,
+    out: &mut Vec<(Vec<String>, Option<Value>)>,
+) {
+    match (old, new) {
+        (Value::Object(o), Value::Object(n)) => {
+            let keys: BTreeSet<&String> = o.keys().chain(n.keys()).collect();
+            for k in keys {
+                at.push(k.clone());
+                changed_leaves(
+                    o.get(k).unwrap_or(&Value::Null),
+                    n.get(k).unwrap_or(&Value::Null),
+                    at,
+                    out,
+                );
+                at.pop();
+            }
+        }
+        (o, n) if o != n => out.push((at.clone(), (!n.is_null()).then(|| n.clone()))),
+        _ => {}
+    }
 }
 
 #[cfg(test)]
