@@ -87,10 +87,20 @@ fn subset(
 /// sets has its value there, and no field `last` set and `want` no longer does is still there.
 /// Fields no applied commit set are another manager's.
 pub fn owned_same(want: &FleetObject, have: &FleetObject, last: Option<&FleetObject>) -> bool {
-    let spec = want.same_spec(have) || {
-        let last = last.map(FleetObject::spec_value);
-        owned_value(&want.spec_value(), &have.spec_value(), last.as_ref())
-    };
+    let spec = want.same_spec(have)
+        || match (want, have, last) {
+            (FleetObject::Machine(w), FleetObject::Machine(h), last) => {
+                let last = match last {
+                    Some(FleetObject::Machine(l)) => Some(&l.spec),
+                    _ => None,
+                };
+                owned_machine(&w.spec, &h.spec, last)
+            }
+            _ => {
+                let last = last.map(FleetObject::spec_value);
+                owned_value(&want.spec_value(), &have.spec_value(), last.as_ref())
+            }
+        };
     let keys = |want: Option<&BTreeMap<String, String>>,
                 have: Option<&BTreeMap<String, String>>,
                 last: Option<&BTreeMap<String, String>>| {
@@ -109,6 +119,62 @@ pub fn owned_same(want: &FleetObject, have: &FleetObject, last: Option<&FleetObj
         h.annotations.as_ref(),
         l.and_then(|l| l.annotations.as_ref()),
     )
+}
+
+/// [`owned_same`] on a Machine's spec, field by field without going through JSON (every
+/// Machine of a fleet-wide upgrade comes here): the same rules as [`owned_value`].
+fn owned_machine(
+    want: &endstate_api::MachineSpec,
+    have: &endstate_api::MachineSpec,
+    last: Option<&endstate_api::MachineSpec>,
+) -> bool {
+    fn optional<T: PartialEq>(
+        want: &Option<T>,
+        have: &Option<T>,
+        last: Option<&Option<T>>,
+    ) -> bool {
+        match want {
+            Some(_) => want == have,
+            None => last.is_none_or(Option::is_none) || have.is_none(),
+        }
+    }
+    // Destructured, so that a new field cannot be forgotten here.
+    let endstate_api::MachineSpec {
+        cluster,
+        ip,
+        hostname,
+        idc,
+        packages,
+        readiness_gates,
+        unschedulable,
+        os_generation,
+    } = want;
+    *cluster == have.cluster
+        && *ip == have.ip
+        && *hostname == have.hostname
+        && *idc == have.idc
+        && packages
+            .iter()
+            .all(|(k, v)| have.packages.get(k) == Some(v))
+        && last
+            .into_iter()
+            .flat_map(|l| l.packages.keys())
+            .all(|k| packages.contains_key(k) || !have.packages.contains_key(k))
+        && optional(
+            readiness_gates,
+            &have.readiness_gates,
+            last.map(|l| &l.readiness_gates),
+        )
+        && optional(
+            unschedulable,
+            &have.unschedulable,
+            last.map(|l| &l.unschedulable),
+        )
+        && optional(
+            os_generation,
+            &have.os_generation,
+            last.map(|l| &l.os_generation),
+        )
 }
 
 /// [`owned_same`] on JSON: maps are compared key by key (as server-side apply merges them),
@@ -236,4 +302,50 @@ pub fn unified(before: Option<&FleetObject>, after: Option<&FleetObject>) -> Str
         .context_radius(3)
         .header(&format!("live/{name}"), &format!("git/{name}"))
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use endstate_api::MachineSpec;
+
+    fn spec(packages: &[(&str, &str)], unschedulable: Option<bool>) -> MachineSpec {
+        let mut spec: MachineSpec = serde_json::from_value(serde_json::json!({
+            "cluster": "c", "ip": "10.0.0.1", "hostname": "h", "idc": "a", "packages": {}
+        }))
+        .unwrap();
+        for (k, v) in packages {
+            spec.packages.insert((*k).to_owned(), (*v).to_owned());
+        }
+        spec.unschedulable = unschedulable;
+        spec
+    }
+
+    #[test]
+    fn the_machine_fast_path_agrees_with_the_json_rules() {
+        let specs = [
+            spec(&[("kubelet", "1")], None),
+            spec(&[("kubelet", "2")], None),
+            spec(&[("kubelet", "1"), ("agent", "1")], None),
+            spec(&[("kubelet", "1")], Some(true)),
+            spec(&[("kubelet", "1")], Some(false)),
+            spec(&[], None),
+        ];
+        let json = |s: &MachineSpec| serde_json::to_value(s).unwrap();
+        for want in &specs {
+            for have in &specs {
+                for last in specs.iter().map(Some).chain([None]) {
+                    assert_eq!(
+                        owned_machine(want, have, last),
+                        owned_value(&json(want), &json(have), last.map(json).as_ref()),
+                        "want {want:?} have {have:?} last {last:?}"
+                    );
+                }
+            }
+        }
+        // Another manager's field is not a difference; one the last commit set is.
+        let (plain, cordoned) = (&specs[0], &specs[3]);
+        assert!(owned_machine(plain, cordoned, Some(plain)));
+        assert!(!owned_machine(plain, cordoned, Some(cordoned)));
+    }
 }
