@@ -137,6 +137,8 @@ pub struct Controller<L: Live, C: Clock> {
     pub(crate) before: Option<Desired>,
     /// The live objects at plan time, kept only when there is no last good commit to restore.
     pub(crate) first_live: Option<Desired>,
+    /// The Machines last reported held back by a failed Cluster (reported again on change).
+    pub(crate) held: Vec<(endstate_core::ObjectRef, usize)>,
     /// The status last saved, serialised, to skip saves that would change nothing.
     pub(crate) saved: Option<String>,
     pub(crate) saved_at: Time,
@@ -187,6 +189,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
             desired: None,
             before: None,
             first_live: None,
+            held: Vec::new(),
             saved: None,
             saved_at: Time::ZERO,
             next_fetch: Time::ZERO,

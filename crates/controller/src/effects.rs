@@ -194,10 +194,11 @@ impl<L: Live, C: Clock> Controller<L, C> {
                 self.tally.trip_to_restored = None;
                 self.tally.trip_to_revert = None;
             }
-            Report::Completed { .. } => {
+            Report::Completed { held, .. } => {
                 self.tally.completed += 1;
-                self.record.finished(commit, "Succeeded", changed, now);
-                self.mark(commit, true);
+                let result = if *held == 0 { "Succeeded" } else { "Held" };
+                self.record.finished(commit, result, changed, now);
+                self.mark(commit, *held == 0);
                 self.first_live = None;
             }
             Report::Superseded(_) => {

@@ -229,12 +229,25 @@ impl<L: Live, C: Clock> Controller<L, C> {
             return self.refuse(refusal, true).await;
         }
         self.record.stalled = None;
+        if plan.held != self.held && !plan.held.is_empty() {
+            let held: Vec<String> = plan
+                .held
+                .iter()
+                .map(|(cluster, n)| format!("{n} on {cluster}"))
+                .collect();
+            self.say(&format!(
+                "Machines held back, their Cluster reports Failed: {}",
+                held.join(", ")
+            ));
+        }
+        self.held = plan.held.clone();
         if plan.is_empty() {
             self.tally.noops += 1;
             if new_head || self.record.last_applied.as_deref() != Some(head.as_str()) {
                 self.say(&format!("{} is in sync: nothing to write", short(&head)));
             }
-            let good = self.engine.breaker().is_none();
+            // Held-back Machines are not at the head: it is not a good commit.
+            let good = self.engine.breaker().is_none() && plan.held.is_empty();
             self.mark(&head, good);
             return self.flush().await.map(|()| None);
         }

@@ -55,7 +55,15 @@ pub fn describe(report: &Report) -> String {
         Report::Restored { unrestored } => {
             format!("restore done; {unrestored} objects could not be restored")
         }
-        Report::Completed { changed } => format!("rollout complete: {changed} objects changed"),
+        Report::Completed { changed, held: 0 } => {
+            format!("rollout complete: {changed} objects changed")
+        }
+        Report::Completed { changed, held } => format!(
+            "rollout done: {changed} objects changed, {held} Machines held back by a failed Cluster (the commit is not marked good)"
+        ),
+        Report::Held { cluster, first } => format!(
+            "{cluster} failed its gate: its Machines are skipped, not rolled out (the first is {first})"
+        ),
         Report::Superseded(by) => format!("superseded by {}", short(by)),
     }
 }

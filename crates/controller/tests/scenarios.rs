@@ -816,3 +816,59 @@ async fn a_field_removed_from_git_is_removed_from_the_fleet() {
     let m = machine(&h.live, "m-002");
     assert_eq!(m.spec.unschedulable, None, "{}", h.lines.text());
 }
+
+#[tokio::test]
+async fn machines_of_a_cluster_whose_upgrade_failed_are_held_back_not_rolled_out() {
+    // The breaker tolerates a few failures, so it does not trip on the Cluster alone.
+    let policy = format!("{WAVES}  breaker:\n    maxFailures: 5\n");
+    let mut h = harness("held", 6, &policy, &["cluster=c1,rate=1"]);
+    h.converged_at_head().await;
+    // One commit upgrades the control plane and the Machines' agent.
+    let packages = std::fs::read_to_string(h.repo.work.join("base/packages.yaml")).unwrap();
+    let k8s2 = "---\napiVersion: fleet.endstate.dev/v1alpha1\nkind: ClusterPackageVersion\nmetadata:\n  name: k8s-2\nspec:\n  version: \"2\"\n  etcd:\n    image: etcd:2\n  apiserver:\n    image: apiserver:2\n  controllerManager:\n    image: cm:2\n  scheduler:\n    image: sched:2\n";
+    h.repo.write(
+        "base/packages.yaml",
+        &format!(
+            "{}{k8s2}",
+            packages.replace("packageVersion: k8s-1", "packageVersion: k8s-2")
+        ),
+    );
+    h.repo
+        .set_agent("agent-2.0", "Upgrade the control plane and the agent");
+    let before = h.live.lock().counters().applies;
+    h.controller.run_until_idle().await.unwrap();
+    let text = h.lines.text();
+    assert!(text.contains("Cluster/fleet/c1 failed"), "{text}");
+    assert!(
+        text.contains("its Machines are skipped, not rolled out"),
+        "{text}"
+    );
+    assert!(
+        text.contains("6 Machines held back by a failed Cluster"),
+        "{text}"
+    );
+    assert!(
+        h.agents().iter().all(|(want, _)| want == "agent-1.0"),
+        "no Machine of c1 was written: {:?}",
+        h.agents()
+    );
+    // The package version and the Cluster were written; no Machine.
+    assert_eq!(h.live.lock().counters().applies - before, 2, "{text}");
+
+    // Later reconciles keep them held while the Cluster reports Failed.
+    let before = h.live.lock().counters().applies;
+    h.controller.run_until_idle().await.unwrap();
+    assert_eq!(
+        h.live.lock().counters().applies,
+        before,
+        "{}",
+        h.lines.text()
+    );
+    assert!(
+        h.lines
+            .text()
+            .contains("Machines held back, their Cluster reports Failed: 6 on Cluster/fleet/c1"),
+        "{}",
+        h.lines.text()
+    );
+}

@@ -234,6 +234,7 @@ fn rollout(r: PersistedRollout) -> Result<Rollout, StateError> {
         healthy: Positions::new(),
         revert_asked: false,
         regating: false,
+        held: Default::default(),
         settled: 0,
     })
 }

@@ -174,6 +174,9 @@ impl Order {
 pub struct Plan {
     orders: [Arc<Order>; 4],
     ops: [Vec<Option<Op>>; 5],
+    /// Per position of the Machines universe: its Cluster's position in the Clusters
+    /// universe ([`NO_CLUSTER`] when the commit has none of that name).
+    machine_cluster: Vec<u32>,
     /// Package versions whose spec changes while live objects use them: refused.
     pub immutable: Vec<ObjectRef>,
     /// Objects removed from Git that stay because they are annotated `prune: disabled`.
@@ -182,6 +185,9 @@ pub struct Plan {
     pub orphans: Vec<ObjectRef>,
     /// Live orphans beyond [`MAX_ORPHANS`], left for a later rollout.
     pub orphans_left: usize,
+    /// Machines with changes that are not started because their live Cluster reports
+    /// `Failed`: per Cluster, how many.
+    pub held: Vec<(ObjectRef, usize)>,
     /// Scopes the commit would delete more of than the policy's floor allows (see
     /// [`Prune`](crate::policy::Prune)): the rollout is refused before anything is written.
     pub mass_deletes: Vec<MassDelete>,
@@ -190,6 +196,9 @@ pub struct Plan {
     /// known. The engine starts nothing at or past it until handed a whole plan.
     known: Option<(Seq, u32)>,
 }
+
+/// The cluster position of a Machine whose Cluster the commit does not render.
+pub const NO_CLUSTER: u32 = u32::MAX;
 
 /// A scope a commit would delete too much of.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -385,9 +394,22 @@ impl Plan {
             Arc::new(Order::new(deletes)),
         ];
 
+        let machine_cluster = machines
+            .iter()
+            .map(|m| match m {
+                FleetObject::Machine(m) => {
+                    let ns = m.metadata.namespace.as_deref().unwrap_or_default();
+                    orders[1]
+                        .position(&ObjectRef::new(Kind::Cluster, ns, &m.spec.cluster))
+                        .unwrap_or(NO_CLUSTER)
+                }
+                _ => NO_CLUSTER,
+            })
+            .collect();
         let mut plan = Plan {
             orphans,
             orphans_left,
+            machine_cluster,
             ..Plan::default()
         };
         let mut in_use = None;
@@ -408,12 +430,48 @@ impl Plan {
             }
             package_ops.push(op);
         }
-        let ops = |objects: &[&FleetObject], seq: Seq| -> Vec<Option<Op>> {
+        let cluster_ops: Vec<Option<Op>> = clusters
+            .iter()
+            .map(|want| diff::op(want, live_by.get(&key(want)).copied(), last(want)))
+            .collect();
+        let changing: std::collections::HashSet<&str> = clusters
+            .iter()
+            .zip(&cluster_ops)
+            .filter(|(_, op)| op.is_some())
+            .map(|(c, _)| c.name())
+            .collect();
+        // A Machine whose live Cluster reports `Failed` for its generation, and that the commit
+        // does not change (the engine holds the Machines of a Cluster whose change fails), is
+        // not started: it waits for the Cluster to be fixed (counted per Cluster, reported).
+        let failed_cluster = |want: &FleetObject| -> Option<&FleetObject> {
+            let FleetObject::Machine(m) = want else {
+                return None;
+            };
+            if changing.contains(m.spec.cluster.as_str()) {
+                return None;
+            }
+            let cluster = live_by
+                .get(&(Kind::Cluster, m.spec.cluster.as_str()))
+                .copied()?;
+            let generation = cluster.meta().generation.unwrap_or(0);
+            matches!(
+                crate::health::assess(Some(cluster), generation),
+                crate::health::Health::Failed(_)
+            )
+            .then_some(cluster)
+        };
+        let mut held: BTreeMap<ObjectRef, usize> = BTreeMap::new();
+        let mut machine_ops = |objects: &[&FleetObject], seq: Seq| -> Vec<Option<Op>> {
             objects
                 .iter()
                 .map(|want| {
-                    diff::op(want, live_by.get(&key(want)).copied(), last(want))
-                        .filter(|op| seq.takes(*op))
+                    let op = diff::op(want, live_by.get(&key(want)).copied(), last(want))
+                        .filter(|op| seq.takes(*op))?;
+                    if let Some(cluster) = failed_cluster(want) {
+                        *held.entry(cluster.id()).or_default() += 1;
+                        return None;
+                    }
+                    Some(op)
                 })
                 .collect()
         };
@@ -434,11 +492,12 @@ impl Plan {
         plan.mass_deletes = mass_deletes(live, fleet, &orders[3].ids, &delete_ops, policy);
         plan.ops = [
             package_ops,
-            ops(&clusters, Seq::Clusters),
-            ops(&machines, Seq::Machines),
-            ops(&machines, Seq::Reinstalls),
+            cluster_ops,
+            machine_ops(&machines, Seq::Machines),
+            machine_ops(&machines, Seq::Reinstalls),
             delete_ops,
         ];
+        plan.held = held.into_iter().collect();
         plan.orders = orders;
         plan
     }
@@ -470,6 +529,18 @@ impl Plan {
     /// The order of a universe.
     pub fn order(&self, universe: Universe) -> &Order {
         &self.orders[universe.index()]
+    }
+
+    /// The position in the Clusters universe of the Cluster of the Machine at `position` of
+    /// `seq` (Machines and reinstalls), when the commit renders it.
+    pub fn cluster_of(&self, seq: Seq, position: u32) -> Option<u32> {
+        if !matches!(seq, Seq::Machines | Seq::Reinstalls) {
+            return None;
+        }
+        self.machine_cluster
+            .get(position as usize)
+            .copied()
+            .filter(|c| *c != NO_CLUSTER)
     }
 
     /// The op at `position` of `seq`, `None` when the object is in sync (or, in a partial

@@ -102,6 +102,8 @@ pub(crate) struct Rollout {
     pub regating: bool,
     /// Changes of the current stage that settled (for progress; counted again on resume).
     pub settled: u32,
+    /// Machines held back by a failed Cluster.
+    pub held: Held,
 }
 
 /// The changes in flight in the current stage.
@@ -563,6 +565,14 @@ pub enum Report {
     /// A trip leaves this many objects the rollout created in place (see
     /// [`RestoreClass::LeaveCreated`]).
     LeftCreated(usize),
+    /// The Machines of a Cluster whose change failed its gate in this rollout are skipped,
+    /// not rolled out (the first of them named).
+    Held {
+        /// The Cluster.
+        cluster: ObjectRef,
+        /// The first Machine held back.
+        first: ObjectRef,
+    },
     /// Everything a trip could do is done: restored (and the revert answered).
     Restored {
         /// Restores that failed.
@@ -572,6 +582,9 @@ pub enum Report {
     Completed {
         /// Objects changed.
         changed: u32,
+        /// Machines held back because their Cluster failed in the rollout: the fleet is not
+        /// at the commit, so it is not a good commit.
+        held: u32,
     },
     /// A newer commit took over.
     Superseded(String),
@@ -809,6 +822,7 @@ impl Engine {
             healthy: Positions::new(),
             revert_asked: false,
             regating: false,
+            held: Held::default(),
             settled: 0,
         });
         let mut fx = vec![Effect::Persist];
@@ -1545,8 +1559,15 @@ impl Engine {
         // whole plan comes.
         let known = plan.known_until(stage.seq).min(end);
         let aborting = r.superseded_by.is_some() && r.policy.abort_on_new_commit;
-        // Skip what is in sync: no spend, no write.
-        while r.cursor < known && plan.op(stage.seq, r.cursor).is_none() {
+        // Skip what is in sync, and Machines whose Cluster failed its gate in this rollout: no
+        // spend, no write.
+        while r.cursor < known
+            && (plan.op(stage.seq, r.cursor).is_none()
+                || held(plan, &r.failures, stage.seq, r.cursor).is_some())
+        {
+            if let Some(cluster) = held(plan, &r.failures, stage.seq, r.cursor) {
+                hold(&mut r.held, plan, stage.seq, r.cursor, cluster, fx);
+            }
             r.cursor += 1;
         }
         if r.cursor >= known && known < end && !aborting {
@@ -1601,6 +1622,11 @@ impl Engine {
                 r.cursor += 1;
                 continue;
             };
+            if let Some(cluster) = held(plan, &r.failures, stage.seq, p) {
+                hold(&mut r.held, plan, stage.seq, p, cluster, fx);
+                r.cursor += 1;
+                continue;
+            }
             let id = plan.id(stage.seq, p);
             let class = plan::class(id.fleet_kind(), op);
             let spent = class.map_or(0, |c| spends.get(&c).copied().unwrap_or(0)) as usize;
@@ -1676,7 +1702,8 @@ impl Engine {
         if r.stage + 1 >= r.stages.len() {
             r.phase = Phase::Completed;
             fx.push(Effect::Report(Report::Completed {
-                changed: r.changed(),
+                changed: r.changed().saturating_sub(r.held.machines),
+                held: r.held.machines,
             }));
             return;
         }
@@ -1837,6 +1864,39 @@ impl Rollout {
 fn bucket_up(now: Time, timeout: Duration) -> Time {
     let width = (timeout.as_millis() as i64 / FLIGHT_BUCKETS as i64).max(1);
     Time((now.millis() + width - 1).div_euclid(width) * width)
+}
+
+/// The Clusters-universe position of the failed Cluster that holds back the Machine at `p` of
+/// `seq`, if one does: a Machine is never started on a Cluster whose change in the same
+/// rollout failed its gate.
+fn held(plan: &Plan, failures: &Failures, seq: Seq, p: u32) -> Option<u32> {
+    let cluster = plan.cluster_of(seq, p)?;
+    failures
+        .positions
+        .get(&Universe::Clusters)?
+        .contains(cluster)
+        .then_some(cluster)
+}
+
+/// Counts a held-back Machine, and reports its Cluster the first time.
+fn hold(held: &mut Held, plan: &Plan, seq: Seq, p: u32, cluster: u32, fx: &mut Vec<Effect>) {
+    held.machines += 1;
+    if held.clusters.insert(cluster) {
+        fx.push(Effect::Report(Report::Held {
+            cluster: plan.order(Universe::Clusters).id(cluster).clone(),
+            first: plan.id(seq, p).clone(),
+        }));
+    }
+}
+
+/// Machines held back because their Cluster failed (in memory: recomputed on resume from the
+/// persisted failures, as the positions past the cursor are).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Held {
+    /// Machines skipped.
+    pub machines: u32,
+    /// The Clusters reported.
+    pub clusters: std::collections::BTreeSet<u32>,
 }
 
 fn write_effect(seq: Seq, ids: Vec<ObjectRef>) -> Effect {
