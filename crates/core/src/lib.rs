@@ -4,6 +4,8 @@
 //! validation here are deterministic functions of a repository's content.
 
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod object;
 pub mod policy;
 pub mod render;

@@ -258,14 +258,7 @@ pub(crate) fn check_references(
     let mut clusters: HashSet<(&str, &str), Fast> = HashSet::default();
     let mut policies: BTreeMap<&str, usize> = BTreeMap::new();
     fn ns(o: &FleetObject) -> &str {
-        match o {
-            FleetObject::MachinePackageVersion(x) => x.metadata.namespace.as_deref(),
-            FleetObject::ClusterPackageVersion(x) => x.metadata.namespace.as_deref(),
-            FleetObject::Cluster(x) => x.metadata.namespace.as_deref(),
-            FleetObject::Machine(x) => x.metadata.namespace.as_deref(),
-            FleetObject::RolloutPolicy(x) => x.metadata.namespace.as_deref(),
-        }
-        .unwrap_or_default()
+        o.meta().namespace.as_deref().unwrap_or_default()
     }
     for o in objects {
         let name = o.object.meta().name.as_deref().unwrap_or_default();
