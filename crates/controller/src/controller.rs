@@ -313,6 +313,13 @@ impl<L: Live, C: Clock> Controller<L, C> {
             self.next_fetch = self.clock.now() + retry;
         }
         self.observe().await?;
+        if self
+            .engine
+            .rollout()
+            .is_some_and(|r| matches!(r.phase(), Phase::Baking { .. }))
+        {
+            crate::crash::point("baking");
+        }
         if until_idle && let Some(outcome) = self.idle_outcome(refused).await? {
             return Ok(Some(outcome));
         }

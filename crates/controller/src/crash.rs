@@ -11,6 +11,8 @@
 //! | `status-saved` | a status save returned |
 //! | `apply-issued` | a batch of applies admitted (and saved) is about to be sent |
 //! | `apply-returned` | the batch's applies returned, before the engine hears of them |
+//! | `baking` | a turn of the loop while a wave bakes |
+//! | `restore-issued` | a batch of restores (after a trip) is about to be sent |
 //! | `revert-push` | the revert is about to be pushed |
 //!
 //! Before it kills itself the process writes `crash point NAME reached (pass N)` to stderr,

@@ -383,6 +383,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
             }
         }
         drop(live);
+        crate::crash::point("restore-issued");
         let applied = self.live.apply(&applies).await;
         out.extend(
             applies

@@ -19,7 +19,7 @@ const MACHINES: usize = 24;
 
 pub fn write_fleet(work: &Path, agent: &str) {
     let mut base = String::new();
-    for v in ["1.0", "2.0"] {
+    for v in ["1.0", "2.0", "3.0"] {
         base.push_str(&format!(
             "---\napiVersion: fleet.endstate.dev/v1alpha1\nkind: MachinePackageVersion\nmetadata:\n  name: agent-{v}\nspec:\n  packageName: agent\n  version: \"{v}\"\n  install:\n    url: https://pkg.example/agent-{v}.rpm\n    sha256: {}\n",
             "cd".repeat(32)
@@ -36,7 +36,7 @@ pub fn write_fleet(work: &Path, agent: &str) {
     // 48 machine-update operations per hour: the 24 creates and the 24 updates, not one more.
     std::fs::write(
         work.join("policy.yaml"),
-        "apiVersion: fleet.endstate.dev/v1alpha1\nkind: RolloutPolicy\nmetadata:\n  name: p\nspec:\n  machines:\n    waves:\n    - size: 1\n    - size: 25%\n    - size: 50%\n    - size: 100%\n    spreadBy: idc\n    maxUnavailable: 2\n  clusters:\n    waves:\n    - size: 100%\n  gates:\n    timeout: 60s\n  budgets:\n  - class: machine-update\n    limit: 48\n    window: 1h\n",
+        "apiVersion: fleet.endstate.dev/v1alpha1\nkind: RolloutPolicy\nmetadata:\n  name: p\nspec:\n  machines:\n    waves:\n    - size: 1\n    - size: 25%\n      bake: 3s\n    - size: 50%\n    - size: 100%\n    spreadBy: idc\n    maxUnavailable: 2\n  clusters:\n    waves:\n    - size: 100%\n  gates:\n    timeout: 60s\n  budgets:\n  - class: machine-update\n    limit: 48\n    window: 1h\n",
     )
     .unwrap();
     std::fs::write(
@@ -111,6 +111,11 @@ struct Setup {
 
 impl Setup {
     fn new(name: &str) -> (Setup, String) {
+        Setup::with_faults(name, Faults::none())
+    }
+
+    /// [`Setup::new`], with sim-agent failing Machines as `faults` say.
+    fn with_faults(name: &str, faults: Faults) -> (Setup, String) {
         let (runtime, client, ns) = kube_namespace(name);
         let server = TestServer::shared();
         let (dir, remote, work) = remote_and_clone(name);
@@ -131,7 +136,7 @@ impl Setup {
             .unwrap();
         let agent = runtime.spawn(endstate_agent::run(
             client.clone(),
-            AgentConfig::fixed(ns.clone(), Duration::from_millis(400), Faults::none()),
+            AgentConfig::fixed(ns.clone(), Duration::from_millis(400), faults),
         ));
         let setup = Setup {
             runtime,
@@ -346,4 +351,133 @@ fn a_kill_between_an_apply_and_the_next_save_spends_once_and_gates_the_object() 
     assert!(log.contains("resuming the rollout"), "{log}");
     assert!(!log.contains("failed:"), "a re-gated object failed: {log}");
     setup.converged_with_spends("agent-2.0", 2 * MACHINES as i64, &second);
+}
+
+/// The waves a run's log says it started (`wave 2 machines/wave-2: starting`).
+fn started_waves(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains(": starting "))
+        .filter_map(|l| {
+            let at = l.find("wave ")?;
+            Some(l[at..].split(':').next()?.to_owned())
+        })
+        .collect()
+}
+
+/// The spends of `machine-update` the Fleet status records.
+fn machine_update_spends(status: &endstate_api::FleetStatus) -> i64 {
+    status
+        .budgets
+        .iter()
+        .flatten()
+        .find(|b| b.class == "machine-update")
+        .map_or(0, |b| b.spent)
+}
+
+/// The fault matrix, for a good upgrade: the run is killed at the named crash point, from its
+/// log is checked that it stopped there, and the restarted run finishes the rollout without
+/// starting a wave again and with each change's budget spent once (the budget allows exactly
+/// the creates and the updates: a spend counted twice would stall it).
+fn crash_during_an_upgrade(name: &str, point: &str) {
+    let (setup, _) = Setup::new(name);
+    write_fleet(&setup.work, "agent-2.0");
+    let second = setup.commit("Upgrade the agent");
+    let mut run = setup.run("crash.log", &[("ENDSTATE_CRASH_AT", point)]);
+    let code = wait(&mut run, Duration::from_secs(120));
+    let crashed = setup.log("crash.log");
+    let (at, pass) = point.split_once(':').unwrap();
+    assert_eq!(code, -1, "killed by a signal: {crashed}");
+    assert!(
+        crashed.contains(&format!("crash point {at} reached (pass {pass})")),
+        "{crashed}"
+    );
+    let mut run = setup.run("after.log", &[]);
+    let code = wait(&mut run, Duration::from_secs(120));
+    let after = setup.log("after.log");
+    assert_eq!(code, 0, "{after}");
+    assert!(after.contains("resuming the rollout"), "{after}");
+    let before: Vec<String> = started_waves(&crashed);
+    for wave in started_waves(&after) {
+        assert!(
+            !before.contains(&wave),
+            "{wave} started again after the kill at {point}:\n{crashed}\n---\n{after}"
+        );
+    }
+    assert!(!after.contains("failed:"), "a re-gated object failed: {after}");
+    setup.converged_with_spends("agent-2.0", 2 * MACHINES as i64, &second);
+}
+
+#[test]
+fn a_kill_after_a_batch_of_applies_is_issued_resumes_once() {
+    crash_during_an_upgrade("crash-issued", "apply-issued:2");
+}
+
+#[test]
+fn a_kill_after_a_status_save_resumes_once() {
+    crash_during_an_upgrade("crash-saved", "status-saved:4");
+}
+
+#[test]
+fn a_kill_during_a_bake_resumes_once() {
+    crash_during_an_upgrade("crash-bake", "baking:1");
+}
+
+/// The fault matrix, for a bad upgrade that trips the breaker: killed during the restore, or
+/// just before the revert is pushed, the restarted run finishes the restore, pushes one
+/// revert, and spends nothing more.
+fn crash_after_a_trip(name: &str, point: &str) {
+    let faults = Faults::parse(&["package=agent-3.0,rate=1".to_owned()]).unwrap();
+    let (setup, _) = Setup::with_faults(name, faults);
+    write_fleet(&setup.work, "agent-3.0");
+    let bad = setup.commit("Upgrade the agent to a bad build");
+    let mut run = setup.run("crash.log", &[("ENDSTATE_CRASH_AT", point)]);
+    let code = wait(&mut run, Duration::from_secs(120));
+    let crashed = setup.log("crash.log");
+    let (at, pass) = point.split_once(':').unwrap();
+    assert_eq!(code, -1, "killed by a signal: {crashed}");
+    assert!(
+        crashed.contains(&format!("crash point {at} reached (pass {pass})")),
+        "{crashed}"
+    );
+    assert!(crashed.contains("BREAKER TRIPPED"), "{crashed}");
+    let spent = machine_update_spends(&setup.status());
+    let mut run = setup.run("after.log", &[]);
+    let code = wait(&mut run, Duration::from_secs(120));
+    let after = setup.log("after.log");
+    assert_eq!(code, 3, "tripped: {after}");
+    assert!(!after.contains(": starting "), "no wave starts after a trip: {after}");
+    let status = setup.status();
+    assert_eq!(machine_update_spends(&status), spent, "{after}");
+    // Every Machine is back at the good version.
+    let machines = setup
+        .runtime
+        .block_on(
+            Api::<Machine>::namespaced(setup.client.clone(), &setup.ns).list(&Default::default()),
+        )
+        .unwrap()
+        .items;
+    assert!(
+        machines.iter().all(|m| m.spec.packages["agent"] == "agent-1.0"),
+        "{after}"
+    );
+    // One revert on the remote, of the bad commit.
+    let log = git(
+        &setup.dir.join("remote.git"),
+        &["log", "--format=%B", "main"],
+    );
+    assert_eq!(
+        log.matches(&format!("Endstate-Revert-Of: {bad}")).count(),
+        1,
+        "{log}"
+    );
+}
+
+#[test]
+fn a_kill_during_the_restore_finishes_it_and_reverts_once() {
+    crash_after_a_trip("crash-restore", "restore-issued:1");
+}
+
+#[test]
+fn a_kill_before_the_revert_push_pushes_it_once() {
+    crash_after_a_trip("crash-revert", "revert-push:1");
 }
