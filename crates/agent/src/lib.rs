@@ -19,7 +19,7 @@ use endstate_api::{Cluster, ClusterPackageVersion, Machine, MachinePackageVersio
 use endstate_rollout::Time;
 use endstate_sim::operator::{self, Context};
 use endstate_sim::{Faults, OperatorConfig};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -201,11 +201,21 @@ async fn operate<K: Operated>(
         .default_backoff()
         .applied_objects()
         .boxed();
-    while let Some(object) = events.try_next().await.map_err(|source| Error::Watch {
-        kind: K::KIND,
-        namespace: ns.clone(),
-        source,
-    })? {
+    // A watch error (the API server restarting, a watch expiring) is retried with backoff by
+    // the watcher, which lists again: the operator logs it and goes on.
+    while let Some(event) = events.next().await {
+        let object = match event {
+            Ok(object) => object,
+            Err(source) => {
+                let err = Error::Watch {
+                    kind: K::KIND,
+                    namespace: ns.clone(),
+                    source,
+                };
+                tracing::warn!(%err, "watch failed; retrying");
+                continue;
+            }
+        };
         let generation = object.meta().generation.unwrap_or(1);
         let cx = Context {
             seed: config.seed,
@@ -291,11 +301,22 @@ async fn schedule<K: Operated>(
                 continue;
             }
             let patch = json!({ "status": with_messages(status) });
-            if let Err(err) = api
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                tracing::warn!(object = %name, generation, %err, "writing the status failed");
+            // An operator keeps reporting until the server takes it (an API server or etcd
+            // restarting, say); a newer generation aborts this task, a deleted object ends it.
+            let mut delay = Duration::from_millis(100);
+            loop {
+                match api
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(kube::Error::Api(status)) if status.code == 404 => return,
+                    Err(err) => {
+                        tracing::warn!(object = %name, generation, %err, "writing the status failed; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(2));
+                    }
+                }
             }
         }
     });

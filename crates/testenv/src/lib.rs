@@ -109,7 +109,29 @@ pub struct TestServer {
     url: String,
     etcd: Child,
     apiserver: Child,
+    /// How each was started (program, arguments, log), to start it again the same way.
+    etcd_command: Launch,
+    apiserver_command: Launch,
     watchdog: Option<(Child, ChildStdin)>,
+}
+
+/// A process's program, arguments and log file.
+#[derive(Clone, Debug)]
+struct Launch {
+    program: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl Launch {
+    fn spawn(&self) -> Result<Child, String> {
+        Command::new(&self.program)
+            .args(&self.args)
+            .stdout(log_file(&self.log)?)
+            .stderr(log_file(&self.log)?)
+            .spawn()
+            .map_err(|err| format!("cannot run {}: {err}", self.program.display()))
+    }
 }
 
 impl TestServer {
@@ -166,51 +188,45 @@ impl TestServer {
 
         let [etcd_client, etcd_peer, secure_port] = free_ports()?;
         let etcd_log = dir.join("etcd.log");
-        let etcd = Command::new(&binaries.etcd)
-            .arg(format!("--data-dir={}", dir.join("etcd").display()))
-            .arg("--name=endstate-test")
-            .arg(format!(
-                "--listen-client-urls=http://127.0.0.1:{etcd_client}"
-            ))
-            .arg(format!(
-                "--advertise-client-urls=http://127.0.0.1:{etcd_client}"
-            ))
-            .arg(format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"))
-            .arg(format!(
-                "--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"
-            ))
-            .arg(format!(
-                "--initial-cluster=endstate-test=http://127.0.0.1:{etcd_peer}"
-            ))
-            .arg("--log-level=warn")
-            .stdout(log_file(&etcd_log)?)
-            .stderr(log_file(&etcd_log)?)
-            .spawn()
-            .map_err(|err| format!("cannot run {}: {err}", binaries.etcd.display()))?;
+        let etcd_command = Launch {
+            program: binaries.etcd.clone(),
+            args: vec![
+                format!("--data-dir={}", dir.join("etcd").display()),
+                "--name=endstate-test".to_owned(),
+                format!("--listen-client-urls=http://127.0.0.1:{etcd_client}"),
+                format!("--advertise-client-urls=http://127.0.0.1:{etcd_client}"),
+                format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"),
+                format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"),
+                format!("--initial-cluster=endstate-test=http://127.0.0.1:{etcd_peer}"),
+                "--log-level=warn".to_owned(),
+            ],
+            log: etcd_log.clone(),
+        };
+        let etcd = etcd_command.spawn()?;
 
         let apiserver_log = dir.join("kube-apiserver.log");
-        let apiserver = Command::new(&binaries.apiserver)
-            .arg(format!("--etcd-servers=http://127.0.0.1:{etcd_client}"))
-            .arg("--bind-address=127.0.0.1")
-            .arg(format!("--secure-port={secure_port}"))
-            .arg("--insecure-port=0")
-            .arg(format!("--cert-dir={}", cert_dir.display()))
-            .arg(format!("--token-auth-file={}", tokens.display()))
-            .arg("--authorization-mode=RBAC")
-            .arg("--service-account-issuer=https://kubernetes.default.svc")
-            .arg(format!("--service-account-key-file={}", sa_key.display()))
-            .arg(format!(
-                "--service-account-signing-key-file={}",
-                sa_key.display()
-            ))
-            .arg("--service-cluster-ip-range=10.0.0.0/24")
-            .arg("--endpoint-reconciler-type=none")
-            .arg("--v=0")
-            .args(&options.apiserver_args)
-            .stdout(log_file(&apiserver_log)?)
-            .stderr(log_file(&apiserver_log)?)
-            .spawn()
-            .map_err(|err| format!("cannot run {}: {err}", binaries.apiserver.display()))?;
+        let mut args = vec![
+            format!("--etcd-servers=http://127.0.0.1:{etcd_client}"),
+            "--bind-address=127.0.0.1".to_owned(),
+            format!("--secure-port={secure_port}"),
+            "--insecure-port=0".to_owned(),
+            format!("--cert-dir={}", cert_dir.display()),
+            format!("--token-auth-file={}", tokens.display()),
+            "--authorization-mode=RBAC".to_owned(),
+            "--service-account-issuer=https://kubernetes.default.svc".to_owned(),
+            format!("--service-account-key-file={}", sa_key.display()),
+            format!("--service-account-signing-key-file={}", sa_key.display()),
+            "--service-cluster-ip-range=10.0.0.0/24".to_owned(),
+            "--endpoint-reconciler-type=none".to_owned(),
+            "--v=0".to_owned(),
+        ];
+        args.extend(options.apiserver_args.iter().cloned());
+        let apiserver_command = Launch {
+            program: binaries.apiserver.clone(),
+            args,
+            log: apiserver_log.clone(),
+        };
+        let apiserver = apiserver_command.spawn()?;
 
         let watchdog = watchdog(&[etcd.id(), apiserver.id()], &dir);
         let url = format!("https://127.0.0.1:{secure_port}");
@@ -223,6 +239,8 @@ impl TestServer {
             url,
             etcd,
             apiserver,
+            etcd_command,
+            apiserver_command,
             watchdog,
         };
         // The serving certificate is generated at start-up; the kubeconfig trusts it.
@@ -314,6 +332,32 @@ impl TestServer {
     }
 
     /// Polls `/readyz` until it answers `ok`.
+    /// Kills etcd (SIGKILL) and starts it again on the same ports and data, as a crashed
+    /// member restarted by its supervisor; returns once the API server answers again.
+    pub fn restart_etcd(&mut self) -> Result<(), String> {
+        restart(&mut self.etcd, &self.etcd_command)?;
+        self.rewatch();
+        self.wait_ready()
+    }
+
+    /// Kills kube-apiserver (SIGKILL) and starts it again on the same port, certificates and
+    /// etcd; returns once it is ready. Clients see their connections and watches cut.
+    pub fn restart_apiserver(&mut self) -> Result<(), String> {
+        restart(&mut self.apiserver, &self.apiserver_command)?;
+        self.rewatch();
+        self.wait_ready()
+    }
+
+    /// A watchdog for the processes now running.
+    fn rewatch(&mut self) {
+        if let Some((mut old, stdin)) = self.watchdog.take() {
+            let _ = old.kill();
+            let _ = old.wait();
+            drop(stdin);
+        }
+        self.watchdog = watchdog(&[self.etcd.id(), self.apiserver.id()], &self.dir);
+    }
+
     fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
@@ -454,6 +498,13 @@ async fn readyz(kubeconfig: &Path) -> Result<(), String> {
 
 /// A shell that kills the servers and removes their directory once its stdin closes, which
 /// happens when this process exits, however it exits.
+fn restart(child: &mut Child, launch: &Launch) -> Result<(), String> {
+    let _ = child.kill();
+    let _ = child.wait();
+    *child = launch.spawn()?;
+    Ok(())
+}
+
 fn watchdog(pids: &[u32], dir: &Path) -> Option<(Child, ChildStdin)> {
     let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
     let script = format!(

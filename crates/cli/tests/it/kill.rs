@@ -13,7 +13,7 @@ use endstate_testenv::TestServer;
 use kube::Api;
 use kube::api::PostParams;
 
-use crate::support::{git, kube_namespace, remote_and_clone};
+use crate::support::{git, kube_namespace_on, remote_and_clone};
 
 const MACHINES: usize = 24;
 
@@ -100,6 +100,9 @@ pub fn wait(child: &mut Child, limit: Duration) -> i32 {
 /// A namespace whose Fleet follows a fresh repository, converged at its first commit, with
 /// sim-agent converging its Machines.
 struct Setup {
+    /// The server of its own, when the test has one (else the shared one).
+    server: Option<TestServer>,
+    kubeconfig: std::path::PathBuf,
     runtime: tokio::runtime::Runtime,
     client: kube::Client,
     ns: String,
@@ -116,8 +119,14 @@ impl Setup {
 
     /// [`Setup::new`], with sim-agent failing Machines as `faults` say.
     fn with_faults(name: &str, faults: Faults) -> (Setup, String) {
-        let (runtime, client, ns) = kube_namespace(name);
-        let server = TestServer::shared();
+        Setup::on(None, name, faults)
+    }
+
+    /// [`Setup::new`] on `own`, a server of the test's own, or the shared one.
+    fn on(own: Option<TestServer>, name: &str, faults: Faults) -> (Setup, String) {
+        let server = own.as_ref().unwrap_or_else(|| TestServer::shared());
+        let kubeconfig = server.kubeconfig().to_owned();
+        let (runtime, client, ns) = kube_namespace_on(server, name);
         let (dir, remote, work) = remote_and_clone(name);
         let state = dir.join("state");
         write_fleet(&work, "agent-1.0");
@@ -139,6 +148,8 @@ impl Setup {
             AgentConfig::fixed(ns.clone(), Duration::from_millis(400), faults),
         ));
         let setup = Setup {
+            server: own,
+            kubeconfig,
             runtime,
             client,
             ns,
@@ -156,7 +167,6 @@ impl Setup {
             "{}",
             setup.log("run-0.log")
         );
-        let _ = server;
         (setup, first)
     }
 
@@ -182,7 +192,7 @@ impl Setup {
 
     fn run(&self, log: &str, env: &[(&str, &str)]) -> Child {
         start_with(
-            TestServer::shared().kubeconfig(),
+            &self.kubeconfig,
             &self.ns,
             &self.state,
             &self.dir.join(log),
@@ -403,7 +413,10 @@ fn crash_during_an_upgrade(name: &str, point: &str) {
             "{wave} started again after the kill at {point}:\n{crashed}\n---\n{after}"
         );
     }
-    assert!(!after.contains("failed:"), "a re-gated object failed: {after}");
+    assert!(
+        !after.contains("failed:"),
+        "a re-gated object failed: {after}"
+    );
     setup.converged_with_spends("agent-2.0", 2 * MACHINES as i64, &second);
 }
 
@@ -445,7 +458,10 @@ fn crash_after_a_trip(name: &str, point: &str) {
     let code = wait(&mut run, Duration::from_secs(120));
     let after = setup.log("after.log");
     assert_eq!(code, 3, "tripped: {after}");
-    assert!(!after.contains(": starting "), "no wave starts after a trip: {after}");
+    assert!(
+        !after.contains(": starting "),
+        "no wave starts after a trip: {after}"
+    );
     let status = setup.status();
     assert_eq!(machine_update_spends(&status), spent, "{after}");
     // Every Machine is back at the good version.
@@ -457,7 +473,9 @@ fn crash_after_a_trip(name: &str, point: &str) {
         .unwrap()
         .items;
     assert!(
-        machines.iter().all(|m| m.spec.packages["agent"] == "agent-1.0"),
+        machines
+            .iter()
+            .all(|m| m.spec.packages["agent"] == "agent-1.0"),
         "{after}"
     );
     // One revert on the remote, of the bad commit.
@@ -480,4 +498,71 @@ fn a_kill_during_the_restore_finishes_it_and_reverts_once() {
 #[test]
 fn a_kill_before_the_revert_push_pushes_it_once() {
     crash_after_a_trip("crash-revert", "revert-push:1");
+}
+
+impl Setup {
+    /// Waits until the Fleet's rollout of `commit` is applying wave `wave` with changes in
+    /// flight, while `run` runs.
+    fn wait_for_wave(&self, run: &mut Child, log: &str, commit: &str, wave: i32) {
+        let fleets = Api::<Fleet>::namespaced(self.client.clone(), &self.ns);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "wave {wave} never started: {}",
+                self.log(log)
+            );
+            assert!(
+                run.try_wait().unwrap().is_none(),
+                "the run ended early: {}",
+                self.log(log)
+                    .lines()
+                    .filter(|l| !l.contains(" WARN ") && !l.contains(" ERROR kube_client"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            if let Ok(fleet) = self.runtime.block_on(fleets.get("f"))
+                && let Some(r) = fleet.status.unwrap_or_default().rollout
+                && r.commit == commit
+                && r.wave == wave
+                && r.phase == "Applying"
+                && r.in_flight.unwrap_or(0) > 0
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The API server killed and restarted in the middle of one wave, etcd in the middle of the
+/// next, on a server of the test's own: the run rides both out and finishes the rollout, with
+/// each change's budget spent once.
+#[test]
+fn a_restart_of_the_api_server_then_of_etcd_mid_wave_loses_nothing() {
+    let own = TestServer::start();
+    let (mut setup, _) = Setup::on(Some(own), "restarts", Faults::none());
+    write_fleet(&setup.work, "agent-2.0");
+    let second = setup.commit("Upgrade the agent");
+    let mut run = setup.run("run.log", &[]);
+    setup.wait_for_wave(&mut run, "run.log", &second, 2);
+    let server = setup.server.as_mut().unwrap();
+    server.restart_apiserver().expect("the API server restarts");
+    setup.wait_for_wave(&mut run, "run.log", &second, 3);
+    let server = setup.server.as_mut().unwrap();
+    server.restart_etcd().expect("etcd restarts");
+    let code = wait(&mut run, Duration::from_secs(180));
+    let log = setup.log("run.log");
+    assert_eq!(code, 0, "{log}");
+    for wave in ["wave 1 ", "wave 2 ", "wave 3 ", "wave 4 "] {
+        assert_eq!(
+            started_waves(&log)
+                .iter()
+                .filter(|w| w.starts_with(wave))
+                .count(),
+            1,
+            "{wave}started once: {log}"
+        );
+    }
+    setup.converged_with_spends("agent-2.0", 2 * MACHINES as i64, &second);
 }

@@ -91,13 +91,21 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
 /// A runtime, the shared test API server's client with the CRDs installed, and a fresh
 /// namespace `<prefix>-<pid>`.
 pub fn kube_namespace(prefix: &str) -> (tokio::runtime::Runtime, kube::Client, String) {
+    kube_namespace_on(endstate_testenv::TestServer::shared(), prefix)
+}
+
+/// [`kube_namespace`] on `server`.
+pub fn kube_namespace_on(
+    server: &endstate_testenv::TestServer,
+    prefix: &str,
+) -> (tokio::runtime::Runtime, kube::Client, String) {
     use endstate_api::k8s_openapi::api::core::v1::Namespace;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let client = runtime.block_on(endstate_testenv::TestServer::shared().client());
+    let client = runtime.block_on(server.client());
     runtime
         .block_on(endstate_kube::install_crds(
             &client,
