@@ -112,6 +112,7 @@ pub struct TestServer {
     /// How each was started (program, arguments, log), to start it again the same way.
     etcd_command: Launch,
     apiserver_command: Launch,
+    etcd_client: u16,
     watchdog: Option<(Child, ChildStdin)>,
 }
 
@@ -241,6 +242,7 @@ impl TestServer {
             apiserver,
             etcd_command,
             apiserver_command,
+            etcd_client,
             watchdog,
         };
         // The serving certificate is generated at start-up; the kubeconfig trusts it.
@@ -346,6 +348,38 @@ impl TestServer {
         restart(&mut self.apiserver, &self.apiserver_command)?;
         self.rewatch();
         self.wait_ready()
+    }
+
+    /// Restarts kube-apiserver as [`TestServer::restart_apiserver`] does, compacting etcd's
+    /// history while it is down: a client's watch resumed from a resourceVersion older than the
+    /// compaction is answered `410 Gone` (with `--watch-cache=false`, from etcd itself), so
+    /// the client must list again.
+    pub fn restart_apiserver_compacting(&mut self) -> Result<(), String> {
+        let _ = self.apiserver.kill();
+        let _ = self.apiserver.wait();
+        self.compact_etcd()?;
+        self.apiserver = self.apiserver_command.spawn()?;
+        self.rewatch();
+        self.wait_ready()
+    }
+
+    /// Compacts etcd's history up to its current revision (through etcd's JSON gateway).
+    pub fn compact_etcd(&self) -> Result<u64, String> {
+        let range = etcd_post(
+            self.etcd_client,
+            "/v3/kv/range",
+            r#"{"key":"Lw==","limit":1}"#,
+        )?;
+        let revision = serde_json::from_str::<serde_json::Value>(&range)
+            .ok()
+            .and_then(|v| v["header"]["revision"].as_str()?.parse::<u64>().ok())
+            .ok_or_else(|| format!("no revision in etcd's answer: {range}"))?;
+        etcd_post(
+            self.etcd_client,
+            "/v3/kv/compaction",
+            &format!(r#"{{"revision":"{revision}","physical":true}}"#),
+        )?;
+        Ok(revision)
     }
 
     /// A watchdog for the processes now running.
@@ -498,6 +532,33 @@ async fn readyz(kubeconfig: &Path) -> Result<(), String> {
 
 /// A shell that kills the servers and removes their directory once its stdin closes, which
 /// happens when this process exits, however it exits.
+/// A POST of JSON to etcd's gateway on loopback; the body of a 200 answer.
+fn etcd_post(port: u16, path: &str, body: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))
+        .map_err(|err| format!("etcd on {port}: {err}"))?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .map_err(|err| format!("etcd {path}: {err}"))?;
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .map_err(|err| format!("etcd {path}: {err}"))?;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("etcd {path}: {answer}"));
+    }
+    // A chunked body carries its length first: the JSON is the part between the braces.
+    let json = match (body.find('{'), body.rfind('}')) {
+        (Some(a), Some(b)) if a < b => &body[a..=b],
+        _ => body,
+    };
+    Ok(json.to_owned())
+}
+
 fn restart(child: &mut Child, launch: &Launch) -> Result<(), String> {
     let _ = child.kill();
     let _ = child.wait();

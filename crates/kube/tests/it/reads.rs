@@ -91,3 +91,69 @@ async fn the_initial_list_is_paged_and_reads_send_nothing() {
         .collect();
     assert!(after.is_empty(), "reads sent requests: {after:#?}");
 }
+
+/// A watch resumed from a resourceVersion that etcd compacted away is answered 410 Gone: the
+/// cache lists again, says so in its change feed and its counter, and holds the fleet as the
+/// server does, changes made while it was away included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_watch_lists_again_and_loses_nothing() {
+    let mut server = tokio::task::spawn_blocking(|| {
+        TestServer::start_with(endstate_testenv::Options {
+            apiserver_args: vec!["--watch-cache=false".to_owned()],
+        })
+    })
+    .await
+    .unwrap();
+    let client = server.client().await;
+    endstate_kube::install_crds(&client, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    let ns = crate::support::namespace_on(&client, "expired").await;
+    let writer = live(&server, &ns).await;
+    let machines: Vec<FleetObject> = (0..5)
+        .map(|i| machine(&format!("m-{i}"), &format!("10.2.0.{i}"), "kubelet-1.27"))
+        .collect();
+    for result in writer.apply(&machines).await {
+        result.unwrap();
+    }
+    let backend = live(&server, &ns).await;
+    assert_eq!(backend.cached_len(), 5);
+    assert_eq!(backend.stats().relists, 0);
+    // The fleet's history moves on past what the Machine watch last saw (another namespace's
+    // objects), and is compacted while the API server is down.
+    for _ in 0..3 {
+        crate::support::namespace_on(&client, "elsewhere").await;
+    }
+    let server = tokio::task::spawn_blocking(move || {
+        server
+            .restart_apiserver_compacting()
+            .expect("the API server restarts");
+        server
+    })
+    .await
+    .unwrap();
+    // A change made after the restart reaches the cache, through the new list.
+    let writer = live(&server, &ns).await;
+    let changed = machine("m-0", "10.2.0.0", "kubelet-1.28");
+    writer.apply(std::slice::from_ref(&changed)).await[0]
+        .as_ref()
+        .unwrap();
+    crate::support::eventually(
+        "the cache relists",
+        std::time::Duration::from_secs(60),
+        async || backend.stats().relists > 0,
+    )
+    .await;
+    crate::support::eventually(
+        "the cache sees the change",
+        std::time::Duration::from_secs(30),
+        async || {
+            let got = backend.get(&[changed.id()]).await.unwrap();
+            got[0]
+                .as_ref()
+                .is_some_and(|o| crate::support::spec(o) == crate::support::spec(&changed))
+        },
+    )
+    .await;
+    assert_eq!(backend.cached_len(), 5);
+}
