@@ -2,6 +2,7 @@
 
 pub mod fleetgen;
 pub mod measure;
+pub mod rollout_repo;
 
 /// The allocator the `endstate` binary uses, so that the benchmarks measure the same thing.
 #[global_allocator]

@@ -17,7 +17,7 @@
 //! ./target/release/kube-loop-bench --machines 20000 [--kill]
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,7 +27,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use endstate_api::k8s_openapi::api::core::v1::Namespace;
 use endstate_api::{Fleet, Machine, MachineSpec};
-use endstate_bench::fleetgen;
+use endstate_bench::rollout_repo;
 use endstate_core::FleetObject;
 use endstate_kube::{KubeLive, Limits, Settings, install_crds};
 use endstate_rollout::Live;
@@ -142,81 +142,6 @@ async fn bare_ssa_rate(
     api.delete_collection(&DeleteParams::default(), &ListParams::default())
         .await?;
     Ok(n as f64 / elapsed.as_secs_f64())
-}
-
-fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
-    let status = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args([
-            "-c",
-            "user.name=bench",
-            "-c",
-            "user.email=bench@example.com",
-        ])
-        .args(args)
-        .stdout(Stdio::null())
-        .status()?;
-    if !status.success() {
-        bail!("git {args:?} failed");
-    }
-    Ok(())
-}
-
-/// The fleet repository, pushed to a bare remote; returns (work, remote).
-fn repository(dir: &Path, n: usize) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let _ = std::fs::remove_dir_all(dir);
-    let work = dir.join("work");
-    let remote = dir.join("remote.git");
-    fleetgen::generate(&work, fleetgen::Spec::machines(n))?;
-    std::fs::write(
-        work.join("overlays/prod/policy.yaml"),
-        "apiVersion: fleet.endstate.dev/v1alpha1\nkind: RolloutPolicy\nmetadata:\n  name: prod\nspec:\n  machines:\n    waves:\n    - size: 1\n    - size: 5%\n    - size: 25%\n    - size: 100%\n    spreadBy: idc\n    maxUnavailable: 10%\n  clusters:\n    waves:\n    - size: 100%\n    maxUnavailable: 100%\n  gates:\n    timeout: 30m\n",
-    )?;
-    Command::new("git")
-        .args(["init", "-q", "--bare", "-b", "main"])
-        .arg(&remote)
-        .status()?;
-    git(&work, &["init", "-q", "-b", "main"])?;
-    git(&work, &["add", "-A"])?;
-    git(&work, &["commit", "-q", "-m", "The fleet"])?;
-    git(
-        &work,
-        &[
-            "remote",
-            "add",
-            "origin",
-            &format!("file://{}", remote.display()),
-        ],
-    )?;
-    git(&work, &["push", "-q", "origin", "main"])?;
-    Ok((work, remote))
-}
-
-/// A fleet-wide kubelet upgrade, committed and pushed.
-fn upgrade(work: &Path) -> anyhow::Result<()> {
-    let packages = work.join("base/packages.yaml");
-    let mut text = std::fs::read_to_string(&packages)?;
-    text.push_str("---\napiVersion: fleet.endstate.dev/v1alpha1\nkind: MachinePackageVersion\nmetadata:\n  name: kubelet-1.29.1\nspec:\n  packageName: kubelet\n  version: \"1.29.1\"\n  install:\n    url: https://packages.example.internal/kubelet-1.29.1.rpm\n    sha256: 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n");
-    std::fs::write(&packages, text)?;
-    let overlay = work.join("overlays/prod/kustomization.yaml");
-    let text = std::fs::read_to_string(&overlay)?
-        .replace(
-            "    kind: Machine\n    labelSelector: fleet.endstate.dev/group=early\n",
-            "    kind: Machine\n",
-        )
-        .replace("kubelet: kubelet-1.28.4", "kubelet: kubelet-1.29.1");
-    std::fs::write(&overlay, text)?;
-    git(
-        work,
-        &[
-            "commit",
-            "-q",
-            "-am",
-            "Upgrade kubelet to 1.29.1 everywhere",
-        ],
-    )?;
-    git(work, &["push", "-q", "origin", "main"])
 }
 
 /// What the watches see.
@@ -361,7 +286,7 @@ async fn run(server: &TestServer, args: &Args, endstate: &Path) -> anyhow::Resul
     let bare = bare_ssa_rate(server, &client, reference, args.qps).await?;
 
     let dir = std::env::temp_dir().join(format!("endstate-kube-loop-bench-{n}"));
-    let (work, remote) = repository(&dir, n)?;
+    let (work, remote) = rollout_repo::create(&dir, n)?;
     namespace(&client, NS).await?;
     let fleet: Fleet = serde_json::from_value(serde_json::json!({
         "apiVersion": "fleet.endstate.dev/v1alpha1", "kind": "Fleet",
@@ -437,7 +362,7 @@ async fn run(server: &TestServer, args: &Args, endstate: &Path) -> anyhow::Resul
 
     if args.kill {
         watch_machines(client.clone(), seen.clone());
-        upgrade(&work)?;
+        rollout_repo::upgrade(&work)?;
         seen.writes
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -14,13 +14,12 @@
 //! The same on a real API server with `sim-agent` converging the Machines is
 //! `kube-loop-bench` (see docs/benchmarks.md).
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Parser;
-use endstate_bench::{fleetgen, measure};
+use endstate_bench::{measure, rollout_repo};
 use endstate_controller::{Config, Controller, Outcome, Recorder, SimClock};
 use endstate_git::{History, RenderCache, Source, SourceConfig};
 use endstate_sim::{SimConfig, SimFleet, SimLive};
@@ -68,81 +67,11 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
-    let status = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args([
-            "-c",
-            "user.name=bench",
-            "-c",
-            "user.email=bench@example.com",
-        ])
-        .args(args)
-        .status()?;
-    if !status.success() {
-        bail!("git {args:?} failed");
-    }
-    Ok(())
-}
-
-/// The repository: the generated fleet (kubelet 1.27.9 on half, 1.28.4 on the other half),
-/// the policy of the benchmark, then a commit moving every Machine to kubelet 1.29.1.
-fn repository(dir: &Path, n: usize) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
-    let _ = std::fs::remove_dir_all(dir);
-    let work = dir.join("work");
-    let remote = dir.join("remote.git");
-    fleetgen::generate(&work, fleetgen::Spec::machines(n)).context("generating")?;
-    std::fs::write(
-        work.join("overlays/prod/policy.yaml"),
-        "apiVersion: fleet.endstate.dev/v1alpha1\nkind: RolloutPolicy\nmetadata:\n  name: prod\nspec:\n  machines:\n    waves:\n    - size: 1\n    - size: 5%\n    - size: 25%\n    - size: 100%\n    spreadBy: idc\n    maxUnavailable: 10%\n  gates:\n    timeout: 30m\n",
-    )?;
-    Command::new("git")
-        .args(["init", "-q", "--bare", "-b", "main"])
-        .arg(&remote)
-        .status()?;
-    git(&work, &["init", "-q", "-b", "main"])?;
-    git(&work, &["add", "-A"])?;
-    git(&work, &["commit", "-q", "-m", "The fleet"])?;
-    git(
-        &work,
-        &[
-            "remote",
-            "add",
-            "origin",
-            &format!("file://{}", remote.display()),
-        ],
-    )?;
-    git(&work, &["push", "-q", "origin", "main"])?;
-    // The upgrade: a new kubelet package version and every Machine pointed at it.
-    let packages = work.join("base/packages.yaml");
-    let mut text = std::fs::read_to_string(&packages)?;
-    text.push_str("---\napiVersion: fleet.endstate.dev/v1alpha1\nkind: MachinePackageVersion\nmetadata:\n  name: kubelet-1.29.1\nspec:\n  packageName: kubelet\n  version: \"1.29.1\"\n  install:\n    url: https://packages.example.internal/kubelet-1.29.1.rpm\n    sha256: 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n");
-    std::fs::write(&packages, text)?;
-    let overlay = work.join("overlays/prod/kustomization.yaml");
-    let text = std::fs::read_to_string(&overlay)?
-        .replace(
-            "    kind: Machine\n    labelSelector: fleet.endstate.dev/group=early\n",
-            "    kind: Machine\n",
-        )
-        .replace("kubelet: kubelet-1.28.4", "kubelet: kubelet-1.29.1");
-    std::fs::write(&overlay, text)?;
-    git(
-        &work,
-        &[
-            "commit",
-            "-q",
-            "-am",
-            "Upgrade kubelet to 1.29.1 everywhere",
-        ],
-    )?;
-    git(&work, &["push", "-q", "origin", "main"])?;
-    Ok((work, remote))
-}
-
+/// Measures one size, in this process: the repository, the cold render, the rollout.
 fn one(n: usize) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("endstate-loop-bench-{n}"));
-    let (_work, remote) = repository(&dir, n)?;
+    let (work, remote) = rollout_repo::create(&dir, n)?;
+    rollout_repo::upgrade(&work)?;
     let url = format!("file://{}", remote.display());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

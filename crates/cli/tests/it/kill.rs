@@ -341,14 +341,7 @@ fn a_kill_between_an_apply_and_the_next_save_spends_once_and_gates_the_object() 
     let (setup, _) = Setup::new("crashpoint");
     write_fleet(&setup.work, "agent-2.0");
     let second = setup.commit("Upgrade the agent");
-    let mut run = setup.run("crash.log", &[("ENDSTATE_CRASH_AT", "apply-returned:3")]);
-    let code = wait(&mut run, Duration::from_secs(120));
-    let log = setup.log("crash.log");
-    assert_eq!(code, -1, "killed by a signal: {log}");
-    assert!(
-        log.contains("crash point apply-returned reached (pass 3)"),
-        "{log}"
-    );
+    setup.crash_at("apply-returned:3");
     // The save before the writes holds them in flight, and their spends.
     let status = setup.status();
     let rollout = status.rollout.clone().unwrap();
@@ -392,15 +385,7 @@ fn crash_during_an_upgrade(name: &str, point: &str) {
     let (setup, _) = Setup::new(name);
     write_fleet(&setup.work, "agent-2.0");
     let second = setup.commit("Upgrade the agent");
-    let mut run = setup.run("crash.log", &[("ENDSTATE_CRASH_AT", point)]);
-    let code = wait(&mut run, Duration::from_secs(120));
-    let crashed = setup.log("crash.log");
-    let (at, pass) = point.split_once(':').unwrap();
-    assert_eq!(code, -1, "killed by a signal: {crashed}");
-    assert!(
-        crashed.contains(&format!("crash point {at} reached (pass {pass})")),
-        "{crashed}"
-    );
+    let crashed = setup.crash_at(point);
     let mut run = setup.run("after.log", &[]);
     let code = wait(&mut run, Duration::from_secs(120));
     let after = setup.log("after.log");
@@ -443,15 +428,7 @@ fn crash_after_a_trip(name: &str, point: &str) {
     let (setup, _) = Setup::with_faults(name, faults);
     write_fleet(&setup.work, "agent-3.0");
     let bad = setup.commit("Upgrade the agent to a bad build");
-    let mut run = setup.run("crash.log", &[("ENDSTATE_CRASH_AT", point)]);
-    let code = wait(&mut run, Duration::from_secs(120));
-    let crashed = setup.log("crash.log");
-    let (at, pass) = point.split_once(':').unwrap();
-    assert_eq!(code, -1, "killed by a signal: {crashed}");
-    assert!(
-        crashed.contains(&format!("crash point {at} reached (pass {pass})")),
-        "{crashed}"
-    );
+    let crashed = setup.crash_at(point);
     assert!(crashed.contains("BREAKER TRIPPED"), "{crashed}");
     let spent = machine_update_spends(&setup.status());
     let mut run = setup.run("after.log", &[]);
@@ -501,6 +478,21 @@ fn a_kill_before_the_revert_push_pushes_it_once() {
 }
 
 impl Setup {
+    /// Runs until the crash point `point` (`NAME:PASS`) kills the run; checks from its log
+    /// that it stopped there, and returns the log.
+    fn crash_at(&self, point: &str) -> String {
+        let mut run = self.run("crash.log", &[("ENDSTATE_CRASH_AT", point)]);
+        let code = wait(&mut run, Duration::from_secs(120));
+        let crashed = self.log("crash.log");
+        let (at, pass) = point.split_once(':').unwrap();
+        assert_eq!(code, -1, "killed by a signal: {crashed}");
+        assert!(
+            crashed.contains(&format!("crash point {at} reached (pass {pass})")),
+            "{crashed}"
+        );
+        crashed
+    }
+
     /// Waits until the Fleet's rollout of `commit` is applying wave `wave` with changes in
     /// flight, while `run` runs.
     fn wait_for_wave(&self, run: &mut Child, log: &str, commit: &str, wave: i32) {

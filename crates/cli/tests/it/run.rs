@@ -326,43 +326,33 @@ fn a_status_file_keeps_the_applied_commit_so_a_rewritten_branch_is_refused() {
     let url = format!("file://{}", remote.display());
     let status = dir.join("status.json");
     git(&remote, &["branch", "rw", "main~2"]);
-    let args = |initial: Option<&'static str>| {
-        let mut args: Vec<String> = [
-            "run",
-            "--live",
-            "sim",
-            "--repo",
-            &url,
-            "--path",
-            "overlays/demo",
-            "--namespace",
-            "fleet-demo",
-            "--fleet",
-            "demo",
-            "--branch",
-            "rw",
-            "--until-idle",
-            "--sim-status-file",
-            status.to_str().unwrap(),
-        ]
-        .map(str::to_owned)
-        .to_vec();
-        if let Some(initial) = initial {
-            args.extend(["--sim-initial".to_owned(), initial.to_owned()]);
-        }
-        args
-    };
-    let run = |args: Vec<String>| {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        outcome(&endstate(&args))
-    };
-    let (code, stdout, stderr) = run(args(Some("rw~1")));
+    let base = [
+        "run",
+        "--live",
+        "sim",
+        "--repo",
+        &url,
+        "--path",
+        "overlays/demo",
+        "--namespace",
+        "fleet-demo",
+        "--fleet",
+        "demo",
+        "--branch",
+        "rw",
+        "--until-idle",
+        "--sim-status-file",
+        status.to_str().unwrap(),
+    ];
+    let mut first = base.to_vec();
+    first.extend(["--sim-initial", "rw~1"]);
+    let (code, stdout, stderr) = outcome(&endstate(&first));
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     let applied = git(&remote, &["rev-parse", "rw"]);
 
     // The branch is moved to a commit that does not descend from the one applied.
     git(&remote, &["branch", "-f", "rw", "main~3"]);
-    let (code, stdout, stderr) = run(args(None));
+    let (code, stdout, stderr) = outcome(&endstate(&base));
     assert_eq!(code, 2, "{stdout}\n{stderr}");
     assert!(
         stderr.contains("was rewritten") && stderr.contains(&applied[..10]),
