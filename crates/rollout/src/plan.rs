@@ -443,22 +443,24 @@ impl Plan {
         // A Machine whose live Cluster reports `Failed` for its generation, and that the commit
         // does not change (the engine holds the Machines of a Cluster whose change fails), is
         // not started: it waits for the Cluster to be fixed (counted per Cluster, reported).
+        // Judged once per Cluster, not once per Machine.
+        let failed: HashMap<&str, &FleetObject> = live
+            .iter()
+            .filter(|c| c.kind() == Kind::Cluster && !changing.contains(c.name()))
+            .filter(|c| {
+                let generation = c.meta().generation.unwrap_or(0);
+                matches!(
+                    crate::health::assess(Some(c), generation),
+                    crate::health::Health::Failed(_)
+                )
+            })
+            .map(|c| (c.name(), c))
+            .collect();
         let failed_cluster = |want: &FleetObject| -> Option<&FleetObject> {
-            let FleetObject::Machine(m) = want else {
-                return None;
-            };
-            if changing.contains(m.spec.cluster.as_str()) {
-                return None;
+            match want {
+                FleetObject::Machine(m) => failed.get(m.spec.cluster.as_str()).copied(),
+                _ => None,
             }
-            let cluster = live_by
-                .get(&(Kind::Cluster, m.spec.cluster.as_str()))
-                .copied()?;
-            let generation = cluster.meta().generation.unwrap_or(0);
-            matches!(
-                crate::health::assess(Some(cluster), generation),
-                crate::health::Health::Failed(_)
-            )
-            .then_some(cluster)
         };
         let mut held: BTreeMap<ObjectRef, usize> = BTreeMap::new();
         let mut machine_ops = |objects: &[&FleetObject], seq: Seq| -> Vec<Option<Op>> {
