@@ -196,6 +196,7 @@ async fn operate<K: Operated>(
     .for_each(|_| async {});
     tokio::spawn(package_watch);
     let _ = packages.wait_until_ready().await;
+    let package_api: Api<K::Package> = Api::namespaced(client.clone(), &ns);
     let api: Api<K> = Api::namespaced(client, &ns);
     let mut events = watcher(api.clone(), watcher::Config::default().page_size(500))
         .default_backoff()
@@ -222,12 +223,32 @@ async fn operate<K: Operated>(
             config: &config.operators,
             faults: &config.faults,
         };
-        let exists = |p: &str| {
+        // The package versions' watch is a stream of its own and may lag the objects' (a
+        // package applied a moment before the Machine that uses it): a name the cache does not
+        // hold yet is read from the server before the object is failed for it, as an operator
+        // that looks before it gives up would.
+        let cached = |p: &str| {
             packages
                 .state()
                 .iter()
                 .any(|o| o.meta().name.as_deref() == Some(p))
         };
+        let missing = std::cell::RefCell::new(Vec::new());
+        let _ = object.transitions(now(), cx, |p: &str| {
+            let known = cached(p);
+            if !known {
+                missing.borrow_mut().push(p.to_owned());
+            }
+            known
+        });
+        let mut fetched = Vec::new();
+        for name in missing.into_inner() {
+            let found = package_api.get_opt(&name).await.ok().flatten().is_some();
+            if found {
+                fetched.push(name);
+            }
+        }
+        let exists = |p: &str| cached(p) || fetched.iter().any(|f| f == p);
         let work = || object.transitions(now(), cx, exists);
         let key = (K::KIND, object.meta().name.clone().unwrap_or_default());
         schedule(&pending, key, generation, object.observed(), work, &api).await;

@@ -14,7 +14,7 @@ use crate::Condition;
     kind = "Cluster",
     namespaced,
     status = "ClusterStatus",
-    category = "fleet",
+    category = "endstate",
     derive = "PartialEq",
     printcolumn(name = "Package", type_ = "string", json_path = ".spec.packageVersion"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),

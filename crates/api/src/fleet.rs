@@ -15,7 +15,7 @@ use crate::Condition;
     kind = "Fleet",
     namespaced,
     status = "FleetStatus",
-    category = "fleet",
+    category = "endstate",
     derive = "PartialEq",
     printcolumn(
         name = "Ready",
@@ -23,15 +23,38 @@ use crate::Condition;
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
     printcolumn(
-        name = "Applied",
+        name = "Reason",
         type_ = "string",
-        json_path = ".status.lastAppliedCommit"
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
     ),
-    printcolumn(name = "Good", type_ = "string", json_path = ".status.lastGoodCommit"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.rollout.phase"),
+    printcolumn(
+        name = "Wave",
+        type_ = "string",
+        json_path = ".status.rollout.waveName"
+    ),
     printcolumn(
         name = "Breaker",
         type_ = "string",
         json_path = ".status.breaker.state"
+    ),
+    printcolumn(
+        name = "Applied",
+        type_ = "string",
+        json_path = ".status.lastAppliedCommit",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Good",
+        type_ = "string",
+        json_path = ".status.lastGoodCommit",
+        priority = 1
+    ),
+    printcolumn(name = "Suspended", type_ = "boolean", json_path = ".spec.suspend"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
     )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -44,6 +67,36 @@ pub struct FleetSpec {
     /// Identity and signing of the revert commits endstate pushes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revert: Option<RevertConfig>,
+    /// Push notifications: the controller's webhook receiver fetches this Fleet at once when
+    /// a push to its branch arrives at `/hook/<namespace>/<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookSpec>,
+}
+
+/// How push notifications for a Fleet are authenticated.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebhookSpec {
+    /// A Secret (same namespace) whose key `token` holds the shared secret: GitHub's and the
+    /// generic HMAC key, GitLab's token.
+    pub secret_ref: LocalObjectReference,
+}
+
+/// The annotations that ask a running controller to act, Flux's requested / last-handled
+/// pattern: set one to a new value (a timestamp, say) and the controller acts once, then
+/// records the value in the status field of the same name (`status.lastHandled…`).
+pub mod requests {
+    /// Fetch the branch now (`endstate reconcile`); handled → `status.lastHandledReconcileAt`.
+    pub const RECONCILE: &str = "fleet.endstate.dev/reconcile-requested-at";
+    /// Release the wave held for approval (`endstate approve`); handled →
+    /// `status.lastHandledApproveAt`.
+    pub const APPROVE: &str = "fleet.endstate.dev/approve-requested-at";
+    /// With [`APPROVE`]: the wave the approval is for (its name or its 1-based number); an
+    /// approval for another wave than the one that holds is refused.
+    pub const APPROVE_WAVE: &str = "fleet.endstate.dev/approve-wave";
+    /// Close the latched breaker (`endstate breaker reset`); handled →
+    /// `status.lastHandledResetBreakerAt`.
+    pub const RESET_BREAKER: &str = "fleet.endstate.dev/reset-breaker-requested-at";
 }
 
 /// A Git source.
@@ -138,6 +191,15 @@ pub struct FleetStatus {
     /// Finished rollouts, newest first (bounded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<HistoryEntry>>,
+    /// The last `fleet.endstate.dev/reconcile-requested-at` value acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
+    /// The last `fleet.endstate.dev/approve-requested-at` value acted on (or refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_approve_at: Option<String>,
+    /// The last `fleet.endstate.dev/reset-breaker-requested-at` value acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reset_breaker_at: Option<String>,
 }
 
 /// Where a rollout is.
@@ -165,10 +227,48 @@ pub struct RolloutCursor {
     /// Why no work starts, when it waits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
+    /// Every wave of the plan with its progress, in order (at most 64; the rest are counted
+    /// in the last entry's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Vec<WaveProgress>>,
+    /// The first objects in flight (at most 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight_objects: Option<Vec<String>>,
+    /// The first objects that failed, with why (at most 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_objects: Option<Vec<FailedObject>>,
     /// The rollout engine's serialised state (opaque; versioned by the engine).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "preserve_unknown_fields")]
     pub state: Option<serde_json::Value>,
+}
+
+/// One wave of a rollout and how far it is.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WaveProgress {
+    /// The wave's name.
+    pub name: String,
+    /// Changes in the wave.
+    pub size: i64,
+    /// Changes that settled healthy (estimated for a wave in flight after a restart).
+    pub done: i64,
+    /// Changes written and not yet healthy.
+    pub in_flight: i64,
+    /// Changes that failed.
+    pub failed: i64,
+    /// `Done`, `InFlight`, `Pending`.
+    pub state: String,
+}
+
+/// An object that failed, and why.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedObject {
+    /// `Machine/ns/name`, or `fleet` for a fleet-wide gate.
+    pub object: String,
+    /// Why.
+    pub reason: String,
 }
 
 /// The breaker's state.

@@ -19,7 +19,7 @@ use crate::{Condition, Packages};
     namespaced,
     status = "MachineStatus",
     shortname = "mach",
-    category = "fleet",
+    category = "endstate",
     derive = "PartialEq",
     printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.cluster"),
     printcolumn(name = "IDC", type_ = "string", json_path = ".spec.idc"),

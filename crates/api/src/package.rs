@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
     kind = "MachinePackageVersion",
     namespaced,
     shortname = "mpv",
-    category = "fleet",
+    category = "endstate",
     derive = "PartialEq",
     printcolumn(name = "Package", type_ = "string", json_path = ".spec.packageName"),
     printcolumn(name = "Version", type_ = "string", json_path = ".spec.version"),
@@ -71,7 +71,7 @@ pub enum Risk {
     kind = "ClusterPackageVersion",
     namespaced,
     shortname = "cpv",
-    category = "fleet",
+    category = "endstate",
     derive = "PartialEq",
     printcolumn(name = "Version", type_ = "string", json_path = ".spec.version")
 )]

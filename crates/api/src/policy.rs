@@ -18,7 +18,7 @@ use crate::IntOrString;
     kind = "RolloutPolicy",
     namespaced,
     shortname = "rp",
-    category = "fleet",
+    category = "endstate",
     derive = "PartialEq"
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -19,9 +19,10 @@ pub struct Args {
 #[derive(Debug, clap::Args)]
 pub struct LogArgs {
     /// The least severe events logged, or a filter like `endstate_kube=debug,info`
-    /// (`RUST_LOG` syntax). The commands print their own progress either way.
-    #[arg(long, global = true, env = "ENDSTATE_LOG", default_value = "warn")]
-    pub log_level: String,
+    /// (`RUST_LOG` syntax). Default: `info` for `controller`, whose log is its progress;
+    /// `warn` for the other commands, which print their own.
+    #[arg(long, global = true, env = "ENDSTATE_LOG")]
+    pub log_level: Option<String>,
     /// `text` (for people) or `json` (one object per line, for log pipelines).
     #[arg(long, global = true, value_enum, env = "ENDSTATE_LOG_FORMAT", default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -70,6 +71,124 @@ pub enum Command {
         #[command(subcommand)]
         what: Install,
     },
+    /// Run in the cluster: reconcile every Fleet, one replica at a time (a Lease elects it).
+    Controller(Box<ControllerArgs>),
+    /// Release the wave of a running rollout that holds for approval.
+    Approve(ApproveArgs),
+    /// Look at or close a Fleet's circuit breaker.
+    Breaker {
+        /// What to do.
+        #[command(subcommand)]
+        what: Breaker,
+    },
+    /// Stop reconciling a Fleet: nothing is fetched or written until it is resumed.
+    Suspend(FleetArgs),
+    /// Reconcile a suspended Fleet again.
+    Resume(FleetArgs),
+    /// Fetch a Fleet's branch now, instead of at the next interval.
+    Reconcile(FleetArgs),
+    /// Show a Fleet: commit, waves, objects in flight and failed, budgets, breaker, reverts.
+    Status(FleetArgs),
+}
+
+/// A Fleet in a cluster, and how long to wait for the controller to act.
+#[derive(Debug, clap::Args)]
+pub struct FleetArgs {
+    /// The Fleet's name.
+    pub fleet: String,
+    /// The Fleet's namespace.
+    #[arg(long, short, default_value = "default")]
+    pub namespace: String,
+    /// The kubeconfig; default: $KUBECONFIG, ~/.kube/config, or in-cluster.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// How long to wait for the controller to act on the request (0: do not wait).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+}
+
+/// `endstate approve`.
+#[derive(Debug, clap::Args)]
+pub struct ApproveArgs {
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    /// The wave being approved (its name or 1-based number): refused when another wave holds.
+    #[arg(long)]
+    pub wave: Option<String>,
+}
+
+/// `endstate breaker`.
+#[derive(Debug, Subcommand)]
+pub enum Breaker {
+    /// Print the evidence, then close the latched breaker; quarantined commits stay quarantined.
+    Reset(FleetArgs),
+}
+
+/// `endstate controller`.
+#[derive(Debug, clap::Args)]
+pub struct ControllerArgs {
+    /// The kubeconfig; default: $KUBECONFIG, ~/.kube/config, or in-cluster.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Reconcile only the Fleets of this namespace (default: every namespace).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Reconcile only the Fleets with these labels (a label selector, `shard=a`): several
+    /// controllers can split the Fleets between them.
+    #[arg(long, value_name = "SELECTOR")]
+    pub fleet_selector: Option<String>,
+    /// The namespace of the leader election Lease. Default: $POD_NAMESPACE, the in-cluster
+    /// service account's namespace, or `endstate-system`.
+    #[arg(long)]
+    pub lease_namespace: Option<String>,
+    /// The leader election Lease's name.
+    #[arg(long, default_value = "endstate-controller")]
+    pub lease_name: String,
+    /// This replica's identity in the Lease. Default: $POD_NAME, or the host name and pid.
+    #[arg(long)]
+    pub identity: Option<String>,
+    /// How long a standby waits from the last renew it saw before it takes the Lease.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: std::time::Duration,
+    /// How long the leader keeps writing after its last successful renew.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub renew_deadline: std::time::Duration,
+    /// How often the leader renews and a standby tries to take the Lease.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub retry_period: std::time::Duration,
+    /// Requests per second to the API server, shared fairly by every Fleet.
+    #[arg(long, default_value_t = 200.0)]
+    pub qps: f64,
+    /// Requests allowed in a burst above `--qps`.
+    #[arg(long, default_value_t = 400)]
+    pub burst: u32,
+    /// Writes in flight at once per Fleet (so that one large rollout cannot hold every slot of
+    /// the shared rate limit).
+    #[arg(long, default_value_t = 32)]
+    pub max_in_flight: usize,
+    /// Serve `/metrics`, `/healthz` and `/readyz` here.
+    #[arg(long, default_value = "0.0.0.0:8080", value_name = "ADDR")]
+    pub metrics_listen: std::net::SocketAddr,
+    /// Serve push webhooks here, at `/hook/<namespace>/<fleet>` (each Fleet names its secret
+    /// in `spec.webhook.secretRef`).
+    #[arg(long, value_name = "ADDR")]
+    pub webhook_listen: Option<std::net::SocketAddr>,
+    /// Where the Git mirrors live (one per Fleet).
+    #[arg(long, default_value = "/var/lib/endstate", value_name = "DIR")]
+    pub state_dir: PathBuf,
+    /// How often every object in flight is looked at again, besides the watch events.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub poll: std::time::Duration,
+    /// On SIGTERM, how long the loops may take to finish their writes and save their state
+    /// before the Lease is released and the process exits.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_timeout: std::time::Duration,
+    /// The author of revert commits, for Fleets without `spec.revert`.
+    #[arg(long, default_value = "endstate")]
+    pub author_name: String,
+    /// The author email of revert commits, for Fleets without `spec.revert`.
+    #[arg(long, default_value = "endstate@localhost")]
+    pub author_email: String,
 }
 
 /// How to play the demo.
@@ -101,9 +220,10 @@ pub enum Live {
 /// `endstate run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// The live fleet.
-    #[arg(long, value_enum, default_value_t = Live::Sim)]
-    pub live: Live,
+    /// The live fleet: `sim` (simulated, in process) or `kube` (a Kubernetes API server). A
+    /// `--kubeconfig`, or running inside a cluster, means `kube`; otherwise it must be said.
+    #[arg(long, value_enum)]
+    pub live: Option<Live>,
     /// The Git remote: a path, file://, ssh://, scp-style or https:// URL. With `--live kube`
     /// it overrides the Fleet's `spec.source.url`.
     #[arg(long, default_value = "")]

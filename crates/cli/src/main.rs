@@ -13,8 +13,13 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    quiet_broken_pipe();
     let args = cli::Args::parse();
-    if let Err(err) = logging(&args.log) {
+    let default_level = match args.command {
+        cli::Command::Controller(_) => "info",
+        _ => "warn",
+    };
+    if let Err(err) = logging(&args.log, default_level) {
         eprintln!("error: --log-level: {err}");
         return ExitCode::from(cmd::EXIT_INVALID);
     }
@@ -22,9 +27,10 @@ fn main() -> ExitCode {
 }
 
 /// Installs the subscriber the libraries' `tracing` events go to.
-fn logging(args: &cli::LogArgs) -> Result<(), String> {
+fn logging(args: &cli::LogArgs, default_level: &str) -> Result<(), String> {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(&args.log_level).map_err(|e| e.to_string())?;
+    let level = args.log_level.as_deref().unwrap_or(default_level);
+    let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -35,4 +41,23 @@ fn logging(args: &cli::LogArgs) -> Result<(), String> {
         cli::LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
     installed.map_err(|e| e.to_string())
+}
+
+/// Every command ends quietly when its reader goes away (`endstate plan … | head`): printing
+/// to a closed pipe panics in `print!`, and that panic is turned into a plain exit, as the
+/// shell's own tools end on SIGPIPE.
+fn quiet_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }

@@ -29,7 +29,12 @@ impl Clock for WallClock {
 
     async fn sleep_until(&self, deadline: Time) {
         let wait = deadline.since(self.now());
-        if !wait.is_zero() {
+        if wait.is_zero() {
+            // A deadline already passed still yields: a loop of turns that are all due at once
+            // must not hold its worker thread (and the tasks it woke, the watch caches say)
+            // for ever.
+            tokio::task::yield_now().await;
+        } else {
             tokio::time::sleep(wait).await;
         }
     }

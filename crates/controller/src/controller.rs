@@ -23,6 +23,7 @@ use endstate_rollout::rollout::Phase;
 use endstate_rollout::{Engine, Event, Live, LiveError, Time};
 
 use crate::clock::Clock;
+use crate::control::{Control, Fence, names_wave};
 use crate::desired::Desired;
 use crate::origin::Origin;
 use crate::refusal::Refusal;
@@ -44,6 +45,9 @@ pub struct Config {
     /// How often a state that changed without asking to be saved at once (objects settling)
     /// is saved.
     pub persist_every: Duration,
+    /// Each wait for the next fetch is moved by up to ± this fraction of `interval` (0 to
+    /// 0.5), so that many fleets do not fetch in step; drawn from the fleet's name.
+    pub jitter: f64,
 }
 
 impl Config {
@@ -55,6 +59,7 @@ impl Config {
             interval: Duration::from_secs(60),
             poll: Duration::from_secs(30),
             persist_every: Duration::from_secs(2),
+            jitter: 0.0,
         }
     }
 }
@@ -79,6 +84,8 @@ pub enum Outcome {
         /// Why.
         reason: Refusal,
     },
+    /// `spec.suspend` holds the loop: nothing was fetched or written.
+    Suspended,
     /// A wave with `pause: true` is done and the rollout holds for approval.
     AwaitingApproval {
         /// The commit.
@@ -118,6 +125,30 @@ pub enum Error {
     /// The persisted state cannot be read, or the commit it names cannot be rendered again.
     #[error("persisted state: {0}")]
     State(String),
+    /// This process no longer holds the lease: nothing more is written.
+    #[error("not the leader any more: writes are fenced")]
+    Fenced,
+}
+
+impl Error {
+    /// Whether the loop stopped because it lost the right to write.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, Error::Fenced | Error::Live(LiveError::Fenced(_)))
+    }
+}
+
+/// The fetch schedule of `config`: its interval, jittered by a seed drawn from the fleet's
+/// namespace and name (so that a fleet's schedule is the same after a restart).
+fn schedule(config: &Config) -> endstate_git::Schedule {
+    let seed = config
+        .namespace
+        .bytes()
+        .chain([b'/'])
+        .chain(config.fleet.bytes())
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    endstate_git::Schedule::new(config.interval, config.jitter, seed)
 }
 
 /// The reconcile loop over one Git source and one live fleet.
@@ -142,16 +173,29 @@ pub struct Controller<L: Live, C: Clock> {
     /// The status last saved, serialised, to skip saves that would change nothing.
     pub(crate) saved: Option<String>,
     pub(crate) saved_at: Time,
+    /// The engine stepped since the last save: the status may have changed, and is saved
+    /// within `persist_every` even if nothing else wakes the loop.
+    pub(crate) unsaved: bool,
     pub(crate) next_fetch: Time,
     pub(crate) next_poll: Time,
     pub(crate) wake: Option<Time>,
     pub(crate) head: Option<String>,
     pub(crate) tally: Tally,
+    /// The jittered fetch interval.
+    pub(crate) schedule: endstate_git::Schedule,
     pub(crate) kick: std::sync::Arc<tokio::sync::Notify>,
     /// Whether the breaker tripped during this run.
     pub(crate) tripped: bool,
     /// When (in real time) the breaker last tripped.
     pub(crate) tripped_at: Option<std::time::Instant>,
+    /// Requests from outside the loop.
+    pub(crate) control: std::sync::Arc<Control>,
+    /// Whether writes are allowed; `None`: always.
+    pub(crate) fence: Option<std::sync::Arc<dyn Fence>>,
+    /// The persisted rollout waits for the Fleet to be resumed before it is resumed.
+    pub(crate) resume_pending: bool,
+    /// The source changed: no rollout starts, and the loop stops once none is under way.
+    pub(crate) retiring: bool,
 }
 
 impl<L: Live, C: Clock> std::fmt::Debug for Controller<L, C> {
@@ -176,6 +220,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
     ) -> Self {
         let mut source = source.into();
         source.own(&config.namespace, &config.fleet);
+        let schedule = schedule(&config);
         Controller {
             config,
             source,
@@ -192,15 +237,57 @@ impl<L: Live, C: Clock> Controller<L, C> {
             held: Vec::new(),
             saved: None,
             saved_at: Time::ZERO,
+            unsaved: false,
             next_fetch: Time::ZERO,
             next_poll: Time::ZERO,
             wake: None,
             head: None,
             tally: Tally::default(),
+            schedule,
             kick: std::sync::Arc::new(tokio::sync::Notify::new()),
             tripped: false,
             tripped_at: None,
+            control: std::sync::Arc::default(),
+            fence: None,
+            resume_pending: false,
+            retiring: false,
         }
+    }
+
+    /// The handle through which requests (approve, breaker reset, fetch now, suspend, stop)
+    /// reach the running loop.
+    pub fn control(&self) -> std::sync::Arc<Control> {
+        self.control.clone()
+    }
+
+    /// Takes requests through `control` (one the caller keeps across loops it runs).
+    pub fn set_control(&mut self, control: std::sync::Arc<Control>) {
+        self.control = control;
+    }
+
+    /// Writes (to the fleet, the status and the Git remote) only while `fence` holds; once it
+    /// does not, the loop ends with [`Error::Fenced`] before writing.
+    pub fn set_fence(&mut self, fence: std::sync::Arc<dyn Fence>) {
+        self.fence = Some(fence);
+    }
+
+    /// Fails with [`Error::Fenced`] when this process may not write.
+    pub(crate) fn fenced(&self) -> Result<(), Error> {
+        match &self.fence {
+            Some(fence) if !fence.holds() => Err(Error::Fenced),
+            _ => Ok(()),
+        }
+    }
+
+    /// Changes how often a state that settles (without asking to be saved) is saved.
+    pub fn set_persist_every(&mut self, every: Duration) {
+        self.config.persist_every = every;
+    }
+
+    /// Changes how often the branch is fetched.
+    pub fn set_interval(&mut self, interval: Duration) {
+        self.config.interval = interval;
+        self.schedule = schedule(&self.config);
     }
 
     /// A handle that makes the loop fetch at once (a webhook, a file watch): notify it from
@@ -247,11 +334,13 @@ impl<L: Live, C: Clock> Controller<L, C> {
         }
     }
 
-    /// Runs for ever.
+    /// Runs until asked to stop through [`Controller::control`] (for ever otherwise), then
+    /// saves the state.
     pub async fn run(&mut self) -> Result<(), Error> {
-        loop {
+        while !self.control.stopping() {
             self.turn(false).await?;
         }
+        self.flush().await
     }
 
     /// Closes the latched breaker (after a human looked at the evidence): rollouts may start
@@ -283,6 +372,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
         use tracing::Instrument as _;
         let span = tracing::info_span!(
             "fleet",
+            namespace = %self.config.namespace,
             fleet = %self.config.fleet,
             commit = tracing::field::Empty,
             wave = tracing::field::Empty
@@ -297,19 +387,46 @@ impl<L: Live, C: Clock> Controller<L, C> {
     }
 
     async fn turn_in(&mut self, until_idle: bool) -> Result<Option<Outcome>, Error> {
+        self.requests().await?;
+        if self.record.suspended {
+            // Nothing is fetched, observed or written until resumed.
+            self.flush_if_due().await?;
+            if until_idle {
+                return Ok(Some(Outcome::Suspended));
+            }
+            let control = self.control.clone();
+            control.changed().await;
+            return Ok(None);
+        }
+        if self.resume_pending {
+            self.resume_pending = false;
+            self.resume_rollout().await?;
+        }
         let now = self.clock.now();
         let mut refused = None;
         let synced = self.live.synced();
         if synced && self.engine.partial() {
             self.replan().await?;
         }
+        if self.retiring {
+            self.observe().await?;
+            if !self.engine.busy() {
+                self.say("the rollout on the former source is over; the new source takes over");
+                self.control.stop();
+                return Ok(None);
+            }
+        }
         // Nothing is planned from a cache that is still listing the fleet.
         if synced
+            && !self.retiring
             && (now >= self.next_fetch
                 || (until_idle && !self.engine.busy() && self.head.is_none()))
         {
             refused = self.reconcile().await?;
-            let retry = self.source.retry_in().unwrap_or(self.config.interval);
+            let retry = match self.source.retry_in() {
+                Some(backoff) => backoff,
+                None => self.schedule.next_delay(),
+            };
             self.next_fetch = self.clock.now() + retry;
         }
         self.observe().await?;
@@ -332,15 +449,22 @@ impl<L: Live, C: Clock> Controller<L, C> {
         if let Some(w) = self.wake {
             until = until.min(w.max(now));
         }
+        if self.unsaved {
+            // What the last steps changed is saved soon, not at the next fetch.
+            until = until.min((self.saved_at + self.config.persist_every).max(now));
+        }
         if !synced {
-            // Wake when the caches are done, to plan the rest.
-            until = until.min(now + Duration::from_secs(1));
+            // Nothing is planned until the caches are done: look again shortly (a fetch that
+            // is due waits for them, rather than the loop spinning on it).
+            until = now + Duration::from_millis(200);
         }
         let kick = self.kick.clone();
+        let control = self.control.clone();
         tokio::select! {
             () = self.clock.sleep_until(until) => {}
             () = self.live.changed() => {}
             () = kick.notified() => self.next_fetch = Time::ZERO,
+            () = control.changed() => {}
         }
         let now = self.clock.now();
         if self.wake.is_some_and(|w| w <= now) {
@@ -348,6 +472,118 @@ impl<L: Live, C: Clock> Controller<L, C> {
             self.step(Event::Tick).await?;
         }
         Ok(None)
+    }
+
+    /// Acts on the requests made through [`Controller::control`] since the last turn, and
+    /// records each one's token as handled.
+    async fn requests(&mut self) -> Result<(), Error> {
+        let requests = self.control.take();
+        let mut changed = false;
+        if requests.generation.is_some() && requests.generation != self.record.generation {
+            self.record.generation = requests.generation;
+            changed = true;
+        }
+        if requests.suspended != self.record.suspended {
+            self.record.suspended = requests.suspended;
+            self.say(if requests.suspended {
+                "suspended (spec.suspend): nothing is fetched or written until it is resumed"
+            } else {
+                "resumed"
+            });
+            self.reporter.request(
+                if requests.suspended {
+                    "Suspended"
+                } else {
+                    "Resumed"
+                },
+                true,
+                if requests.suspended {
+                    "spec.suspend is true: nothing is fetched or written"
+                } else {
+                    "spec.suspend is false: reconciling again"
+                },
+            );
+            self.next_fetch = Time::ZERO;
+            changed = true;
+        }
+        if requests.retire && !self.retiring {
+            self.retiring = true;
+            if let Some(r) = self.engine.rollout().filter(|_| self.engine.busy()) {
+                let text = format!(
+                    "spec.source changed during the rollout of {}: it ends as it would for a new commit (onNewCommit: {}), then the new source is reconciled",
+                    short(r.commit()),
+                    if r.policy().abort_on_new_commit {
+                        "abort"
+                    } else {
+                        "finish"
+                    }
+                );
+                self.say(&text);
+                self.step(Event::NewCommit("spec.source".to_owned()))
+                    .await?;
+            }
+        }
+        if let Some(token) = requests.reconcile {
+            self.next_fetch = Time::ZERO;
+            self.record.handled.reconcile = Some(token);
+            changed = true;
+        }
+        if let Some(token) = requests.reset_breaker {
+            if self.engine.breaker().is_some() {
+                self.reset_breaker().await?;
+                self.reporter.request(
+                    "BreakerReset",
+                    true,
+                    "the breaker is closed; rollouts may start",
+                );
+            } else {
+                self.say("a breaker reset was asked for; the breaker is closed already");
+            }
+            self.record.handled.reset_breaker = Some(token);
+            self.next_fetch = Time::ZERO;
+            changed = true;
+        }
+        if let Some(approval) = requests.approve {
+            let holding = self
+                .engine
+                .rollout()
+                .filter(|r| *r.phase() == Phase::AwaitingApproval)
+                .map(|r| {
+                    let name = r.stage().map(|s| s.name.clone()).unwrap_or_default();
+                    (r.stage_index(), name)
+                });
+            match (holding, approval.wave.as_deref()) {
+                (Some((index, name)), Some(wave)) if !names_wave(wave, index, &name) => {
+                    let text = format!(
+                        "approval {} refused: it is for wave {wave}, and the wave that holds is {} {name}",
+                        approval.token,
+                        index + 1
+                    );
+                    self.say(&text);
+                    self.reporter.request("ApprovalRefused", false, &text);
+                }
+                (Some((index, name)), _) => {
+                    let text = format!("wave {} {name} approved: the rollout goes on", index + 1);
+                    self.say(&text);
+                    self.reporter.request("Approved", true, &text);
+                    self.step(Event::Approve).await?;
+                }
+                (None, _) => {
+                    let text = format!(
+                        "approval {} ignored: no wave holds for approval",
+                        approval.token
+                    );
+                    self.say(&text);
+                    self.reporter.request("ApprovalRefused", false, &text);
+                }
+            }
+            self.record.handled.approve = Some(approval.token);
+            changed = true;
+        }
+        if changed {
+            self.flush().await?;
+        }
+        Ok(())
     }
 
     /// How an `--until-idle` run ends now, if it does.
@@ -408,5 +644,36 @@ impl<L: Live, C: Clock> Controller<L, C> {
 
     pub(crate) fn line(&mut self, now: Time, commit: &str, text: &str) {
         self.reporter.line(now, Some(commit), text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Fleet's fetches are spread by ±10% of its interval, the same way after a restart,
+    /// and differently from another Fleet's.
+    #[test]
+    fn the_fetch_interval_is_jittered_per_fleet() {
+        let config = |fleet: &str| {
+            let mut config = Config::new(fleet, "fleet-prod");
+            config.jitter = 0.1;
+            config
+        };
+        let delays = |fleet: &str| {
+            let mut schedule = schedule(&config(fleet));
+            (0..50).map(|_| schedule.next_delay()).collect::<Vec<_>>()
+        };
+        let prod = delays("prod");
+        assert_eq!(prod, delays("prod"), "the same after a restart");
+        assert_ne!(prod, delays("staging"), "not in step with another fleet");
+        for delay in &prod {
+            assert!(
+                (Duration::from_secs(54)..=Duration::from_secs(66)).contains(delay),
+                "{delay:?}"
+            );
+        }
+        assert!(prod.iter().any(|d| *d < Duration::from_secs(59)));
+        assert!(prod.iter().any(|d| *d > Duration::from_secs(61)));
     }
 }

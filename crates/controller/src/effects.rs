@@ -105,8 +105,25 @@ impl<L: Live, C: Clock> Controller<L, C> {
 
     /// Performs effects in order; their outcomes are fed back as further events.
     pub(crate) async fn perform(&mut self, effects: Vec<Effect>) -> Result<(), Error> {
+        self.unsaved = true;
+        let mut milestone = false;
         let mut queue: VecDeque<Effect> = effects.into();
         while let Some(effect) = queue.pop_front() {
+            // Whatever an effect other than a save does (a report that marks the commit
+            // good, say) is in no status yet: it is saved within `persist_every`.
+            if !matches!(effect, Effect::Persist) {
+                self.unsaved = true;
+            }
+            if matches!(
+                effect,
+                Effect::Persist
+                    | Effect::Apply(_)
+                    | Effect::Delete(_)
+                    | Effect::Restore(_)
+                    | Effect::Revert { .. }
+            ) {
+                self.fenced()?;
+            }
             let now = self.clock.now();
             let commit = self
                 .engine
@@ -169,6 +186,17 @@ impl<L: Live, C: Clock> Controller<L, C> {
                     None
                 }
                 Effect::Report(report) => {
+                    // What a reader of the status waits for is saved at once, not within
+                    // `persist_every`: a wave done, a hold, a trip, the end of a rollout.
+                    milestone |= matches!(
+                        report,
+                        Report::StageCompleted { .. }
+                            | Report::AwaitingApproval(_)
+                            | Report::Tripped(_)
+                            | Report::Restored { .. }
+                            | Report::Completed { .. }
+                            | Report::Superseded(_)
+                    );
                     self.on_report(now, &commit, &report);
                     tracing::info!("{}", crate::report::describe(&report));
                     self.reporter.report(now, &commit, &report);
@@ -178,7 +206,11 @@ impl<L: Live, C: Clock> Controller<L, C> {
             if let Some(event) = event {
                 let now = self.clock.now();
                 queue.extend(self.engine.step(event, now));
+                self.unsaved = true;
             }
+        }
+        if milestone {
+            self.save().await?;
         }
         Ok(())
     }
@@ -249,6 +281,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
         crate::crash::point("apply-issued");
         let outcome = self.live.apply(&writes).await;
         crate::crash::point("apply-returned");
+        fenced_out(&outcome)?;
         self.tally.writes += outcome.iter().filter(|r| r.is_ok()).count();
         results.extend(
             written
@@ -284,7 +317,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
                 names.join(", ")
             ));
         }
-        let mut results = self.delete(&doomed).await;
+        let mut results = self.delete(&doomed).await?;
         results.extend(
             kept.into_iter()
                 .map(|id| (id, Ok(endstate_rollout::rollout::KEPT))),
@@ -292,13 +325,18 @@ impl<L: Live, C: Clock> Controller<L, C> {
         Ok(results)
     }
 
-    async fn delete(&mut self, ids: &[ObjectRef]) -> Vec<(ObjectRef, Result<i64, String>)> {
+    async fn delete(
+        &mut self,
+        ids: &[ObjectRef],
+    ) -> Result<Vec<(ObjectRef, Result<i64, String>)>, Error> {
         let outcome = self.live.delete(ids).await;
-        ids.iter()
+        fenced_out(&outcome)?;
+        Ok(ids
+            .iter()
             .cloned()
             .zip(outcome)
             .map(|(id, r)| (id, r.map(|()| 0).map_err(|e| e.to_string())))
-            .collect()
+            .collect())
     }
 
     /// What a trip restores: the last good commit (rendered now), or without one the live
@@ -385,6 +423,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
         drop(live);
         crate::crash::point("restore-issued");
         let applied = self.live.apply(&applies).await;
+        fenced_out(&applied)?;
         out.extend(
             applies
                 .iter()
@@ -393,7 +432,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
         );
         out.extend(
             self.delete(&deletes)
-                .await
+                .await?
                 .into_iter()
                 .map(|(id, r)| (id, r.map(|_| ()))),
         );
@@ -408,15 +447,19 @@ impl<L: Live, C: Clock> Controller<L, C> {
         let text = serde_json::to_string(&status).unwrap_or_default();
         if self.saved.as_deref() == Some(text.as_str()) {
             self.saved_at = now;
+            self.unsaved = false;
             return Ok(());
         }
+        self.fenced()?;
         crate::crash::point("status-save");
         self.live.save_status(&status).await?;
         crate::crash::point("status-saved");
+        self.reporter.saved(&status);
         self.record.conditions = status.conditions.clone().unwrap_or_default();
         self.tally.saves += 1;
         self.saved = Some(text);
         self.saved_at = now;
+        self.unsaved = false;
         Ok(())
     }
 
@@ -432,6 +475,18 @@ impl<L: Live, C: Clock> Controller<L, C> {
         }
         Ok(())
     }
+}
+
+/// A write refused by the fence is not an outcome for the engine (the object did not fail):
+/// the loop ends instead.
+fn fenced_out<T>(results: &[Result<T, endstate_rollout::LiveError>]) -> Result<(), Error> {
+    if results
+        .iter()
+        .any(|r| matches!(r, Err(endstate_rollout::LiveError::Fenced(_))))
+    {
+        return Err(Error::Fenced);
+    }
+    Ok(())
 }
 
 /// What a gate sees of `object` (`None`: not found), given why the engine looks at it; `None`

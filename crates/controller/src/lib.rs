@@ -9,6 +9,7 @@
 //! - [`status`]: the engine's state in the `Fleet` status.
 
 pub mod clock;
+pub mod control;
 pub mod controller;
 pub mod crash;
 pub mod demo;
@@ -23,7 +24,8 @@ mod revert;
 pub mod status;
 
 pub use clock::{Clock, SimClock, WallClock};
+pub use control::{Approval, Control, Fence};
 pub use controller::{Config, Controller, Error, Outcome, Tally};
 pub use origin::{LocalDir, Origin};
 pub use refusal::Refusal;
-pub use report::{Console, Recorder, Reporter};
+pub use report::{Console, Recorder, Reporter, Tee};

@@ -55,6 +55,17 @@ impl<L: Live, C: Clock> Controller<L, C> {
             self.record = record;
             self.saved = serde_json::to_string(&status).ok();
         }
+        if self.control.standing().suspended {
+            // Not even the writes in flight are re-issued: the rollout resumes when the
+            // Fleet does.
+            self.resume_pending = true;
+            return Ok(());
+        }
+        self.resume_rollout().await
+    }
+
+    /// Resumes the persisted rollout, if there is one.
+    pub(crate) async fn resume_rollout(&mut self) -> Result<(), Error> {
         let Some(resumable) = self.engine.resumable() else {
             return Ok(());
         };
@@ -167,7 +178,21 @@ impl<L: Live, C: Clock> Controller<L, C> {
     /// Fetches the branch; when its head is new (or the fleet drifted), renders, diffs and
     /// starts a rollout. Returns why the head is refused, if it is.
     pub(crate) async fn reconcile(&mut self) -> Result<Option<Refusal>, Error> {
-        let head = match self.source.fetch() {
+        let started = std::time::Instant::now();
+        let outcome = self.reconcile_in().await;
+        if let Ok(refused) = &outcome {
+            let result = refused.as_ref().map_or("Success", Refusal::reason);
+            self.reporter.reconciled(result, started.elapsed());
+        }
+        outcome
+    }
+
+    async fn reconcile_in(&mut self) -> Result<Option<Refusal>, Error> {
+        let fetch_started = std::time::Instant::now();
+        let fetched = self.source.fetch();
+        self.reporter
+            .fetched(fetched.is_ok(), fetch_started.elapsed());
+        let head = match fetched {
             Ok(head) => head,
             Err(refusal) => return self.refuse(refusal, true).await,
         };
@@ -312,6 +337,8 @@ impl<L: Live, C: Clock> Controller<L, C> {
         if say {
             let text = refusal.message();
             self.say(&text);
+            let now = self.clock.now();
+            self.reporter.refused(now, &refusal);
         }
         self.record.stalled = Some(refusal.clone());
         self.flush().await?;

@@ -24,6 +24,20 @@ pub trait Reporter: Send {
     fn report(&mut self, now: Time, commit: &str, report: &Report) {
         self.line(now, Some(commit), &describe(report));
     }
+    /// A request made through the `Fleet` was acted on (`ok`) or refused; `reason` is the
+    /// Event reason (`Approved`, `ApprovalRefused`, `BreakerReset`, `Suspended`, `Resumed`).
+    fn request(&mut self, _reason: &str, _ok: bool, _text: &str) {}
+    /// The head was refused.
+    fn refused(&mut self, _now: Time, _refusal: &crate::Refusal) {}
+    /// A revert was handled after a trip: `pushed` when a revert commit is on the branch.
+    fn reverted(&mut self, _now: Time, _commit: &str, _pushed: bool, _outcome: &str) {}
+    /// A fetch ended, `ok` or not, after `took`.
+    fn fetched(&mut self, _ok: bool, _took: std::time::Duration) {}
+    /// A reconcile (fetch, check, render, plan) ended with `result` (`Success` or the
+    /// refusal's reason) after `took`.
+    fn reconciled(&mut self, _result: &str, _took: std::time::Duration) {}
+    /// The status was saved.
+    fn saved(&mut self, _status: &endstate_api::FleetStatus) {}
 }
 
 /// An engine report in words.
@@ -159,5 +173,58 @@ impl Reporter for Recorder {
     fn line(&mut self, _now: Time, commit: Option<&str>, text: &str) {
         let commit = commit.map(|c| format!("{} ", short(c))).unwrap_or_default();
         self.lines.push(format!("{commit}{text}"));
+    }
+}
+
+/// Hands everything to each of several reporters, in order (the console, Events, metrics).
+#[derive(Default)]
+pub struct Tee(pub Vec<Box<dyn Reporter>>);
+
+impl std::fmt::Debug for Tee {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tee({} reporters)", self.0.len())
+    }
+}
+
+impl Reporter for Tee {
+    fn line(&mut self, now: Time, commit: Option<&str>, text: &str) {
+        self.0.iter_mut().for_each(|r| r.line(now, commit, text));
+    }
+    fn progress(
+        &mut self,
+        stage: &str,
+        settled: usize,
+        total: usize,
+        inflight: usize,
+        failed: usize,
+    ) {
+        for r in &mut self.0 {
+            r.progress(stage, settled, total, inflight, failed);
+        }
+    }
+    fn report(&mut self, now: Time, commit: &str, report: &Report) {
+        self.0
+            .iter_mut()
+            .for_each(|r| r.report(now, commit, report));
+    }
+    fn request(&mut self, reason: &str, ok: bool, text: &str) {
+        self.0.iter_mut().for_each(|r| r.request(reason, ok, text));
+    }
+    fn refused(&mut self, now: Time, refusal: &crate::Refusal) {
+        self.0.iter_mut().for_each(|r| r.refused(now, refusal));
+    }
+    fn reverted(&mut self, now: Time, commit: &str, pushed: bool, outcome: &str) {
+        self.0
+            .iter_mut()
+            .for_each(|r| r.reverted(now, commit, pushed, outcome));
+    }
+    fn fetched(&mut self, ok: bool, took: std::time::Duration) {
+        self.0.iter_mut().for_each(|r| r.fetched(ok, took));
+    }
+    fn reconciled(&mut self, result: &str, took: std::time::Duration) {
+        self.0.iter_mut().for_each(|r| r.reconciled(result, took));
+    }
+    fn saved(&mut self, status: &endstate_api::FleetStatus) {
+        self.0.iter_mut().for_each(|r| r.saved(status));
     }
 }

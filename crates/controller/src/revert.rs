@@ -134,6 +134,8 @@ impl<L: Live, C: Clock> Controller<L, C> {
             Err(err) => (Vec::new(), format!("revert failed: {err}")),
         };
         self.line(now, commit, &outcome);
+        self.reporter
+            .reverted(now, commit, !reverts.is_empty(), &outcome);
         if let Some(at) = self.tripped_at {
             self.tally.trip_to_revert = Some(at.elapsed());
         }

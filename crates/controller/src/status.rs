@@ -8,7 +8,8 @@
 
 use endstate_api::Condition;
 use endstate_api::fleet::{
-    BreakerStatus, BudgetUsage, FleetStatus, HistoryEntry, QuarantinedCommit, RolloutCursor,
+    BreakerStatus, BudgetUsage, FailedObject, FleetStatus, HistoryEntry, QuarantinedCommit,
+    RolloutCursor, WaveProgress,
 };
 use endstate_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time as MetaTime;
 use endstate_rollout::policy::Policy;
@@ -32,7 +33,29 @@ pub struct Record {
     /// The conditions as last saved: a condition keeps its transition time while its status
     /// holds.
     pub conditions: Vec<Condition>,
+    /// The `Fleet`'s `metadata.generation` the loop works from.
+    pub generation: Option<i64>,
+    /// Whether `spec.suspend` holds the loop.
+    pub suspended: bool,
+    /// The request tokens acted on.
+    pub handled: Handled,
 }
+
+/// The tokens of the last requests acted on (see `endstate_api::fleet::requests`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Handled {
+    /// `fleet.endstate.dev/reconcile-requested-at`.
+    pub reconcile: Option<String>,
+    /// `fleet.endstate.dev/approve-requested-at`.
+    pub approve: Option<String>,
+    /// `fleet.endstate.dev/reset-breaker-requested-at`.
+    pub reset_breaker: Option<String>,
+}
+
+/// The most waves listed in `status.rollout.progress`.
+const PROGRESS_WAVES: usize = 64;
+/// The most object names listed in flight and failed.
+const NAMES: usize = 10;
 
 /// The most history entries kept.
 const HISTORY: usize = 20;
@@ -67,6 +90,24 @@ pub fn to_status(engine: &Engine, record: &Record, policy: &Policy, now: Time) -
             in_flight: Some(r.inflight() as i64),
             failed: Some(i64::from(r.failures().total)),
             waiting: r.waiting().map(str::to_owned),
+            progress: Some(progress(&r)),
+            in_flight_objects: Some(
+                r.inflight_ids()
+                    .take(NAMES)
+                    .map(|(id, _)| id.to_string())
+                    .collect(),
+            ),
+            failed_objects: Some(
+                r.failures()
+                    .first
+                    .iter()
+                    .take(NAMES)
+                    .map(|n| FailedObject {
+                        object: n.object.clone(),
+                        reason: n.reason.clone(),
+                    })
+                    .collect(),
+            ),
             state,
         },
         // No rollout yet: still persist budgets and quarantine.
@@ -112,7 +153,10 @@ pub fn to_status(engine: &Engine, record: &Record, policy: &Policy, now: Time) -
         })
         .collect();
     FleetStatus {
-        observed_generation: None,
+        observed_generation: record.generation,
+        last_handled_reconcile_at: record.handled.reconcile.clone(),
+        last_handled_approve_at: record.handled.approve.clone(),
+        last_handled_reset_breaker_at: record.handled.reset_breaker.clone(),
         conditions: Some(conditions(engine, record, now)),
         last_applied_commit: record.last_applied.clone(),
         last_good_commit: record.last_good.clone(),
@@ -136,8 +180,59 @@ pub fn from_status(status: &FleetStatus) -> Result<(Engine, Record), String> {
         history: status.history.clone().unwrap_or_default(),
         stalled: None,
         conditions: status.conditions.clone().unwrap_or_default(),
+        generation: status.observed_generation,
+        suspended: false,
+        handled: Handled {
+            reconcile: status.last_handled_reconcile_at.clone(),
+            approve: status.last_handled_approve_at.clone(),
+            reset_breaker: status.last_handled_reset_breaker_at.clone(),
+        },
     };
     Ok((engine, record))
+}
+
+/// Every wave of the rollout: done before the one in flight, pending after it.
+fn progress(r: &endstate_rollout::rollout::View<'_>) -> Vec<WaveProgress> {
+    let current = r.stage_index();
+    let finished = matches!(
+        r.phase(),
+        Phase::Completed | Phase::Superseded | Phase::Restored
+    );
+    let stages = r.stages();
+    let mut out: Vec<WaveProgress> = stages
+        .iter()
+        .enumerate()
+        .take(PROGRESS_WAVES)
+        .map(|(i, stage)| {
+            let failed = i64::from(r.failures().per_stage.get(i).copied().unwrap_or(0));
+            let size = i64::from(stage.size);
+            let (done, in_flight, state) = if i < current || (i == current && finished) {
+                ((size - failed).max(0), 0, "Done")
+            } else if i == current {
+                (i64::from(r.settled()), r.inflight() as i64, "InFlight")
+            } else {
+                (0, 0, "Pending")
+            };
+            WaveProgress {
+                name: stage.name.clone(),
+                size,
+                done,
+                in_flight,
+                failed,
+                state: state.to_owned(),
+            }
+        })
+        .collect();
+    if stages.len() > PROGRESS_WAVES
+        && let Some(last) = out.last_mut()
+    {
+        last.name = format!(
+            "{} (and {} more waves)",
+            last.name,
+            stages.len() - PROGRESS_WAVES
+        );
+    }
+    out
 }
 
 /// The phase as the status names it.
@@ -173,11 +268,17 @@ fn conditions(engine: &Engine, record: &Record, now: Time) -> Vec<Condition> {
             reason: reason.to_owned(),
             message: capped(&message, MESSAGE_CHARS),
             last_transition_time: since,
-            observed_generation: None,
+            observed_generation: record.generation,
         }
     };
-    let busy = engine.busy();
-    let (ready, reason, message) = if let Some(refusal) = &record.stalled {
+    let busy = engine.busy() && !record.suspended;
+    let (ready, reason, message) = if record.suspended {
+        (
+            false,
+            "Suspended",
+            "spec.suspend is true: nothing is fetched or written until it is unset".to_owned(),
+        )
+    } else if let Some(refusal) = &record.stalled {
         // The whole message is on the Stalled condition; Ready says what it is about.
         let text = refusal.to_string();
         let first = text.lines().next().unwrap_or_default();
@@ -201,7 +302,8 @@ fn conditions(engine: &Engine, record: &Record, now: Time) -> Vec<Condition> {
             ),
         )
     } else if busy {
-        (false, "Progressing", "a rollout is under way".to_owned())
+        let (reason, message) = busy_reason(engine);
+        (false, reason, message)
     } else {
         (
             true,
@@ -217,13 +319,18 @@ fn conditions(engine: &Engine, record: &Record, now: Time) -> Vec<Condition> {
         condition(
             "Reconciling",
             busy,
-            if busy { "Progressing" } else { "Idle" },
             if busy {
-                "a rollout is under way"
+                busy_reason(engine).0
+            } else if record.suspended {
+                "Suspended"
             } else {
-                "nothing to roll out"
-            }
-            .to_owned(),
+                "Idle"
+            },
+            if busy {
+                busy_reason(engine).1
+            } else {
+                "nothing to roll out".to_owned()
+            },
         ),
         condition(
             "Stalled",
@@ -235,6 +342,41 @@ fn conditions(engine: &Engine, record: &Record, now: Time) -> Vec<Condition> {
             ),
         ),
     ]
+}
+
+/// Why a rollout under way is not done: the reason Ready and Reconciling report.
+fn busy_reason(engine: &Engine) -> (&'static str, String) {
+    let Some(r) = engine.rollout() else {
+        return ("Progressing", "a rollout is under way".to_owned());
+    };
+    let wave = r
+        .stage()
+        .map(|s| {
+            format!(
+                "wave {} of {} ({})",
+                r.stage_index() + 1,
+                r.stages().len(),
+                s.name
+            )
+        })
+        .unwrap_or_else(|| "the rollout".to_owned());
+    match (r.phase(), r.waiting()) {
+        (Phase::AwaitingApproval, _) => (
+            "AwaitingApproval",
+            format!("{wave} is done and holds for approval (endstate approve)"),
+        ),
+        (Phase::Tripped { .. }, _) => (
+            "Restoring",
+            "the breaker tripped: restoring the last good state".to_owned(),
+        ),
+        (_, Some(why)) if why.contains("budget") => ("BudgetExhausted", format!("{wave}: {why}")),
+        (_, Some(why)) if why.contains("window") => {
+            ("OutsideMaintenanceWindow", format!("{wave}: {why}"))
+        }
+        (_, Some(why)) => ("Waiting", format!("{wave}: {why}")),
+        (Phase::Baking { .. }, None) => ("Baking", format!("{wave} is baking")),
+        _ => ("Progressing", format!("{wave} is rolling out")),
+    }
 }
 
 #[cfg(test)]
@@ -275,7 +417,7 @@ mod tests {
                 .take(HISTORY)
                 .collect(),
             stalled: Some(Refusal::InvalidCommit(lines)),
-            conditions: Vec::new(),
+            ..Record::default()
         };
         let policy = Policy {
             budgets: BudgetClass::ALL

@@ -872,3 +872,50 @@ async fn machines_of_a_cluster_whose_upgrade_failed_are_held_back_not_rolled_out
         h.lines.text()
     );
 }
+
+/// A rollout's end (the commit marked good) is in the status within `persist_every`, even when
+/// nothing else wakes the loop until the next fetch: a dashboard, `kubectl wait` or a standby
+/// must not see the previous good commit for a whole interval.
+#[tokio::test]
+async fn the_end_of_a_rollout_is_saved_before_the_next_fetch() {
+    use endstate_rollout::Live as _;
+    let mut h = harness("saved-end", 12, WAVES, &[]);
+    // Only what the engine asks to persist is saved (no periodic save catches up).
+    h.controller.set_persist_every(Duration::from_secs(3600));
+    h.converged_at_head().await;
+    let next = h.repo.set_agent("agent-2.0", "Upgrade the agent");
+    loop {
+        h.controller.turn(false).await.unwrap();
+        if h.controller.record().last_good.as_deref() == Some(next.as_str()) {
+            break;
+        }
+    }
+    let completed = h.live.lock().now();
+    let mut turns = 0;
+    let status = loop {
+        let status = h.live.load_status().await.unwrap().unwrap_or_default();
+        if status.last_good_commit.as_deref() == Some(next.as_str()) {
+            break status;
+        }
+        turns += 1;
+        assert!(
+            turns < 10,
+            "the end of the rollout is not saved: {status:?}"
+        );
+        h.controller.turn(false).await.unwrap();
+    };
+    // The Ready condition turned True in the save that recorded the good commit.
+    let ready = status
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready.status, "True");
+    let saved_at = Time(ready.last_transition_time.0.as_millisecond());
+    let waited = saved_at.since(completed);
+    assert!(
+        waited <= Duration::from_secs(3),
+        "the good commit reached the status {waited:?} after the rollout ended (the interval is 30s)"
+    );
+}

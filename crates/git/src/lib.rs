@@ -41,4 +41,4 @@ pub use source::{Backoff, Fetched, Source, SourceConfig, SourceStatus};
 pub use tree::CommitTree;
 pub use trigger::{Schedule, Trigger, Triggers};
 pub use watch::Watcher;
-pub use webhook::{WebhookConfig, WebhookServer};
+pub use webhook::{Routes, WebhookConfig, WebhookServer};

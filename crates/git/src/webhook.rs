@@ -46,6 +46,36 @@ pub struct WebhookServer {
     thread: Option<JoinHandle<()>>,
 }
 
+/// Where the requests of an endpoint that serves several targets go, by URL path.
+pub trait Routes: Send + Sync + 'static {
+    /// The branch followed and the shared secret of the target `path` names; a refusal
+    /// (status, reason) when it names none.
+    fn resolve(&self, path: &str) -> std::result::Result<(String, Secret), (u16, String)>;
+    /// An accepted push for the target `path` names.
+    fn trigger(&self, path: &str, trigger: Trigger);
+}
+
+/// One target on every path: [`WebhookServer::start`].
+struct Single {
+    branch: String,
+    secret: Secret,
+    sender: std::sync::Mutex<Sender<Trigger>>,
+}
+
+impl Routes for Single {
+    fn resolve(&self, _: &str) -> std::result::Result<(String, Secret), (u16, String)> {
+        Ok((self.branch.clone(), self.secret.clone()))
+    }
+
+    fn trigger(&self, _: &str, trigger: Trigger) {
+        let _ = self
+            .sender
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(trigger);
+    }
+}
+
 impl WebhookServer {
     /// Starts serving, sending a [`Trigger::Webhook`] to `sender` for each accepted push.
     pub fn start(config: WebhookConfig, sender: Sender<Trigger>) -> Result<Self> {
@@ -54,9 +84,19 @@ impl WebhookServer {
                 "the webhook needs a secret; unauthenticated webhooks are not served".into(),
             ));
         }
-        let server = tiny_http::Server::http(config.bind).map_err(|e| {
-            Error::Config(format!("the webhook cannot listen on {}: {e}", config.bind))
-        })?;
+        let routes = Single {
+            branch: config.branch,
+            secret: config.secret,
+            sender: std::sync::Mutex::new(sender),
+        };
+        Self::start_routed(config.bind, Arc::new(routes))
+    }
+
+    /// Starts serving several targets, told apart by the request's path (each with its own
+    /// branch and secret, as `routes` resolves them).
+    pub fn start_routed(bind: SocketAddr, routes: Arc<dyn Routes>) -> Result<Self> {
+        let server = tiny_http::Server::http(bind)
+            .map_err(|e| Error::Config(format!("the webhook cannot listen on {bind}: {e}")))?;
         let addr = server
             .server_addr()
             .to_ip()
@@ -67,7 +107,7 @@ impl WebhookServer {
             .name("endstate-webhook".into())
             .spawn(move || {
                 for request in serving.incoming_requests() {
-                    serve(&config, request, &sender);
+                    serve(routes.as_ref(), request);
                 }
             })
             .map_err(|e| Error::Config(format!("starting the webhook thread: {e}")))?;
@@ -102,7 +142,13 @@ impl Drop for WebhookServer {
     }
 }
 
-fn serve(config: &WebhookConfig, mut request: tiny_http::Request, sender: &Sender<Trigger>) {
+fn serve(routes: &dyn Routes, mut request: tiny_http::Request) {
+    let path = request
+        .url()
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     let header = |name: &str| -> Option<String> {
         request
             .headers()
@@ -137,10 +183,13 @@ fn serve(config: &WebhookConfig, mut request: tiny_http::Request, sender: &Sende
         match read {
             Err(e) => (400, format!("reading the body: {e}")),
             Ok(_) if body.len() > MAX_BODY => (413, "the body is too large".to_string()),
-            Ok(_) => match handle(config, &lookup, &body) {
+            Ok(_) => match routes
+                .resolve(&path)
+                .and_then(|(branch, secret)| handle(&branch, &secret, &lookup, &body))
+            {
                 Ok(Some(trigger)) => {
-                    tracing::info!(?trigger, "webhook accepted; fetching");
-                    let _ = sender.send(trigger);
+                    tracing::info!(?trigger, %path, "webhook accepted; fetching");
+                    routes.trigger(&path, trigger);
                     (202, "fetch triggered".to_string())
                 }
                 Ok(None) => (202, "accepted; nothing to fetch".to_string()),
@@ -158,11 +207,18 @@ fn serve(config: &WebhookConfig, mut request: tiny_http::Request, sender: &Sende
 
 /// Decides what a request means: a trigger, nothing, or a refusal (status, reason).
 fn handle<'h>(
-    config: &WebhookConfig,
+    branch: &str,
+    secret: &Secret,
     header: &dyn Fn(&str) -> Option<&'h str>,
     body: &[u8],
-) -> Result<Option<Trigger>, (u16, String)> {
-    let secret = config.secret.expose().as_bytes();
+) -> std::result::Result<Option<Trigger>, (u16, String)> {
+    let secret = secret.expose().as_bytes();
+    if secret.is_empty() {
+        return Err((
+            401,
+            "no secret is set for this target; unauthenticated pushes are refused".into(),
+        ));
+    }
     let refused = || (401, "the signature or token does not match".to_string());
     let (provider, event) = if let Some(event) = header("x-github-event") {
         let signature = header("x-hub-signature-256").ok_or((
@@ -208,8 +264,8 @@ fn handle<'h>(
         serde_json::from_slice(body).map_err(|e| (400, format!("the payload is not JSON: {e}")))?
     };
     if let Some(pushed) = payload.get("ref").and_then(|r| r.as_str())
-        && pushed != format!("refs/heads/{}", config.branch)
-        && pushed != config.branch
+        && pushed != format!("refs/heads/{branch}")
+        && pushed != branch
     {
         return Ok(None);
     }
@@ -270,9 +326,13 @@ mod tests {
         }
     }
 
-    fn call(headers: &[(&str, &str)], body: &[u8]) -> Result<Option<Trigger>, (u16, String)> {
+    fn call(
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::result::Result<Option<Trigger>, (u16, String)> {
         let lookup = |name: &str| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
-        handle(&config(), &lookup, body)
+        let config = config();
+        handle(&config.branch, &config.secret, &lookup, body)
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod cache;
 mod crds;
 mod error;
 mod kinds;
+mod lease;
 mod limiter;
 mod live;
 mod retry;
@@ -24,6 +25,19 @@ mod status;
 pub use cache::PAGE_SIZE;
 pub use crds::install_crds;
 pub use error::{Error, Result};
+pub use lease::{Ended, FenceLayer, Fenced, FencedService, Leadership, LeaseSettings};
 pub use limiter::{LimiterStats, Limits, RateLimitLayer, RateLimited, RateLimiter};
-pub use live::{KubeLive, Settings, WriteStats, rate_limited_client};
+pub use live::{KubeLive, Settings, WriteStats, client_for, rate_limited_client};
 pub use retry::Retry;
+
+/// Sends `agent` as the User-Agent of every request made with `config` (so that the API
+/// server's audit log tells endstate's replicas apart).
+pub fn set_user_agent(config: &mut kube::Config, agent: &str) -> Result<()> {
+    let value = http::HeaderValue::from_str(agent)
+        .map_err(|err| Error::Settings(format!("user agent {agent:?}: {err}")))?;
+    config
+        .headers
+        .retain(|(name, _)| *name != http::header::USER_AGENT);
+    config.headers.push((http::header::USER_AGENT, value));
+    Ok(())
+}

@@ -54,6 +54,11 @@ pub struct Settings {
     pub retry: Retry,
     /// How long the caches may take to list every kind at start-up.
     pub cache_sync_timeout: Duration,
+    /// The lease this backend writes under, when it runs as one of several replicas: a
+    /// conflict on the status makes it ask the server whether it still holds the lease
+    /// before it saves again (a deposed leader must not overwrite its successor's status).
+    /// The client must be fenced by the same lease ([`client_for`]).
+    pub leadership: Option<crate::lease::Leadership>,
 }
 
 impl Settings {
@@ -67,6 +72,7 @@ impl Settings {
             max_in_flight: 32,
             retry: Retry::default(),
             cache_sync_timeout: Duration::from_secs(120),
+            leadership: None,
         }
     }
 }
@@ -123,13 +129,27 @@ pub struct KubeLive {
 
 /// A client whose every request goes through `limiter`, with kube's own retries off so that
 /// the limiter sees every 429 and the backend decides what to retry.
-pub fn rate_limited_client(mut config: kube::Config, limiter: &RateLimiter) -> Result<Client> {
+pub fn rate_limited_client(config: kube::Config, limiter: &RateLimiter) -> Result<Client> {
+    client_for(config, limiter, None)
+}
+
+/// A client like [`rate_limited_client`] whose mutating requests, with `leadership`, are
+/// sent only while it holds ([`crate::FenceLayer`]).
+pub fn client_for(
+    mut config: kube::Config,
+    limiter: &RateLimiter,
+    leadership: Option<&crate::lease::Leadership>,
+) -> Result<Client> {
     config.default_retry = false;
     let builder = kube::client::ClientBuilder::try_from(config)
         .map_err(|err| Error::Client(Box::new(err)))?;
-    Ok(builder
-        .with_layer(&RateLimitLayer::new(limiter.clone()))
-        .build())
+    let builder = builder.with_layer(&RateLimitLayer::new(limiter.clone()));
+    Ok(match leadership {
+        Some(leadership) => builder
+            .with_layer(&crate::lease::FenceLayer::new(leadership.clone()))
+            .build(),
+        None => builder.build(),
+    })
 }
 
 impl KubeLive {
@@ -146,6 +166,12 @@ impl KubeLive {
     pub async fn connect_lazily(config: kube::Config, settings: Settings) -> Result<Self> {
         let limiter = RateLimiter::new(settings.limits);
         let client = rate_limited_client(config, &limiter)?;
+        Self::begin(client, limiter, settings)
+    }
+
+    /// Like [`KubeLive::connect_lazily`], on a client built by [`client_for`] with `limiter`
+    /// (several backends may share one client and one limiter).
+    pub fn start_lazily(client: Client, limiter: RateLimiter, settings: Settings) -> Result<Self> {
         Self::begin(client, limiter, settings)
     }
 
@@ -623,8 +649,17 @@ impl Live for KubeLive {
                     *known = Some((version, new));
                     return Ok(());
                 }
-                // The Fleet changed since `version`: recompute on a fresh read.
+                // The Fleet changed since `version`: recompute on a fresh read, unless what
+                // changed it is a new leader.
                 Err(kube::Error::Api(status)) if status.code == 409 => {
+                    if let Some(leadership) = &self.settings.leadership
+                        && !leadership.confirm().await
+                    {
+                        return Err(LiveError::Fenced(format!(
+                            "save the status of {id}: it changed, and this process no longer holds the lease {}",
+                            leadership.settings().name
+                        )));
+                    }
                     LiveError::Transient(format!("save the status of {id}: {}", status.message))
                 }
                 Err(err) => classify(err, &id, "save the status of"),

@@ -68,6 +68,9 @@ pub(crate) fn classify(err: kube::Error, object: &ObjectRef, doing: &str) -> Liv
                 _ => LiveError::Fatal(message),
             }
         }
+        kube::Error::Service(err) if err.downcast_ref::<crate::lease::Fenced>().is_some() => {
+            LiveError::Fenced(format!("{doing} {object}: {err}"))
+        }
         // The connection, TLS, a timeout: nothing about the request itself.
         err @ (kube::Error::HyperError(_)
         | kube::Error::Service(_)

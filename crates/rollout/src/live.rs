@@ -40,6 +40,9 @@ pub enum LiveError {
     /// Not worth retrying: a refused object, a missing CRD, no permission.
     #[error("{0}")]
     Fatal(String),
+    /// Not sent: this process no longer holds the lease that allows it to write.
+    #[error("not sent, the lease is lost: {0}")]
+    Fenced(String),
 }
 
 impl LiveError {
@@ -127,4 +130,54 @@ pub trait Live: Send + Sync {
         &self,
         status: &FleetStatus,
     ) -> impl Future<Output = Result<(), LiveError>> + Send;
+}
+
+/// A shared backend: the in-cluster controller keeps one per `Fleet` (its caches) across the
+/// loops it runs on it, so that a spec change does not list the fleet again.
+impl<L: Live> Live for std::sync::Arc<L> {
+    fn snapshot(&self) -> impl Future<Output = Result<Vec<FleetObject>, LiveError>> + Send {
+        (**self).snapshot()
+    }
+    fn get(
+        &self,
+        ids: &[ObjectRef],
+    ) -> impl Future<Output = Result<Vec<Option<FleetObject>>, LiveError>> + Send {
+        (**self).get(ids)
+    }
+    fn get_fresh(
+        &self,
+        ids: &[ObjectRef],
+    ) -> impl Future<Output = Result<Vec<Option<FleetObject>>, LiveError>> + Send {
+        (**self).get_fresh(ids)
+    }
+    fn apply(
+        &self,
+        objects: &[FleetObject],
+    ) -> impl Future<Output = Vec<Result<Applied, LiveError>>> + Send {
+        (**self).apply(objects)
+    }
+    fn delete(&self, ids: &[ObjectRef]) -> impl Future<Output = Vec<Result<(), LiveError>>> + Send {
+        (**self).delete(ids)
+    }
+    fn synced(&self) -> bool {
+        (**self).synced()
+    }
+    fn wait_synced(&self) -> impl Future<Output = Result<(), LiveError>> + Send {
+        (**self).wait_synced()
+    }
+    fn changes(&self) -> Changes {
+        (**self).changes()
+    }
+    fn changed(&self) -> impl Future<Output = ()> + Send {
+        (**self).changed()
+    }
+    fn load_status(&self) -> impl Future<Output = Result<Option<FleetStatus>, LiveError>> + Send {
+        (**self).load_status()
+    }
+    fn save_status(
+        &self,
+        status: &FleetStatus,
+    ) -> impl Future<Output = Result<(), LiveError>> + Send {
+        (**self).save_status(status)
+    }
 }

@@ -244,7 +244,9 @@ pub fn cut(text: &str, chars: usize) -> String {
 #[serde(rename_all = "camelCase", try_from = "RestoreWire")]
 pub struct Restore {
     /// Per lane: the universe (index into the restore order) and how many of its positions
-    /// are still to be looked at; `None` when the lane is done.
+    /// are still to be looked at; `None` when the lane is done (persisted as `[]`: the API
+    /// server drops a `null` even inside an array).
+    #[serde(serialize_with = "lanes_out")]
     pub lanes: [Option<(u8, u32)>; 2],
     /// The batch issued and not yet confirmed: lane, universe index, `[from, to)`. A restart
     /// issues it again without spending again.
@@ -256,13 +258,38 @@ pub struct Restore {
     pub classes: Option<RestorePlan>,
 }
 
+fn lanes_out<S: serde::Serializer>(
+    lanes: &[Option<(u8, u32)>; 2],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = serializer.serialize_seq(Some(lanes.len()))?;
+    for lane in lanes {
+        match lane {
+            Some(lane) => seq.serialize_element(lane)?,
+            None => seq.serialize_element(&[(); 0])?,
+        }
+    }
+    seq.end()
+}
+
+/// A lane as persisted: `[universe, left]`, or done (`[]`, or `null` as earlier releases
+/// wrote it).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum LaneWire {
+    Active((u8, u32)),
+    Done(serde::de::IgnoredAny),
+}
+
 /// A persisted [`Restore`], of this release or of the one before it, which had a third lane
 /// between the two (undoing creates from the `machine-delete` budget): that lane is dropped,
-/// so what it had left stays in place, as this release does.
+/// so what it had left stays in place, as this release does. Earlier releases wrote a done lane
+/// as `null`, which the API server drops: no lanes left means both are done.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RestoreWire {
-    lanes: Vec<Option<(u8, u32)>>,
+    lanes: Vec<LaneWire>,
     #[serde(default)]
     issued: Option<(u8, u8, u32, u32)>,
 }
@@ -271,7 +298,16 @@ impl TryFrom<RestoreWire> for Restore {
     type Error = String;
 
     fn try_from(wire: RestoreWire) -> Result<Self, String> {
-        let (lanes, issued) = match wire.lanes[..] {
+        let lanes: Vec<Option<(u8, u32)>> = wire
+            .lanes
+            .into_iter()
+            .map(|lane| match lane {
+                LaneWire::Active(lane) => Some(lane),
+                LaneWire::Done(_) => None,
+            })
+            .collect();
+        let (lanes, issued) = match lanes[..] {
+            [] => ([None, None], None),
             [free, reinstall] => ([free, reinstall], wire.issued),
             [free, _, reinstall] => (
                 [free, reinstall],
@@ -281,7 +317,7 @@ impl TryFrom<RestoreWire> for Restore {
                     _ => None,
                 }),
             ),
-            _ => return Err(format!("a restore has 2 lanes, not {}", wire.lanes.len())),
+            _ => return Err(format!("a restore has 2 lanes, not {}", lanes.len())),
         };
         Ok(Restore {
             lanes,
@@ -1938,5 +1974,21 @@ mod tests {
         let now: Restore = serde_json::from_value(serde_json::to_value(&before).unwrap()).unwrap();
         assert_eq!(now, before);
         assert!(serde_json::from_value::<Restore>(serde_json::json!({"lanes": [null]})).is_err());
+    }
+
+    /// The API server keeps no `null`, not even in an array: a done lane is written as `[]`,
+    /// and a state written with `[null, null]` (which comes back as `[]`) still loads.
+    #[test]
+    fn a_done_lane_survives_the_api_server() {
+        let done = Restore {
+            lanes: [None, Some((1, 3))],
+            issued: None,
+            classes: None,
+        };
+        let json = serde_json::to_value(&done).unwrap();
+        assert_eq!(json, serde_json::json!({"lanes": [[], [1, 3]]}));
+        assert_eq!(serde_json::from_value::<Restore>(json).unwrap(), done);
+        let stripped: Restore = serde_json::from_value(serde_json::json!({"lanes": []})).unwrap();
+        assert_eq!(stripped.lanes, [None, None]);
     }
 }

@@ -114,6 +114,8 @@ pub struct TestServer {
     apiserver_command: Launch,
     etcd_client: u16,
     watchdog: Option<(Child, ChildStdin)>,
+    /// The server's certificate, which the kubeconfigs trust.
+    cert: PathBuf,
 }
 
 /// A process's program, arguments and log file.
@@ -244,6 +246,7 @@ impl TestServer {
             apiserver_command,
             etcd_client,
             watchdog,
+            cert: cert_dir.join("apiserver.crt"),
         };
         // The serving certificate is generated at start-up; the kubeconfig trusts it.
         let cert = cert_dir.join("apiserver.crt");
@@ -287,6 +290,17 @@ impl TestServer {
         load_config(&self.user_kubeconfig)
             .await
             .expect("the test server's user kubeconfig")
+    }
+
+    /// Writes a kubeconfig for this server that authenticates with `token` (a service
+    /// account's, from the TokenRequest API, say) to `path`.
+    pub fn write_kubeconfig(&self, token: &str, path: &Path) -> Result<(), String> {
+        write(path, &kubeconfig_text(&self.url, token, &self.cert))
+    }
+
+    /// The directory holding the server's files (its logs, an audit log it was asked for).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The server's URL, `https://127.0.0.1:PORT`.

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Parser;
 use endstate_api::k8s_openapi::api::core::v1::Namespace;
 use endstate_api::{Fleet, Machine, MachineSpec};
@@ -71,11 +71,7 @@ const NS: &str = "fleet-prod";
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let endstate = std::env::current_exe()?
-        .parent()
-        .map(|d| d.join("endstate"))
-        .filter(|p| p.exists())
-        .context("the endstate binary must be built beside kube-loop-bench (cargo build --release -p endstate)")?;
+    let endstate = endstate_bench::endstate_binary()?;
     eprintln!("starting the test server (etcd + kube-apiserver 1.20.2 on loopback)…");
     let server = TestServer::start_with(endstate_testenv::Options {
         apiserver_args: args.apiserver_arg.clone(),

@@ -32,6 +32,137 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// What a command line adds to (or overrides in) a `Fleet`'s spec.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// Overrides `spec.source.url` when not empty.
+    pub repo: String,
+    /// Overrides `spec.source.branch`.
+    pub branch: Option<String>,
+    /// Overrides `spec.source.path` when not empty.
+    pub path: String,
+    /// Follow rewritten history.
+    pub adopt_rewritten_history: bool,
+    /// Push no reverts.
+    pub no_revert: bool,
+    /// The author of reverts when the Fleet has no `spec.revert`.
+    pub author_name: String,
+    /// Its email.
+    pub author_email: String,
+    /// Overrides `spec.source.interval`.
+    pub interval: Option<Duration>,
+    /// How often everything in flight is looked at again.
+    pub poll: Duration,
+    /// Where the Git mirror lives.
+    pub state_dir: std::path::PathBuf,
+    /// Move each fetch interval by up to this fraction of it.
+    pub jitter: f64,
+}
+
+/// The loop on `fleet` over `live`: its source (with the Secrets it names read through
+/// `client`), verification and revert writer, as the spec and `overrides` say.
+pub async fn build<L: endstate_rollout::Live>(
+    client: &kube::Client,
+    fleet: &Fleet,
+    live: L,
+    overrides: &Overrides,
+    reporter: Box<dyn endstate_controller::Reporter>,
+) -> anyhow::Result<Controller<L, WallClock>> {
+    let namespace = fleet.metadata.namespace.clone().unwrap_or_default();
+    let name = fleet.metadata.name.clone().unwrap_or_default();
+    let spec = &fleet.spec;
+    let credentials = match &spec.source.secret_ref {
+        Some(secret) => credentials(client, &namespace, &secret.name).await?,
+        None => Credentials::default(),
+    };
+    let verify = match &spec.source.verify {
+        Some(policy) => {
+            let keys = secret_texts(
+                client,
+                &namespace,
+                &policy.secret_ref.name,
+                "spec.source.verify.secretRef",
+            )
+            .await?;
+            Some(match policy.mode.as_str() {
+                "ssh" => SignaturePolicy::ssh(&keys.join("\n"))?,
+                "openpgp" => SignaturePolicy::openpgp(&keys)?,
+                other => {
+                    anyhow::bail!("spec.source.verify.mode {other:?}: expected `ssh` or `openpgp`")
+                }
+            })
+        }
+        None => None,
+    };
+    let mut source_config = SourceConfig::from_spec(
+        &spec.source,
+        overrides.state_dir.join("mirror"),
+        credentials,
+        verify,
+    )?;
+    if !overrides.repo.is_empty() {
+        source_config.url = overrides.repo.clone();
+    }
+    if let Some(branch) = &overrides.branch {
+        source_config.branch = branch.clone();
+    }
+    if !overrides.path.is_empty() {
+        source_config.path = overrides.path.trim_matches('/').to_owned();
+    }
+    if overrides.adopt_rewritten_history {
+        source_config = source_config.on_history_rewrite(endstate_git::RewritePolicy::Adopt);
+    }
+    let writer = match (&spec.revert, overrides.no_revert) {
+        (_, true) => None,
+        (Some(revert), false) => {
+            let signer = match &revert.signing_key_secret_ref {
+                Some(secret) => {
+                    let keys = secret_texts(
+                        client,
+                        &namespace,
+                        &secret.name,
+                        "spec.revert.signingKeySecretRef",
+                    )
+                    .await?;
+                    let [key] = keys.as_slice() else {
+                        anyhow::bail!(
+                            "the Secret {} named by spec.revert.signingKeySecretRef must hold exactly one private key",
+                            secret.name
+                        );
+                    };
+                    Some(SshSigner::new(&Secret::new(key.clone()))?)
+                }
+                None => None,
+            };
+            Some(RevertWriter::open(
+                &source_config,
+                RevertConfig::from_spec(&name, revert, signer)?,
+            )?)
+        }
+        (None, false) => Some(RevertWriter::open(
+            &source_config,
+            RevertConfig::new(&name, &overrides.author_name, &overrides.author_email),
+        )?),
+    };
+    let history = crate::cmd::history(fleet.status.as_ref());
+    let source = Source::open(source_config, history)?;
+    let mut config = Config::new(name.clone(), namespace.clone());
+    config.interval = match (overrides.interval, spec.source.interval.as_deref()) {
+        (Some(interval), _) => interval,
+        (None, Some(interval)) => endstate_api::duration::parse(interval)
+            .map_err(|why| anyhow!("Fleet {namespace}/{name}: spec.source.interval: {why}"))?,
+        (None, None) => Duration::from_secs(60),
+    };
+    if config.interval.is_zero() {
+        anyhow::bail!("Fleet {namespace}/{name}: spec.source.interval must be longer than 0");
+    }
+    config.jitter = overrides.jitter;
+    config.poll = overrides.poll;
+    Ok(Controller::new(
+        config, source, writer, live, WallClock, reporter,
+    ))
+}
+
 /// The loop on the `Fleet` named by `--fleet`; `--repo`, `--branch` and `--path` override its
 /// source.
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
@@ -39,73 +170,37 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let client = crate::cmd::kube_client(args.kubeconfig.as_deref()).await?;
+        let config = crate::cmd::kube_config(args.kubeconfig.as_deref()).await?;
+        let server = config.cluster_url.clone();
+        let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
         let fleets: Api<Fleet> = Api::namespaced(client.clone(), &args.namespace);
-        let fleet = fleets.get_opt(&args.fleet).await?.ok_or_else(|| {
+        let fleet = fleets.get_opt(&args.fleet).await.with_context(|| {
+            format!("reading Fleet {}/{} from {server}", args.namespace, args.fleet)
+        })?;
+        let fleet = fleet.ok_or_else(|| {
             anyhow!(
-                "Fleet {}/{} does not exist; create it (see docs/kube.md) before running",
+                "Fleet {}/{} does not exist; create it (see examples/fleet/fleet.yaml and docs/operations.md) before running",
                 args.namespace,
                 args.fleet
             )
         })?;
-        let spec = &fleet.spec;
-        let state_dir = match &args.state_dir {
-            Some(dir) => dir.clone(),
-            None => {
-                std::env::temp_dir().join(format!("endstate-{}-{}", args.namespace, args.fleet))
-            }
+        let overrides = Overrides {
+            repo: args.repo.clone(),
+            branch: args.branch.clone(),
+            path: args.path.clone(),
+            adopt_rewritten_history: args.adopt_rewritten_history,
+            no_revert: args.no_revert,
+            author_name: args.author_name.clone(),
+            author_email: args.author_email.clone(),
+            interval: args.interval,
+            poll: args.poll,
+            state_dir: match &args.state_dir {
+                Some(dir) => dir.clone(),
+                None => std::env::temp_dir()
+                    .join(format!("endstate-{}-{}", args.namespace, args.fleet)),
+            },
+            jitter: 0.1,
         };
-        let credentials = match &spec.source.secret_ref {
-            Some(secret) => credentials(&client, &args.namespace, &secret.name).await?,
-            None => Credentials::default(),
-        };
-        let verify = match &spec.source.verify {
-            Some(policy) => {
-                let keys = secret_texts(&client, &args.namespace, &policy.secret_ref.name, "spec.source.verify.secretRef").await?;
-                Some(match policy.mode.as_str() {
-                    "ssh" => SignaturePolicy::ssh(&keys.join("\n"))?,
-                    "openpgp" => SignaturePolicy::openpgp(&keys)?,
-                    other => anyhow::bail!("spec.source.verify.mode {other:?}: expected `ssh` or `openpgp`"),
-                })
-            }
-            None => None,
-        };
-        let mut source_config =
-            SourceConfig::from_spec(&spec.source, state_dir.join("mirror"), credentials, verify)?;
-        if !args.repo.is_empty() {
-            source_config.url = args.repo.clone();
-        }
-        if let Some(branch) = &args.branch {
-            source_config.branch = branch.clone();
-        }
-        if !args.path.is_empty() {
-            source_config.path = args.path.trim_matches('/').to_owned();
-        }
-        if args.adopt_rewritten_history {
-            source_config = source_config.on_history_rewrite(endstate_git::RewritePolicy::Adopt);
-        }
-        let writer = match (&spec.revert, args.no_revert) {
-            (_, true) => None,
-            (Some(revert), false) => {
-                let signer = match &revert.signing_key_secret_ref {
-                    Some(secret) => {
-                        let keys = secret_texts(&client, &args.namespace, &secret.name, "spec.revert.signingKeySecretRef").await?;
-                        let [key] = keys.as_slice() else {
-                            anyhow::bail!("the Secret {} named by spec.revert.signingKeySecretRef must hold exactly one private key", secret.name);
-                        };
-                        Some(SshSigner::new(&Secret::new(key.clone()))?)
-                    }
-                    None => None,
-                };
-                Some(RevertWriter::open(&source_config, RevertConfig::from_spec(&args.fleet, revert, signer)?)?)
-            }
-            (None, false) => Some(RevertWriter::open(
-                &source_config,
-                RevertConfig::new(&args.fleet, &args.author_name, &args.author_email),
-            )?),
-        };
-        let history = crate::cmd::history(fleet.status.as_ref());
-        let source = Source::open(source_config, history)?;
         let mut settings = Settings::new(args.namespace.clone(), args.fleet.clone());
         settings.limits = Limits {
             qps: args.qps,
@@ -117,22 +212,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         let live = KubeLive::connect_lazily(config, settings)
             .await
             .context("starting the Kubernetes backend")?;
-        let mut loop_config = Config::new(args.fleet.clone(), args.namespace.clone());
-        loop_config.interval = match (args.interval, spec.source.interval.as_deref()) {
-            (Some(interval), _) => interval,
-            (None, Some(interval)) => endstate_api::duration::parse(interval)
-                .map_err(|why| anyhow!("Fleet {}/{}: spec.source.interval: {why}", args.namespace, args.fleet))?,
-            (None, None) => Duration::from_secs(60),
-        };
-        loop_config.poll = args.poll;
-        let mut controller = Controller::new(
-            loop_config,
-            source,
-            writer,
-            live,
-            WallClock,
-            Box::new(Console::new()),
-        );
+        let mut controller =
+            build(&client, &fleet, live, &overrides, Box::new(Console::new())).await?;
+        let control = controller.control();
+        control.generation(fleet.metadata.generation.unwrap_or(0));
+        control.suspend(fleet.spec.suspend.unwrap_or(false));
         let branch = controller.source().git().map(|s| s.config().branch.clone()).unwrap_or_default();
         controller.resume().await?;
         drive(controller, args, &branch).await
@@ -140,7 +224,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Git credentials from a Secret of the fleet's namespace (keys as `Credentials::from_dir`).
-async fn credentials(
+pub async fn credentials(
     client: &kube::Client,
     namespace: &str,
     name: &str,
@@ -158,7 +242,7 @@ async fn credentials(
 }
 
 /// The values of a Secret of the fleet's namespace, as text, in key order.
-async fn secret_texts(
+pub async fn secret_texts(
     client: &kube::Client,
     namespace: &str,
     name: &str,
@@ -171,7 +255,7 @@ async fn secret_texts(
 }
 
 /// A Secret of the fleet's namespace, key → text; `field` names what referred to it.
-async fn secret_data(
+pub async fn secret_data(
     client: &kube::Client,
     namespace: &str,
     name: &str,

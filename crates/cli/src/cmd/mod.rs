@@ -2,7 +2,9 @@
 
 mod agent;
 mod cluster;
+mod control;
 mod demo;
+mod manager;
 mod plan;
 mod render;
 pub mod run;
@@ -30,6 +32,15 @@ pub fn run(args: Args) -> ExitCode {
         Command::Install {
             what: crate::cli::Install::Crds(args),
         } => cluster::install(&args),
+        Command::Controller(args) => manager::run(&args),
+        Command::Approve(args) => control::approve(&args),
+        Command::Breaker {
+            what: crate::cli::Breaker::Reset(args),
+        } => control::reset_breaker(&args),
+        Command::Suspend(args) => control::suspend(&args, true),
+        Command::Resume(args) => control::suspend(&args, false),
+        Command::Reconcile(args) => control::reconcile(&args),
+        Command::Status(args) => control::status(&args),
     };
     match result {
         Ok(code) => code,

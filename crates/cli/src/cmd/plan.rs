@@ -27,11 +27,11 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
             namespace: args.namespace.clone(),
             labels: vec![(OWNER_LABEL.to_owned(), FLEET.to_owned())],
         });
-    let mut source = Source::open(config, History::default())?;
+    let mut source = Source::open(config.clone(), History::default())?;
     let result = (|| {
         let head = source.fetch().context("fetching the branch")?.commit;
         let base = match &args.base {
-            Some(rev) => Some(resolve(&source, rev)?),
+            Some(rev) => Some(resolve(&source, &config, rev)?),
             None => None,
         };
         let mut cache = RenderCache::default();
@@ -137,8 +137,19 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
     result
 }
 
-fn resolve(source: &Source, rev: &str) -> anyhow::Result<Oid> {
-    source
+/// `rev` in the mirror; a branch of the remote other than the planned one (the usual base of a
+/// pull request, `main`) is fetched into the same mirror first.
+fn resolve(source: &Source, config: &SourceConfig, rev: &str) -> anyhow::Result<Oid> {
+    if let Ok(oid) = source.resolve(rev) {
+        return Ok(oid);
+    }
+    let branch = rev.split(['~', '^']).next().unwrap_or(rev);
+    let mut other = Source::open(config.clone().branch(branch.to_owned()), History::default())
+        .map_err(|e| anyhow!("--base {rev:?}: {e}"))?;
+    other
+        .fetch()
+        .map_err(|e| anyhow!("--base {rev:?}: fetching the branch {branch:?}: {e}"))?;
+    other
         .resolve(rev)
         .map_err(|e| anyhow!("--base {rev:?}: {e}"))
 }

@@ -22,7 +22,7 @@ pub const EXIT_HELD: u8 = 4;
 
 /// Runs the loop.
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    if args.live == Live::Kube {
+    if live(args)? == Live::Kube {
         return crate::cmd::cluster::run(args);
     }
     if args.repo.is_empty() && args.local.is_none() {
@@ -32,6 +32,22 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(run_sim(args))
+}
+
+/// Which live fleet `run` works on: never the simulated one when a cluster was named.
+pub fn live(args: &RunArgs) -> anyhow::Result<Live> {
+    let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    match (args.live, &args.kubeconfig) {
+        (Some(Live::Sim), Some(_)) => bail!(
+            "--kubeconfig names a cluster, and --live sim runs the simulated fleet, which writes nothing to it: say --live kube, or drop --kubeconfig"
+        ),
+        (Some(live), _) => Ok(live),
+        (None, Some(_)) => Ok(Live::Kube),
+        (None, None) if in_cluster => Ok(Live::Kube),
+        (None, None) => bail!(
+            "say which fleet to reconcile: --live sim (the simulated fleet, in process) or --live kube (a cluster: --kubeconfig, $KUBECONFIG or in-cluster)"
+        ),
+    }
 }
 
 async fn run_sim(args: &RunArgs) -> anyhow::Result<ExitCode> {
@@ -156,6 +172,10 @@ pub fn exit_code(outcome: Outcome) -> ExitCode {
             println!(
                 "held for approval after wave {wave} of {commit}; run again with --approve to go on"
             );
+            ExitCode::from(EXIT_HELD)
+        }
+        Outcome::Suspended => {
+            println!("the Fleet is suspended (spec.suspend): nothing was fetched or written");
             ExitCode::from(EXIT_HELD)
         }
         Outcome::Refused { reason } => {

@@ -6,12 +6,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use endstate_agent::AgentConfig;
 use endstate_api::{Fleet, Machine};
 use endstate_sim::Faults;
 use endstate_testenv::TestServer;
 use kube::Api;
-use kube::api::PostParams;
 
 use crate::support::{git, kube_namespace_on, remote_and_clone};
 
@@ -137,16 +135,13 @@ impl Setup {
                      "revert": {"authorName": "endstate", "authorEmail": "endstate@example.com"}}
         }))
         .unwrap();
-        runtime
-            .block_on(
-                Api::<Fleet>::namespaced(client.clone(), &ns)
-                    .create(&PostParams::default(), &fleet),
-            )
-            .unwrap();
-        let agent = runtime.spawn(endstate_agent::run(
-            client.clone(),
-            AgentConfig::fixed(ns.clone(), Duration::from_millis(400), faults),
-        ));
+        let agent = crate::support::fleet_with_agent(
+            &runtime,
+            &client,
+            &fleet,
+            Duration::from_millis(400),
+            faults,
+        );
         let setup = Setup {
             server: own,
             kubeconfig,
@@ -171,23 +166,7 @@ impl Setup {
     }
 
     fn commit(&self, message: &str) -> String {
-        let work = &self.work;
-        git(work, &["add", "-A"]);
-        git(
-            work,
-            &[
-                "-c",
-                "user.name=Dev",
-                "-c",
-                "user.email=dev@example.com",
-                "commit",
-                "-q",
-                "-m",
-                message,
-            ],
-        );
-        git(work, &["push", "-q", "origin", "main"]);
-        git(work, &["rev-parse", "HEAD"])
+        crate::support::commit_and_push(&self.work, message)
     }
 
     fn run(&self, log: &str, env: &[(&str, &str)]) -> Child {

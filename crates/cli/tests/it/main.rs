@@ -2,6 +2,7 @@
 
 mod broken;
 mod cli;
+mod controller;
 mod crds;
 mod demo;
 mod kill;

@@ -74,3 +74,71 @@ fn plan_shows_the_changes_the_waves_and_the_diffs() {
     assert!(stderr.contains("overlays/missing"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The usual pull request: the planned branch is `feature`, the base is `main`, which the
+/// planned branch's fetch alone does not bring.
+#[test]
+fn a_base_on_another_branch_is_fetched() {
+    let dir = demo_repo("plan-base");
+    let remote = dir.join("remote.git");
+    crate::support::git(&remote, &["branch", "feature", "main"]);
+    crate::support::git(&remote, &["update-ref", "refs/heads/main", "main~3"]);
+    let url = format!("file://{}", remote.display());
+    let (code, stdout, stderr) = outcome(&endstate(&[
+        "plan",
+        "--repo",
+        &url,
+        "--branch",
+        "feature",
+        "--base",
+        "main",
+        "--path",
+        "overlays/demo",
+        "--namespace",
+        "fleet-demo",
+    ]));
+    // Before: `--base "main" names no commit of the branch: revspec 'refs/heads/main' not found`.
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("0 creates, 30 updates"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `endstate plan … | head -n 1` ends quietly (the hook in `main` serves every command).
+#[test]
+fn a_reader_that_goes_away_ends_the_command_quietly() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::{Command, Stdio};
+    // Enough diffs to fill the pipe's buffer many times over.
+    let dir = crate::support::demo_repo_of("plan-pipe", 600);
+    let url = format!("file://{}", dir.join("remote.git").display());
+    let args = [
+        "plan",
+        "--repo",
+        &url,
+        "--base",
+        "main~3",
+        "--path",
+        "overlays/demo",
+        "--namespace",
+        "fleet-demo",
+        "--diffs",
+        "1000",
+    ];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_endstate"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(!first.is_empty());
+    // The pipe is closed here: the rest of the output has no reader.
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
+    let _ = std::fs::remove_dir_all(&dir);
+}

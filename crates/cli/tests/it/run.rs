@@ -360,3 +360,67 @@ fn a_status_file_keeps_the_applied_commit_so_a_rewritten_branch_is_refused() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A cluster named on the command line is never ignored for the simulated fleet: `--kubeconfig`
+/// means `--live kube`, `--live sim --kubeconfig` is refused, and without either `run` asks.
+#[test]
+fn run_never_swaps_a_named_cluster_for_the_simulated_fleet() {
+    let dir = std::env::temp_dir().join(format!("endstate-run-live-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\nusers:\n- name: u\n  user:\n    token: t\ncurrent-context: c\n").unwrap();
+    let k = kubeconfig.to_str().unwrap();
+    // Before: this ran the simulated fleet, exited 0 "converged" and wrote nothing anywhere.
+    let (code, stdout, stderr) = outcome(&endstate(&[
+        "run",
+        "--kubeconfig",
+        k,
+        "--repo",
+        "file:///nonexistent",
+        "--until-idle",
+    ]));
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(!stdout.contains("converged"), "{stdout}");
+    assert!(
+        stderr.contains("127.0.0.1:1"),
+        "it went for the cluster: {stderr}"
+    );
+    let (code, _, stderr) = outcome(&endstate(&[
+        "run",
+        "--live",
+        "sim",
+        "--kubeconfig",
+        k,
+        "--repo",
+        "file:///x",
+        "--until-idle",
+    ]));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("--kubeconfig names a cluster, and --live sim"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = outcome(&endstate(&["run", "--repo", "file:///x", "--until-idle"]));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("--live sim") && stderr.contains("--live kube"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The example Fleet the error messages and docs point to is a valid Fleet.
+#[test]
+fn the_example_fleet_is_a_fleet() {
+    let text =
+        std::fs::read_to_string(crate::support::workspace().join("examples/fleet/fleet.yaml"))
+            .unwrap();
+    let fleet = serde_norway::Deserializer::from_str(&text)
+        .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
+        .find_map(|value: serde_json::Value| {
+            (value["kind"] == "Fleet").then(|| serde_json::from_value::<endstate_api::Fleet>(value))
+        })
+        .expect("a Fleet in examples/fleet/fleet.yaml")
+        .expect("the example Fleet decodes with every field known");
+    assert!(fleet.spec.source.secret_ref.is_some() && fleet.spec.webhook.is_some());
+}

@@ -88,6 +88,27 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
+/// Commits everything in `work` as the test developer and pushes it to `origin main`; the
+/// new commit's id.
+pub fn commit_and_push(work: &Path, message: &str) -> String {
+    git(work, &["add", "-A"]);
+    git(
+        work,
+        &[
+            "-c",
+            "user.name=Dev",
+            "-c",
+            "user.email=dev@example.com",
+            "commit",
+            "-q",
+            "-m",
+            message,
+        ],
+    );
+    git(work, &["push", "-q", "origin", "main"]);
+    git(work, &["rev-parse", "HEAD"])
+}
+
 /// A runtime, the shared test API server's client with the CRDs installed, and a fresh
 /// namespace `<prefix>-<pid>`.
 pub fn kube_namespace(prefix: &str) -> (tokio::runtime::Runtime, kube::Client, String) {
@@ -153,12 +174,18 @@ pub fn remote_and_clone(name: &str) -> (PathBuf, PathBuf, PathBuf) {
 /// The demo's repository (initial, good upgrade, bad upgrade, revert), kept in a fresh
 /// directory `endstate-<name>-test-<pid>`.
 pub fn demo_repo(name: &str) -> PathBuf {
+    demo_repo_of(name, 30)
+}
+
+/// [`demo_repo`] with `machines` Machines.
+pub fn demo_repo_of(name: &str, machines: usize) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("endstate-{name}-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    let machines = machines.to_string();
     let out = endstate(&[
         "demo",
         "--machines",
-        "30",
+        &machines,
         "--speed",
         "0",
         "--keep",
@@ -166,4 +193,30 @@ pub fn demo_repo(name: &str) -> PathBuf {
     ]);
     assert_eq!(outcome(&out).0, 0, "{}", outcome(&out).2);
     dir
+}
+
+/// Creates `fleet` in its namespace and starts sim-agent operating that namespace's Machines
+/// and Clusters (each step taking `delay`, failing as `faults` say) on `runtime`.
+pub fn fleet_with_agent(
+    runtime: &tokio::runtime::Runtime,
+    client: &kube::Client,
+    fleet: &endstate_api::Fleet,
+    delay: std::time::Duration,
+    faults: endstate_sim::Faults,
+) -> tokio::task::JoinHandle<Result<(), endstate_agent::Error>> {
+    let ns = fleet
+        .metadata
+        .namespace
+        .clone()
+        .expect("a namespaced Fleet");
+    runtime
+        .block_on(
+            kube::Api::<endstate_api::Fleet>::namespaced(client.clone(), &ns)
+                .create(&kube::api::PostParams::default(), fleet),
+        )
+        .expect("creating the Fleet");
+    runtime.spawn(endstate_agent::run(
+        client.clone(),
+        endstate_agent::AgentConfig::fixed(ns, delay, faults),
+    ))
 }

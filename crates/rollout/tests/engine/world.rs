@@ -214,7 +214,7 @@ impl World {
             Effect::Persist => {
                 let json = engine.to_json();
                 self.largest = self.largest.max(json.to_string().len());
-                self.persisted = Some(json);
+                self.persisted = Some(as_stored(json));
                 self.persists += 1;
                 None
             }
@@ -450,4 +450,26 @@ fn set_status(object: &mut FleetObject, generation: i64, phase: MachinePhase) {
         message,
         ..MachineStatus::default()
     });
+}
+
+/// A state as the API server gives it back from a `Fleet`'s status: it keeps no `null`, not
+/// even inside an array (`[null, [1, 7]]` comes back as `[[1, 7]]`).
+fn as_stored(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .filter(|v| !v.is_null())
+                .map(as_stored)
+                .collect(),
+        ),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, as_stored(v)))
+                .collect(),
+        ),
+        other => other,
+    }
 }

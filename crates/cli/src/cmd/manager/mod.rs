@@ -1,0 +1,526 @@
+//! `endstate controller`: every `Fleet` of the cluster (or of one namespace), one reconcile
+//! loop per Fleet, on the replica that holds the Lease.
+//!
+//! ```text
+//!   watch Fleets ──▶ per Fleet: caches (KubeLive, on every replica: a standby is warm)
+//!        │                      loop (Controller, on the leader only) ◀── Control
+//!        │                        ▲ spec changes restart it; suspend, annotations, generation
+//!        │                        │ are forwarded to it
+//!   Lease ──▶ Leadership ──▶ fences every write (FenceLayer, Controller::set_fence)
+//!   webhook /hook/<ns>/<name> ──▶ annotation on the Fleet (any replica) ──▶ the leader fetches
+//!   /metrics /healthz /readyz
+//! ```
+//!
+//! Every Fleet's loop shares one client, one connection pool and one rate limiter; the
+//! limiter serves requests in the order they reserve a slot, and each loop has at most
+//! `--max-in-flight` writes reserved at once, so a small Fleet's request waits behind at most
+//! that many of a large rollout's.
+
+mod hooks;
+pub mod telemetry;
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use endstate_api::Fleet;
+use endstate_api::fleet::{FleetSpec, requests};
+use endstate_controller::{Approval, Control, Fence};
+use endstate_kube::{KubeLive, Leadership, LeaseSettings, Limits, RateLimiter, Settings};
+use futures::StreamExt as _;
+use kube::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt as _, watcher};
+
+use crate::cli::ControllerArgs;
+use crate::cmd::cluster::Overrides;
+use telemetry::{FleetLabels, FleetReporter, Health, Metrics, WriteCounts};
+
+/// The namespace and name of a Fleet.
+type Key = (String, String);
+
+/// What every Fleet's loop shares.
+struct Shared {
+    /// Fenced by the Lease, rate-limited: every write of every loop goes through it.
+    client: kube::Client,
+    leadership: Leadership,
+    metrics: Arc<Metrics>,
+    overrides: Overrides,
+    max_in_flight: usize,
+    limiter: RateLimiter,
+    identity: String,
+}
+
+/// The Lease as a fence for the loops.
+struct LeaseFence(Leadership);
+
+impl Fence for LeaseFence {
+    fn holds(&self) -> bool {
+        self.0.holds()
+    }
+}
+
+/// A running loop.
+struct Running {
+    control: Arc<Control>,
+    handle: tokio::task::JoinHandle<()>,
+    /// The spec it was built from (without `suspend`, which is forwarded).
+    spec: FleetSpec,
+}
+
+/// One Fleet.
+struct Slot {
+    live: Arc<KubeLive>,
+    running: Option<Running>,
+    /// Request tokens handed to the running loop.
+    forwarded: BTreeMap<&'static str, String>,
+    writes: WriteCounts,
+    /// When a loop that ended may be started again.
+    retry_at: Option<tokio::time::Instant>,
+}
+
+/// `endstate controller`.
+pub fn run(args: &ControllerArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        // Git fetches and renders block their thread; more threads than cores keep one Fleet's
+        // fetch from stalling the others.
+        .worker_threads(8)
+        .enable_all()
+        .build()?;
+    runtime.block_on(controller(args))
+}
+
+async fn controller(args: &ControllerArgs) -> anyhow::Result<ExitCode> {
+    let mut config = crate::cmd::kube_config(args.kubeconfig.as_deref()).await?;
+    let identity = args.identity.clone().unwrap_or_else(default_identity);
+    endstate_kube::set_user_agent(
+        &mut config,
+        &format!(
+            "endstate-controller/{} ({identity})",
+            env!("CARGO_PKG_VERSION")
+        ),
+    )?;
+    let lease_namespace = args
+        .lease_namespace
+        .clone()
+        .unwrap_or_else(default_namespace);
+    let mut lease = LeaseSettings::new(&lease_namespace, &args.lease_name, &identity);
+    lease.lease_duration = args.lease_duration;
+    lease.renew_deadline = args.renew_deadline;
+    lease.retry_period = args.retry_period;
+    lease.check().map_err(anyhow::Error::msg)?;
+    // The Lease and the webhook's requests have a client of their own: a renew must not queue
+    // behind a large rollout's writes, and a standby may record a webhook.
+    let plain = kube::Client::try_from(config.clone()).context("building the client")?;
+    let leadership = Leadership::new(plain.clone(), lease);
+    let limiter = RateLimiter::new(Limits {
+        qps: args.qps,
+        burst: args.burst,
+    });
+    let client = endstate_kube::client_for(config, &limiter, Some(&leadership))?;
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::default());
+    *health.why.lock().unwrap_or_else(|p| p.into_inner()) = "the Fleets are being listed".into();
+    let addr = telemetry::serve(args.metrics_listen, metrics.clone(), health.clone())?;
+    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+    eprintln!(
+        "metrics on http://{addr}/metrics; identity {identity}, lease {lease_namespace}/{}",
+        args.lease_name
+    );
+
+    let shared = Arc::new(Shared {
+        client: client.clone(),
+        leadership: leadership.clone(),
+        metrics: metrics.clone(),
+        overrides: Overrides {
+            author_name: args.author_name.clone(),
+            author_email: args.author_email.clone(),
+            poll: args.poll,
+            state_dir: args.state_dir.clone(),
+            jitter: 0.1,
+            ..Overrides::default()
+        },
+        max_in_flight: args.max_in_flight,
+        limiter,
+        identity: identity.clone(),
+    });
+
+    let api: Api<Fleet> = match &args.namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    };
+    let mut watch = watcher::Config::default();
+    if let Some(selector) = &args.fleet_selector {
+        watch = watch.labels(selector);
+    }
+    let (store, writer) = reflector::store::<Fleet>();
+    let mut fleets = reflector::reflector(writer, watcher(api, watch))
+        .default_backoff()
+        .boxed();
+    let _hooks = match args.webhook_listen {
+        Some(bind) => Some(hooks::serve(bind, store.clone(), plain.clone())?),
+        None => None,
+    };
+
+    let (stop_lease, lease_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut leading = leadership.watch();
+    let election = {
+        let leadership = leadership.clone();
+        tokio::spawn(async move {
+            leadership
+                .run(async {
+                    let _ = lease_stopped.await;
+                })
+                .await
+        })
+    };
+
+    let mut slots: BTreeMap<Key, Slot> = BTreeMap::new();
+    let mut listed = false;
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut was_leading = false;
+    loop {
+        tokio::select! {
+            event = fleets.next() => match event {
+                Some(Ok(event)) => {
+                    if matches!(event, watcher::Event::InitDone) {
+                        listed = true;
+                    }
+                }
+                Some(Err(err)) => tracing::warn!(error = %err, "watching Fleets"),
+                None => anyhow::bail!("the watch of Fleets ended"),
+            },
+            changed = leading.changed() => {
+                if changed.is_err() {
+                    anyhow::bail!("the leader election ended");
+                }
+            }
+            _ = tick.tick() => {}
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+        let now_leading = *leading.borrow();
+        metrics.leader.set(i64::from(now_leading));
+        if was_leading && !now_leading {
+            // Writes are fenced already; the loops' state is in the Fleets' status. A fresh
+            // start joins as a standby with nothing in memory from the lost term.
+            for slot in slots.values() {
+                if let Some(running) = &slot.running {
+                    running.control.stop();
+                }
+            }
+            tracing::error!("lost the leader election Lease; exiting");
+            eprintln!(
+                "error: lost the leader election Lease; exiting so that a fresh start joins as a standby"
+            );
+            return Ok(ExitCode::from(1));
+        }
+        was_leading = now_leading;
+        sync(&shared, &store, &mut slots, now_leading);
+        let unsynced: Vec<String> = slots
+            .iter()
+            .filter(|(_, s)| !endstate_rollout::Live::synced(&s.live))
+            .map(|((ns, name), _)| format!("{ns}/{name}"))
+            .collect();
+        let ready = listed && unsynced.is_empty();
+        *health.why.lock().unwrap_or_else(|p| p.into_inner()) = if listed {
+            format!("the caches of {} are listing", unsynced.join(", "))
+        } else {
+            "the Fleets are being listed".to_owned()
+        };
+        health
+            .ready
+            .store(ready, std::sync::atomic::Ordering::SeqCst);
+        metrics.fleets.set(slots.len() as i64);
+        metrics.throttled.inner().store(
+            shared.limiter.stats().pushbacks,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        for ((namespace, fleet), slot) in &slots {
+            let labels = FleetLabels {
+                namespace: namespace.clone(),
+                fleet: fleet.clone(),
+            };
+            slot.writes.update(&metrics, &labels, slot.live.stats());
+        }
+    }
+
+    // SIGTERM: no new work; each loop finishes the write in flight and saves its state.
+    eprintln!("stopping: finishing the writes in flight and saving state");
+    for slot in slots.values() {
+        if let Some(running) = &slot.running {
+            running.control.stop();
+        }
+    }
+    let handles: Vec<_> = slots
+        .into_values()
+        .filter_map(|s| s.running.map(|r| r.handle))
+        .collect();
+    let all = futures::future::join_all(handles);
+    if tokio::time::timeout(args.shutdown_timeout, all)
+        .await
+        .is_err()
+    {
+        eprintln!(
+            "some loops did not stop within {}; their state is what they saved last",
+            endstate_rollout::time::human(args.shutdown_timeout)
+        );
+    }
+    let _ = stop_lease.send(());
+    let _ = election.await;
+    eprintln!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn signal(kind: tokio::signal::unix::SignalKind) -> anyhow::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(kind).context("installing a signal handler")
+}
+
+/// Brings the slots in line with the Fleets: caches for each, a loop for each on the leader,
+/// the spec's changes and the annotations' requests handed on.
+fn sync(
+    shared: &Arc<Shared>,
+    store: &Store<Fleet>,
+    slots: &mut BTreeMap<Key, Slot>,
+    leading: bool,
+) {
+    let fleets: BTreeMap<Key, Arc<Fleet>> = store
+        .state()
+        .into_iter()
+        .filter_map(|f| {
+            let key = (f.metadata.namespace.clone()?, f.metadata.name.clone()?);
+            Some((key, f))
+        })
+        .collect();
+    slots.retain(|key, slot| {
+        let keep = fleets.contains_key(key);
+        if !keep {
+            tracing::info!(namespace = %key.0, fleet = %key.1, "Fleet deleted; its loop stops");
+            if let Some(running) = &slot.running {
+                running.control.stop();
+            }
+        }
+        keep
+    });
+    for (key, fleet) in fleets {
+        let slot = match slots.entry(key.clone()) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let mut settings = Settings::new(key.0.clone(), key.1.clone());
+                settings.max_in_flight = shared.max_in_flight;
+                settings.leadership = Some(shared.leadership.clone());
+                match KubeLive::start_lazily(
+                    shared.client.clone(),
+                    shared.limiter.clone(),
+                    settings,
+                ) {
+                    Ok(live) => e.insert(Slot {
+                        live: Arc::new(live),
+                        running: None,
+                        forwarded: BTreeMap::new(),
+                        writes: WriteCounts::default(),
+                        retry_at: None,
+                    }),
+                    Err(err) => {
+                        tracing::error!(namespace = %key.0, fleet = %key.1, error = %err, "cannot watch the Fleet's objects");
+                        continue;
+                    }
+                }
+            }
+        };
+        if !leading {
+            continue;
+        }
+        let mut spec = fleet.spec.clone();
+        spec.suspend = None;
+        let restart = match &slot.running {
+            None => true,
+            Some(running) if running.spec != spec => {
+                let source = |s: &FleetSpec| {
+                    (
+                        s.source.url.clone(),
+                        s.source.branch.clone(),
+                        s.source.path.clone(),
+                    )
+                };
+                if source(&running.spec) != source(&spec) {
+                    // Like a new commit: the rollout in flight ends as the policy says
+                    // (onNewCommit), then a loop on the new source starts.
+                    tracing::info!(namespace = %key.0, fleet = %key.1, "the Fleet's source changed; its loop ends its rollout, then restarts on the new source");
+                    running.control.retire();
+                } else {
+                    tracing::info!(namespace = %key.0, fleet = %key.1, "the Fleet's spec changed; its loop restarts with it");
+                    running.control.stop();
+                }
+                true
+            }
+            Some(running) if running.handle.is_finished() => {
+                let due = slot
+                    .retry_at
+                    .get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_secs(10));
+                tokio::time::Instant::now() >= *due
+            }
+            Some(_) => false,
+        };
+        if restart {
+            slot.retry_at = None;
+            slot.forwarded.clear();
+            let control = Arc::new(Control::default());
+            let previous = slot.running.take().map(|r| r.handle);
+            let handle = tokio::spawn(run_fleet(
+                shared.clone(),
+                fleet.clone(),
+                slot.live.clone(),
+                control.clone(),
+                previous,
+            ));
+            slot.running = Some(Running {
+                control,
+                handle,
+                spec,
+            });
+        }
+        let Some(running) = &slot.running else {
+            continue;
+        };
+        forward(&fleet, &running.control, &mut slot.forwarded);
+    }
+}
+
+/// Hands the Fleet's standing state (generation, suspension) and its new requests to its loop.
+fn forward(fleet: &Fleet, control: &Control, forwarded: &mut BTreeMap<&'static str, String>) {
+    control.generation(fleet.metadata.generation.unwrap_or(0));
+    control.suspend(fleet.spec.suspend.unwrap_or(false));
+    let annotations = fleet.metadata.annotations.clone().unwrap_or_default();
+    let status = fleet.status.clone().unwrap_or_default();
+    let handled = [
+        (requests::RECONCILE, status.last_handled_reconcile_at),
+        (requests::APPROVE, status.last_handled_approve_at),
+        (
+            requests::RESET_BREAKER,
+            status.last_handled_reset_breaker_at,
+        ),
+    ];
+    for (annotation, done) in handled {
+        let Some(token) = annotations.get(annotation) else {
+            continue;
+        };
+        if done.as_ref() == Some(token) || forwarded.get(annotation) == Some(token) {
+            continue;
+        }
+        forwarded.insert(annotation, token.clone());
+        match annotation {
+            requests::RECONCILE => control.reconcile(token.clone()),
+            requests::RESET_BREAKER => control.reset_breaker(token.clone()),
+            _ => control.approve(Approval {
+                token: token.clone(),
+                wave: annotations.get(requests::APPROVE_WAVE).cloned(),
+            }),
+        }
+    }
+}
+
+/// One Fleet's loop, after `previous` (the loop of its former spec) has stopped.
+async fn run_fleet(
+    shared: Arc<Shared>,
+    fleet: Arc<Fleet>,
+    live: Arc<KubeLive>,
+    control: Arc<Control>,
+    previous: Option<tokio::task::JoinHandle<()>>,
+) {
+    let namespace = fleet.metadata.namespace.clone().unwrap_or_default();
+    let name = fleet.metadata.name.clone().unwrap_or_default();
+    // The loop's own lines carry the fleet in their span; these say it themselves.
+    let (ns, n) = (namespace.as_str(), name.as_str());
+    {
+        if let Some(previous) = previous {
+            let _ = previous.await;
+        }
+        let labels = FleetLabels {
+            namespace: namespace.clone(),
+            fleet: name.clone(),
+        };
+        let recorder = kube::runtime::events::Recorder::new(
+            shared.client.clone(),
+            kube::runtime::events::Reporter {
+                controller: "endstate".into(),
+                instance: Some(shared.identity.clone()),
+            },
+        );
+        let reference = kube::Resource::object_ref(fleet.as_ref(), &());
+        let reporter = FleetReporter::new(labels, shared.metrics.clone(), recorder, reference);
+        let mut overrides = shared.overrides.clone();
+        overrides.state_dir = overrides.state_dir.join(&namespace).join(&name);
+        let mut controller = match crate::cmd::cluster::build(
+            &shared.client,
+            &fleet,
+            live,
+            &overrides,
+            Box::new(reporter),
+        )
+        .await
+        {
+            Ok(controller) => controller,
+            Err(err) => {
+                tracing::error!(
+                    error = format!("{err:#}"),
+                    "cannot start the Fleet's loop; trying again in 10s"
+                );
+                return;
+            }
+        };
+        controller.set_control(control);
+        controller.set_fence(Arc::new(LeaseFence(shared.leadership.clone())));
+        tracing::info!(namespace = ns, fleet = n, "reconciling");
+        let outcome = match controller.resume().await {
+            Ok(()) => controller.run().await,
+            Err(err) => Err(err),
+        };
+        match outcome {
+            Ok(()) => tracing::info!(namespace = ns, fleet = n, "stopped; state saved"),
+            Err(err) if err.is_fenced() => {
+                tracing::warn!(
+                    namespace = ns,
+                    fleet = n,
+                    "stopped: not the leader any more"
+                )
+            }
+            Err(err) => {
+                tracing::error!(namespace = ns, fleet = n, error = %err, "the Fleet's loop failed; trying again in 10s")
+            }
+        }
+    }
+}
+
+/// `$POD_NAME`, or the host name and the process id.
+fn default_identity() -> String {
+    if let Ok(pod) = std::env::var("POD_NAME")
+        && !pod.is_empty()
+    {
+        return pod;
+    }
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "endstate".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+/// `$POD_NAMESPACE`, the in-cluster service account's namespace, or `endstate-system`.
+fn default_namespace() -> String {
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+                .ok()
+                .map(|n| n.trim().to_owned())
+        })
+        .unwrap_or_else(|| "endstate-system".to_owned())
+}
