@@ -359,7 +359,7 @@ pub struct AgentArgs {
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
     /// The Git remote.
-    #[arg(long)]
+    #[arg(long, required_unless_present = "schema", default_value = "")]
     pub repo: String,
     /// The branch (or commit) to plan.
     #[arg(long, default_value = "main")]
@@ -376,6 +376,12 @@ pub struct PlanArgs {
     /// Print the unified diff of at most this many changed objects.
     #[arg(long, default_value_t = 20)]
     pub diffs: usize,
+    /// `text` for people, `json` for programs (schema: docs/plan.schema.json).
+    #[arg(long, short, value_enum, default_value_t = ReportFormat::Text)]
+    pub output: ReportFormat,
+    /// Print the JSON report's schema and exit.
+    #[arg(long, exclusive = true)]
+    pub schema: bool,
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {

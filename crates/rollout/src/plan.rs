@@ -633,6 +633,28 @@ impl Plan {
         stages
     }
 
+    /// A stage's changes by operation (`create`, `update`, …) and by failure domain (the
+    /// value of `spread_by` on each object; `""` where it has none).
+    pub fn breakdown<'a>(
+        &self,
+        stage: &StageSpec,
+        lookup: &dyn Fn(&ObjectRef) -> Option<&'a FleetObject>,
+        spread_by: &str,
+    ) -> (BTreeMap<&'static str, usize>, BTreeMap<String, usize>) {
+        let mut domains: BTreeMap<String, usize> = BTreeMap::new();
+        let mut ops: BTreeMap<&'static str, usize> = BTreeMap::new();
+        for p in stage.start..stage.end {
+            let Some(op) = self.op(stage.seq, p) else {
+                continue;
+            };
+            *ops.entry(op.name()).or_default() += 1;
+            if let Some(obj) = lookup(self.id(stage.seq, p)) {
+                *domains.entry(domain(obj, spread_by)).or_default() += 1;
+            }
+        }
+        (ops, domains)
+    }
+
     /// A review of `stages`: one line per stage, with its spread across failure domains.
     pub fn summary<'a>(
         &self,
@@ -642,17 +664,7 @@ impl Plan {
     ) -> String {
         let mut out = String::new();
         for (i, stage) in stages.iter().enumerate() {
-            let mut domains: BTreeMap<String, usize> = BTreeMap::new();
-            let mut ops: BTreeMap<&str, usize> = BTreeMap::new();
-            for p in stage.start..stage.end {
-                let Some(op) = self.op(stage.seq, p) else {
-                    continue;
-                };
-                *ops.entry(op.name()).or_default() += 1;
-                if let Some(obj) = lookup(self.id(stage.seq, p)) {
-                    *domains.entry(domain(obj, spread_by)).or_default() += 1;
-                }
-            }
+            let (ops, domains) = self.breakdown(stage, lookup, spread_by);
             let ops: Vec<String> = ops.iter().map(|(op, n)| format!("{n} {op}")).collect();
             out.push_str(&format!(
                 "{:>2}. {:<20} {:>6} objects ({})",

@@ -20,7 +20,7 @@ fn plan_shows_the_changes_the_waves_and_the_diffs() {
     let mut args = base.to_vec();
     args.extend(["--base", "main~3", "--diffs", "1"]);
     let (code, stdout, stderr) = outcome(&endstate(&args));
-    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_eq!(code, 1, "changes exit 1: {stdout}\n{stderr}");
     assert!(
         stdout.contains("0 creates, 30 updates, 0 reinstalls, 0 deletes"),
         "{stdout}"
@@ -98,7 +98,7 @@ fn a_base_on_another_branch_is_fetched() {
         "fleet-demo",
     ]));
     // Before: `--base "main" names no commit of the branch: revspec 'refs/heads/main' not found`.
-    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
     assert!(stdout.contains("0 creates, 30 updates"), "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -139,6 +139,124 @@ fn a_reader_that_goes_away_ends_the_command_quietly() {
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
-    assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
+    assert!(
+        out.status.code().is_some(),
+        "{args:?}: {:?} {stderr}",
+        out.status
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `-o json` in every outcome, each report valid against the committed schema by a validator
+/// that is not the producer (Python's `jsonschema`).
+#[test]
+fn the_json_report_follows_the_committed_schema_in_every_outcome() {
+    let dir = demo_repo("plan-json");
+    let remote = dir.join("remote.git");
+    let url = format!("file://{}", remote.display());
+    // A head that does not validate: a Machine with an unknown field, on a branch of its own.
+    let work = dir.join("broken");
+    crate::support::git(
+        &dir,
+        &[
+            "clone",
+            "-q",
+            remote.to_str().unwrap(),
+            work.to_str().unwrap(),
+        ],
+    );
+    let machines = work.join("base/machines/batch.yaml");
+    let text = std::fs::read_to_string(&machines).unwrap();
+    std::fs::write(&machines, text.replacen("  cluster:", "  clustr:", 1)).unwrap();
+    crate::support::git(&work, &["checkout", "-q", "-b", "broken"]);
+    crate::support::git(
+        &work,
+        &[
+            "-c",
+            "user.name=Dev",
+            "-c",
+            "user.email=dev@example.com",
+            "commit",
+            "-qam",
+            "Break a Machine",
+        ],
+    );
+    crate::support::git(&work, &["push", "-q", "origin", "broken"]);
+    let schema = crate::support::workspace().join("docs/plan.schema.json");
+    let plan = |branch: &str, base: &str| {
+        let (code, stdout, stderr) = outcome(&endstate(&[
+            "plan",
+            "--repo",
+            &url,
+            "--branch",
+            branch,
+            "--base",
+            base,
+            "--path",
+            "overlays/demo",
+            "--namespace",
+            "fleet-demo",
+            "-o",
+            "json",
+        ]));
+        let report: serde_json::Value =
+            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+        let check = std::process::Command::new("/usr/bin/python3")
+            .args([
+                "-c",
+                "import json, sys, jsonschema\njsonschema.validate(json.loads(sys.argv[2]), json.load(open(sys.argv[1])))",
+            ])
+            .arg(&schema)
+            .arg(&stdout)
+            .output()
+            .expect("/usr/bin/python3 with python3-jsonschema is required (.ci/run installs it)");
+        assert!(
+            check.status.success(),
+            "the report does not follow docs/plan.schema.json: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        (code, report)
+    };
+    let (code, none) = plan("main", "main~2");
+    assert_eq!(
+        (code, none["outcome"].as_str()),
+        (0, Some("NoChanges")),
+        "{none}"
+    );
+    assert_eq!(none["version"], 1);
+    let (code, upgrade) = plan("main", "main~3");
+    assert_eq!(
+        (code, upgrade["outcome"].as_str()),
+        (1, Some("Changes")),
+        "{upgrade}"
+    );
+    assert_eq!(upgrade["summary"]["updates"], 30);
+    let waves = upgrade["waves"].as_array().unwrap();
+    assert_eq!(waves[0]["name"], "machines/canary");
+    assert_eq!(waves[0]["ops"]["update"], 1);
+    let sizes: u64 = waves.iter().map(|w| w["size"].as_u64().unwrap()).sum();
+    assert_eq!(sizes, 30, "every change in exactly one wave");
+    assert!(
+        upgrade["diffs"][0]["paths"][0]
+            .as_str()
+            .unwrap()
+            .contains("spec.packages.kubelet")
+    );
+    let (code, broken) = plan("broken", "main");
+    assert_eq!(
+        (code, broken["outcome"].as_str()),
+        (2, Some("Invalid")),
+        "{broken}"
+    );
+    let problem = &broken["problems"][0];
+    assert!(
+        problem["file"].as_str().unwrap().starts_with("base/"),
+        "{broken}"
+    );
+    assert!(problem["line"].as_u64().unwrap() > 0, "{broken}");
+    assert!(
+        problem["message"].as_str().unwrap().contains("clustr"),
+        "{broken}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

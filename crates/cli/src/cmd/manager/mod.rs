@@ -444,15 +444,9 @@ async fn run_fleet(
             namespace: namespace.clone(),
             fleet: name.clone(),
         };
-        let recorder = kube::runtime::events::Recorder::new(
-            shared.client.clone(),
-            kube::runtime::events::Reporter {
-                controller: "endstate".into(),
-                instance: Some(shared.identity.clone()),
-            },
-        );
         let reference = kube::Resource::object_ref(fleet.as_ref(), &());
-        let reporter = FleetReporter::new(labels, shared.metrics.clone(), recorder, reference);
+        let reporter =
+            FleetReporter::new(labels, shared.metrics.clone(), recorder(&shared), reference);
         let mut overrides = shared.overrides.clone();
         overrides.state_dir = overrides.state_dir.join(&namespace).join(&name);
         let mut controller = match crate::cmd::cluster::build(
@@ -466,10 +460,27 @@ async fn run_fleet(
         {
             Ok(controller) => controller,
             Err(err) => {
+                let why = format!("{err:#}");
                 tracing::error!(
-                    error = format!("{err:#}"),
+                    namespace = ns,
+                    fleet = n,
+                    error = %why,
                     "cannot start the Fleet's loop; trying again in 10s"
                 );
+                // Said on the Fleet too (`kubectl describe fleet`): a Secret it names is
+                // missing, say.
+                let event = kube::runtime::events::Event {
+                    type_: kube::runtime::events::EventType::Warning,
+                    reason: "InvalidSpec".into(),
+                    note: Some(endstate_rollout::rollout::cut(&why, 1000)),
+                    action: "Start".into(),
+                    secondary: None,
+                };
+                let recorder = recorder(&shared);
+                let reference = kube::Resource::object_ref(fleet.as_ref(), &());
+                if let Err(err) = recorder.publish(&event, &reference).await {
+                    tracing::warn!(error = %err, "cannot publish an Event");
+                }
                 return;
             }
         };
@@ -494,6 +505,17 @@ async fn run_fleet(
             }
         }
     }
+}
+
+/// Publishes Events on Fleets as `endstate`, this replica.
+fn recorder(shared: &Shared) -> kube::runtime::events::Recorder {
+    kube::runtime::events::Recorder::new(
+        shared.client.clone(),
+        kube::runtime::events::Reporter {
+            controller: "endstate".into(),
+            instance: Some(shared.identity.clone()),
+        },
+    )
 }
 
 /// `$POD_NAME`, or the host name and the process id.
