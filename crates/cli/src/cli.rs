@@ -376,9 +376,10 @@ pub struct PlanArgs {
     /// Print the unified diff of at most this many changed objects.
     #[arg(long, default_value_t = 20)]
     pub diffs: usize,
-    /// `text` for people, `json` for programs (schema: docs/plan.schema.json).
-    #[arg(long, short, value_enum, default_value_t = ReportFormat::Text)]
-    pub output: ReportFormat,
+    /// `text` for people, `markdown` for a pull request comment (under GitHub's 65,536
+    /// characters), `json` for programs (schema: docs/plan.schema.json).
+    #[arg(long, short, value_enum, default_value_t = PlanFormat::Text)]
+    pub output: PlanFormat,
     /// Print the JSON report's schema and exit.
     #[arg(long, exclusive = true)]
     pub schema: bool,
@@ -405,6 +406,14 @@ pub struct SourceArgs {
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Format {
     Yaml,
+    Json,
+}
+
+/// How `plan` prints its report.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum PlanFormat {
+    Text,
+    Markdown,
     Json,
 }
 

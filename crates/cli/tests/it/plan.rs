@@ -47,14 +47,14 @@ fn plan_shows_the_changes_the_waves_and_the_diffs() {
         stdout.contains(" 4. machines/all             22 objects"),
         "{stdout}"
     );
-    // One diff, with the changed field named and shown.
-    assert!(stdout.contains(": spec.packages.kubelet"), "{stdout}");
-    assert!(stdout.contains("-    kubelet: kubelet-1.27.9"), "{stdout}");
-    assert!(stdout.contains("+    kubelet: kubelet-1.28.4"), "{stdout}");
+    // One diff for the 30 same changes, with the changed field named and shown.
     assert!(
-        stdout.contains("… 29 more changes not shown (--diffs)"),
+        stdout.contains(": spec.packages.kubelet (and 29 more like it)"),
         "{stdout}"
     );
+    assert!(stdout.contains("-    kubelet: kubelet-1.27.9"), "{stdout}");
+    assert!(stdout.contains("+    kubelet: kubelet-1.28.4"), "{stdout}");
+    assert!(!stdout.contains("not shown (--diffs)"), "{stdout}");
 
     // The revert's tree is the good upgrade's: nothing to write.
     let mut args = base.to_vec();
@@ -108,15 +108,13 @@ fn a_base_on_another_branch_is_fetched() {
 fn a_reader_that_goes_away_ends_the_command_quietly() {
     use std::io::{BufRead as _, BufReader};
     use std::process::{Command, Stdio};
-    // Enough diffs to fill the pipe's buffer many times over.
     let dir = crate::support::demo_repo_of("plan-pipe", 600);
     let url = format!("file://{}", dir.join("remote.git").display());
+    // Against nothing: every object is a create of its own, 460 KB of diffs.
     let args = [
         "plan",
         "--repo",
         &url,
-        "--base",
-        "main~3",
         "--path",
         "overlays/demo",
         "--namespace",
@@ -155,16 +153,7 @@ fn the_json_report_follows_the_committed_schema_in_every_outcome() {
     let remote = dir.join("remote.git");
     let url = format!("file://{}", remote.display());
     // A head that does not validate: a Machine with an unknown field, on a branch of its own.
-    let work = dir.join("broken");
-    crate::support::git(
-        &dir,
-        &[
-            "clone",
-            "-q",
-            remote.to_str().unwrap(),
-            work.to_str().unwrap(),
-        ],
-    );
+    let work = clone(&dir, "broken");
     let machines = work.join("base/machines/batch.yaml");
     let text = std::fs::read_to_string(&machines).unwrap();
     std::fs::write(&machines, text.replacen("  cluster:", "  clustr:", 1)).unwrap();
@@ -259,4 +248,114 @@ fn the_json_report_follows_the_committed_schema_in_every_outcome() {
         "{broken}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One change made to 30 Machines is one diff, counted; the markdown comment says so.
+#[test]
+fn the_same_change_is_one_diff_with_its_count() {
+    let dir = demo_repo("plan-group");
+    let url = format!("file://{}", dir.join("remote.git").display());
+    let args = |output: &'static str| {
+        [
+            "plan",
+            "--repo",
+            &url,
+            "--base",
+            "main~3",
+            "--path",
+            "overlays/demo",
+            "--namespace",
+            "fleet-demo",
+            "-o",
+            output,
+        ]
+        .map(str::to_owned)
+    };
+    let run = |output: &'static str| {
+        let args = args(output);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        outcome(&endstate(&args))
+    };
+    let (code, json, _) = run("json");
+    assert_eq!(code, 1);
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let diffs = report["diffs"].as_array().unwrap();
+    assert_eq!(diffs.len(), 1, "one kubelet upgrade, one diff: {report}");
+    assert_eq!(diffs[0]["members"], 30);
+    assert_eq!(report["diffsLeftOut"], 0);
+    let (code, markdown, _) = run("markdown");
+    assert_eq!(code, 1);
+    assert!(markdown.starts_with("### endstate plan:"), "{markdown}");
+    assert!(markdown.contains("| 0 | 30 | 0 | 0 | 0 |"), "{markdown}");
+    assert!(
+        markdown.contains("<details><summary>Waves</summary>"),
+        "{markdown}"
+    );
+    assert!(markdown.contains("(and 29 more like it)"), "{markdown}");
+    assert!(markdown.contains("```diff\n"), "{markdown}");
+    let (code, text, _) = run("text");
+    assert_eq!(code, 1);
+    assert!(text.contains("(and 29 more like it)"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A few thousand distinct diffs: the comment stays under GitHub's limit and says what it
+/// left out.
+#[test]
+fn the_markdown_comment_stays_under_the_limit_and_says_what_it_left_out() {
+    let dir = crate::support::demo_repo_of("plan-cap", 2000);
+    let remote = dir.join("remote.git");
+    let work = clone(&dir, "renumber");
+    // Every Machine gets an address of its own: no two patches are the same.
+    for entry in std::fs::read_dir(work.join("base/machines")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("  ip: 10.", "  ip: 172.")).unwrap();
+    }
+    crate::support::commit_and_push(&work, "Renumber every Machine");
+    let url = format!("file://{}", remote.display());
+    let (code, markdown, stderr) = outcome(&endstate(&[
+        "plan",
+        "--repo",
+        &url,
+        "--base",
+        "main~1",
+        "--path",
+        "overlays/demo",
+        "--namespace",
+        "fleet-demo",
+        "-o",
+        "markdown",
+        "--diffs",
+        "100000",
+    ]));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        markdown.chars().count() < 65_536,
+        "{} characters",
+        markdown.chars().count()
+    );
+    assert!(
+        markdown.contains("diffs left out to stay under the comment limit"),
+        "{}",
+        &markdown[markdown.len() - 500..]
+    );
+    assert!(markdown.contains("| 0 | 2000 |"), "{}", &markdown[..800]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A work tree of the demo repository's remote, in `dir/name`.
+fn clone(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let work = dir.join(name);
+    let remote = dir.join("remote.git");
+    crate::support::git(
+        dir,
+        &[
+            "clone",
+            "-q",
+            remote.to_str().unwrap(),
+            work.to_str().unwrap(),
+        ],
+    );
+    work
 }

@@ -17,6 +17,7 @@ use crate::cmd::EXIT_INVALID;
 
 const FLEET: &str = "plan";
 
+mod markdown;
 mod report;
 
 use report::{Diff, Outcome, PlanReport, Problem, Summary, Wave};
@@ -32,7 +33,10 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let mirror = std::env::temp_dir().join(format!("endstate-plan-{}", std::process::id()));
+    // In CI the remote's credentials come from the environment (`ENDSTATE_GIT_TOKEN`, …).
+    let credentials = endstate_git::Credentials::from_env().context("Git credentials")?;
     let config = SourceConfig::new(args.repo.clone(), mirror.join("mirror"))
+        .credentials(credentials)
         .branch(args.branch.clone())
         .path(args.path.trim_matches('/').to_owned())
         .owner(Owner {
@@ -53,10 +57,11 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
             Outcome::Invalid | Outcome::Refused => ExitCode::from(EXIT_INVALID),
         };
         match args.output {
-            crate::cli::ReportFormat::Json => {
+            crate::cli::PlanFormat::Json => {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             }
-            crate::cli::ReportFormat::Text => print!("{}", text(&report)),
+            crate::cli::PlanFormat::Markdown => print!("{}", markdown::render(&report)),
+            crate::cli::PlanFormat::Text => print!("{}", text(&report)),
         }
         Ok(code)
     })();
@@ -181,21 +186,43 @@ fn build(args: &PlanArgs, source: &Source, head: Oid, base: Option<Oid>) -> Plan
         .collect();
     report.gate_timeout_seconds = Some(policy.gate_timeout.as_secs());
     report.breaker = Some(breaker(&policy));
-    let total = plan.len_changes();
-    for (_, id, op) in plan.changes().take(args.diffs) {
+    // Group the changes by patch: 10k Machines moving to one kubelet are one diff.
+    let mut groups: Vec<Diff> = Vec::new();
+    let mut by_patch: HashMap<String, usize> = HashMap::new();
+    for (_, id, op) in plan.changes() {
         let before = live_by_id.get(id).copied();
         let after = desired_by_id.get(id).copied();
+        let unified = diff::unified(before, after);
+        let patch: String = unified
+            .lines()
+            .filter(|l| {
+                (l.starts_with('+') || l.starts_with('-'))
+                    && !l.starts_with("+++")
+                    && !l.starts_with("---")
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let key = format!("{}\n{patch}", op.name());
+        if let Some(&i) = by_patch.get(&key) {
+            groups[i].members += 1;
+            continue;
+        }
+        by_patch.insert(key, groups.len());
         let paths = match (before, after) {
             (Some(b), Some(a)) => diff::changed_paths(a, b),
             _ => Vec::new(),
         };
-        report.diffs.push(Diff {
+        groups.push(Diff {
             op: op.name().to_owned(),
             object: id.to_string(),
             paths,
-            unified: diff::unified(before, after),
+            unified,
+            members: 1,
         });
     }
+    let total = groups.len();
+    groups.truncate(args.diffs);
+    report.diffs = groups;
     report.diffs_left_out = total.saturating_sub(report.diffs.len()) as u64;
     report
 }
@@ -303,23 +330,20 @@ fn text(report: &PlanReport) -> String {
     );
     for diff in &report.diffs {
         out.push('\n');
-        if diff.paths.is_empty() {
-            let _ = writeln!(out, "# {} {}", diff.op, diff.object);
-        } else {
-            let _ = writeln!(
-                out,
-                "# {} {}: {}",
-                diff.op,
-                diff.object,
-                diff.paths.join(", ")
-            );
+        let _ = write!(out, "# {} {}", diff.op, diff.object);
+        if !diff.paths.is_empty() {
+            let _ = write!(out, ": {}", diff.paths.join(", "));
         }
+        if diff.members > 1 {
+            let _ = write!(out, " (and {} more like it)", diff.members - 1);
+        }
+        out.push('\n');
         out.push_str(&diff.unified);
     }
     if report.diffs_left_out > 0 {
         let _ = writeln!(
             out,
-            "\n… {} more changes not shown (--diffs)",
+            "\n… {} more distinct changes not shown (--diffs)",
             report.diffs_left_out
         );
     }

@@ -42,9 +42,11 @@ pub struct PlanReport {
     /// When the breaker trips, in words.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub breaker: Option<String>,
-    /// The diffs of the first changed objects (`--diffs`), in wave order.
+    /// The changes grouped by their patch (the same fields changed the same way, the
+    /// object's identity set aside), each shown for its first member in wave order; the first
+    /// `--diffs` groups.
     pub diffs: Vec<Diff>,
-    /// Changed objects whose diff is not shown.
+    /// Groups not shown.
     pub diffs_left_out: u64,
 }
 
@@ -126,6 +128,8 @@ pub struct Diff {
     pub paths: Vec<String>,
     /// The unified diff of the object's YAML.
     pub unified: String,
+    /// Changed objects with this same patch, the one shown included.
+    pub members: u64,
 }
 
 /// The committed schema's text.
