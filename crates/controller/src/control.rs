@@ -139,6 +139,22 @@ impl Control {
         }
     }
 
+    /// Puts one-shot requests back, untaken (a suspended loop keeps them for when it is
+    /// resumed); newer ones of the same kind win.
+    pub fn keep(&self, taken: Requests) {
+        let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        if requests.approve.is_none() {
+            requests.approve = taken.approve;
+        }
+        if requests.reset_breaker.is_none() {
+            requests.reset_breaker = taken.reset_breaker;
+        }
+        if requests.reconcile.is_none() {
+            requests.reconcile = taken.reconcile;
+        }
+        requests.retire |= taken.retire;
+    }
+
     /// Resolves when a request arrives.
     pub async fn changed(&self) {
         self.notify.notified().await;
@@ -173,6 +189,19 @@ mod tests {
         assert_eq!(second.approve, None);
         assert!(second.suspended);
         assert_eq!(second.generation, Some(4));
+    }
+
+    #[test]
+    fn kept_requests_are_taken_again_and_newer_ones_win() {
+        let control = Control::default();
+        control.reconcile("old");
+        control.reset_breaker("reset-1");
+        let taken = control.take();
+        control.reconcile("new");
+        control.keep(taken);
+        let again = control.take();
+        assert_eq!(again.reconcile.as_deref(), Some("new"));
+        assert_eq!(again.reset_breaker.as_deref(), Some("reset-1"));
     }
 
     #[test]

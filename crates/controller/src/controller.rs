@@ -506,6 +506,14 @@ impl<L: Live, C: Clock> Controller<L, C> {
             self.next_fetch = Time::ZERO;
             changed = true;
         }
+        if self.record.suspended {
+            // Approvals, resets and fetches wait for the Fleet to be resumed.
+            self.control.keep(requests);
+            if changed {
+                self.flush().await?;
+            }
+            return Ok(());
+        }
         if requests.retire && !self.retiring {
             self.retiring = true;
             if let Some(r) = self.engine.rollout().filter(|_| self.engine.busy()) {
