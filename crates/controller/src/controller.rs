@@ -442,7 +442,12 @@ impl<L: Live, C: Clock> Controller<L, C> {
         }
         self.flush_if_due().await?;
         let now = self.clock.now();
-        let mut until = self.next_fetch;
+        // A retiring loop fetches no more: its due fetch must not make it spin.
+        let mut until = if self.retiring {
+            now + self.config.interval
+        } else {
+            self.next_fetch
+        };
         if self.engine.busy() {
             until = until.min(self.next_poll.max(now));
         }

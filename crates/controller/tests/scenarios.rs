@@ -919,3 +919,48 @@ async fn the_end_of_a_rollout_is_saved_before_the_next_fetch() {
         "the good commit reached the status {waited:?} after the rollout ended (the interval is 30s)"
     );
 }
+
+/// A Fleet whose source changes during a rollout: the loop ends the rollout as it would for a
+/// new commit (the wave in flight finishes, nothing later starts), then stops for the loop on
+/// the new source.
+#[tokio::test]
+async fn a_retired_loop_ends_its_rollout_like_a_new_commit_then_stops() {
+    let mut h = harness("retire", 30, WAVES, &[]);
+    h.converged_at_head().await;
+    let next = h.repo.set_agent("agent-2.0", "Upgrade the agent");
+    loop {
+        h.controller.turn(false).await.unwrap();
+        if h.controller
+            .engine()
+            .rollout()
+            .is_some_and(|r| r.commit() == next && h.controller.engine().busy())
+        {
+            break;
+        }
+    }
+    let control = h.controller.control();
+    control.retire();
+    for _ in 0..10_000 {
+        if control.stopping() {
+            break;
+        }
+        h.controller.turn(false).await.unwrap();
+    }
+    assert!(
+        control.stopping(),
+        "the loop stops once its rollout is over: {}",
+        h.lines.text()
+    );
+    let history = &h.controller.record().history;
+    assert_eq!(history[0].commit, next);
+    assert_eq!(history[0].outcome, "Superseded");
+    let text = h.lines.text();
+    assert!(
+        text.contains("spec.source changed during the rollout"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("machines/all: starting"),
+        "no later wave starts: {text}"
+    );
+}

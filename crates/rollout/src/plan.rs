@@ -654,45 +654,6 @@ impl Plan {
         }
         (ops, domains)
     }
-
-    /// A review of `stages`: one line per stage, with its spread across failure domains.
-    pub fn summary<'a>(
-        &self,
-        stages: &[StageSpec],
-        lookup: &dyn Fn(&ObjectRef) -> Option<&'a FleetObject>,
-        spread_by: &str,
-    ) -> String {
-        let mut out = String::new();
-        for (i, stage) in stages.iter().enumerate() {
-            let (ops, domains) = self.breakdown(stage, lookup, spread_by);
-            let ops: Vec<String> = ops.iter().map(|(op, n)| format!("{n} {op}")).collect();
-            out.push_str(&format!(
-                "{:>2}. {:<20} {:>6} objects ({})",
-                i + 1,
-                stage.name,
-                stage.size,
-                ops.join(", ")
-            ));
-            if stage.seq.gated() {
-                out.push_str(&format!(", {} at a time", stage.max_unavailable));
-            }
-            if stage.bake_ms > 0 {
-                out.push_str(&format!(
-                    ", bake {}",
-                    crate::time::human(Duration::from_millis(stage.bake_ms))
-                ));
-            }
-            if stage.pause {
-                out.push_str(", then hold for approval");
-            }
-            if domains.len() > 1 || (domains.len() == 1 && !domains.contains_key("")) {
-                let d: Vec<String> = domains.iter().map(|(k, n)| format!("{k}:{n}")).collect();
-                out.push_str(&format!("\n      {spread_by}: {}", d.join(" ")));
-            }
-            out.push('\n');
-        }
-        out
-    }
 }
 
 const DELETE_ORDER: [Kind; 4] = [

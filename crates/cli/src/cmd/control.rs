@@ -311,10 +311,11 @@ pub fn describe(fleet: &Fleet) -> String {
             condition.message.lines().next().unwrap_or_default()
         );
     }
-    let short = |c: &Option<String>| {
-        c.as_deref()
-            .map_or("-".to_owned(), |c| c[..c.len().min(10)].to_owned())
-    };
+    fn short(commit: &Option<String>) -> &str {
+        commit
+            .as_deref()
+            .map_or("-", endstate_controller::report::short)
+    }
     let _ = writeln!(
         out,
         "applied {}   good {}",
@@ -327,7 +328,7 @@ pub fn describe(fleet: &Fleet) -> String {
         let _ = writeln!(
             out,
             "rollout of {}: {} at wave {}/{} {}{}",
-            short(&Some(r.commit.clone())),
+            endstate_controller::report::short(&r.commit),
             r.phase,
             r.wave + 1,
             r.waves,
@@ -403,10 +404,10 @@ pub fn describe(fleet: &Fleet) -> String {
         let _ = writeln!(
             out,
             "quarantined {}{}: {}",
-            short(&Some(q.commit.clone())),
+            endstate_controller::report::short(&q.commit),
             q.revert_commit
                 .as_ref()
-                .map(|r| format!(" (reverted by {})", &r[..r.len().min(10)]))
+                .map(|r| format!(" (reverted by {})", endstate_controller::report::short(r)))
                 .unwrap_or_default(),
             q.reason.lines().next().unwrap_or_default()
         );
@@ -415,7 +416,7 @@ pub fn describe(fleet: &Fleet) -> String {
         let _ = writeln!(
             out,
             "history: {} {} at {} ({} objects)",
-            short(&Some(h.commit.clone())),
+            endstate_controller::report::short(&h.commit),
             h.outcome,
             h.finished_at,
             h.changed

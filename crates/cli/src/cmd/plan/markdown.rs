@@ -4,6 +4,8 @@
 
 use std::fmt::Write as _;
 
+use endstate_controller::report::short;
+
 use super::report::{Outcome, PlanReport};
 
 /// The most characters written: GitHub refuses comments over 65,536, and a bot's wrapper
@@ -13,11 +15,10 @@ pub const CAP: usize = 60_000;
 /// The comment.
 pub fn render(report: &PlanReport) -> String {
     let mut out = String::new();
-    let short = |c: &str| c[..c.len().min(10)].to_owned();
     let _ = writeln!(
         out,
         "### endstate plan: `{}` → `{}` ({}, `{}`)\n",
-        report.base.as_deref().map_or("nothing".to_owned(), short),
+        report.base.as_deref().map_or("nothing", short),
         short(&report.head),
         report.branch,
         if report.path.is_empty() {

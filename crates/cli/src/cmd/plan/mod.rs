@@ -20,6 +20,7 @@ const FLEET: &str = "plan";
 mod markdown;
 mod report;
 
+use endstate_controller::report::short;
 use report::{Diff, Outcome, PlanReport, Problem, Summary, Wave};
 
 /// Exit code: merging changes the fleet (as `flux diff` and `kubectl diff` say it).
@@ -260,11 +261,10 @@ fn problems(side: &str, why: &str) -> Vec<Problem> {
 fn text(report: &PlanReport) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let short = |c: &str| c[..c.len().min(10)].to_owned();
     let _ = writeln!(
         out,
         "plan: {} → {} ({}, path {:?})",
-        report.base.as_deref().map_or("nothing".to_owned(), short),
+        report.base.as_deref().map_or("nothing", short),
         short(&report.head),
         report.branch,
         report.path
