@@ -8,6 +8,7 @@
 //! - [`budget`]: the fleet-wide change budget;
 //! - [`rollout`]: the state machine that walks a plan, trips the breaker, restores and asks
 //!   for the revert;
+//! - [`schedule`]: how long a plan takes at worst, under the budgets and windows;
 //! - [`persist`]: its bounded persisted form; [`positions`]: the compact position sets in it.
 
 pub mod budget;
@@ -19,6 +20,7 @@ pub mod plan;
 pub mod policy;
 pub mod positions;
 pub mod rollout;
+pub mod schedule;
 pub mod time;
 
 pub use budget::BudgetClass;

@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use endstate_api::package::Risk;
 use endstate_core::{FleetObject, Kind, ObjectRef};
 use serde::{Deserialize, Serialize};
 
@@ -462,12 +463,24 @@ impl Plan {
                 _ => None,
             }
         };
+        // Package versions marked `risk: high`: a Machine moving to one is planned with the
+        // reinstalls (their sequence, their budget class), not with the updates.
+        let high_risk: std::collections::HashSet<&str> = packages
+            .iter()
+            .filter(|p| matches!(p, FleetObject::MachinePackageVersion(v) if v.spec.risk() == Risk::High))
+            .map(|p| p.name())
+            .collect();
         let mut held: BTreeMap<ObjectRef, usize> = BTreeMap::new();
         let mut machine_ops = |objects: &[&FleetObject], seq: Seq| -> Vec<Option<Op>> {
             objects
                 .iter()
                 .map(|want| {
-                    let op = diff::op(want, live_by.get(&key(want)).copied(), last(want))
+                    let have = live_by.get(&key(want)).copied();
+                    let op = diff::op(want, have, last(want))
+                        .map(|op| match op {
+                            Op::Update if moves_to(want, have, &high_risk) => Op::Reinstall,
+                            op => op,
+                        })
                         .filter(|op| seq.takes(*op))?;
                     if let Some(cluster) = failed_cluster(want) {
                         *held.entry(cluster.id()).or_default() += 1;
@@ -727,9 +740,19 @@ fn waves(
             changed[target] // the first change of the next wave
         };
         let size = target - done;
+        // A wave the policy leaves unnamed is called by its place among the waves that run,
+        // so that empty waves leave no gaps: `canary`, `wave-2`, not `canary`, `wave-4`.
+        let name = if wave.name == format!("wave-{}", i + 1) {
+            format!(
+                "wave-{}",
+                stages.iter().filter(|s| s.seq == seq).count() + 1
+            )
+        } else {
+            wave.name.clone()
+        };
         stages.push(StageSpec {
             seq,
-            name: format!("{}/{}", seq.name(), wave.name),
+            name: format!("{}/{name}", seq.name()),
             start,
             end,
             size: size as u32,
@@ -743,6 +766,23 @@ fn waves(
             break;
         }
     }
+}
+
+/// Whether the Machine `want` points a component at one of `versions` that `have` does not
+/// run.
+fn moves_to(
+    want: &FleetObject,
+    have: Option<&FleetObject>,
+    versions: &std::collections::HashSet<&str>,
+) -> bool {
+    let (FleetObject::Machine(w), Some(FleetObject::Machine(h))) = (want, have) else {
+        return false;
+    };
+    !versions.is_empty()
+        && w.spec.packages.iter().any(|(component, version)| {
+            versions.contains(version.as_str())
+                && h.spec.packages.get(component.as_str()) != Some(version)
+        })
 }
 
 /// The failure domain of an object: a spec field (`idc`) or, failing that, a label.
@@ -849,6 +889,103 @@ mod tests {
         })
         .collect();
         p
+    }
+
+    /// With two changes the default waves `1`, `5%`, `25%`, `100%` run only the first and
+    /// the last: they are `canary` and `wave-2`, the second wave that runs.
+    #[test]
+    fn unnamed_waves_are_numbered_among_the_waves_that_run() {
+        let policy = Policy::default();
+        let plan = Plan::new(Inputs {
+            desired: &fleet(2, "k2"),
+            base: None,
+            live: &fleet(2, "k1"),
+            fleet: "f",
+            policy: &policy,
+            orphans: None,
+        });
+        let names: Vec<String> = plan.stages(&policy).into_iter().map(|s| s.name).collect();
+        assert_eq!(names, ["machines/canary", "machines/wave-2"]);
+    }
+
+    fn package(name: &str, risk: Option<Risk>) -> FleetObject {
+        let mut p = endstate_api::MachinePackageVersion::new(
+            name,
+            endstate_api::MachinePackageVersionSpec {
+                package_name: "kubelet".into(),
+                version: name.into(),
+                install: endstate_api::package::InstallSource {
+                    url: format!("https://example.internal/{name}.rpm"),
+                    sha256: "0".repeat(64),
+                },
+                config: None,
+                config_maps: None,
+                risk,
+            },
+        );
+        p.metadata.namespace = Some("ns".into());
+        p.into()
+    }
+
+    /// A Machine moving to a `risk: high` package version is planned as a reinstall: its
+    /// sequence and its budget class; one that stays on it, or moves to a low-risk one, is not.
+    #[test]
+    fn a_move_to_a_high_risk_package_version_is_planned_with_the_reinstalls() {
+        let mut desired = fleet(6, "k1");
+        for m in desired.iter_mut().take(2) {
+            if let FleetObject::Machine(m) = m {
+                *Arc::make_mut(m).spec.packages.get_mut("kubelet").unwrap() = "k2".into();
+            }
+        }
+        if let FleetObject::Machine(m) = &mut desired[2] {
+            *Arc::make_mut(m).spec.packages.get_mut("kubelet").unwrap() = "k3".into();
+        }
+        let live = fleet(6, "k1");
+        desired.push(package("k1", None));
+        desired.push(package("k2", Some(Risk::High)));
+        desired.push(package("k3", Some(Risk::Low)));
+        let plan = Plan::new(Inputs {
+            desired: &desired,
+            base: None,
+            live: &live,
+            fleet: "f",
+            policy: &policy(),
+            orphans: None,
+        });
+        let machine_changes: Vec<(Seq, String, Op)> = plan
+            .changes()
+            .filter(|(seq, _, _)| *seq != Seq::Packages)
+            .map(|(seq, id, op)| (seq, id.name.clone(), op))
+            .collect();
+        assert_eq!(
+            machine_changes,
+            vec![
+                (Seq::Machines, "m-02".to_owned(), Op::Update),
+                (Seq::Reinstalls, "m-00".to_owned(), Op::Reinstall),
+                (Seq::Reinstalls, "m-01".to_owned(), Op::Reinstall),
+            ]
+        );
+        assert_eq!(
+            class(Some(Kind::Machine), Op::Reinstall),
+            Some(BudgetClass::MachineReinstall)
+        );
+        // Once there, the Machine's next low-risk change is an update again.
+        let there = desired[..6].to_vec();
+        let mut next = there.clone();
+        if let FleetObject::Machine(m) = &mut next[0] {
+            Arc::make_mut(m).spec.unschedulable = Some(true);
+        }
+        next.extend(desired[6..].iter().cloned());
+        let plan = Plan::new(Inputs {
+            desired: &next,
+            base: None,
+            live: &there,
+            fleet: "f",
+            policy: &policy(),
+            orphans: None,
+        });
+        assert_eq!(plan.count(Op::Update), 1);
+        assert_eq!(plan.count(Op::Reinstall), 0);
     }
 
     #[test]

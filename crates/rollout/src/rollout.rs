@@ -1944,7 +1944,7 @@ fn write_effect(seq: Seq, ids: Vec<ObjectRef>) -> Effect {
 }
 
 /// The next minute at which a maintenance window opens, within a week.
-fn next_window_open(policy: &Policy, now: Time) -> Option<Time> {
+pub fn next_window_open(policy: &Policy, now: Time) -> Option<Time> {
     let start = Time((now.millis().div_euclid(60_000) + 1) * 60_000);
     (0..7 * 24 * 60 + 1)
         .map(|m| Time(start.millis() + m * 60_000))

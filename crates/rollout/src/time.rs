@@ -42,6 +42,40 @@ impl Time {
         )
     }
 
+    /// Reads RFC 3339 (`2026-12-01T09:30:00Z`, fractions of a second and `+02:00` offsets
+    /// too); `None` when `text` is not one.
+    pub fn parse_rfc3339(text: &str) -> Option<Time> {
+        let (date, rest) = text.split_once(['T', 't', ' '])?;
+        let mut ymd = date.splitn(3, '-');
+        let y: i64 = ymd.next()?.parse().ok()?;
+        let m: u32 = ymd.next()?.parse().ok()?;
+        let d: u32 = ymd.next()?.parse().ok()?;
+        let (clock, offset) = match rest.find(['Z', 'z', '+', '-']) {
+            Some(i) => rest.split_at(i),
+            None => return None,
+        };
+        let offset_secs: i64 = match offset {
+            "Z" | "z" => 0,
+            _ => {
+                let sign = if offset.starts_with('-') { -1 } else { 1 };
+                let (h, min) = offset[1..].split_once(':')?;
+                sign * (h.parse::<i64>().ok()? * 3600 + min.parse::<i64>().ok()? * 60)
+            }
+        };
+        let mut hms = clock.splitn(3, ':');
+        let h: i64 = hms.next()?.parse().ok()?;
+        let min: i64 = hms.next()?.parse().ok()?;
+        let seconds = hms.next()?;
+        let (sec, frac) = seconds.split_once('.').unwrap_or((seconds, ""));
+        let sec: i64 = sec.parse().ok()?;
+        let millis: i64 = format!("{frac:0<3}")[..3].parse().ok()?;
+        if !(1..=12).contains(&m) || !(1..=31).contains(&d) || h > 23 || min > 59 || sec > 60 {
+            return None;
+        }
+        let secs = days_from_civil(y, m, d) * 86_400 + h * 3600 + min * 60 + sec - offset_secs;
+        Some(Time(secs * 1000 + millis))
+    }
+
     /// Day of week, 0 = Monday, and minutes since midnight (UTC).
     pub fn weekday_and_minute(self) -> (u32, u32) {
         let secs = self.0.div_euclid(1000);
@@ -101,6 +135,17 @@ pub fn human(d: Duration) -> String {
     out
 }
 
+/// Days since 1970-01-01 of a date (the proleptic Gregorian calendar).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Year, month, day of a count of days since 1970-01-01 (the proleptic Gregorian calendar).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -126,5 +171,26 @@ mod tests {
         assert_eq!(t.rfc3339(), "2026-11-27T06:40:00Z");
         assert_eq!(t.weekday_and_minute(), (4, 6 * 60 + 40));
         assert_eq!(Time::ZERO.rfc3339(), "1970-01-01T00:00:00Z");
+        for t in [
+            Time::ZERO,
+            t,
+            Time(951_782_400_000),
+            Time(4_107_542_399_000),
+        ] {
+            assert_eq!(Time::parse_rfc3339(&t.rfc3339()), Some(t));
+        }
+        assert_eq!(
+            Time::parse_rfc3339("2026-11-27T08:40:00.25+02:00"),
+            Some(Time(1_795_761_600_250))
+        );
+        for bad in [
+            "",
+            "2026-11-27",
+            "2026-13-01T00:00:00Z",
+            "2026-11-27T06:40:00",
+            "soon",
+        ] {
+            assert_eq!(Time::parse_rfc3339(bad), None, "{bad}");
+        }
     }
 }
