@@ -358,22 +358,49 @@ pub struct AgentArgs {
 /// `endstate plan`.
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
-    /// The Git remote.
-    #[arg(long, required_unless_present = "schema", default_value = "")]
-    pub repo: String,
-    /// The branch (or commit) to plan.
-    #[arg(long, default_value = "main")]
-    pub branch: String,
-    /// What the fleet runs now: a commit, branch or `main~1`. Without it, everything is new.
-    #[arg(long, value_name = "REF")]
-    pub base: Option<String>,
-    /// The overlay inside the repository.
+    /// The Git remote. With `--live`, the Fleet's `spec.source.url` by default; with
+    /// `--local`, the work tree's own repository.
     #[arg(long, default_value = "")]
-    pub path: String,
-    /// The namespace of the fleet's objects.
-    #[arg(long, default_value = "default")]
+    pub repo: String,
+    /// The ref to plan: a branch, tag or commit of the remote. Default: `main`, or the Fleet's
+    /// branch with `--live`.
+    #[arg(long, visible_alias = "branch", value_name = "REF")]
+    pub head: Option<String>,
+    /// What the fleet runs now: any ref of the remote (another branch is fetched too).
+    /// Default: the merge base of the head with `--target-branch`.
+    #[arg(long, value_name = "REF", conflicts_with_all = ["live", "no_base"])]
+    pub base: Option<String>,
+    /// The branch the change merges into, whose merge base with the head is the default base.
+    #[arg(long, default_value = "main", value_name = "BRANCH")]
+    pub target_branch: String,
+    /// Plan as if nothing were applied: every object is a create.
+    #[arg(long, conflicts_with = "live")]
+    pub no_base: bool,
+    /// Plan a work tree as it is on disk, uncommitted changes included, as the head; the base
+    /// comes from its repository.
+    #[arg(long, value_name = "DIR")]
+    pub local: Option<PathBuf>,
+    /// Plan against a Fleet's live objects, budgets and quarantine instead of a base commit.
+    #[arg(long, requires = "fleet")]
+    pub live: bool,
+    /// The Fleet planned against, with `--live` (in `--namespace`).
+    #[arg(long)]
+    pub fleet: Option<String>,
+    /// The kubeconfig for `--live`; default: $KUBECONFIG, ~/.kube/config, or in-cluster.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The overlay inside the repository. With `--live`, the Fleet's `spec.source.path` by
+    /// default.
+    #[arg(long)]
+    pub path: Option<String>,
+    /// The namespace of the fleet's objects (and of the Fleet, with `--live`).
+    #[arg(long, short, default_value = "default")]
     pub namespace: String,
-    /// Print the unified diff of at most this many changed objects.
+    /// When the rollout is taken to start (RFC 3339): maintenance windows and budgets are
+    /// evaluated from it. Default: now.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub now: Option<endstate_rollout::Time>,
+    /// Print the unified diff of at most this many distinct changes.
     #[arg(long, default_value_t = 20)]
     pub diffs: usize,
     /// `text` for people, `markdown` for a pull request comment (under GitHub's 65,536
@@ -383,6 +410,11 @@ pub struct PlanArgs {
     /// Print the JSON report's schema and exit.
     #[arg(long, exclusive = true)]
     pub schema: bool,
+}
+
+fn parse_time(text: &str) -> Result<endstate_rollout::Time, String> {
+    endstate_rollout::Time::parse_rfc3339(text)
+        .ok_or_else(|| format!("{text:?} is not an RFC 3339 time (2026-12-01T09:30:00Z)"))
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {

@@ -27,6 +27,7 @@ pub mod tree;
 pub mod trigger;
 pub mod watch;
 pub mod webhook;
+pub mod worktree;
 
 pub use attribution::{Attribution, attribute};
 pub use credentials::{Credentials, Redactor, Secret};
@@ -42,3 +43,4 @@ pub use tree::CommitTree;
 pub use trigger::{Schedule, Trigger, Triggers};
 pub use watch::Watcher;
 pub use webhook::{Routes, WebhookConfig, WebhookServer};
+pub use worktree::WorkTree;

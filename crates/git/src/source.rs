@@ -328,6 +328,13 @@ impl Source {
             .map_err(|_| Error::Config(format!("{rev:?} is not a commit")))
     }
 
+    /// The newest commit both `a` and `b` descend from (`git merge-base`).
+    pub fn merge_base(&self, a: Oid, b: Oid) -> Result<Oid> {
+        self.repo
+            .merge_base(a, b)
+            .map_err(git(format!("finding the merge base of {a} and {b}")))
+    }
+
     /// The first of `quarantined` that `head` is, or descends from without a revert of it
     /// since: such a head would roll the quarantined change out again. See
     /// [`crate::quarantine::unreverted`].

@@ -97,21 +97,21 @@ pub fn wait(child: &mut Child, limit: Duration) -> i32 {
 
 /// A namespace whose Fleet follows a fresh repository, converged at its first commit, with
 /// sim-agent converging its Machines.
-struct Setup {
+pub(crate) struct Setup {
     /// The server of its own, when the test has one (else the shared one).
     server: Option<TestServer>,
-    kubeconfig: std::path::PathBuf,
-    runtime: tokio::runtime::Runtime,
-    client: kube::Client,
-    ns: String,
-    dir: std::path::PathBuf,
+    pub(crate) kubeconfig: std::path::PathBuf,
+    pub(crate) runtime: tokio::runtime::Runtime,
+    pub(crate) client: kube::Client,
+    pub(crate) ns: String,
+    pub(crate) dir: std::path::PathBuf,
     work: std::path::PathBuf,
     state: std::path::PathBuf,
     agent: tokio::task::JoinHandle<Result<(), endstate_agent::Error>>,
 }
 
 impl Setup {
-    fn new(name: &str) -> (Setup, String) {
+    pub(crate) fn new(name: &str) -> (Setup, String) {
         Setup::with_faults(name, Faults::none())
     }
 

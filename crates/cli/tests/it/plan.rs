@@ -115,6 +115,7 @@ fn a_reader_that_goes_away_ends_the_command_quietly() {
         "plan",
         "--repo",
         &url,
+        "--no-base",
         "--path",
         "overlays/demo",
         "--namespace",
@@ -171,10 +172,8 @@ fn the_json_report_follows_the_committed_schema_in_every_outcome() {
         ],
     );
     crate::support::git(&work, &["push", "-q", "origin", "broken"]);
-    let schema = crate::support::workspace().join("docs/plan.schema.json");
     let plan = |branch: &str, base: &str| {
-        let (code, stdout, stderr) = outcome(&endstate(&[
-            "plan",
+        json_plan(&[
             "--repo",
             &url,
             "--branch",
@@ -185,26 +184,7 @@ fn the_json_report_follows_the_committed_schema_in_every_outcome() {
             "overlays/demo",
             "--namespace",
             "fleet-demo",
-            "-o",
-            "json",
-        ]));
-        let report: serde_json::Value =
-            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
-        let check = std::process::Command::new("/usr/bin/python3")
-            .args([
-                "-c",
-                "import json, sys, jsonschema\njsonschema.validate(json.loads(sys.argv[2]), json.load(open(sys.argv[1])))",
-            ])
-            .arg(&schema)
-            .arg(&stdout)
-            .output()
-            .expect("/usr/bin/python3 with python3-jsonschema is required (.ci/run installs it)");
-        assert!(
-            check.status.success(),
-            "the report does not follow docs/plan.schema.json: {}",
-            String::from_utf8_lossy(&check.stderr)
-        );
-        (code, report)
+        ])
     };
     let (code, none) = plan("main", "main~2");
     assert_eq!(
@@ -212,7 +192,8 @@ fn the_json_report_follows_the_committed_schema_in_every_outcome() {
         (0, Some("NoChanges")),
         "{none}"
     );
-    assert_eq!(none["version"], 1);
+    assert_eq!(none["version"], 2);
+    assert_eq!(none["against"], "Commit");
     let (code, upgrade) = plan("main", "main~3");
     assert_eq!(
         (code, upgrade["outcome"].as_str()),
@@ -220,6 +201,36 @@ fn the_json_report_follows_the_committed_schema_in_every_outcome() {
         "{upgrade}"
     );
     assert_eq!(upgrade["summary"]["updates"], 30);
+    assert_eq!(upgrade["summary"]["byKind"]["Machine"]["updates"], 30);
+    // The blast radius: 10 Machines in each of the 3 Clusters, every idc, one move.
+    let radius = &upgrade["blastRadius"];
+    let clusters: Vec<(&str, u64)> = radius["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c["machines"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        clusters,
+        [("batch", 10), ("payments", 10), ("search", 10)],
+        "{radius}"
+    );
+    let idcs: u64 = radius["idcs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["machines"].as_u64().unwrap())
+        .sum();
+    assert_eq!(idcs, 30);
+    assert_eq!(
+        radius["packageVersions"],
+        serde_json::json!([{"kind": "Machine", "package": "kubelet", "from": "kubelet-1.27.9",
+                            "to": "kubelet-1.28.4", "highRisk": false, "objects": 30}])
+    );
+    assert_eq!(upgrade["budgetsAssumedUnspent"], true);
+    assert_eq!(upgrade["budgets"][0]["class"], "machine-update");
+    assert_eq!(upgrade["budgets"][0]["spends"], 30);
+    assert_eq!(upgrade["budgets"][0]["waits"], false);
     let waves = upgrade["waves"].as_array().unwrap();
     assert_eq!(waves[0]["name"], "machines/canary");
     assert_eq!(waves[0]["ops"]["update"], 1);
@@ -342,6 +353,472 @@ fn the_markdown_comment_stays_under_the_limit_and_says_what_it_left_out() {
     );
     assert!(markdown.contains("| 0 | 2000 |"), "{}", &markdown[..800]);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `endstate plan -o json` with `args`: the exit code and the report, which must follow the
+/// committed schema by a validator that is not the producer (Python's `jsonschema`).
+fn json_plan(args: &[&str]) -> (i32, serde_json::Value) {
+    let mut all = vec!["plan", "-o", "json"];
+    all.extend_from_slice(args);
+    let (code, stdout, stderr) = outcome(&endstate(&all));
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    let schema = crate::support::workspace().join("docs/plan.schema.json");
+    let check = std::process::Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import json, sys, jsonschema\njsonschema.validate(json.loads(sys.argv[2]), json.load(open(sys.argv[1])))",
+        ])
+        .arg(&schema)
+        .arg(&stdout)
+        .output()
+        .expect("/usr/bin/python3 with python3-jsonschema is required (.ci/run installs it)");
+    assert!(
+        check.status.success(),
+        "the report does not follow docs/plan.schema.json: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    (code, report)
+}
+
+/// The same plan in all three formats: (exit code, JSON report, markdown, text).
+fn every_format(args: &[&str]) -> (i32, serde_json::Value, String, String) {
+    let (code, report) = json_plan(args);
+    let run = |format: &str| {
+        let mut all = vec!["plan", "-o", format];
+        all.extend_from_slice(args);
+        let (c, stdout, stderr) = outcome(&endstate(&all));
+        assert_eq!(c, code, "-o {format} exits as -o json does: {stderr}");
+        stdout
+    };
+    (code, report, run("markdown"), run("text"))
+}
+
+/// A branch `name` of the demo repository's `main`, with `edit` committed and pushed.
+fn branch(dir: &std::path::Path, name: &str, edit: impl FnOnce(&std::path::Path)) {
+    let work = clone(dir, name);
+    crate::support::git(&work, &["checkout", "-q", "-b", name]);
+    edit(&work);
+    crate::support::git(&work, &["add", "-A"]);
+    crate::support::git(
+        &work,
+        &[
+            "-c",
+            "user.name=Dev",
+            "-c",
+            "user.email=dev@example.com",
+            "commit",
+            "-qm",
+            name,
+        ],
+    );
+    crate::support::git(&work, &["push", "-q", "origin", name]);
+}
+
+/// Rewrites the file `path` of `work` with `f`.
+fn edit_file(work: &std::path::Path, path: &str, f: impl FnOnce(String) -> String) {
+    let path = work.join(path);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, f(text)).unwrap();
+}
+
+/// The documents of a YAML stream, without the last `n` of them.
+fn drop_last_documents(text: String, n: usize) -> String {
+    let docs: Vec<&str> = text.split("\n---\n").collect();
+    docs[..docs.len() - n].join("\n---\n") + "\n"
+}
+
+/// Every Machine of the demo moves its kubelet to `to`: the overlay's patch names it.
+fn every_kubelet_to(work: &std::path::Path, to: &str) {
+    edit_file(work, "overlays/demo/kustomization.yaml", |t| {
+        let at = t.find("        kubelet: kubelet-").unwrap();
+        let end = at + t[at..].find('\n').unwrap();
+        format!("{}        kubelet: {to}{}", &t[..at], &t[end..])
+    });
+}
+
+const HIGH_RISK_KUBELET: &str = "---\napiVersion: fleet.endstate.dev/v1alpha1\nkind: MachinePackageVersion\nmetadata:\n  name: kubelet-1.30.0\nspec:\n  packageName: kubelet\n  version: \"1.30.0\"\n  risk: high\n  install:\n    url: https://packages.example.internal/kubelet/kubelet-1.30.0.rpm\n    sha256: 2bce4275922bba59816fda332ba8c549b18e8e0952402d264d6e64f6f5023397\n";
+
+/// Reinstalls, a move to a `risk: high` version and a delete of more than a tenth of the
+/// Machines are called out before anything else; emptying a Cluster is refused (exit 2) as
+/// the controller would, with the report.
+#[test]
+fn reinstalls_high_risk_versions_and_deletes_are_called_out_first() {
+    let dir = demo_repo("plan-risk");
+    branch(&dir, "risky", |work| {
+        // Two reinstalls, one move to a high-risk kubelet.
+        edit_file(work, "base/machines/batch.yaml", |t| {
+            t.replacen(
+                "  readinessGates: [KubeletReady]",
+                "  osGeneration: 1\n  readinessGates: [KubeletReady]",
+                2,
+            )
+        });
+        edit_file(work, "base/packages/machine-packages.yaml", |t| {
+            t + HIGH_RISK_KUBELET
+        });
+        // After the overlay's patch of every Machine's kubelet, one of its own.
+        edit_file(work, "overlays/demo/kustomization.yaml", |t| {
+            t + "- target:\n    kind: Machine\n    name: search-00001\n  patch: |\n    apiVersion: fleet.endstate.dev/v1alpha1\n    kind: Machine\n    metadata:\n      name: any\n    spec:\n      packages:\n        kubelet: kubelet-1.30.0\n"
+        });
+        // 4 of the 30 Machines go: within the floor (5), over a tenth.
+        edit_file(work, "base/machines/payments.yaml", |t| {
+            drop_last_documents(t, 4)
+        });
+    });
+    branch(&dir, "empty-payments", |work| {
+        edit_file(work, "base/machines/payments.yaml", |t| {
+            drop_last_documents(t, 10)
+        });
+    });
+    let url = format!("file://{}", dir.join("remote.git").display());
+    let args = |head: &'static str| {
+        [
+            "--repo",
+            &url,
+            "--head",
+            head,
+            "--path",
+            "overlays/demo",
+            "--namespace",
+            "fleet-demo",
+        ]
+        .map(str::to_owned)
+    };
+    let risky = args("risky");
+    let risky: Vec<&str> = risky.iter().map(String::as_str).collect();
+    let (code, report, markdown, text) = every_format(&risky);
+    assert_eq!(code, 1, "{report}");
+    // The base is the merge base with main: main itself.
+    assert_eq!(report["against"], "Commit");
+    let s = &report["summary"];
+    assert_eq!(
+        (&s["reinstalls"], &s["deletes"], &s["updates"]),
+        (
+            &serde_json::json!(3),
+            &serde_json::json!(4),
+            &serde_json::json!(0)
+        ),
+        "{s}"
+    );
+    let kinds: Vec<&str> = report["risks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["Reinstall", "HighRiskPackageVersion", "LargeDelete"],
+        "{report}"
+    );
+    assert!(
+        report["risks"][2]["message"]
+            .as_str()
+            .unwrap()
+            .contains("deletes 4 of the 30 Machines"),
+        "{report}"
+    );
+    let moves = report["blastRadius"]["packageVersions"].as_array().unwrap();
+    assert!(
+        moves
+            .iter()
+            .any(|m| m["to"] == "kubelet-1.30.0" && m["highRisk"] == true && m["objects"] == 1),
+        "{moves:?}"
+    );
+    // The high-risk move is planned with the reinstalls, in their budget class.
+    let names: Vec<&str> = report["waves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("reinstalls/")),
+        "{names:?}"
+    );
+    assert!(names.iter().any(|n| n.starts_with("deletes/")), "{names:?}");
+    let classes: Vec<&str> = report["budgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["class"].as_str().unwrap())
+        .collect();
+    assert_eq!(classes, ["machine-delete", "machine-reinstall"], "{report}");
+    // First in every format.
+    let warning = markdown.find("> [!WARNING]").expect(&markdown);
+    assert!(warning < markdown.find("<details>").unwrap(), "{markdown}");
+    assert!(markdown.contains("**LargeDelete**"), "{markdown}");
+    assert!(
+        text.find("risks:").unwrap() < text.find(" creates, ").unwrap(),
+        "{text}"
+    );
+    assert!(text.contains("! Reinstall: 3 Machines"), "{text}");
+
+    let empty = args("empty-payments");
+    let empty: Vec<&str> = empty.iter().map(String::as_str).collect();
+    let (code, report, markdown, text) = every_format(&empty);
+    assert_eq!(
+        (code, report["outcome"].as_str()),
+        (2, Some("Refused")),
+        "{report}"
+    );
+    assert_eq!(report["problems"][0]["reason"], "MassDelete");
+    assert!(
+        report["problems"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("10 of the 10 live Machines of Cluster payments"),
+        "{report}"
+    );
+    assert_eq!(report["risks"][0]["refused"], true);
+    // The rest of the report is there for the reviewer all the same.
+    assert_eq!(report["summary"]["deletes"], 10);
+    assert!(markdown.contains("**Refused**"), "{markdown}");
+    assert!(text.contains("REFUSED MassDelete"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A budget the change exceeds makes its waves wait for room, and a closed maintenance
+/// window delays the first wave until it opens: both in the schedule, evaluated at `--now`.
+#[test]
+fn budgets_and_windows_shape_the_schedule() {
+    let dir = demo_repo("plan-schedule");
+    branch(&dir, "tight", |work| {
+        every_kubelet_to(work, "kubelet-1.27.9");
+        edit_file(work, "overlays/demo/rollout-policy.yaml", |t| {
+            t.replace("    limit: 5000\n", "    limit: 10\n").replace(
+                "  budgets:\n",
+                "  windows:\n  - {days: [Tue], start: \"02:00\", end: \"06:00\"}\n  budgets:\n",
+            )
+        });
+    });
+    let url = format!("file://{}", dir.join("remote.git").display());
+    // A Monday, 00:00 UTC: the window opens 26 hours later.
+    let args = [
+        "--repo",
+        &url,
+        "--head",
+        "tight",
+        "--path",
+        "overlays/demo",
+        "--namespace",
+        "fleet-demo",
+        "--now",
+        "2026-11-30T00:00:00Z",
+    ];
+    let (code, report, markdown, text) = every_format(&args);
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(report["now"], "2026-11-30T00:00:00Z");
+    assert_eq!(
+        report["windows"],
+        serde_json::json!(["Tue 02:00–06:00 UTC"])
+    );
+    let waves = report["waves"].as_array().unwrap();
+    assert_eq!(
+        waves[0]["earliestStart"], "2026-12-01T02:00:00Z",
+        "{report}"
+    );
+    assert_eq!(waves[0]["windowWaitSeconds"], 26 * 3600);
+    let budget = &report["budgets"][0];
+    assert_eq!(
+        (
+            &budget["class"],
+            &budget["spends"],
+            &budget["limit"],
+            &budget["waits"]
+        ),
+        (
+            &serde_json::json!("machine-update"),
+            &serde_json::json!(30),
+            &serde_json::json!(10),
+            &serde_json::json!(true)
+        ),
+        "{report}"
+    );
+    // 30 changes at 10 an hour: the waves that would start more wait for room.
+    assert!(budget["waitSeconds"].as_u64().unwrap() > 0, "{budget}");
+    let waited: u64 = waves
+        .iter()
+        .map(|w| w["budgetWaitSeconds"].as_u64().unwrap())
+        .sum();
+    assert_eq!(waited, budget["waitSeconds"].as_u64().unwrap());
+    assert!(report["estimate"]["seconds"].as_u64().unwrap() > 28 * 3600);
+    assert!(text.contains("for a maintenance window"), "{text}");
+    assert!(
+        text.contains("waits") && text.contains("for room"),
+        "{text}"
+    );
+    assert!(markdown.contains("window +26h"), "{markdown}");
+    assert!(markdown.contains("budget +"), "{markdown}");
+
+    // Without a change: exit 0 in every format.
+    let same = [
+        "--repo",
+        &url,
+        "--head",
+        "main",
+        "--path",
+        "overlays/demo",
+        "--namespace",
+        "fleet-demo",
+    ];
+    let (code, report, markdown, text) = every_format(&same);
+    assert_eq!((code, report["outcome"].as_str()), (0, Some("NoChanges")));
+    assert!(markdown.contains("No changes"), "{markdown}");
+    assert!(text.contains("no changes"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--local`: the files on disk, uncommitted edits included, against the merge base of the
+/// work tree's commit with `main`, read from the work tree's own repository.
+#[test]
+fn a_work_tree_is_planned_as_it_is_against_its_merge_base() {
+    let dir = demo_repo("plan-local");
+    let remote = dir.join("remote.git");
+    let work = clone(&dir, "dev");
+    let merge_base = crate::support::git(&work, &["rev-parse", "main~3"]);
+    crate::support::git(&work, &["checkout", "-q", "-b", "feature", "main~3"]);
+    // Not committed: one Machine gets another address.
+    edit_file(&work, "base/machines/batch.yaml", |t| {
+        t.replacen("  ip: 10.2.0.11\n", "  ip: 10.2.0.99\n", 1)
+    });
+    let local = work.display().to_string();
+    let args = [
+        "--local",
+        &local,
+        "--path",
+        "overlays/demo",
+        "--namespace",
+        "fleet-demo",
+    ];
+    let (code, report) = json_plan(&args);
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(report["base"], merge_base.trim(), "{report}");
+    assert_eq!(report["local"].as_str(), Some(local.as_str()));
+    assert_eq!(report["branch"], "working tree");
+    assert_eq!(report["summary"]["updates"], 1, "{report}");
+    assert_eq!(
+        report["diffs"][0]["object"],
+        "Machine/fleet-demo/batch-00001"
+    );
+    // The merge base with a branch of another remote (--repo) is found there too.
+    let (code, again) = json_plan(&[
+        "--local",
+        &local,
+        "--repo",
+        &format!("file://{}", remote.display()),
+        "--path",
+        "overlays/demo",
+        "--namespace",
+        "fleet-demo",
+    ]);
+    assert_eq!((code, &again["base"]), (1, &report["base"]), "{again}");
+    // An edit that breaks the work tree: exit 2, with the file and line.
+    edit_file(&work, "base/machines/batch.yaml", |t| {
+        t.replacen("  cluster: batch", "  clustr: batch", 1)
+    });
+    let (code, broken) = json_plan(&args);
+    assert_eq!(
+        (code, broken["outcome"].as_str()),
+        (2, Some("Invalid")),
+        "{broken}"
+    );
+    assert_eq!(
+        broken["problems"][0]["file"], "base/machines/batch.yaml",
+        "{broken}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--live` plans against what the cluster has: a Machine edited behind Git's back is a
+/// change there, and nothing between two commits shows it. The Fleet's own budgets (what its
+/// first rollout spent) and last applied commit are read from its status.
+#[test]
+fn live_sees_a_drifted_object_that_the_base_does_not() {
+    use kube::api::{Patch, PatchParams};
+    let (setup, first) = crate::kill::Setup::new("plan-live");
+    let machines = kube::Api::<endstate_api::Machine>::namespaced(setup.client.clone(), &setup.ns);
+    setup
+        .runtime
+        .block_on(machines.patch(
+            "m-005",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"packages": {"agent": "agent-3.0"}}})),
+        ))
+        .unwrap();
+    let url = format!("file://{}", setup.dir.join("remote.git").display());
+    let kubeconfig = setup.kubeconfig.display().to_string();
+    let (code, between) = json_plan(&[
+        "--repo",
+        &url,
+        "--head",
+        "main",
+        "--base",
+        "main",
+        "--namespace",
+        &setup.ns,
+    ]);
+    assert_eq!((code, between["outcome"].as_str()), (0, Some("NoChanges")));
+    // The repository, branch and path come from the Fleet.
+    let (code, live) = json_plan(&[
+        "--live",
+        "--fleet",
+        "f",
+        "--namespace",
+        &setup.ns,
+        "--kubeconfig",
+        &kubeconfig,
+    ]);
+    assert_eq!(code, 1, "{live}");
+    assert_eq!(
+        (&live["against"], &live["fleet"], live["base"].as_str()),
+        (
+            &serde_json::json!("Live"),
+            &serde_json::json!("f"),
+            Some(first.trim())
+        ),
+        "{live}"
+    );
+    assert_eq!(live["summary"]["updates"], 1, "{live}");
+    assert_eq!(
+        live["diffs"][0]["object"],
+        format!("Machine/{}/m-005", setup.ns)
+    );
+    assert!(
+        live["diffs"][0]["unified"]
+            .as_str()
+            .unwrap()
+            .contains("-    agent: agent-3.0\n+    agent: agent-1.0"),
+        "{live}"
+    );
+    assert_eq!(live["budgetsAssumedUnspent"], false);
+    let budget = &live["budgets"][0];
+    assert_eq!(
+        (&budget["class"], &budget["spent"], &budget["spends"]),
+        (
+            &serde_json::json!("machine-update"),
+            &serde_json::json!(24),
+            &serde_json::json!(1)
+        ),
+        "the 24 creates of the first rollout count: {live}"
+    );
+    let (code, text, _) = outcome(&endstate(&[
+        "plan",
+        "--live",
+        "--fleet",
+        "f",
+        "--namespace",
+        &setup.ns,
+        "--kubeconfig",
+        &kubeconfig,
+    ]));
+    assert_eq!(code, 1);
+    assert!(
+        text.starts_with(&format!("plan: live Fleet {}/f → ", setup.ns)),
+        "{text}"
+    );
+    assert!(text.contains("(24 spent already)"), "{text}");
 }
 
 /// A work tree of the demo repository's remote, in `dir/name`.

@@ -4,9 +4,12 @@
 
 use std::fmt::Write as _;
 
-use endstate_controller::report::short;
+use std::time::Duration;
+
+use endstate_rollout::time::human;
 
 use super::report::{Outcome, PlanReport};
+use super::text::{ROWS, heading};
 
 /// The most characters written: GitHub refuses comments over 65,536, and a bot's wrapper
 /// (a marker to find its comment again, say) needs some room.
@@ -15,18 +18,7 @@ pub const CAP: usize = 60_000;
 /// The comment.
 pub fn render(report: &PlanReport) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "### endstate plan: `{}` → `{}` ({}, `{}`)\n",
-        report.base.as_deref().map_or("nothing", short),
-        short(&report.head),
-        report.branch,
-        if report.path.is_empty() {
-            "."
-        } else {
-            &report.path
-        }
-    );
+    let _ = writeln!(out, "### endstate plan: {}\n", escape(&heading(report)));
     match report.outcome {
         Outcome::Invalid | Outcome::Refused => {
             let _ = writeln!(
@@ -46,7 +38,10 @@ pub fn render(report: &PlanReport) -> String {
                 };
                 let _ = writeln!(out, "- {at}{}", escape(&problem.message));
             }
-            return capped(out, Vec::new());
+            out.push('\n');
+            if report.outcome == Outcome::Invalid {
+                return capped(out, Vec::new());
+            }
         }
         Outcome::NoChanges => {
             let _ = writeln!(out, "No changes: merging writes nothing.");
@@ -55,34 +50,141 @@ pub fn render(report: &PlanReport) -> String {
         Outcome::Changes => {}
     }
     let s = &report.summary;
+    let radius = &report.blast_radius;
     let _ = writeln!(
         out,
-        "| creates | updates | reinstalls | deletes | kept by prune | waves |"
+        "| creates | updates | reinstalls | deletes | kept by prune | clusters | idcs | waves | at worst |"
     );
-    let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     let _ = writeln!(
         out,
-        "| {} | {} | {} | {} | {} | {} |\n",
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
         s.creates,
         s.updates,
         s.reinstalls,
         s.deletes,
         s.kept_by_prune,
-        report.waves.len()
+        radius.clusters.len(),
+        radius.idcs.len(),
+        report.waves.len(),
+        report
+            .estimate
+            .as_ref()
+            .map_or("—".to_owned(), |e| match e.seconds {
+                Some(secs) => format!(
+                    "{}{}",
+                    human(Duration::from_secs(secs)),
+                    if e.approvals > 0 {
+                        format!(" + {} approvals", e.approvals)
+                    } else {
+                        String::new()
+                    }
+                ),
+                None => "never done".to_owned(),
+            })
     );
-    if s.reinstalls > 0 || s.deletes > 0 {
+    let risks: Vec<&super::report::Risk> = report.risks.iter().filter(|r| !r.refused).collect();
+    if !risks.is_empty() {
+        // Called out first, in a GitHub alert: one paragraph per risk.
+        let lines: Vec<String> = risks
+            .iter()
+            .map(|r| format!("> **{}**: {}", r.kind, escape(&r.message)))
+            .collect();
+        let _ = writeln!(out, "> [!WARNING]\n{}\n", lines.join("\n>\n"));
+    }
+    let _ = writeln!(out, "<details><summary>Blast radius</summary>\n");
+    if !radius.clusters.is_empty() {
+        let _ = writeln!(out, "| Cluster | Machines | the Cluster |\n|---|---:|---|");
+        for c in radius.clusters.iter().take(ROWS) {
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} |",
+                escape(&c.name),
+                c.machines,
+                c.cluster.as_deref().unwrap_or("")
+            );
+        }
+        if radius.clusters.len() > ROWS {
+            let _ = writeln!(out, "| … {} more | | |", radius.clusters.len() - ROWS);
+        }
+        out.push('\n');
+    }
+    if !radius.idcs.is_empty() {
+        let idcs: Vec<String> = radius
+            .idcs
+            .iter()
+            .map(|i| format!("`{}`: {}", escape(&i.name), i.machines))
+            .collect();
+        let _ = writeln!(out, "Machines per idc: {}\n", idcs.join(", "));
+    }
+    if !radius.package_versions.is_empty() {
         let _ = writeln!(
             out,
-            "> **Risk:** {} reinstalls and {} deletes.\n",
-            s.reinstalls, s.deletes
+            "| kind | package | from | to | objects |\n|---|---|---|---|---:|"
         );
+        for m in radius.package_versions.iter().take(ROWS) {
+            let _ = writeln!(
+                out,
+                "| {} | `{}` | {} | {}{} | {} |",
+                m.kind,
+                escape(&m.package),
+                m.from
+                    .as_deref()
+                    .map_or("(new)".to_owned(), |f| format!("`{}`", escape(f))),
+                m.to.as_deref()
+                    .map_or("(none)".to_owned(), |t| format!("`{}`", escape(t))),
+                if m.high_risk { " **risk: high**" } else { "" },
+                m.objects
+            );
+        }
+        if radius.package_versions.len() > ROWS {
+            let _ = writeln!(
+                out,
+                "| … {} more | | | | |",
+                radius.package_versions.len() - ROWS
+            );
+        }
+        out.push('\n');
+    }
+    let _ = writeln!(out, "</details>\n");
+    if !report.budgets.is_empty() {
+        let _ = writeln!(out, "<details><summary>Budgets</summary>\n");
+        let _ = writeln!(
+            out,
+            "| class | spends | limit | spent already | waits |\n|---|---:|---|---:|---|"
+        );
+        for b in &report.budgets {
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} | {} | {} |",
+                b.class,
+                b.spends,
+                match (b.limit, b.window_seconds) {
+                    (Some(l), Some(w)) => format!("{l} per {}", human(Duration::from_secs(w))),
+                    _ => "unlimited".to_owned(),
+                },
+                b.spent,
+                if b.waits {
+                    human(Duration::from_secs(b.wait_seconds))
+                } else {
+                    "no".to_owned()
+                }
+            );
+        }
+        if report.budgets_assumed_unspent {
+            let _ = writeln!(
+                out,
+                "\nBudgets are assumed unspent: `endstate plan --live` reads what other rollouts spent."
+            );
+        }
+        let _ = writeln!(out, "\n</details>\n");
     }
     let _ = writeln!(out, "<details><summary>Waves</summary>\n");
     let _ = writeln!(
         out,
-        "| # | wave | size | operations | at a time | bake | hold | spread |"
+        "| # | wave | size | operations | at a time | bake | hold | spread | starts | done at worst |"
     );
-    let _ = writeln!(out, "|---:|---|---:|---|---:|---|---|---|");
+    let _ = writeln!(out, "|---:|---|---:|---|---:|---|---|---|---|---|");
     for wave in &report.waves {
         let ops: Vec<String> = wave.ops.iter().map(|(op, n)| format!("{n} {op}")).collect();
         let domains: Vec<String> = wave
@@ -91,9 +193,22 @@ pub fn render(report: &PlanReport) -> String {
             .filter(|(d, _)| !d.is_empty())
             .map(|(d, n)| format!("{d}:{n}"))
             .collect();
+        let mut waits = Vec::new();
+        if wave.window_wait_seconds > 0 {
+            waits.push(format!(
+                "window +{}",
+                human(Duration::from_secs(wave.window_wait_seconds))
+            ));
+        }
+        if wave.budget_wait_seconds > 0 {
+            waits.push(format!(
+                "budget +{}",
+                human(Duration::from_secs(wave.budget_wait_seconds))
+            ));
+        }
         let _ = writeln!(
             out,
-            "| {} | `{}` | {} | {} | {} | {} | {} | {} |",
+            "| {} | `{}` | {} | {} | {} | {} | {} | {} | {}{} | {} |",
             wave.number,
             wave.name,
             wave.size,
@@ -101,7 +216,7 @@ pub fn render(report: &PlanReport) -> String {
             wave.max_unavailable
                 .map_or("—".to_owned(), |n| n.to_string()),
             if wave.bake_seconds > 0 {
-                endstate_rollout::time::human(std::time::Duration::from_secs(wave.bake_seconds))
+                human(Duration::from_secs(wave.bake_seconds))
             } else {
                 "—".to_owned()
             },
@@ -109,16 +224,41 @@ pub fn render(report: &PlanReport) -> String {
             if domains.is_empty() {
                 String::new()
             } else {
-                format!("{}: {}", wave.spread_by, domains.join(" "))
+                escape(&format!("{}: {}", wave.spread_by, domains.join(" ")))
+            },
+            wave.earliest_start.as_deref().unwrap_or(""),
+            if waits.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", waits.join(", "))
+            },
+            match (&wave.latest_end, &wave.blocked) {
+                (_, Some(why)) => format!("never: {}", escape(why)),
+                (Some(end), None) => end.clone(),
+                _ => String::new(),
             }
         );
     }
     if let (Some(timeout), Some(breaker)) = (report.gate_timeout_seconds, &report.breaker) {
         let _ = writeln!(
             out,
-            "\nGates: healthy within {}; breaker: {}.",
-            endstate_rollout::time::human(std::time::Duration::from_secs(timeout)),
-            escape(breaker)
+            "\nGates: healthy within {}{}; breaker: {}. Times from {} at worst: every round of \
+             changes takes the whole gate timeout; approvals are not counted.",
+            human(Duration::from_secs(timeout)),
+            if report.metric_gates.is_empty() {
+                String::new()
+            } else {
+                format!(", metrics {}", escape(&report.metric_gates.join(", ")))
+            },
+            escape(breaker),
+            report.now
+        );
+    }
+    if !report.windows.is_empty() {
+        let _ = writeln!(
+            out,
+            "Maintenance windows: {}.",
+            escape(&report.windows.join("; "))
         );
     }
     let _ = writeln!(out, "\n</details>\n");

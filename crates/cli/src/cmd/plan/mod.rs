@@ -1,27 +1,39 @@
-//! `endstate plan`: what merging a branch would do, for review — the change set, the waves
-//! with their spread across failure domains, and the unified diffs.
+//! `endstate plan`: what merging a change would do, for review — with the engine's own
+//! planner, against another commit, a work tree's base, or a Fleet's live objects.
+//!
+//! ```text
+//!   head      --head REF of --repo            or --local DIR (the files on disk)
+//!   against   --base REF | the merge base with --target-branch | --live (the Fleet's objects,
+//!             budgets, quarantine) | --no-base (nothing)
+//!   report    risks, summary, blast radius, budgets, waves with worst-case times, diffs
+//!             as text, markdown (a pull request comment) or JSON (docs/plan.schema.json)
+//! ```
 
-use std::collections::HashMap;
+use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{Context, anyhow};
-use endstate_core::{FleetObject, ObjectRef, Owner};
-use endstate_git::{History, Oid, RenderCache, Source, SourceConfig};
-use endstate_rollout::diff::{self, Op};
+use anyhow::{Context, anyhow, bail};
+use endstate_api::Fleet;
+use endstate_core::{DirTree, FleetObject, Options, Owner};
+use endstate_git::{History, Oid, RenderCache, Source, SourceConfig, WorkTree};
+use endstate_rollout::budget::Budgets;
 use endstate_rollout::live::OWNER_LABEL;
-use endstate_rollout::plan::{Inputs, Plan};
 use endstate_rollout::policy::Policy;
+use endstate_rollout::{Engine, Time};
 
 use crate::cli::PlanArgs;
 use crate::cmd::EXIT_INVALID;
 
-const FLEET: &str = "plan";
-
+mod analysis;
 mod markdown;
 mod report;
+mod text;
 
-use endstate_controller::report::short;
-use report::{Diff, Outcome, PlanReport, Problem, Summary, Wave};
+use report::{Against, Outcome, PlanReport, Problem, Risk};
+
+/// The owner label of a plan without `--live`: both sides are rendered with it, so deletes
+/// are found between them.
+const FLEET: &str = "plan";
 
 /// Exit code: merging changes the fleet (as `flux diff` and `kubectl diff` say it).
 pub const EXIT_CHANGES: u8 = 1;
@@ -33,25 +45,9 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
         print!("{}", report::schema());
         return Ok(ExitCode::SUCCESS);
     }
+    let now = args.now.unwrap_or_else(wall_clock);
     let mirror = std::env::temp_dir().join(format!("endstate-plan-{}", std::process::id()));
-    // In CI the remote's credentials come from the environment (`ENDSTATE_GIT_TOKEN`, …).
-    let credentials = endstate_git::Credentials::from_env().context("Git credentials")?;
-    let config = SourceConfig::new(args.repo.clone(), mirror.join("mirror"))
-        .credentials(credentials)
-        .branch(args.branch.clone())
-        .path(args.path.trim_matches('/').to_owned())
-        .owner(Owner {
-            namespace: args.namespace.clone(),
-            labels: vec![(OWNER_LABEL.to_owned(), FLEET.to_owned())],
-        });
-    let result = (|| {
-        let mut source = Source::open(config.clone(), History::default())?;
-        let head = source.fetch().context("fetching the branch")?.commit;
-        let base = match &args.base {
-            Some(rev) => Some(resolve(&source, &config, rev)?),
-            None => None,
-        };
-        let report = build(args, &source, head, base);
+    let result = build(args, &mirror, now).map(|report| {
         let code = match report.outcome {
             Outcome::NoChanges => ExitCode::SUCCESS,
             Outcome::Changes => ExitCode::from(EXIT_CHANGES),
@@ -59,173 +55,296 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
         };
         match args.output {
             crate::cli::PlanFormat::Json => {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("a report serialises")
+                );
             }
             crate::cli::PlanFormat::Markdown => print!("{}", markdown::render(&report)),
-            crate::cli::PlanFormat::Text => print!("{}", text(&report)),
+            crate::cli::PlanFormat::Text => print!("{}", text::render(&report)),
         }
-        Ok(code)
-    })();
+        code
+    });
     let _ = std::fs::remove_dir_all(&mirror);
     result
 }
 
-/// Renders both sides, plans with the engine's planner, and reports.
-fn build(args: &PlanArgs, source: &Source, head: Oid, base: Option<Oid>) -> PlanReport {
+fn wall_clock() -> Time {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Time(since.as_millis() as i64)
+}
+
+/// A Fleet read from the cluster, with what the controller would plan from.
+struct LiveFleet {
+    fleet: Fleet,
+    objects: Vec<FleetObject>,
+    engine: Engine,
+    last_applied: Option<String>,
+}
+
+/// Reads both sides and plans.
+fn build(args: &PlanArgs, mirror: &Path, now: Time) -> anyhow::Result<PlanReport> {
+    let live = if args.live {
+        Some(read_live(args)?)
+    } else {
+        None
+    };
+    let work = args.local.as_deref().map(WorkTree::discover).transpose()?;
+    let spec = live.as_ref().map(|l| &l.fleet.spec.source);
+    let repo = if !args.repo.is_empty() {
+        args.repo.clone()
+    } else if let Some(w) = &work {
+        format!("file://{}", w.root().display())
+    } else if let Some(spec) = spec {
+        spec.url.clone()
+    } else {
+        bail!("--repo is required (or --local DIR, or --live with --fleet)")
+    };
+    let path = args
+        .path
+        .clone()
+        .or_else(|| spec.and_then(|s| s.path.clone()))
+        .unwrap_or_default()
+        .trim_matches('/')
+        .to_owned();
+    let head_ref = match &work {
+        // The work tree's branch, fetched for its commit; with none, the target's.
+        Some(w) => w.branch().unwrap_or_else(|| args.target_branch.clone()),
+        None => args
+            .head
+            .clone()
+            .or_else(|| spec.and_then(|s| s.branch.clone()))
+            .unwrap_or_else(|| "main".to_owned()),
+    };
+    let fleet = match (&live, &args.fleet) {
+        (Some(_), Some(name)) => name.clone(),
+        _ => FLEET.to_owned(),
+    };
+    let owner = Owner {
+        namespace: args.namespace.clone(),
+        labels: vec![(OWNER_LABEL.to_owned(), fleet.clone())],
+    };
+    // In CI the remote's credentials come from the environment (`ENDSTATE_GIT_TOKEN`, …).
+    let credentials = endstate_git::Credentials::from_env().context("Git credentials")?;
+    let config = SourceConfig::new(repo.clone(), mirror.join("mirror"))
+        .credentials(credentials)
+        .branch(head_ref.clone())
+        .path(path.clone())
+        .owner(owner.clone());
+    let mut source = Source::open(config.clone(), History::default())?;
+    let fetched = source.fetch();
+    let head = match &work {
+        Some(w) => w
+            .head()
+            .or_else(|| fetched.as_ref().ok().map(|f| f.commit))
+            .ok_or_else(|| anyhow!("{} has no commit to plan from", w.root().display()))?,
+        None => {
+            fetched
+                .with_context(|| format!("fetching {head_ref:?} of {repo}"))?
+                .commit
+        }
+    };
+    let (against, base) = if args.no_base {
+        (Against::Nothing, None)
+    } else if let Some(l) = &live {
+        // The objects of the commit last applied tell which fields endstate set.
+        let base = l
+            .last_applied
+            .as_deref()
+            .and_then(|c| resolve(&source, &config, c).ok());
+        (Against::Live, base)
+    } else if let Some(rev) = &args.base {
+        (Against::Commit, Some(resolve(&source, &config, rev)?))
+    } else {
+        let base = match &work {
+            Some(w) => {
+                let base = w.merge_base(&args.target_branch)?;
+                resolve(&source, &config, &args.target_branch)?;
+                source.resolve(&base.to_string()).with_context(|| {
+                    format!(
+                        "the merge base {base} is not on {repo}'s {:?}",
+                        args.target_branch
+                    )
+                })?
+            }
+            None => {
+                let target = resolve(&source, &config, &args.target_branch)?;
+                source.merge_base(head, target).with_context(|| {
+                    format!(
+                        "{head_ref:?} and {:?} have no commit in common: name the base with --base",
+                        args.target_branch
+                    )
+                })?
+            }
+        };
+        (Against::Commit, Some(base))
+    };
+
     let mut report = PlanReport {
         version: report::VERSION,
-        repo: args.repo.clone(),
-        branch: args.branch.clone(),
-        path: args.path.clone(),
+        repo: repo.clone(),
+        branch: if work.is_some() {
+            "working tree".to_owned()
+        } else {
+            head_ref.clone()
+        },
+        path: path.clone(),
         namespace: args.namespace.clone(),
         head: head.to_string(),
+        local: work.as_ref().map(|w| w.root().display().to_string()),
+        against,
         base: base.map(|b| b.to_string()),
+        fleet: live.as_ref().map(|_| fleet.clone()),
+        now: now.rfc3339(),
         outcome: Outcome::NoChanges,
         problems: Vec::new(),
-        summary: Summary::default(),
+        risks: Vec::new(),
+        summary: Default::default(),
+        blast_radius: Default::default(),
         waves: Vec::new(),
+        estimate: None,
+        budgets: Vec::new(),
+        budgets_assumed_unspent: live.is_none(),
+        windows: Vec::new(),
         gate_timeout_seconds: None,
+        metric_gates: Vec::new(),
         breaker: None,
         diffs: Vec::new(),
         diffs_left_out: 0,
     };
-    let invalid = |report: &mut PlanReport, side: &str, why: String| {
-        report.outcome = Outcome::Invalid;
-        report.problems = problems(side, &why);
-    };
     let mut cache = RenderCache::default();
-    let (desired, policy) = match render(source, head, &mut cache) {
+    let rendered = match &work {
+        Some(w) => render_dir(w.root(), &path, &owner),
+        None => render(&source, head, &mut cache),
+    };
+    let (desired, policy) = match rendered {
         Ok(r) => r,
         Err(why) => {
-            invalid(&mut report, "", why);
-            return report;
+            invalid(&mut report, "", &why);
+            return Ok(report);
         }
     };
-    let live = match base {
-        Some(base) => match render(source, base, &mut cache) {
-            Ok((objects, _)) => objects,
-            Err(why) => {
-                invalid(&mut report, "the base: ", why);
-                return report;
+    let base_objects = match base {
+        Some(base) => match render(&source, base, &mut cache) {
+            Ok((objects, _)) => Some(objects),
+            Err(why) if against == Against::Commit => {
+                invalid(&mut report, "the base: ", &why);
+                return Ok(report);
             }
+            // The live Fleet's last applied commit no longer renders (a renderer change, say):
+            // plan as the controller does, without it.
+            Err(_) => None,
         },
-        None => Vec::new(),
+        None => None,
     };
-    let plan = Plan::new(Inputs {
-        desired: &desired,
-        base: Some(&live),
-        live: &live,
-        fleet: FLEET,
-        policy: &policy,
-        orphans: None,
-    });
-    if !plan.immutable.is_empty() {
-        report.outcome = Outcome::Refused;
-        report.problems = plan
-            .immutable
-            .iter()
-            .map(|id| Problem {
-                reason: "ImmutablePackageVersion".to_owned(),
-                file: None,
-                line: None,
-                message: format!(
-                    "{id}: a package version in use changes; add a new version instead"
-                ),
-            })
-            .collect();
-        return report;
-    }
-    report.summary = Summary {
-        creates: plan.count(Op::Create) as u64,
-        updates: plan.count(Op::Update) as u64,
-        reinstalls: plan.count(Op::Reinstall) as u64,
-        deletes: plan.count(Op::Delete) as u64,
-        kept_by_prune: plan.kept.len() as u64,
-    };
-    if plan.is_empty() {
-        return report;
-    }
-    report.outcome = Outcome::Changes;
-    let stages = plan.stages(&policy);
-    let desired_by_id: HashMap<ObjectRef, &FleetObject> =
-        desired.iter().map(|o| (o.id(), o)).collect();
-    let live_by_id: HashMap<ObjectRef, &FleetObject> = live.iter().map(|o| (o.id(), o)).collect();
-    let lookup = |id: &ObjectRef| {
-        desired_by_id
-            .get(id)
-            .or_else(|| live_by_id.get(id))
-            .copied()
-    };
-    let spread = policy
-        .machines
-        .spread_by
-        .clone()
-        .unwrap_or_else(|| "idc".to_owned());
-    report.waves = stages
-        .iter()
-        .enumerate()
-        .map(|(i, stage)| {
-            let (ops, domains) = plan.breakdown(stage, &lookup, &spread);
-            Wave {
-                number: i as u64 + 1,
-                name: stage.name.clone(),
-                size: u64::from(stage.size),
-                max_unavailable: stage
-                    .seq
-                    .gated()
-                    .then_some(u64::from(stage.max_unavailable)),
-                bake_seconds: stage.bake().as_secs(),
-                pause: stage.pause,
-                ops: ops
-                    .into_iter()
-                    .map(|(op, n)| (op.to_owned(), n as u64))
-                    .collect(),
-                spread_by: spread.clone(),
-                domains: domains.into_iter().map(|(d, n)| (d, n as u64)).collect(),
-            }
-        })
-        .collect();
-    report.gate_timeout_seconds = Some(policy.gate_timeout.as_secs());
-    report.breaker = Some(breaker(&policy));
-    // Group the changes by patch: 10k Machines moving to one kubelet are one diff.
-    let mut groups: Vec<Diff> = Vec::new();
-    let mut by_patch: HashMap<String, usize> = HashMap::new();
-    for (_, id, op) in plan.changes() {
-        let before = live_by_id.get(id).copied();
-        let after = desired_by_id.get(id).copied();
-        let unified = diff::unified(before, after);
-        let patch: String = unified
-            .lines()
-            .filter(|l| {
-                (l.starts_with('+') || l.starts_with('-'))
-                    && !l.starts_with("+++")
-                    && !l.starts_with("---")
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        let key = format!("{}\n{patch}", op.name());
-        if let Some(&i) = by_patch.get(&key) {
-            groups[i].members += 1;
-            continue;
+    let mut budgets = Budgets::default();
+    if let Some(l) = &live {
+        budgets = l.engine.budgets().clone();
+        quarantine(&mut report, &source, head, &l.engine);
+        if l.engine.breaker_open() {
+            report.risks.push(Risk {
+                kind: "BreakerOpen".to_owned(),
+                refused: false,
+                objects: 0,
+                message:
+                    "the Fleet's breaker is open: nothing rolls out until `endstate breaker reset`"
+                        .to_owned(),
+            });
         }
-        by_patch.insert(key, groups.len());
-        let paths = match (before, after) {
-            (Some(b), Some(a)) => diff::changed_paths(a, b),
-            _ => Vec::new(),
-        };
-        groups.push(Diff {
-            op: op.name().to_owned(),
-            object: id.to_string(),
-            paths,
-            unified,
-            members: 1,
-        });
     }
-    let total = groups.len();
-    groups.truncate(args.diffs);
-    report.diffs = groups;
-    report.diffs_left_out = total.saturating_sub(report.diffs.len()) as u64;
-    report
+    let live_objects: &[FleetObject] = match (&live, &base_objects) {
+        (Some(l), _) => &l.objects,
+        (None, Some(b)) => b,
+        (None, None) => &[],
+    };
+    analysis::fill(
+        &mut report,
+        &analysis::Facts {
+            desired: &desired,
+            policy: &policy,
+            base: base_objects.as_deref().or(match against {
+                Against::Live => None,
+                _ => Some(&[]),
+            }),
+            live: live_objects,
+            fleet: &fleet,
+            budgets: &budgets,
+            now,
+            diffs: args.diffs,
+        },
+    );
+    Ok(report)
+}
+
+/// Marks the head refused when the Fleet quarantined it, or it carries a quarantined commit
+/// without a revert since — as the controller judges it.
+fn quarantine(report: &mut PlanReport, source: &Source, head: Oid, engine: &Engine) {
+    let quarantined: Vec<&str> = engine
+        .quarantine()
+        .iter()
+        .map(|q| q.commit.as_str())
+        .collect();
+    if quarantined.is_empty() {
+        return;
+    }
+    let head = head.to_string();
+    let culprit = if engine.quarantined(&head) {
+        Some(head.clone())
+    } else {
+        source
+            .resolve(&head)
+            .ok()
+            .and_then(|h| source.carries(h, &quarantined))
+    };
+    if let Some(culprit) = culprit {
+        let refusal = endstate_controller::refusal::Refusal::Quarantined { head, culprit };
+        analysis::refuse(report, &refusal, 0);
+    }
+}
+
+/// Reads the Fleet, its namespace's objects (listed as the controller's caches list them) and
+/// its persisted state.
+fn read_live(args: &PlanArgs) -> anyhow::Result<LiveFleet> {
+    use endstate_rollout::Live as _;
+    use kube::Api;
+    let name = args.fleet.clone().context("--live needs --fleet NAME")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let config = crate::cmd::kube_config(args.kubeconfig.as_deref()).await?;
+        let client = kube::Client::try_from(config.clone())?;
+        let fleet = Api::<Fleet>::namespaced(client, &args.namespace)
+            .get(&name)
+            .await
+            .with_context(|| format!("reading Fleet {}/{name}", args.namespace))?;
+        let live = endstate_kube::KubeLive::connect(
+            config,
+            endstate_kube::Settings::new(args.namespace.clone(), name.clone()),
+        )
+        .await?;
+        live.wait_synced()
+            .await
+            .with_context(|| format!("listing the objects of namespace {}", args.namespace))?;
+        let objects = live.snapshot().await?;
+        let status = fleet.status.clone().unwrap_or_default();
+        let (engine, record) = endstate_controller::status::from_status(&status)
+            .map_err(|why| anyhow!("Fleet {}/{name}: its state: {why}", args.namespace))?;
+        Ok(LiveFleet {
+            fleet,
+            objects,
+            engine,
+            last_applied: record.last_applied,
+        })
+    })
+}
+
+/// Marks the report invalid with a render's problems.
+fn invalid(report: &mut PlanReport, side: &str, why: &str) {
+    report.outcome = Outcome::Invalid;
+    report.problems = problems(side, why);
 }
 
 /// A render's error text as problems: `file:line[:col]: message` lines keep where they are.
@@ -239,115 +358,20 @@ fn problems(side: &str, why: &str) -> Vec<Problem> {
                 parts.next(),
                 parts.next().and_then(|n| n.trim().parse().ok()),
             );
-            match (file, number) {
-                (Some(file), Some(number)) if !file.contains(' ') => Problem {
-                    reason: "Invalid".to_owned(),
-                    file: Some(file.to_owned()),
-                    line: Some(number),
-                    message: format!("{side}{}", line.trim()),
-                },
-                _ => Problem {
-                    reason: "Invalid".to_owned(),
-                    file: None,
-                    line: None,
-                    message: format!("{side}{}", line.trim()),
-                },
+            let at = match (file, number) {
+                (Some(file), Some(number)) if !file.contains(' ') => {
+                    Some((file.to_owned(), number))
+                }
+                _ => None,
+            };
+            Problem {
+                reason: "Invalid".to_owned(),
+                file: at.as_ref().map(|(f, _)| f.clone()),
+                line: at.map(|(_, n)| n),
+                message: format!("{side}{}", line.trim()),
             }
         })
         .collect()
-}
-
-/// The report for people.
-fn text(report: &PlanReport) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "plan: {} → {} ({}, path {:?})",
-        report.base.as_deref().map_or("nothing", short),
-        short(&report.head),
-        report.branch,
-        report.path
-    );
-    match report.outcome {
-        Outcome::Invalid | Outcome::Refused => {
-            // What is wrong goes where errors go.
-            for problem in &report.problems {
-                eprintln!("error: {}", problem.message);
-            }
-            return out;
-        }
-        Outcome::NoChanges => {
-            let _ = writeln!(out, "no changes: nothing would be written");
-            return out;
-        }
-        Outcome::Changes => {}
-    }
-    let s = &report.summary;
-    let _ = writeln!(
-        out,
-        "{} creates, {} updates, {} reinstalls, {} deletes; {} kept by prune: disabled",
-        s.creates, s.updates, s.reinstalls, s.deletes, s.kept_by_prune
-    );
-    let _ = writeln!(out, "\nwaves:");
-    for wave in &report.waves {
-        let ops: Vec<String> = wave.ops.iter().map(|(op, n)| format!("{n} {op}")).collect();
-        let _ = write!(
-            out,
-            "{:>2}. {:<20} {:>6} objects ({})",
-            wave.number,
-            wave.name,
-            wave.size,
-            ops.join(", ")
-        );
-        if let Some(n) = wave.max_unavailable {
-            let _ = write!(out, ", {n} at a time");
-        }
-        if wave.bake_seconds > 0 {
-            let _ = write!(
-                out,
-                ", bake {}",
-                endstate_rollout::time::human(std::time::Duration::from_secs(wave.bake_seconds))
-            );
-        }
-        if wave.pause {
-            let _ = write!(out, ", then hold for approval");
-        }
-        let domains = &wave.domains;
-        if domains.len() > 1 || (domains.len() == 1 && !domains.contains_key("")) {
-            let d: Vec<String> = domains.iter().map(|(k, n)| format!("{k}:{n}")).collect();
-            let _ = write!(out, "\n      {}: {}", wave.spread_by, d.join(" "));
-        }
-        out.push('\n');
-    }
-    let _ = writeln!(
-        out,
-        "gates: healthy for the new generation within {}; breaker: {}",
-        endstate_rollout::time::human(std::time::Duration::from_secs(
-            report.gate_timeout_seconds.unwrap_or(0)
-        )),
-        report.breaker.as_deref().unwrap_or_default()
-    );
-    for diff in &report.diffs {
-        out.push('\n');
-        let _ = write!(out, "# {} {}", diff.op, diff.object);
-        if !diff.paths.is_empty() {
-            let _ = write!(out, ": {}", diff.paths.join(", "));
-        }
-        if diff.members > 1 {
-            let _ = write!(out, " (and {} more like it)", diff.members - 1);
-        }
-        out.push('\n');
-        out.push_str(&diff.unified);
-    }
-    if report.diffs_left_out > 0 {
-        let _ = writeln!(
-            out,
-            "\n… {} more distinct changes not shown (--diffs)",
-            report.diffs_left_out
-        );
-    }
-    out
 }
 
 /// `rev` in the mirror; a branch of the remote other than the planned one (the usual base of a
@@ -358,13 +382,11 @@ fn resolve(source: &Source, config: &SourceConfig, rev: &str) -> anyhow::Result<
     }
     let branch = rev.split(['~', '^']).next().unwrap_or(rev);
     let mut other = Source::open(config.clone().branch(branch.to_owned()), History::default())
-        .map_err(|e| anyhow!("--base {rev:?}: {e}"))?;
+        .map_err(|e| anyhow!("{rev:?}: {e}"))?;
     other
         .fetch()
-        .map_err(|e| anyhow!("--base {rev:?}: fetching the branch {branch:?}: {e}"))?;
-    other
-        .resolve(rev)
-        .map_err(|e| anyhow!("--base {rev:?}: {e}"))
+        .map_err(|e| anyhow!("{rev:?}: fetching the branch {branch:?}: {e}"))?;
+    other.resolve(rev).map_err(|e| anyhow!("{rev:?}: {e}"))
 }
 
 fn render(
@@ -373,9 +395,28 @@ fn render(
     cache: &mut RenderCache,
 ) -> Result<(Vec<FleetObject>, Policy), String> {
     let rendered = source.render(commit, cache).map_err(|e| e.to_string())?;
+    split(rendered.objects)
+}
+
+/// Renders `path` of the files under `root` as they are.
+fn render_dir(
+    root: &Path,
+    path: &str,
+    owner: &Owner,
+) -> Result<(Vec<FleetObject>, Policy), String> {
+    let tree = DirTree::open(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let rendered = endstate_core::render(&tree, path, Options::owned_by(owner.clone()))
+        .map_err(|d| d.to_string())?;
+    split(rendered.objects)
+}
+
+/// The objects and the resolved policy of a render.
+fn split(
+    rendered: Vec<endstate_core::render::RenderedObject>,
+) -> Result<(Vec<FleetObject>, Policy), String> {
     let mut policy = Policy::default();
-    let mut objects = Vec::new();
-    for r in rendered.objects {
+    let mut objects = Vec::with_capacity(rendered.len());
+    for r in rendered {
         if let FleetObject::RolloutPolicy(p) = &r.object {
             policy = Policy::resolve(&p.spec)
                 .map_err(|why| format!("{}: {}", r.origin.file, why.join("; ")))?;
@@ -384,22 +425,4 @@ fn render(
         objects.push(r.object);
     }
     Ok((objects, policy))
-}
-
-fn breaker(policy: &Policy) -> String {
-    let t = &policy.breaker;
-    let mut parts = Vec::new();
-    if let Some(n) = t.per_wave {
-        parts.push(format!("{n} failures in a wave"));
-    }
-    if let Some(r) = t.per_wave_ratio {
-        parts.push(format!("{r}% of a wave"));
-    }
-    if let Some(n) = t.total {
-        parts.push(format!("{n} failures in the rollout"));
-    }
-    if let Some(r) = t.total_ratio {
-        parts.push(format!("{r}% of the rollout"));
-    }
-    format!("trips at {}", parts.join(" or "))
 }

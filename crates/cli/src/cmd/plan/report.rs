@@ -7,38 +7,65 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 /// The schema's version: bumped on any change a reader could notice.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// What merging the head would do.
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PlanReport {
-    /// The schema's version (1).
+    /// The schema's version (2).
     pub version: u32,
-    /// The Git remote.
+    /// The Git remote (with `--local`, the work tree's repository).
     pub repo: String,
-    /// The planned branch or ref.
+    /// The planned ref (`--head`), or `working tree` with `--local`.
     pub branch: String,
     /// The overlay inside the repository.
     pub path: String,
     /// The namespace of the fleet's objects.
     pub namespace: String,
-    /// The planned commit.
+    /// The planned commit (with `--local`, the commit the work tree is at, its changes on top).
     pub head: String,
-    /// The commit planned against; absent when everything is new.
+    /// The work tree planned, with `--local`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local: Option<String>,
+    /// What the head is planned against.
+    pub against: Against,
+    /// The commit planned against (`against: Commit`; with `Live`, the Fleet's last applied
+    /// commit, whose objects tell which fields endstate set); absent when everything is new.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub base: Option<String>,
+    /// The Fleet planned against, with `--live`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<String>,
+    /// When the rollout is taken to start: windows and budgets are evaluated from it (`--now`).
+    pub now: String,
     /// `NoChanges` (exit 0), `Changes` (exit 1), `Invalid` or `Refused` (exit 2).
     pub outcome: Outcome,
     /// Why the head cannot be applied, each with where when it is known.
     pub problems: Vec<Problem>,
-    /// The changes by operation.
+    /// What a reviewer must look at first: refusals, then high-risk work.
+    pub risks: Vec<Risk>,
+    /// The changes by operation, in all and per kind.
     pub summary: Summary,
+    /// Where the changes land.
+    pub blast_radius: BlastRadius,
     /// The waves, in the order they run.
     pub waves: Vec<Wave>,
+    /// How long the rollout takes at worst.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<Estimate>,
+    /// What the rollout spends from each budget class it touches.
+    pub budgets: Vec<Budget>,
+    /// Whether the budgets were taken as unspent (without `--live` nothing tells what other
+    /// rollouts spent).
+    pub budgets_assumed_unspent: bool,
+    /// The maintenance windows changes start in (UTC); empty: always.
+    pub windows: Vec<String>,
     /// How long a change has to become healthy before it counts as failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gate_timeout_seconds: Option<u64>,
+    /// The metric gates checked while a gated wave bakes, by name.
+    pub metric_gates: Vec<String>,
     /// When the breaker trips, in words.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub breaker: Option<String>,
@@ -63,11 +90,23 @@ pub enum Outcome {
     Refused,
 }
 
+/// What the head is compared with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub enum Against {
+    /// Another commit's render (`--base`, or the merge base with `--target-branch`).
+    Commit,
+    /// The live objects of a Fleet's namespace, its budgets and quarantine (`--live`).
+    Live,
+    /// Nothing: every object is a create (`--no-base`).
+    Nothing,
+}
+
 /// A problem with the head.
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Problem {
-    /// `Invalid` or the refusal's reason (`ImmutablePackageVersion`, …).
+    /// `Invalid` or the refusal's reason (`ImmutablePackageVersion`, `MassDelete`,
+    /// `Quarantined`).
     pub reason: String,
     /// The file, when the problem has one.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -76,6 +115,22 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<u64>,
     /// What is wrong.
+    pub message: String,
+}
+
+/// Something the change does that deserves a reviewer's eye.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Risk {
+    /// `MassDelete`, `Quarantined`, `ImmutablePackageVersion` (the controller refuses these),
+    /// `Reinstall`, `HighRiskPackageVersion`, `LargeDelete`, `Delete`, `ClusterChange`,
+    /// `HeldBack`, `BreakerOpen`.
+    pub kind: String,
+    /// Whether the controller refuses the head for it.
+    pub refused: bool,
+    /// Objects concerned.
+    pub objects: u64,
+    /// What, in words.
     pub message: String,
 }
 
@@ -89,6 +144,71 @@ pub struct Summary {
     pub deletes: u64,
     /// Objects a delete would remove that `fleet.endstate.dev/prune: disabled` keeps.
     pub kept_by_prune: u64,
+    /// The same counts per kind (`Machine`, `Cluster`, `MachinePackageVersion`, …).
+    pub by_kind: BTreeMap<String, Counts>,
+}
+
+/// Changes of one kind by operation.
+#[derive(Debug, Default, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Counts {
+    pub creates: u64,
+    pub updates: u64,
+    pub reinstalls: u64,
+    pub deletes: u64,
+}
+
+/// Where the changes land.
+#[derive(Debug, Default, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BlastRadius {
+    /// Per Cluster (by name): its changed Machines, and the change to the Cluster itself.
+    pub clusters: Vec<ClusterRadius>,
+    /// Per idc: changed Machines.
+    pub idcs: Vec<Count>,
+    /// Per package (component) and move between versions: the objects that make it.
+    pub package_versions: Vec<PackageMove>,
+}
+
+/// One Cluster's share of the change.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterRadius {
+    /// The Cluster's name (a Machine's `spec.cluster`).
+    pub name: String,
+    /// Its Machines the change touches.
+    pub machines: u64,
+    /// The operation on the Cluster object itself, if it changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+}
+
+/// A count under a name.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Count {
+    pub name: String,
+    pub machines: u64,
+}
+
+/// Objects moving one component from one package version to another.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PackageMove {
+    /// `Machine` (a component of `spec.packages`) or `Cluster` (`spec.packageVersion`).
+    pub kind: String,
+    /// The component (`kubelet`); `packageVersion` for Clusters.
+    pub package: String,
+    /// The version it leaves; absent for new objects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The version it moves to; absent when the component is dropped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// Whether the version moved to is marked `risk: high`.
+    pub high_risk: bool,
+    /// How many objects make this move.
+    pub objects: u64,
 }
 
 /// One wave.
@@ -97,10 +217,13 @@ pub struct Summary {
 pub struct Wave {
     /// 1-based, across the whole plan.
     pub number: u64,
-    /// `packages`, `clusters/<wave>`, `machines/<wave>`, `deletes`.
+    /// `packages`, `clusters/<wave>`, `machines/<wave>`, `reinstalls/<wave>`,
+    /// `deletes/<wave>`: the name status, logs and `endstate approve --wave` use.
     pub name: String,
     /// Changes in the wave.
     pub size: u64,
+    /// Whether its changes must report healthy (and start only inside a window).
+    pub gated: bool,
     /// Changes in flight at once, for waves that are gated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_unavailable: Option<u64>,
@@ -114,6 +237,61 @@ pub struct Wave {
     pub spread_by: String,
     /// Changes per failure domain (`""`: objects without one).
     pub domains: BTreeMap<String, u64>,
+    /// The earliest its first change can start (after the waves before it, inside a window,
+    /// with budget room; approvals taken as given at once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub earliest_start: Option<String>,
+    /// When it is done at worst: every round of `maxUnavailable` changes taking the whole
+    /// gate timeout, then the bake.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latest_end: Option<String>,
+    /// Rounds of at most `maxUnavailable` changes.
+    pub rounds: u64,
+    /// Time waiting for a maintenance window to open.
+    pub window_wait_seconds: u64,
+    /// Time waiting for budget room.
+    pub budget_wait_seconds: u64,
+    /// Why the wave never finishes, when it cannot (a budget of zero, no window).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<String>,
+}
+
+/// The duration of the whole rollout, at worst.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Estimate {
+    /// When the first change starts.
+    pub start: String,
+    /// When the last wave is done; absent when a wave cannot finish.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+    /// From `now` to `end`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<u64>,
+    /// Waves after which the rollout holds for approval: not counted in the time.
+    pub approvals: u64,
+}
+
+/// One budget class the rollout spends from.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Budget {
+    /// `machine-update`, `machine-reinstall`, `machine-delete`, `cluster-update`.
+    pub class: String,
+    /// The plan's changes in the class.
+    pub spends: u64,
+    /// Spent already within the window at `now` (zero when assumed unspent).
+    pub spent: u64,
+    /// The class's limit per window; absent when unlimited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// The window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_seconds: Option<u64>,
+    /// Whether the rollout has to wait for room in the class.
+    pub waits: bool,
+    /// How long it waits for it, in all.
+    pub wait_seconds: u64,
 }
 
 /// The diff of one changed object.
