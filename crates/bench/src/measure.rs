@@ -31,15 +31,19 @@ pub struct Run {
     pub peak_rss: u64,
     /// Whether it exited 0.
     pub success: bool,
+    /// Its exit code (`None` when a signal ended it).
+    pub code: Option<i32>,
 }
 
 /// Runs a command with its output discarded, sampling its peak RSS until it exits.
 pub fn run(command: &mut Command) -> io::Result<Run> {
+    sample(command.stdout(Stdio::null()).stderr(Stdio::null()))
+}
+
+/// Runs a command with the output its caller set up, sampling its peak RSS until it exits.
+pub fn sample(command: &mut Command) -> io::Result<Run> {
     let start = Instant::now();
-    let mut child = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let mut child = command.spawn()?;
     let status_path = format!("/proc/{}/status", child.id());
     let mut peak = 0;
     loop {
@@ -51,6 +55,7 @@ pub fn run(command: &mut Command) -> io::Result<Run> {
                 wall: start.elapsed(),
                 peak_rss: peak,
                 success: status.success(),
+                code: status.code(),
             });
         }
         std::thread::sleep(Duration::from_millis(5));

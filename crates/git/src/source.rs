@@ -45,6 +45,9 @@ pub struct SourceConfig {
     pub backoff: Backoff,
     /// How commits are rendered: for a live fleet, with its namespace and ownership label.
     pub render: Options,
+    /// Whether a remote on this machine (`file://` or a path) lends its objects to the mirror
+    /// instead of packing them into it: for a mirror that lives as long as one command.
+    pub borrow_local_objects: bool,
 }
 
 impl SourceConfig {
@@ -61,6 +64,7 @@ impl SourceConfig {
             verify: None,
             backoff: Backoff::default(),
             render: Options::default(),
+            borrow_local_objects: false,
         }
     }
 
@@ -114,6 +118,14 @@ impl SourceConfig {
     /// Sets the signature policy.
     pub fn verify(mut self, policy: SignaturePolicy) -> Self {
         self.verify = Some(policy);
+        self
+    }
+
+    /// Lets a remote on this machine lend its objects to the mirror (a Git alternate, for the
+    /// life of the [`Source`]) rather than packing and copying them: a fetch then moves only
+    /// refs. For a short-lived mirror; a lasting one must own its objects.
+    pub fn borrow_local_objects(mut self) -> Self {
+        self.borrow_local_objects = true;
         self
     }
 
@@ -206,13 +218,30 @@ impl Source {
             path: config.mirror.clone(),
             source,
         })?;
-        let repo = match Repository::open_bare(&config.mirror) {
+        let mut repo = match Repository::open_bare(&config.mirror) {
             Ok(repo) => repo,
             Err(_) => Repository::init_bare(&config.mirror).map_err(git(format!(
                 "creating the mirror at {}",
                 config.mirror.display()
             )))?,
         };
+        if config.borrow_local_objects
+            && let Some(objects) = local_objects(&config.url)
+        {
+            // In `objects/info/alternates`, so that every handle on the mirror (the render's
+            // readers open their own) sees them; read again by opening the mirror anew.
+            let alternates = repo.path().join("objects/info/alternates");
+            std::fs::create_dir_all(repo.path().join("objects/info"))
+                .and_then(|()| std::fs::write(&alternates, format!("{}\n", objects.display())))
+                .map_err(|source| Error::Io {
+                    path: alternates.clone(),
+                    source,
+                })?;
+            repo = Repository::open_bare(&config.mirror).map_err(git(format!(
+                "opening the mirror at {}",
+                config.mirror.display()
+            )))?;
+        }
         // Validate what was persisted now, not at the first fetch.
         history.last_applied()?;
         history.last_good()?;
@@ -398,6 +427,17 @@ impl Source {
     pub fn repository(&self) -> &Repository {
         &self.repo
     }
+}
+
+/// The object directory of a repository on this machine named by `url` (`file://…` or a path).
+fn local_objects(url: &str) -> Option<std::path::PathBuf> {
+    let path = url.strip_prefix("file://").unwrap_or(url);
+    if !path.starts_with('/') {
+        return None;
+    }
+    Repository::open(path)
+        .ok()
+        .map(|repo| repo.path().join("objects"))
 }
 
 #[cfg(test)]

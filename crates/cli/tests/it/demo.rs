@@ -12,8 +12,9 @@ fn the_demo_trips_the_breaker_and_pushes_a_real_revert() {
     let out = endstate(&["demo", "--machines", "90", "--speed", "0", "--keep", keep]);
     let (code, stdout, stderr) = outcome(&out);
     assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    // The bad kubelet is marked `risk: high`: it rolls out with the reinstalls.
     assert!(
-        stdout.contains("tripped the breaker in wave machines/"),
+        stdout.contains("tripped the breaker in wave reinstalls/"),
         "{stdout}"
     );
     assert!(

@@ -714,6 +714,25 @@ fn a_work_tree_is_planned_as_it_is_against_its_merge_base() {
         "fleet-demo",
     ]);
     assert_eq!((code, &again["base"]), (1, &report["base"]), "{again}");
+    // A CI checkout: a detached head, the target only as `origin/main`.
+    let ci = clone(&dir, "ci");
+    crate::support::git(&ci, &["checkout", "-q", "--detach", "main~1"]);
+    crate::support::git(&ci, &["branch", "-q", "-D", "main"]);
+    let at = crate::support::git(&ci, &["rev-parse", "HEAD"]);
+    let ci_dir = ci.display().to_string();
+    let (code, checkout) = json_plan(&[
+        "--local",
+        &ci_dir,
+        "--path",
+        "overlays/demo",
+        "--namespace",
+        "fleet-demo",
+    ]);
+    assert_eq!(
+        (code, checkout["base"].as_str()),
+        (0, Some(at.trim())),
+        "{checkout}"
+    );
     // An edit that breaks the work tree: exit 2, with the file and line.
     edit_file(&work, "base/machines/batch.yaml", |t| {
         t.replacen("  cluster: batch", "  clustr: batch", 1)

@@ -94,7 +94,8 @@ fn run_until_idle_exits_by_outcome() {
         "{stdout}"
     );
     assert!(
-        stderr.contains("tripped in wave machines/canary"),
+        // The bad kubelet is marked `risk: high`: it rolls out with the reinstalls.
+        stderr.contains("tripped in wave reinstalls/canary"),
         "{stderr}"
     );
     let message = git(&remote, &["log", "-1", "--format=%B", "bad"]);

@@ -40,6 +40,51 @@ fn fetches_over_git_daemon_and_reads_the_commit_tree() {
     assert_eq!(rendered.objects.len(), 7);
 }
 
+/// A short-lived mirror of a local remote reads the remote's objects in place: a fetch moves
+/// refs only, and every commit renders (the render's own handles on the mirror included).
+#[test]
+fn a_mirror_borrowing_a_local_remotes_objects_copies_none() {
+    let repo = Repo::new();
+    let config = config(&repo, repo.file_url()).borrow_local_objects();
+    let mut source = Source::open(config.clone(), History::default()).unwrap();
+    let fetched = source.fetch().unwrap();
+    assert_eq!(fetched.commit, repo.remote_head());
+    let rendered = source
+        .render(fetched.commit, &mut RenderCache::new())
+        .unwrap();
+    assert_eq!(rendered.objects.len(), 8);
+    let objects = repo.mirror().join("objects");
+    let copied: Vec<_> = walkdir(&objects)
+        .into_iter()
+        .filter(|p| !p.starts_with(objects.join("info")))
+        .collect();
+    assert!(
+        copied.is_empty(),
+        "objects copied into the mirror: {copied:?}"
+    );
+    // Another handle on the same mirror (another branch's) sees them too.
+    let again = Source::open(config, History::default()).unwrap();
+    assert!(
+        again
+            .render(fetched.commit, &mut RenderCache::new())
+            .is_ok()
+    );
+}
+
+/// The files under `dir`, recursively.
+fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walkdir(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
 #[test]
 fn unchanged_blobs_come_from_the_render_cache() {
     let repo = Repo::new();

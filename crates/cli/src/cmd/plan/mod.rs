@@ -132,7 +132,9 @@ fn build(args: &PlanArgs, mirror: &Path, now: Time) -> anyhow::Result<PlanReport
         .credentials(credentials)
         .branch(head_ref.clone())
         .path(path.clone())
-        .owner(owner.clone());
+        .owner(owner.clone())
+        // The mirror lives as long as the command: a local remote's objects are read in place.
+        .borrow_local_objects();
     let mut source = Source::open(config.clone(), History::default())?;
     let fetched = source.fetch();
     let head = match &work {
@@ -160,14 +162,21 @@ fn build(args: &PlanArgs, mirror: &Path, now: Time) -> anyhow::Result<PlanReport
     } else {
         let base = match &work {
             Some(w) => {
-                let base = w.merge_base(&args.target_branch)?;
-                resolve(&source, &config, &args.target_branch)?;
-                source.resolve(&base.to_string()).with_context(|| {
-                    format!(
-                        "the merge base {base} is not on {repo}'s {:?}",
-                        args.target_branch
-                    )
-                })?
+                let base = w.merge_base(&args.target_branch)?.to_string();
+                // The work tree's own repository lends the mirror its objects: the merge base
+                // is there already. A remote named by --repo has it on its target branch.
+                match source.resolve(&base) {
+                    Ok(base) => base,
+                    Err(_) => {
+                        resolve(&source, &config, &args.target_branch)?;
+                        source.resolve(&base).with_context(|| {
+                            format!(
+                                "the merge base {base} is not on {repo}'s {:?}",
+                                args.target_branch
+                            )
+                        })?
+                    }
+                }
             }
             None => {
                 let target = resolve(&source, &config, &args.target_branch)?;
