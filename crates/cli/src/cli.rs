@@ -362,12 +362,13 @@ pub struct PlanArgs {
     /// `--local`, the work tree's own repository.
     #[arg(long, default_value = "")]
     pub repo: String,
-    /// The ref to plan: a branch, tag or commit of the remote. Default: `main`, or the Fleet's
-    /// branch with `--live`.
+    /// What to plan: a branch of the remote, an expression on one (`main~1`), or a commit id
+    /// the branch or `--target-branch` reaches. Default: `main`, or the Fleet's branch with
+    /// `--live`.
     #[arg(long, visible_alias = "branch", value_name = "REF")]
     pub head: Option<String>,
-    /// What the fleet runs now: any ref of the remote (another branch is fetched too).
-    /// Default: the merge base of the head with `--target-branch`.
+    /// What the fleet runs now: a branch, an expression or a commit id, as `--head` (another
+    /// branch is fetched too). Default: the merge base of the head with `--target-branch`.
     #[arg(long, value_name = "REF", conflicts_with_all = ["live", "no_base"])]
     pub base: Option<String>,
     /// The branch the change merges into, whose merge base with the head is the default base.

@@ -186,6 +186,13 @@ fn the_json_report_follows_the_committed_schema_in_every_outcome() {
             "fleet-demo",
         ])
     };
+    // A head named by an expression or a commit id rather than a branch.
+    let good = crate::support::git(&remote, &["rev-parse", "main~2"]);
+    for head in ["main~2", good.trim(), &good[..10]] {
+        let (code, upgrade) = plan(head, "main~3");
+        assert_eq!(code, 1, "--head {head}: {upgrade}");
+        assert_eq!(upgrade["head"], good.trim());
+    }
     let (code, none) = plan("main", "main~2");
     assert_eq!(
         (code, none["outcome"].as_str()),

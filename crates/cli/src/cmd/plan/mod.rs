@@ -136,17 +136,29 @@ fn build(args: &PlanArgs, mirror: &Path, now: Time) -> anyhow::Result<PlanReport
         // The mirror lives as long as the command: a local remote's objects are read in place.
         .borrow_local_objects();
     let mut source = Source::open(config.clone(), History::default())?;
-    let fetched = source.fetch();
+    // A branch is fetched; an expression (`main~1`) or a commit id is found below.
+    let fetched = if head_ref.contains(['~', '^']) || is_commit_id(&head_ref) {
+        Err(endstate_git::Error::BranchNotFound {
+            url: repo.clone(),
+            branch: head_ref.clone(),
+        })
+    } else {
+        source.fetch()
+    };
     let head = match &work {
         Some(w) => w
             .head()
             .or_else(|| fetched.as_ref().ok().map(|f| f.commit))
             .ok_or_else(|| anyhow!("{} has no commit to plan from", w.root().display()))?,
-        None => {
-            fetched
-                .with_context(|| format!("fetching {head_ref:?} of {repo}"))?
-                .commit
-        }
+        None => match fetched {
+            Ok(fetched) => fetched.commit,
+            // Not a branch: an expression on one (`main~1`) or a commit the target reaches.
+            Err(endstate_git::Error::BranchNotFound { .. }) => {
+                resolve(&source, &config, &head_ref, &args.target_branch)
+                    .with_context(|| format!("--head {head_ref:?} of {repo}"))?
+            }
+            Err(e) => return Err(e).with_context(|| format!("fetching {head_ref:?} of {repo}")),
+        },
     };
     let (against, base) = if args.no_base {
         (Against::Nothing, None)
@@ -155,10 +167,13 @@ fn build(args: &PlanArgs, mirror: &Path, now: Time) -> anyhow::Result<PlanReport
         let base = l
             .last_applied
             .as_deref()
-            .and_then(|c| resolve(&source, &config, c).ok());
+            .and_then(|c| resolve(&source, &config, c, &args.target_branch).ok());
         (Against::Live, base)
     } else if let Some(rev) = &args.base {
-        (Against::Commit, Some(resolve(&source, &config, rev)?))
+        (
+            Against::Commit,
+            Some(resolve(&source, &config, rev, &args.target_branch)?),
+        )
     } else {
         let base = match &work {
             Some(w) => {
@@ -168,7 +183,7 @@ fn build(args: &PlanArgs, mirror: &Path, now: Time) -> anyhow::Result<PlanReport
                 match source.resolve(&base) {
                     Ok(base) => base,
                     Err(_) => {
-                        resolve(&source, &config, &args.target_branch)?;
+                        resolve(&source, &config, &args.target_branch, &args.target_branch)?;
                         source.resolve(&base).with_context(|| {
                             format!(
                                 "the merge base {base} is not on {repo}'s {:?}",
@@ -179,7 +194,7 @@ fn build(args: &PlanArgs, mirror: &Path, now: Time) -> anyhow::Result<PlanReport
                 }
             }
             None => {
-                let target = resolve(&source, &config, &args.target_branch)?;
+                let target = resolve(&source, &config, &args.target_branch, &args.target_branch)?;
                 source.merge_base(head, target).with_context(|| {
                     format!(
                         "{head_ref:?} and {:?} have no commit in common: name the base with --base",
@@ -383,19 +398,48 @@ fn problems(side: &str, why: &str) -> Vec<Problem> {
         .collect()
 }
 
-/// `rev` in the mirror; a branch of the remote other than the planned one (the usual base of a
-/// pull request, `main`) is fetched into the same mirror first.
-fn resolve(source: &Source, config: &SourceConfig, rev: &str) -> anyhow::Result<Oid> {
+/// `rev` in the mirror: a branch of the remote (the usual base of a pull request, `main`, is
+/// another branch than the planned one), an expression on one (`main~1`: that branch is
+/// fetched), or a commit the branch `also` (the target branch) reaches, fetched for it.
+fn resolve(source: &Source, config: &SourceConfig, rev: &str, also: &str) -> anyhow::Result<Oid> {
     if let Ok(oid) = source.resolve(rev) {
         return Ok(oid);
     }
     let branch = rev.split(['~', '^']).next().unwrap_or(rev);
-    let mut other = Source::open(config.clone().branch(branch.to_owned()), History::default())
-        .map_err(|e| anyhow!("{rev:?}: {e}"))?;
+    // A commit id is looked for on the target first; a name, as a branch first.
+    let mut branches = if is_commit_id(branch) {
+        vec![also, branch]
+    } else {
+        vec![branch, also]
+    };
+    branches.dedup();
+    let mut why = None;
+    for branch in branches {
+        match fetch(config, branch).and_then(|o| o.resolve(rev).map_err(anyhow::Error::from)) {
+            Ok(oid) => return Ok(oid),
+            Err(e) => {
+                why.get_or_insert(e);
+            }
+        }
+    }
+    Err(why.map_or_else(
+        || anyhow!("{rev:?} names no commit"),
+        |e| e.context(format!("{rev:?}")),
+    ))
+}
+
+/// Whether `rev` looks like a (short) commit id rather than a branch name.
+fn is_commit_id(rev: &str) -> bool {
+    (7..=40).contains(&rev.len()) && rev.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// Fetches `branch` of the remote into the same mirror.
+fn fetch(config: &SourceConfig, branch: &str) -> anyhow::Result<Source> {
+    let mut other = Source::open(config.clone().branch(branch.to_owned()), History::default())?;
     other
         .fetch()
-        .map_err(|e| anyhow!("{rev:?}: fetching the branch {branch:?}: {e}"))?;
-    other.resolve(rev).map_err(|e| anyhow!("{rev:?}: {e}"))
+        .map_err(|e| anyhow!("fetching the branch {branch:?}: {e}"))?;
+    Ok(other)
 }
 
 fn render(
