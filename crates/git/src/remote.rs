@@ -59,6 +59,15 @@ impl Remote {
         remote
             .fetch(&[refspec.as_str()], Some(&mut options), None)
             .map_err(fail)?;
+        // A branch the remote has is in the mirror now. Asking an empty remote for its list
+        // is not safe (libgit2 hands back no array at all), and a mirror without the ref
+        // knows the answer already.
+        if repo.refname_to_id(&refname).is_err() {
+            return Err(Error::BranchNotFound {
+                url: self.display_url(),
+                branch: branch.to_owned(),
+            });
+        }
         let advertised = remote
             .list()
             .map_err(fail)?

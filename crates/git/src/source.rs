@@ -435,9 +435,10 @@ fn local_objects(url: &str) -> Option<std::path::PathBuf> {
     if !path.starts_with('/') {
         return None;
     }
+    // The common directory: a linked work tree's own `.git/worktrees/<name>` has no objects.
     Repository::open(path)
         .ok()
-        .map(|repo| repo.path().join("objects"))
+        .map(|repo| repo.commondir().join("objects"))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! How long a plan takes, at worst: the engine's admission rules (`maxUnavailable`, the
 //! budgets, the maintenance windows) walked in virtual time with every change taking the whole
-//! gate timeout to become healthy, as [`Engine`](crate::Engine) would admit them.
+//! gate timeout to become healthy, as [`Engine`](crate::Engine) would admit them. Metric gates
+//! are not timed: one that does not answer can hold a bake up to the gate timeout longer.
 //!
 //! Pure, like the plan: the same plan, policy, spent budgets and `now` give the same estimate.
 //! Approvals are not waited for: a wave that holds for approval is marked, and the waves after
@@ -12,7 +13,7 @@ use std::time::Duration;
 use crate::budget::{BudgetClass, Budgets};
 use crate::plan::{self, Plan, StageSpec};
 use crate::policy::Policy;
-use crate::rollout::next_window_open;
+use crate::rollout::{FLIGHT_BUCKETS, next_window_open};
 use crate::time::Time;
 
 /// The estimate of one wave.
@@ -162,7 +163,7 @@ pub fn estimate(
             next += admitted;
             wave.rounds += 1;
             if stage.seq.gated() {
-                t = t + policy.gate_timeout;
+                t = t + round_at_worst(policy.gate_timeout);
             }
         }
         if wave.blocked.is_none() {
@@ -179,6 +180,13 @@ pub fn estimate(
         waves,
         budgets: uses.into_values().collect(),
     }
+}
+
+/// The longest a round of changes can take before each is healthy or failed: the gate
+/// timeout, counted from its start time rounded up to a flight bucket (see
+/// [`FLIGHT_BUCKETS`]).
+fn round_at_worst(gate_timeout: Duration) -> Duration {
+    gate_timeout + gate_timeout / FLIGHT_BUCKETS as u32
 }
 
 #[cfg(test)]
@@ -214,7 +222,8 @@ mod tests {
             .collect()
     }
 
-    /// Waves `10%` (bake 10m) and `100%`, `maxUnavailable: 10`, gate timeout 5m.
+    /// Waves `10%` (bake 10m) and `100%`, `maxUnavailable: 10`, gate timeout 16m (a round takes
+    /// 17m at worst: the start rounds up to a bucket of a minute).
     fn policy() -> Policy {
         let mut p = Policy::default();
         p.machines.waves[0].size = Amount::Percent(10.0);
@@ -227,7 +236,7 @@ mod tests {
             pause: false,
         });
         p.machines.max_unavailable = Amount::Count(10);
-        p.gate_timeout = 5 * MINUTE;
+        p.gate_timeout = 16 * MINUTE;
         p
     }
 
@@ -252,12 +261,12 @@ mod tests {
     fn each_wave_takes_its_rounds_of_gate_timeout_and_its_bake() {
         let e = run(&policy(), &Budgets::default(), MONDAY);
         let minutes = |w: &WaveEstimate| (w.start.since(MONDAY), w.end.since(MONDAY));
-        // 10 changes, 10 at a time: one round of 5m, then the bake; then 90 in 9 rounds.
+        // 10 changes, 10 at a time: one round of 17m, then the bake; then 90 in 9 rounds.
         assert_eq!(e.waves.len(), 2);
-        assert_eq!(minutes(&e.waves[0]), (Duration::ZERO, 15 * MINUTE));
+        assert_eq!(minutes(&e.waves[0]), (Duration::ZERO, 27 * MINUTE));
         assert_eq!(e.waves[1].rounds, 9);
-        assert_eq!(minutes(&e.waves[1]), (15 * MINUTE, 60 * MINUTE));
-        assert_eq!(e.end(), Some(MONDAY + 60 * MINUTE));
+        assert_eq!(minutes(&e.waves[1]), (27 * MINUTE, 180 * MINUTE));
+        assert_eq!(e.end(), Some(MONDAY + 180 * MINUTE));
         assert_eq!(e.budgets.len(), 1);
         assert_eq!(e.budgets[0].spends, 100);
         assert_eq!(e.budgets[0].wait, Duration::ZERO);
@@ -266,6 +275,8 @@ mod tests {
     #[test]
     fn a_spent_budget_delays_the_waves_by_its_window() {
         let mut p = policy();
+        // Rounds of about a minute: the budget, not the gates, sets the pace.
+        p.gate_timeout = MINUTE;
         p.budgets.push(BudgetLimit {
             class: BudgetClass::MachineUpdate,
             limit: 50,
@@ -299,8 +310,8 @@ mod tests {
         let e = run(&p, &Budgets::default(), MONDAY);
         assert_eq!(e.waves[0].start, MONDAY + 26 * 60 * MINUTE);
         assert_eq!(e.waves[0].window_wait, 26 * 60 * MINUTE);
-        // 1h of work fits in the window.
-        assert_eq!(e.end(), Some(MONDAY + 27 * 60 * MINUTE));
+        // 3h of work fits in the window.
+        assert_eq!(e.end(), Some(MONDAY + 29 * 60 * MINUTE));
         let zero = Policy {
             budgets: vec![BudgetLimit {
                 class: BudgetClass::MachineUpdate,

@@ -43,36 +43,64 @@ impl Time {
     }
 
     /// Reads RFC 3339 (`2026-12-01T09:30:00Z`, fractions of a second and `+02:00` offsets
-    /// too); `None` when `text` is not one.
+    /// too), years 1970–9999; `None` when `text` is not one.
     pub fn parse_rfc3339(text: &str) -> Option<Time> {
-        let (date, rest) = text.split_once(['T', 't', ' '])?;
-        let mut ymd = date.splitn(3, '-');
-        let y: i64 = ymd.next()?.parse().ok()?;
-        let m: u32 = ymd.next()?.parse().ok()?;
-        let d: u32 = ymd.next()?.parse().ok()?;
-        let (clock, offset) = match rest.find(['Z', 'z', '+', '-']) {
-            Some(i) => rest.split_at(i),
-            None => return None,
+        let b = text.as_bytes();
+        let digits = |from: usize, len: usize| -> Option<i64> {
+            let part = b.get(from..from + len)?;
+            part.iter()
+                .all(u8::is_ascii_digit)
+                .then(|| part.iter().fold(0, |n, d| n * 10 + i64::from(d - b'0')))
         };
-        let offset_secs: i64 = match offset {
-            "Z" | "z" => 0,
-            _ => {
-                let sign = if offset.starts_with('-') { -1 } else { 1 };
-                let (h, min) = offset[1..].split_once(':')?;
-                sign * (h.parse::<i64>().ok()? * 3600 + min.parse::<i64>().ok()? * 60)
-            }
-        };
-        let mut hms = clock.splitn(3, ':');
-        let h: i64 = hms.next()?.parse().ok()?;
-        let min: i64 = hms.next()?.parse().ok()?;
-        let seconds = hms.next()?;
-        let (sec, frac) = seconds.split_once('.').unwrap_or((seconds, ""));
-        let sec: i64 = sec.parse().ok()?;
-        let millis: i64 = format!("{frac:0<3}")[..3].parse().ok()?;
-        if !(1..=12).contains(&m) || !(1..=31).contains(&d) || h > 23 || min > 59 || sec > 60 {
+        let at = |i: usize, c: u8| b.get(i) == Some(&c);
+        let separators = at(4, b'-')
+            && at(7, b'-')
+            && matches!(b.get(10), Some(b'T' | b't' | b' '))
+            && at(13, b':')
+            && at(16, b':');
+        if !separators {
             return None;
         }
-        let secs = days_from_civil(y, m, d) * 86_400 + h * 3600 + min * 60 + sec - offset_secs;
+        let (y, m, d) = (digits(0, 4)?, digits(5, 2)?, digits(8, 2)?);
+        let (h, min, sec) = (digits(11, 2)?, digits(14, 2)?, digits(17, 2)?);
+        let mut i = 19;
+        let mut millis = 0;
+        if at(i, b'.') {
+            let start = i + 1;
+            i = start;
+            while b.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            if i == start {
+                return None;
+            }
+            let kept = (i - start).min(3);
+            millis = digits(start, kept)? * 10_i64.pow(3 - kept as u32);
+        }
+        let offset = match b.get(i..)? {
+            b"Z" | b"z" => 0,
+            [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+                let (oh, om) = (digits(i + 1, 2)?, digits(i + 4, 2)?);
+                if oh > 23 || om > 59 {
+                    return None;
+                }
+                let secs = oh * 3600 + om * 60;
+                if *sign == b'-' { -secs } else { secs }
+            }
+            _ => return None,
+        };
+        let days_in_month = match m {
+            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+            4 | 6 | 9 | 11 => 30,
+            2 if y % 4 == 0 && (y % 100 != 0 || y % 400 == 0) => 29,
+            2 => 28,
+            _ => return None,
+        };
+        if y < 1970 || d < 1 || d > days_in_month || h > 23 || min > 59 || sec > 59 {
+            return None;
+        }
+        let secs =
+            days_from_civil(y, m as u32, d as u32) * 86_400 + h * 3600 + min * 60 + sec - offset;
         Some(Time(secs * 1000 + millis))
     }
 
@@ -182,6 +210,10 @@ mod tests {
         assert_eq!(
             Time::parse_rfc3339("2026-11-27T08:40:00.25+02:00"),
             Some(Time(1_795_761_600_250))
+        );
+        assert_eq!(
+            Time::parse_rfc3339("2024-02-29T00:00:00.123456Z"),
+            Some(Time(1_709_164_800_123))
         );
         for bad in [
             "",

@@ -135,14 +135,19 @@ fn a_reader_that_goes_away_ends_the_command_quietly() {
         .unwrap();
     assert!(!first.is_empty());
     // The pipe is closed here: the rest of the output has no reader.
+    let pid = child.id();
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
-    assert!(
-        out.status.code().is_some(),
-        "{args:?}: {:?} {stderr}",
-        out.status
-    );
+    // The exit code still says what the plan found, and its mirror is gone.
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+    let prefix = format!("endstate-plan-{pid}-");
+    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "mirrors left behind: {left:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -249,6 +254,14 @@ fn the_json_report_follows_the_committed_schema_in_every_outcome() {
             .unwrap()
             .contains("spec.packages.kubelet")
     );
+    // A base that does not render is planned without, as the controller would: exit 1.
+    let (code, fix) = plan("main", "broken");
+    assert_eq!(
+        (code, fix["outcome"].as_str()),
+        (1, Some("Changes")),
+        "{fix}"
+    );
+    assert_eq!(fix["risks"][0]["kind"], "BaseInvalid", "{fix}");
     let (code, broken) = plan("broken", "main");
     assert_eq!(
         (code, broken["outcome"].as_str()),
@@ -740,6 +753,19 @@ fn a_work_tree_is_planned_as_it_is_against_its_merge_base() {
         (0, Some(at.trim())),
         "{checkout}"
     );
+    // The overlay named by the directory, in a linked work tree.
+    crate::support::git(&work, &["worktree", "add", "-q", "../linked", "main~3"]);
+    let linked = dir.join("linked");
+    edit_file(&linked, "base/machines/batch.yaml", |t| {
+        t.replacen("  ip: 10.2.0.11\n", "  ip: 10.2.0.98\n", 1)
+    });
+    let overlay = linked.join("overlays/demo").display().to_string();
+    let (code, sub) = json_plan(&["--local", &overlay, "--namespace", "fleet-demo"]);
+    assert_eq!(
+        (code, sub["path"].as_str(), &sub["summary"]["updates"]),
+        (1, Some("overlays/demo"), &serde_json::json!(1)),
+        "{sub}"
+    );
     // An edit that breaks the work tree: exit 2, with the file and line.
     edit_file(&work, "base/machines/batch.yaml", |t| {
         t.replacen("  cluster: batch", "  clustr: batch", 1)
@@ -845,6 +871,25 @@ fn live_sees_a_drifted_object_that_the_base_does_not() {
         "{text}"
     );
     assert!(text.contains("(24 spent already)"), "{text}");
+}
+
+/// An empty remote and a repository without a commit end with a clear error, not a crash.
+#[test]
+fn nothing_to_plan_is_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("endstate-plan-empty-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    crate::support::git(&dir, &["init", "-q", "--bare", "-b", "main", "empty.git"]);
+    crate::support::git(&dir, &["init", "-q", "-b", "main", "unborn"]);
+    let url = format!("file://{}", dir.join("empty.git").display());
+    let (code, stdout, stderr) = outcome(&endstate(&["plan", "--repo", &url]));
+    assert_eq!(code, 2, "{stdout}\n{stderr}");
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    let unborn = dir.join("unborn").display().to_string();
+    let (code, _, stderr) = outcome(&endstate(&["plan", "--local", &unborn]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("has no commit yet"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A work tree of the demo repository's remote, in `dir/name`.

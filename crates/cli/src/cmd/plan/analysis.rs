@@ -346,22 +346,19 @@ fn risks(
             ),
         });
     }
-    for m in report
-        .blast_radius
-        .package_versions
-        .iter()
-        .filter(|m| m.high_risk)
-    {
+    // Moves of existing Machines to a high-risk version (those are reinstalls), per version.
+    let mut high_risk: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for m in &report.blast_radius.package_versions {
+        if let (true, Some(_), Some(to)) = (m.high_risk, &m.from, &m.to) {
+            *high_risk.entry((&m.package, to)).or_default() += m.objects;
+        }
+    }
+    for ((package, to), objects) in high_risk {
         risks.push(Risk {
             kind: "HighRiskPackageVersion".to_owned(),
             refused: false,
-            objects: m.objects,
-            message: format!(
-                "{} Machines move {} to {}, marked risk: high",
-                m.objects,
-                m.package,
-                m.to.as_deref().unwrap_or_default()
-            ),
+            objects,
+            message: format!("{objects} Machines move {package} to {to}, marked risk: high"),
         });
     }
     // Deletes per kind, against what the fleet has of that kind.
@@ -416,6 +413,8 @@ fn risks(
         });
     }
     report.risks.extend(risks);
+    // Refusals first, whoever found them.
+    report.risks.sort_by_key(|r| !r.refused);
 }
 
 /// The grouped diffs: one per distinct patch (the same fields changed the same way, the

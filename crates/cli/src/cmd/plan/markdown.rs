@@ -86,10 +86,17 @@ pub fn render(report: &PlanReport) -> String {
     let risks: Vec<&super::report::Risk> = report.risks.iter().filter(|r| !r.refused).collect();
     if !risks.is_empty() {
         // Called out first, in a GitHub alert: one paragraph per risk.
-        let lines: Vec<String> = risks
+        let mut lines: Vec<String> = risks
             .iter()
+            .take(ROWS)
             .map(|r| format!("> **{}**: {}", r.kind, escape(&r.message)))
             .collect();
+        if risks.len() > ROWS {
+            lines.push(format!(
+                "> … and {} more (`-o json` lists every one)",
+                risks.len() - ROWS
+            ));
+        }
         let _ = writeln!(out, "> [!WARNING]\n{}\n", lines.join("\n>\n"));
     }
     let _ = writeln!(out, "<details><summary>Blast radius</summary>\n");
@@ -110,11 +117,16 @@ pub fn render(report: &PlanReport) -> String {
         out.push('\n');
     }
     if !radius.idcs.is_empty() {
-        let idcs: Vec<String> = radius
-            .idcs
+        let mut largest: Vec<&super::report::Count> = radius.idcs.iter().collect();
+        largest.sort_by_key(|i| std::cmp::Reverse(i.machines));
+        let mut idcs: Vec<String> = largest
             .iter()
+            .take(ROWS)
             .map(|i| format!("`{}`: {}", escape(&i.name), i.machines))
             .collect();
+        if largest.len() > ROWS {
+            idcs.push(format!("… {} more", largest.len() - ROWS));
+        }
         let _ = writeln!(out, "Machines per idc: {}\n", idcs.join(", "));
     }
     if !radius.package_versions.is_empty() {
@@ -187,12 +199,16 @@ pub fn render(report: &PlanReport) -> String {
     let _ = writeln!(out, "|---:|---|---:|---|---:|---|---|---|---|---|");
     for wave in &report.waves {
         let ops: Vec<String> = wave.ops.iter().map(|(op, n)| format!("{n} {op}")).collect();
-        let domains: Vec<String> = wave
-            .domains
+        let named: Vec<(&String, &u64)> =
+            wave.domains.iter().filter(|(d, _)| !d.is_empty()).collect();
+        let mut domains: Vec<String> = named
             .iter()
-            .filter(|(d, _)| !d.is_empty())
+            .take(ROWS)
             .map(|(d, n)| format!("{d}:{n}"))
             .collect();
+        if named.len() > ROWS {
+            domains.push(format!("+{} more", named.len() - ROWS));
+        }
         let mut waits = Vec::new();
         if wave.window_wait_seconds > 0 {
             waits.push(format!(
@@ -302,9 +318,11 @@ pub fn render(report: &PlanReport) -> String {
     out
 }
 
-/// `head` and as many `sections` as fit under [`CAP`], saying how many did not.
+/// `head` and as many `sections` as fit under [`CAP`], saying how many did not; a head that
+/// alone is too long is cut, its open sections closed.
 fn capped(mut head: String, sections: Vec<String>) -> String {
-    const NOTE: usize = 200;
+    const NOTE: usize = 300;
+    let total = sections.len();
     if head.len() > CAP - NOTE {
         let mut cut = CAP - NOTE;
         while !head.is_char_boundary(cut) {
@@ -314,9 +332,19 @@ fn capped(mut head: String, sections: Vec<String>) -> String {
         head.push_str(
             "\n\n_… cut here: the report is longer than a pull request comment may be._\n",
         );
+        let open = head
+            .matches("<details>")
+            .count()
+            .saturating_sub(head.matches("</details>").count());
+        head.push_str(&"\n</details>\n".repeat(open));
+        if total > 0 {
+            let _ = writeln!(
+                head,
+                "_{total} diffs left out to stay under the comment limit of 65,536 characters; `endstate plan` prints them all._"
+            );
+        }
         return head;
     }
-    let total = sections.len();
     let mut shown = 0;
     for section in sections {
         if head.len() + section.len() > CAP - NOTE {
@@ -346,4 +374,48 @@ fn escape(text: &str) -> String {
 /// A diff inside a fenced block: a line of three backticks would end the fence early.
 fn fence_safe(text: &str) -> String {
     text.replace("```", "`\u{200b}``")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::report::{Count, Risk};
+    use super::*;
+
+    /// However many idcs and risks a change has, the comment keeps to its cap with every
+    /// section closed and room for the diffs.
+    #[test]
+    fn long_lists_are_cut_to_their_largest_rows() {
+        let mut report: PlanReport = serde_json::from_value(serde_json::json!({
+            "version": 2, "repo": "r", "branch": "b", "path": "p", "namespace": "n",
+            "head": "0123456789abcdef", "against": "Nothing", "now": "2026-12-01T00:00:00Z",
+            "outcome": "Changes", "problems": [], "risks": [],
+            "summary": {"creates": 1, "updates": 0, "reinstalls": 0, "deletes": 0,
+                        "keptByPrune": 0, "byKind": {}},
+            "blastRadius": {"clusters": [], "idcs": [], "packageVersions": []},
+            "waves": [], "budgets": [], "budgetsAssumedUnspent": true, "windows": [],
+            "metricGates": [], "diffs": [], "diffsLeftOut": 0
+        }))
+        .unwrap();
+        for i in 0..20_000 {
+            report.blast_radius.idcs.push(Count {
+                name: format!("idc-{i:05}"),
+                machines: i,
+            });
+            report.risks.push(Risk {
+                kind: "HeldBack".into(),
+                refused: false,
+                objects: 1,
+                message: format!("1 Machines of Cluster/n/c-{i} are held back"),
+            });
+        }
+        let comment = render(&report);
+        assert!(comment.len() < 10_000, "{} characters", comment.len());
+        assert!(comment.contains("`idc-19999`: 19999"), "the largest first");
+        assert!(comment.contains("… 19990 more"));
+        assert!(comment.contains("… and 19990 more (`-o json` lists every one)"));
+        assert_eq!(
+            comment.matches("<details>").count(),
+            comment.matches("</details>").count()
+        );
+    }
 }

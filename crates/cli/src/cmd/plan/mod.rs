@@ -46,27 +46,39 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let now = args.now.unwrap_or_else(wall_clock);
-    let mirror = std::env::temp_dir().join(format!("endstate-plan-{}", std::process::id()));
-    let result = build(args, &mirror, now).map(|report| {
-        let code = match report.outcome {
-            Outcome::NoChanges => ExitCode::SUCCESS,
-            Outcome::Changes => ExitCode::from(EXIT_CHANGES),
-            Outcome::Invalid | Outcome::Refused => ExitCode::from(EXIT_INVALID),
-        };
-        match args.output {
-            crate::cli::PlanFormat::Json => {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).expect("a report serialises")
-                );
-            }
-            crate::cli::PlanFormat::Markdown => print!("{}", markdown::render(&report)),
-            crate::cli::PlanFormat::Text => print!("{}", text::render(&report)),
-        }
-        code
-    });
+    // A mirror of its own, removed before anything is printed (a reader that goes away ends
+    // the process while it writes).
+    let mirror = std::env::temp_dir().join(format!(
+        "endstate-plan-{}-{}",
+        std::process::id(),
+        now.millis()
+    ));
     let _ = std::fs::remove_dir_all(&mirror);
-    result
+    let built = build(args, &mirror, now);
+    let _ = std::fs::remove_dir_all(&mirror);
+    let report = built?;
+    let code = match report.outcome {
+        Outcome::NoChanges => 0,
+        Outcome::Changes => EXIT_CHANGES,
+        Outcome::Invalid | Outcome::Refused => EXIT_INVALID,
+    };
+    let text = match args.output {
+        crate::cli::PlanFormat::Json => {
+            serde_json::to_string_pretty(&report).expect("a report serialises") + "\n"
+        }
+        crate::cli::PlanFormat::Markdown => markdown::render(&report),
+        crate::cli::PlanFormat::Text => text::render(&report),
+    };
+    // The exit code says what the plan found, also to a reader that stopped reading.
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(ExitCode::from(code)),
+    }
 }
 
 fn wall_clock() -> Time {
@@ -92,6 +104,11 @@ fn build(args: &PlanArgs, mirror: &Path, now: Time) -> anyhow::Result<PlanReport
         None
     };
     let work = args.local.as_deref().map(WorkTree::discover).transpose()?;
+    if let Some(w) = &work
+        && w.head().is_none()
+    {
+        bail!("{} has no commit yet to plan against", w.root().display());
+    }
     let spec = live.as_ref().map(|l| &l.fleet.spec.source);
     let repo = if !args.repo.is_empty() {
         args.repo.clone()
@@ -102,9 +119,20 @@ fn build(args: &PlanArgs, mirror: &Path, now: Time) -> anyhow::Result<PlanReport
     } else {
         bail!("--repo is required (or --local DIR, or --live with --fleet)")
     };
+    // `--local overlays/prod` names the overlay too, when --path does not.
+    let local_path = work
+        .as_ref()
+        .zip(args.local.as_deref())
+        .and_then(|(w, dir)| {
+            let dir = dir.canonicalize().ok()?;
+            let root = w.root().canonicalize().ok()?;
+            let rel = dir.strip_prefix(root).ok()?;
+            (!rel.as_os_str().is_empty()).then(|| rel.to_string_lossy().into_owned())
+        });
     let path = args
         .path
         .clone()
+        .or(local_path)
         .or_else(|| spec.and_then(|s| s.path.clone()))
         .unwrap_or_default()
         .trim_matches('/')
@@ -246,20 +274,39 @@ fn build(args: &PlanArgs, mirror: &Path, now: Time) -> anyhow::Result<PlanReport
     let (desired, policy) = match rendered {
         Ok(r) => r,
         Err(why) => {
-            invalid(&mut report, "", &why);
+            invalid(&mut report, &why);
             return Ok(report);
         }
     };
+    // A base that does not render is planned without, as the controller does: a head that
+    // fixes a broken main is what merging needs most.
     let base_objects = match base {
         Some(base) => match render(&source, base, &mut cache) {
             Ok((objects, _)) => Some(objects),
-            Err(why) if against == Against::Commit => {
-                invalid(&mut report, "the base: ", &why);
-                return Ok(report);
+            Err(why) => {
+                let first = why
+                    .lines()
+                    .find(|l| !l.trim().is_empty() && !l.trim_end().ends_with("does not render:"))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned();
+                report.risks.push(Risk {
+                    kind: "BaseInvalid".to_owned(),
+                    refused: false,
+                    objects: 0,
+                    message: match against {
+                        Against::Live => format!(
+                            "the last applied commit {} does not render ({first}): planned against the live objects alone",
+                            endstate_controller::report::short(&base.to_string())
+                        ),
+                        _ => format!(
+                            "the base {} does not render ({first}): every object of the head is planned as new",
+                            endstate_controller::report::short(&base.to_string())
+                        ),
+                    },
+                });
+                None
             }
-            // The live Fleet's last applied commit no longer renders (a renderer change, say):
-            // plan as the controller does, without it.
-            Err(_) => None,
         },
         None => None,
     };
@@ -366,13 +413,13 @@ fn read_live(args: &PlanArgs) -> anyhow::Result<LiveFleet> {
 }
 
 /// Marks the report invalid with a render's problems.
-fn invalid(report: &mut PlanReport, side: &str, why: &str) {
+fn invalid(report: &mut PlanReport, why: &str) {
     report.outcome = Outcome::Invalid;
-    report.problems = problems(side, why);
+    report.problems = problems(why);
 }
 
 /// A render's error text as problems: `file:line[:col]: message` lines keep where they are.
-fn problems(side: &str, why: &str) -> Vec<Problem> {
+fn problems(why: &str) -> Vec<Problem> {
     why.lines()
         // The heading ("commit … does not render:") is what `outcome` says already.
         .filter(|l| !l.trim().is_empty() && !l.trim_end().ends_with("does not render:"))
@@ -392,7 +439,7 @@ fn problems(side: &str, why: &str) -> Vec<Problem> {
                 reason: "Invalid".to_owned(),
                 file: at.as_ref().map(|(f, _)| f.clone()),
                 line: at.map(|(_, n)| n),
-                message: format!("{side}{}", line.trim()),
+                message: line.trim().to_owned(),
             }
         })
         .collect()

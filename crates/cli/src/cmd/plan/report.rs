@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The schema's version: bumped on any change a reader could notice.
 pub const VERSION: u32 = 2;
 
 /// What merging the head would do.
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PlanReport {
     /// The schema's version (2).
@@ -78,7 +78,7 @@ pub struct PlanReport {
 }
 
 /// How the plan ends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum Outcome {
     /// Merging writes nothing.
     NoChanges,
@@ -91,7 +91,7 @@ pub enum Outcome {
 }
 
 /// What the head is compared with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum Against {
     /// Another commit's render (`--base`, or the merge base with `--target-branch`).
     Commit,
@@ -102,7 +102,7 @@ pub enum Against {
 }
 
 /// A problem with the head.
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Problem {
     /// `Invalid` or the refusal's reason (`ImmutablePackageVersion`, `MassDelete`,
@@ -119,7 +119,7 @@ pub struct Problem {
 }
 
 /// Something the change does that deserves a reviewer's eye.
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Risk {
     /// `MassDelete`, `Quarantined`, `ImmutablePackageVersion` (the controller refuses these),
@@ -135,7 +135,7 @@ pub struct Risk {
 }
 
 /// Changes by operation.
-#[derive(Debug, Default, Serialize, JsonSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
     pub creates: u64,
@@ -149,7 +149,7 @@ pub struct Summary {
 }
 
 /// Changes of one kind by operation.
-#[derive(Debug, Default, Serialize, JsonSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Counts {
     pub creates: u64,
@@ -159,7 +159,7 @@ pub struct Counts {
 }
 
 /// Where the changes land.
-#[derive(Debug, Default, Serialize, JsonSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BlastRadius {
     /// Per Cluster (by name): its changed Machines, and the change to the Cluster itself.
@@ -171,7 +171,7 @@ pub struct BlastRadius {
 }
 
 /// One Cluster's share of the change.
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterRadius {
     /// The Cluster's name (a Machine's `spec.cluster`).
@@ -184,7 +184,7 @@ pub struct ClusterRadius {
 }
 
 /// A count under a name.
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Count {
     pub name: String,
@@ -192,7 +192,7 @@ pub struct Count {
 }
 
 /// Objects moving one component from one package version to another.
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PackageMove {
     /// `Machine` (a component of `spec.packages`) or `Cluster` (`spec.packageVersion`).
@@ -212,7 +212,7 @@ pub struct PackageMove {
 }
 
 /// One wave.
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Wave {
     /// 1-based, across the whole plan.
@@ -257,7 +257,7 @@ pub struct Wave {
 }
 
 /// The duration of the whole rollout, at worst.
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Estimate {
     /// When the first change starts.
@@ -273,7 +273,7 @@ pub struct Estimate {
 }
 
 /// One budget class the rollout spends from.
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Budget {
     /// `machine-update`, `machine-reinstall`, `machine-delete`, `cluster-update`.
@@ -295,7 +295,7 @@ pub struct Budget {
 }
 
 /// The diff of one changed object.
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Diff {
     /// `create`, `update`, `reinstall`, `delete`.
