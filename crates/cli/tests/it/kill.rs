@@ -105,7 +105,7 @@ pub(crate) struct Setup {
     pub(crate) client: kube::Client,
     pub(crate) ns: String,
     pub(crate) dir: std::path::PathBuf,
-    work: std::path::PathBuf,
+    pub(crate) work: std::path::PathBuf,
     state: std::path::PathBuf,
     agent: tokio::task::JoinHandle<Result<(), endstate_agent::Error>>,
 }
@@ -116,7 +116,7 @@ impl Setup {
     }
 
     /// [`Setup::new`], with sim-agent failing Machines as `faults` say.
-    fn with_faults(name: &str, faults: Faults) -> (Setup, String) {
+    pub(crate) fn with_faults(name: &str, faults: Faults) -> (Setup, String) {
         Setup::on(None, name, faults)
     }
 
@@ -165,11 +165,11 @@ impl Setup {
         (setup, first)
     }
 
-    fn commit(&self, message: &str) -> String {
+    pub(crate) fn commit(&self, message: &str) -> String {
         crate::support::commit_and_push(&self.work, message)
     }
 
-    fn run(&self, log: &str, env: &[(&str, &str)]) -> Child {
+    pub(crate) fn run(&self, log: &str, env: &[(&str, &str)]) -> Child {
         start_with(
             &self.kubeconfig,
             &self.ns,
@@ -179,7 +179,7 @@ impl Setup {
         )
     }
 
-    fn log(&self, log: &str) -> String {
+    pub(crate) fn log(&self, log: &str) -> String {
         std::fs::read_to_string(self.dir.join(log)).unwrap_or_default()
     }
 

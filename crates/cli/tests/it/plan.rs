@@ -892,6 +892,52 @@ fn nothing_to_plan_is_a_clear_error() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A commit the Fleet's breaker quarantined is refused by a live plan (exit 2) as the
+/// controller refuses it; the branch that carries its revert plans cleanly.
+#[test]
+fn live_refuses_a_quarantined_head_as_the_controller_does() {
+    let faults = endstate_sim::Faults::parse(&["package=agent-3.0,rate=1"]).unwrap();
+    let (setup, _) = crate::kill::Setup::with_faults("plan-quarantine", faults);
+    crate::kill::write_fleet(&setup.work, "agent-3.0");
+    let bad = setup.commit("Upgrade the agent to a bad build");
+    let mut run = setup.run("trip.log", &[]);
+    assert_eq!(
+        crate::kill::wait(&mut run, std::time::Duration::from_secs(120)),
+        3,
+        "tripped: {}",
+        setup.log("trip.log")
+    );
+    let kubeconfig = setup.kubeconfig.display().to_string();
+    let live = |head: &str| {
+        json_plan(&[
+            "--live",
+            "--fleet",
+            "f",
+            "--namespace",
+            &setup.ns,
+            "--kubeconfig",
+            &kubeconfig,
+            "--head",
+            head,
+        ])
+    };
+    let (code, report) = live(bad.trim());
+    assert_eq!(
+        (code, report["outcome"].as_str()),
+        (2, Some("Refused")),
+        "{report}"
+    );
+    assert_eq!(report["problems"][0]["reason"], "Quarantined", "{report}");
+    assert_eq!(report["risks"][0]["refused"], true);
+    // main is the revert now: the fleet is back at it, nothing to do, nothing refused.
+    let (code, report) = live("main");
+    assert_eq!(
+        (code, report["outcome"].as_str()),
+        (0, Some("NoChanges")),
+        "{report}"
+    );
+}
+
 /// A work tree of the demo repository's remote, in `dir/name`.
 fn clone(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
     let work = dir.join(name);
