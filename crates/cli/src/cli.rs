@@ -61,7 +61,7 @@ pub enum Command {
     Demo(DemoArgs),
     /// Run the reconcile loop on a repository (against the simulated fleet with `--live sim`).
     Run(Box<RunArgs>),
-    /// Show what merging a branch would do: the changes, the waves and the diffs.
+    /// Show what merging a change would do: risks, blast radius, budgets, waves and their times, diffs.
     Plan(PlanArgs),
     /// Run the simulated Machine and Cluster operators against a real API server.
     SimAgent(AgentArgs),
@@ -365,7 +365,12 @@ pub struct PlanArgs {
     /// What to plan: a branch of the remote, an expression on one (`main~1`), or a commit id
     /// the branch or `--target-branch` reaches. Default: `main`, or the Fleet's branch with
     /// `--live`.
-    #[arg(long, visible_alias = "branch", value_name = "REF")]
+    #[arg(
+        long,
+        visible_alias = "branch",
+        value_name = "REF",
+        conflicts_with = "local"
+    )]
     pub head: Option<String>,
     /// What the fleet runs now: a branch, an expression or a commit id, as `--head` (another
     /// branch is fetched too). Default: the merge base of the head with `--target-branch`.
@@ -390,8 +395,8 @@ pub struct PlanArgs {
     /// The kubeconfig for `--live`; default: $KUBECONFIG, ~/.kube/config, or in-cluster.
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
-    /// The overlay inside the repository. With `--live`, the Fleet's `spec.source.path` by
-    /// default.
+    /// The overlay inside the repository. Default: with `--local DIR` below the work tree's
+    /// top, DIR; with `--live`, the Fleet's `spec.source.path`.
     #[arg(long)]
     pub path: Option<String>,
     /// The namespace of the fleet's objects (and of the Fleet, with `--live`).
