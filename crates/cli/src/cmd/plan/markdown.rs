@@ -45,6 +45,10 @@ pub fn render(report: &PlanReport) -> String {
         }
         Outcome::NoChanges => {
             let _ = writeln!(out, "No changes: merging writes nothing.");
+            // Machines held back, a breaker open: said even when nothing would be written.
+            for risk in report.risks.iter().take(ROWS) {
+                let _ = writeln!(out, "\n> **{}**: {}", risk.kind, escape(&risk.message));
+            }
             return out;
         }
         Outcome::Changes => {}

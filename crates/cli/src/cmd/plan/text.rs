@@ -25,7 +25,6 @@ pub fn render(report: &PlanReport) -> String {
     }
     if report.outcome == Outcome::NoChanges {
         let _ = writeln!(out, "no changes: nothing would be written");
-        return out;
     }
     if !report.risks.is_empty() {
         let _ = writeln!(out, "\nrisks:");
@@ -38,6 +37,10 @@ pub fn render(report: &PlanReport) -> String {
                 risk.message
             );
         }
+    }
+    if report.outcome == Outcome::NoChanges {
+        // Machines held back, a breaker open: said even when nothing would be written.
+        return out;
     }
     let s = &report.summary;
     let _ = writeln!(
