@@ -198,7 +198,9 @@ impl<L: Live, C: Clock> Controller<L, C> {
         };
         let new_head = self.head.as_deref() != Some(head.as_str());
         self.head = Some(head.clone());
-        if let Some(culprit) = self.carried_quarantine(&head) {
+        if let Some(culprit) =
+            crate::refusal::carried_quarantine(&self.engine, self.source.git(), &head)
+        {
             let refusal = Refusal::Quarantined {
                 head: head.clone(),
                 culprit,
@@ -343,25 +345,6 @@ impl<L: Live, C: Clock> Controller<L, C> {
         self.record.stalled = Some(refusal.clone());
         self.flush().await?;
         Ok(Some(refusal))
-    }
-
-    /// A quarantined commit that `head` is, or carries without a revert since.
-    fn carried_quarantine(&self, head: &str) -> Option<String> {
-        if self.engine.quarantine().is_empty() {
-            return None;
-        }
-        if self.engine.quarantined(head) {
-            return Some(head.to_owned());
-        }
-        let source = self.source.git()?;
-        let head = endstate_git::Oid::from_str(head).ok()?;
-        let quarantined: Vec<&str> = self
-            .engine
-            .quarantine()
-            .iter()
-            .map(|q| q.commit.as_str())
-            .collect();
-        source.carries(head, &quarantined)
     }
 
     /// Renders `commit` for the live fleet (namespaced and labelled by the render).

@@ -263,6 +263,25 @@ impl Policy {
     }
 }
 
+impl fmt::Display for Window {
+    /// As people read it: `Tue,Thu 02:00–06:00 UTC`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let days: Vec<&str> = self
+            .days
+            .iter()
+            .filter_map(|d| WEEKDAYS.get(*d as usize).copied())
+            .collect();
+        let hm = |m: u32| format!("{:02}:{:02}", m / 60, m % 60);
+        write!(
+            f,
+            "{} {}–{} UTC",
+            days.join(","),
+            hm(self.start),
+            hm(self.end)
+        )
+    }
+}
+
 impl Window {
     /// Whether the window is open at `minute` of `weekday`.
     pub fn contains(&self, weekday: u32, minute: u32) -> bool {

@@ -56,14 +56,6 @@ impl WorkTree {
             .map(|c| c.id())
     }
 
-    /// The branch checked out; `None` when the head is detached.
-    pub fn branch(&self) -> Option<String> {
-        let head = self.repo.head().ok()?;
-        head.is_branch()
-            .then(|| head.shorthand().map(str::to_owned))
-            .flatten()
-    }
-
     /// The merge base of the checked-out commit with `branch`: the local branch, or failing
     /// that its remote-tracking branch at `origin`.
     pub fn merge_base(&self, branch: &str) -> Result<Oid> {

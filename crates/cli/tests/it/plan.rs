@@ -164,19 +164,7 @@ fn the_json_report_follows_the_committed_schema_in_every_outcome() {
     let text = std::fs::read_to_string(&machines).unwrap();
     std::fs::write(&machines, text.replacen("  cluster:", "  clustr:", 1)).unwrap();
     crate::support::git(&work, &["checkout", "-q", "-b", "broken"]);
-    crate::support::git(
-        &work,
-        &[
-            "-c",
-            "user.name=Dev",
-            "-c",
-            "user.email=dev@example.com",
-            "commit",
-            "-qam",
-            "Break a Machine",
-        ],
-    );
-    crate::support::git(&work, &["push", "-q", "origin", "broken"]);
+    crate::support::commit_and_push_to(&work, "Break a Machine", "broken");
     let plan = |branch: &str, base: &str| {
         json_plan(&[
             "--repo",
@@ -419,20 +407,7 @@ fn branch(dir: &std::path::Path, name: &str, edit: impl FnOnce(&std::path::Path)
     let work = clone(dir, name);
     crate::support::git(&work, &["checkout", "-q", "-b", name]);
     edit(&work);
-    crate::support::git(&work, &["add", "-A"]);
-    crate::support::git(
-        &work,
-        &[
-            "-c",
-            "user.name=Dev",
-            "-c",
-            "user.email=dev@example.com",
-            "commit",
-            "-qm",
-            name,
-        ],
-    );
-    crate::support::git(&work, &["push", "-q", "origin", name]);
+    crate::support::commit_and_push_to(&work, name, name);
 }
 
 /// Rewrites the file `path` of `work` with `f`.

@@ -142,21 +142,7 @@ fn run_until_idle_exits_by_outcome() {
         ],
     );
     std::fs::write(clone.join("NOTES"), "an unrelated change\n").unwrap();
-    git(&clone, &["add", "NOTES"]);
-    git(
-        &clone,
-        &[
-            "-c",
-            "user.name=Dev",
-            "-c",
-            "user.email=dev@example.com",
-            "commit",
-            "-q",
-            "-m",
-            "Add notes",
-        ],
-    );
-    git(&clone, &["push", "-q", "origin", "bad2"]);
+    crate::support::commit_and_push_to(&clone, "Add notes", "bad2");
     let mut args = base.to_vec();
     args.extend([
         "--branch",

@@ -91,6 +91,12 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
 /// Commits everything in `work` as the test developer and pushes it to `origin main`; the
 /// new commit's id.
 pub fn commit_and_push(work: &Path, message: &str) -> String {
+    commit_and_push_to(work, message, "main")
+}
+
+/// Commits everything in `work` as a developer and pushes it to `branch` of `origin`; returns
+/// the commit id.
+pub fn commit_and_push_to(work: &Path, message: &str, branch: &str) -> String {
     git(work, &["add", "-A"]);
     git(
         work,
@@ -105,7 +111,7 @@ pub fn commit_and_push(work: &Path, message: &str) -> String {
             message,
         ],
     );
-    git(work, &["push", "-q", "origin", "main"]);
+    git(work, &["push", "-q", "origin", branch]);
     git(work, &["rev-parse", "HEAD"])
 }
 

@@ -54,10 +54,7 @@ fn a_mirror_borrowing_a_local_remotes_objects_copies_none() {
         .unwrap();
     assert_eq!(rendered.objects.len(), 8);
     let objects = repo.mirror().join("objects");
-    let copied: Vec<_> = walkdir(&objects)
-        .into_iter()
-        .filter(|p| !p.starts_with(objects.join("info")))
-        .collect();
+    let copied = copied_objects(&objects);
     assert!(
         copied.is_empty(),
         "objects copied into the mirror: {copied:?}"
@@ -69,6 +66,49 @@ fn a_mirror_borrowing_a_local_remotes_objects_copies_none() {
             .render(fetched.commit, &mut RenderCache::new())
             .is_ok()
     );
+
+    // A linked work tree keeps its objects in the common directory: those are lent.
+    let linked = repo.dir.path().join("linked");
+    git(
+        &repo.work,
+        &[
+            "worktree",
+            "add",
+            "-q",
+            "-b",
+            "linked",
+            linked.to_str().unwrap(),
+        ],
+    );
+    let _ = std::fs::remove_dir_all(repo.mirror());
+    let url = format!("file://{}", linked.display());
+    let mut source = Source::open(
+        SourceConfig::new(url, repo.mirror())
+            .path("base")
+            .branch("linked")
+            .borrow_local_objects(),
+        History::default(),
+    )
+    .unwrap();
+    let fetched = source.fetch().unwrap();
+    assert!(
+        source
+            .render(fetched.commit, &mut RenderCache::new())
+            .is_ok()
+    );
+    let copied = copied_objects(&objects);
+    assert!(
+        copied.is_empty(),
+        "objects copied from a linked work tree: {copied:?}"
+    );
+}
+
+/// The object files of a mirror's `objects` directory, its `info` (the alternates) aside.
+fn copied_objects(objects: &std::path::Path) -> Vec<std::path::PathBuf> {
+    walkdir(objects)
+        .into_iter()
+        .filter(|p| !p.starts_with(objects.join("info")))
+        .collect()
 }
 
 /// The files under `dir`, recursively.

@@ -10,7 +10,7 @@ use endstate_rollout::Time;
 use endstate_rollout::budget::{BudgetClass, Budgets};
 use endstate_rollout::diff::{self, Op};
 use endstate_rollout::plan::{Inputs, Plan, Seq};
-use endstate_rollout::policy::{Policy, Window};
+use endstate_rollout::policy::Policy;
 use endstate_rollout::schedule;
 use endstate_rollout::time::human;
 
@@ -86,7 +86,12 @@ pub fn fill(report: &mut PlanReport, facts: &Facts<'_>) {
 
     report.summary = summary(&plan);
     report.blast_radius = blast_radius(&plan, &desired_by_id, &live_by_id, &high_risk);
-    report.windows = facts.policy.windows.iter().map(window).collect();
+    report.windows = facts
+        .policy
+        .windows
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     report.gate_timeout_seconds = Some(facts.policy.gate_timeout.as_secs());
     report.metric_gates = facts
         .policy
@@ -463,18 +468,6 @@ fn grouped_diffs(
     groups.truncate(keep);
     let left = total.saturating_sub(groups.len()) as u64;
     (groups, left)
-}
-
-/// A window as people read it: `Tue,Thu 02:00–06:00 UTC`.
-fn window(w: &Window) -> String {
-    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-    let days: Vec<&str> = w
-        .days
-        .iter()
-        .filter_map(|d| DAYS.get(*d as usize).copied())
-        .collect();
-    let hm = |m: u32| format!("{:02}:{:02}", m / 60, m % 60);
-    format!("{} {}–{} UTC", days.join(","), hm(w.start), hm(w.end))
 }
 
 fn breaker(policy: &Policy) -> String {

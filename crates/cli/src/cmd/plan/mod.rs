@@ -103,16 +103,21 @@ fn build(args: &PlanArgs, mirror: &Path, now: Time) -> anyhow::Result<PlanReport
     } else {
         None
     };
-    let work = args.local.as_deref().map(WorkTree::discover).transpose()?;
-    if let Some(w) = &work
-        && w.head().is_none()
-    {
-        bail!("{} has no commit yet to plan against", w.root().display());
-    }
+    // With --local, the head is the files on disk on top of the commit the work tree is at.
+    let work = match args.local.as_deref() {
+        Some(dir) => {
+            let w = WorkTree::discover(dir)?;
+            let Some(at) = w.head() else {
+                bail!("{} has no commit yet to plan against", w.root().display());
+            };
+            Some((w, at))
+        }
+        None => None,
+    };
     let spec = live.as_ref().map(|l| &l.fleet.spec.source);
     let repo = if !args.repo.is_empty() {
         args.repo.clone()
-    } else if let Some(w) = &work {
+    } else if let Some((w, _)) = &work {
         format!("file://{}", w.root().display())
     } else if let Some(spec) = spec {
         spec.url.clone()
@@ -123,7 +128,7 @@ fn build(args: &PlanArgs, mirror: &Path, now: Time) -> anyhow::Result<PlanReport
     let local_path = work
         .as_ref()
         .zip(args.local.as_deref())
-        .and_then(|(w, dir)| {
+        .and_then(|((w, _), dir)| {
             let dir = dir.canonicalize().ok()?;
             let root = w.root().canonicalize().ok()?;
             let rel = dir.strip_prefix(root).ok()?;
@@ -137,15 +142,11 @@ fn build(args: &PlanArgs, mirror: &Path, now: Time) -> anyhow::Result<PlanReport
         .unwrap_or_default()
         .trim_matches('/')
         .to_owned();
-    let head_ref = match &work {
-        // The work tree's branch, fetched for its commit; with none, the target's.
-        Some(w) => w.branch().unwrap_or_else(|| args.target_branch.clone()),
-        None => args
-            .head
-            .clone()
-            .or_else(|| spec.and_then(|s| s.branch.clone()))
-            .unwrap_or_else(|| "main".to_owned()),
-    };
+    let head_ref = args
+        .head
+        .clone()
+        .or_else(|| spec.and_then(|s| s.branch.clone()))
+        .unwrap_or_else(|| "main".to_owned());
     let fleet = match (&live, &args.fleet) {
         (Some(_), Some(name)) => name.clone(),
         _ => FLEET.to_owned(),
@@ -164,29 +165,19 @@ fn build(args: &PlanArgs, mirror: &Path, now: Time) -> anyhow::Result<PlanReport
         // The mirror lives as long as the command: a local remote's objects are read in place.
         .borrow_local_objects();
     let mut source = Source::open(config.clone(), History::default())?;
-    // A branch is fetched; an expression (`main~1`) or a commit id is found below.
-    let fetched = if head_ref.contains(['~', '^']) || is_commit_id(&head_ref) {
-        Err(endstate_git::Error::BranchNotFound {
-            url: repo.clone(),
-            branch: head_ref.clone(),
-        })
-    } else {
-        source.fetch()
-    };
     let head = match &work {
-        Some(w) => w
-            .head()
-            .or_else(|| fetched.as_ref().ok().map(|f| f.commit))
-            .ok_or_else(|| anyhow!("{} has no commit to plan from", w.root().display()))?,
-        None => match fetched {
-            Ok(fetched) => fetched.commit,
-            // Not a branch: an expression on one (`main~1`) or a commit the target reaches.
-            Err(endstate_git::Error::BranchNotFound { .. }) => {
-                resolve(&source, &config, &head_ref, &args.target_branch)
-                    .with_context(|| format!("--head {head_ref:?} of {repo}"))?
-            }
-            Err(e) => return Err(e).with_context(|| format!("fetching {head_ref:?} of {repo}")),
-        },
+        Some((_, at)) => *at,
+        // An expression (`main~1`) or a commit id is found on its branch or the target's.
+        None if head_ref.contains(['~', '^']) || is_commit_id(&head_ref) => {
+            resolve(&source, &config, &head_ref, &args.target_branch)
+                .with_context(|| format!("--head {head_ref:?} of {repo}"))?
+        }
+        None => {
+            source
+                .fetch()
+                .with_context(|| format!("fetching {head_ref:?} of {repo}"))?
+                .commit
+        }
     };
     let (against, base) = if args.no_base {
         (Against::Nothing, None)
@@ -204,7 +195,7 @@ fn build(args: &PlanArgs, mirror: &Path, now: Time) -> anyhow::Result<PlanReport
         )
     } else {
         let base = match &work {
-            Some(w) => {
+            Some((w, _)) => {
                 let base = w.merge_base(&args.target_branch)?.to_string();
                 // The work tree's own repository lends the mirror its objects: the merge base
                 // is there already. A remote named by --repo has it on its target branch.
@@ -245,7 +236,7 @@ fn build(args: &PlanArgs, mirror: &Path, now: Time) -> anyhow::Result<PlanReport
         path: path.clone(),
         namespace: args.namespace.clone(),
         head: head.to_string(),
-        local: work.as_ref().map(|w| w.root().display().to_string()),
+        local: work.as_ref().map(|(w, _)| w.root().display().to_string()),
         against,
         base: base.map(|b| b.to_string()),
         fleet: live.as_ref().map(|_| fleet.clone()),
@@ -268,13 +259,14 @@ fn build(args: &PlanArgs, mirror: &Path, now: Time) -> anyhow::Result<PlanReport
     };
     let mut cache = RenderCache::default();
     let rendered = match &work {
-        Some(w) => render_dir(w.root(), &path, &owner),
+        Some((w, _)) => render_dir(w.root(), &path, &owner),
         None => render(&source, head, &mut cache),
     };
     let (desired, policy) = match rendered {
         Ok(r) => r,
-        Err(why) => {
-            invalid(&mut report, &why);
+        Err(problems) => {
+            report.outcome = Outcome::Invalid;
+            report.problems = problems;
             return Ok(report);
         }
     };
@@ -283,13 +275,11 @@ fn build(args: &PlanArgs, mirror: &Path, now: Time) -> anyhow::Result<PlanReport
     let base_objects = match base {
         Some(base) => match render(&source, base, &mut cache) {
             Ok((objects, _)) => Some(objects),
-            Err(why) => {
-                let first = why
-                    .lines()
-                    .find(|l| !l.trim().is_empty() && !l.trim_end().ends_with("does not render:"))
-                    .unwrap_or_default()
-                    .trim()
-                    .to_owned();
+            Err(problems) => {
+                let first = problems
+                    .first()
+                    .map(|p| p.message.clone())
+                    .unwrap_or_default();
                 report.risks.push(Risk {
                     kind: "BaseInvalid".to_owned(),
                     refused: false,
@@ -352,24 +342,10 @@ fn build(args: &PlanArgs, mirror: &Path, now: Time) -> anyhow::Result<PlanReport
 /// Marks the head refused when the Fleet quarantined it, or it carries a quarantined commit
 /// without a revert since — as the controller judges it.
 fn quarantine(report: &mut PlanReport, source: &Source, head: Oid, engine: &Engine) {
-    let quarantined: Vec<&str> = engine
-        .quarantine()
-        .iter()
-        .map(|q| q.commit.as_str())
-        .collect();
-    if quarantined.is_empty() {
-        return;
-    }
     let head = head.to_string();
-    let culprit = if engine.quarantined(&head) {
-        Some(head.clone())
-    } else {
-        source
-            .resolve(&head)
-            .ok()
-            .and_then(|h| source.carries(h, &quarantined))
-    };
-    if let Some(culprit) = culprit {
+    if let Some(culprit) =
+        endstate_controller::refusal::carried_quarantine(engine, Some(source), &head)
+    {
         let refusal = endstate_controller::refusal::Refusal::Quarantined { head, culprit };
         analysis::refuse(report, &refusal, 0);
     }
@@ -412,36 +388,22 @@ fn read_live(args: &PlanArgs) -> anyhow::Result<LiveFleet> {
     })
 }
 
-/// Marks the report invalid with a render's problems.
-fn invalid(report: &mut PlanReport, why: &str) {
-    report.outcome = Outcome::Invalid;
-    report.problems = problems(why);
+/// A problem of a render, where the renderer knows where.
+fn problem(file: Option<String>, line: Option<usize>, message: String) -> Problem {
+    Problem {
+        reason: "Invalid".to_owned(),
+        file,
+        line: line.map(|l| l as u64),
+        message,
+    }
 }
 
-/// A render's error text as problems: `file:line[:col]: message` lines keep where they are.
-fn problems(why: &str) -> Vec<Problem> {
-    why.lines()
-        // The heading ("commit … does not render:") is what `outcome` says already.
-        .filter(|l| !l.trim().is_empty() && !l.trim_end().ends_with("does not render:"))
-        .map(|line| {
-            let mut parts = line.splitn(3, ':');
-            let (file, number) = (
-                parts.next(),
-                parts.next().and_then(|n| n.trim().parse().ok()),
-            );
-            let at = match (file, number) {
-                (Some(file), Some(number)) if !file.contains(' ') => {
-                    Some((file.to_owned(), number))
-                }
-                _ => None,
-            };
-            Problem {
-                reason: "Invalid".to_owned(),
-                file: at.as_ref().map(|(f, _)| f.clone()),
-                line: at.map(|(_, n)| n),
-                message: line.trim().to_owned(),
-            }
-        })
+/// The problems of a render's diagnostics, each with its file and line.
+fn diagnosed(diagnostics: &endstate_core::Diagnostics) -> Vec<Problem> {
+    diagnostics
+        .0
+        .iter()
+        .map(|d| problem(Some(d.file.clone()), d.line, d.to_string()))
         .collect()
 }
 
@@ -493,8 +455,11 @@ fn render(
     source: &Source,
     commit: Oid,
     cache: &mut RenderCache,
-) -> Result<(Vec<FleetObject>, Policy), String> {
-    let rendered = source.render(commit, cache).map_err(|e| e.to_string())?;
+) -> Result<(Vec<FleetObject>, Policy), Vec<Problem>> {
+    let rendered = source.render(commit, cache).map_err(|e| match &e {
+        endstate_git::Error::Invalid { diagnostics, .. } => diagnosed(diagnostics),
+        _ => vec![problem(None, None, e.to_string())],
+    })?;
     split(rendered.objects)
 }
 
@@ -503,23 +468,34 @@ fn render_dir(
     root: &Path,
     path: &str,
     owner: &Owner,
-) -> Result<(Vec<FleetObject>, Policy), String> {
-    let tree = DirTree::open(root).map_err(|e| format!("{}: {e}", root.display()))?;
+) -> Result<(Vec<FleetObject>, Policy), Vec<Problem>> {
+    let tree = DirTree::open(root)
+        .map_err(|e| vec![problem(None, None, format!("{}: {e}", root.display()))])?;
     let rendered = endstate_core::render(&tree, path, Options::owned_by(owner.clone()))
-        .map_err(|d| d.to_string())?;
+        .map_err(|d| diagnosed(&d))?;
     split(rendered.objects)
 }
 
 /// The objects and the resolved policy of a render.
 fn split(
     rendered: Vec<endstate_core::render::RenderedObject>,
-) -> Result<(Vec<FleetObject>, Policy), String> {
+) -> Result<(Vec<FleetObject>, Policy), Vec<Problem>> {
     let mut policy = Policy::default();
     let mut objects = Vec::with_capacity(rendered.len());
     for r in rendered {
         if let FleetObject::RolloutPolicy(p) = &r.object {
-            policy = Policy::resolve(&p.spec)
-                .map_err(|why| format!("{}: {}", r.origin.file, why.join("; ")))?;
+            policy = Policy::resolve(&p.spec).map_err(|why| {
+                let at = format!("{}:{}", r.origin.file, r.origin.line);
+                why.into_iter()
+                    .map(|w| {
+                        problem(
+                            Some(r.origin.file.clone()),
+                            Some(r.origin.line),
+                            format!("{at}: {w}"),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })?;
             continue;
         }
         objects.push(r.object);
