@@ -70,8 +70,9 @@ impl fmt::Display for BudgetClass {
 /// One wave of a sequence.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WaveSpec {
-    /// Its name in status and logs.
-    pub name: String,
+    /// Its name in status and logs. A wave left unnamed is called by its place among the
+    /// waves that run (`wave-2`), so that waves with nothing to do leave no gaps.
+    pub name: Option<String>,
     /// The cumulative share of the changed objects done by the end of the wave.
     pub size: Amount,
     /// How long the wave must stay healthy before the next starts.
@@ -408,7 +409,7 @@ fn sequence(
                         None => Some(Duration::ZERO),
                     };
                     Some(WaveSpec {
-                        name: w.name.clone().unwrap_or_else(|| format!("wave-{}", i + 1)),
+                        name: w.name.clone(),
                         size: size?,
                         bake: bake?,
                         pause: w.pause.unwrap_or(false),
@@ -430,11 +431,7 @@ fn sequence(
                 .iter()
                 .enumerate()
                 .map(|(i, &size)| WaveSpec {
-                    name: if i == 0 {
-                        "canary".to_owned()
-                    } else {
-                        format!("wave-{}", i + 1)
-                    },
+                    name: (i == 0).then(|| "canary".to_owned()),
                     size,
                     bake: Duration::ZERO,
                     pause: false,

@@ -742,13 +742,12 @@ fn waves(
         let size = target - done;
         // A wave the policy leaves unnamed is called by its place among the waves that run,
         // so that empty waves leave no gaps: `canary`, `wave-2`, not `canary`, `wave-4`.
-        let name = if wave.name == format!("wave-{}", i + 1) {
-            format!(
+        let name = match &wave.name {
+            Some(name) => name.clone(),
+            None => format!(
                 "wave-{}",
                 stages.iter().filter(|s| s.seq == seq).count() + 1
-            )
-        } else {
-            wave.name.clone()
+            ),
         };
         stages.push(StageSpec {
             seq,
@@ -882,7 +881,7 @@ mod tests {
         .into_iter()
         .enumerate()
         .map(|(i, size)| WaveSpec {
-            name: format!("w{i}"),
+            name: Some(format!("w{i}")),
             size,
             bake: Duration::ZERO,
             pause: false,
@@ -906,6 +905,18 @@ mod tests {
         });
         let names: Vec<String> = plan.stages(&policy).into_iter().map(|s| s.name).collect();
         assert_eq!(names, ["machines/canary", "machines/wave-2"]);
+
+        // A name the policy gives is kept as it is, even the one its place would give it.
+        let mut named = Policy::default();
+        named.machines.waves.truncate(2);
+        named.machines.waves.push(WaveSpec {
+            name: Some("wave-3".into()),
+            size: Amount::Percent(100.0),
+            bake: Duration::ZERO,
+            pause: false,
+        });
+        let names: Vec<String> = plan.stages(&named).into_iter().map(|s| s.name).collect();
+        assert_eq!(names, ["machines/canary", "machines/wave-3"]);
     }
 
     fn package(name: &str, risk: Option<Risk>) -> FleetObject {

@@ -230,7 +230,7 @@ mod tests {
         p.machines.waves[0].bake = 10 * MINUTE;
         p.machines.waves.truncate(1);
         p.machines.waves.push(crate::policy::WaveSpec {
-            name: "rest".into(),
+            name: Some("rest".into()),
             size: Amount::Percent(100.0),
             bake: Duration::ZERO,
             pause: false,

@@ -57,7 +57,7 @@ fn a_rollout_of_20k_machines_never_persists_more_than_a_few_kilobytes() {
     .into_iter()
     .enumerate()
     .map(|(i, size)| WaveSpec {
-        name: format!("w{i}"),
+        name: Some(format!("w{i}")),
         size,
         bake: Duration::ZERO,
         pause: false,

@@ -84,14 +84,14 @@ fn policy(case: &Case) -> Policy {
         .iter()
         .enumerate()
         .map(|(i, &size)| WaveSpec {
-            name: format!("w{i}"),
+            name: Some(format!("w{i}")),
             size,
             bake: Duration::from_secs(60 * i as u64),
             pause: false,
         })
         .collect();
     waves.push(WaveSpec {
-        name: "all".into(),
+        name: Some("all".into()),
         size: Amount::Percent(100.0),
         bake: Duration::ZERO,
         pause: false,
@@ -170,8 +170,8 @@ proptest! {
                 prop_assert_eq!(stage.start, stages[i - 1].end);
             }
             done += stage.size;
-            let spec = policy.machines.waves.iter().find(|w| stage.name == format!("machines/{}", w.name)).unwrap();
-            if spec.name != "all" {
+            let spec = policy.machines.waves.iter().find(|w| w.name.as_ref().is_some_and(|n| stage.name == format!("machines/{n}"))).unwrap();
+            if spec.name.as_deref() != Some("all") {
                 let want = (spec.size.of(total as usize) as u32).max(done - stage.size + 1).min(total);
                 prop_assert_eq!(done, want);
             }

@@ -17,7 +17,7 @@ fn waves(sizes: &[(Amount, u64, bool)]) -> Vec<WaveSpec> {
         .iter()
         .enumerate()
         .map(|(i, &(size, bake, pause))| WaveSpec {
-            name: format!("w{i}"),
+            name: Some(format!("w{i}")),
             size,
             bake: Duration::from_secs(bake),
             pause,
