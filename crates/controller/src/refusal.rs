@@ -106,21 +106,31 @@ impl fmt::Display for Refusal {
                 ratio,
             } => write!(
                 f,
-                "commit {} deletes {}; refused before anything is written (a commit may delete \
+                "{} deletes {}; refused before anything is written (a commit may delete \
                  at most max({ratio}, {}) of a kind's live objects in the fleet, a Cluster or an \
                  idc, and never all of them): if this is meant, allow it in the RolloutPolicy \
                  with `prune: {{maxDeleteRatio: 50%}}` or `prune: {{allowEmpty: true}}`",
-                short(head),
+                subject(head),
                 scopes.join(", "),
                 endstate_rollout::policy::Prune::ALWAYS
             ),
             Refusal::ImmutablePackage { head, names } => write!(
                 f,
-                "commit {} changes package versions that live objects use ({}); package versions are immutable: add a new one instead",
-                short(head),
+                "{} changes package versions that live objects use ({}); package versions are immutable: add a new one instead",
+                subject(head),
                 names.join(", ")
             ),
         }
+    }
+}
+
+/// What a refusal names: `commit 0123456789` for a commit id, anything else (`the working
+/// tree`) as it is.
+fn subject(head: &str) -> String {
+    if head.len() == 40 && head.bytes().all(|b| b.is_ascii_hexdigit()) {
+        format!("commit {}", crate::report::short(head))
+    } else {
+        head.to_owned()
     }
 }
 

@@ -365,7 +365,7 @@ fn the_markdown_comment_stays_under_the_limit_and_says_what_it_left_out() {
 
 /// `endstate plan -o json` with `args`: the exit code and the report, which must follow the
 /// committed schema by a validator that is not the producer (Python's `jsonschema`).
-fn json_plan(args: &[&str]) -> (i32, serde_json::Value) {
+pub(crate) fn json_plan(args: &[&str]) -> (i32, serde_json::Value) {
     let mut all = vec!["plan", "-o", "json"];
     all.extend_from_slice(args);
     let (code, stdout, stderr) = outcome(&endstate(&all));
@@ -740,6 +740,21 @@ fn a_work_tree_is_planned_as_it_is_against_its_merge_base() {
         (code, sub["path"].as_str(), &sub["summary"]["updates"]),
         (1, Some("overlays/demo"), &serde_json::json!(1)),
         "{sub}"
+    );
+    // A refusal of the files on disk names them, not the commit they are on.
+    edit_file(&linked, "base/machines/batch.yaml", |t| {
+        t.split("\n---\n").next().unwrap_or_default().to_owned() + "\n"
+    });
+    let (code, refused) = json_plan(&["--local", &overlay, "--namespace", "fleet-demo"]);
+    assert_eq!(
+        (code, refused["risks"][0]["kind"].as_str()),
+        (2, Some("MassDelete")),
+        "{refused}"
+    );
+    let message = refused["risks"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("the working tree deletes "),
+        "{message}"
     );
     // An edit that breaks the work tree: exit 2, with the file and line.
     edit_file(&work, "base/machines/batch.yaml", |t| {

@@ -54,7 +54,11 @@ pub fn fill(report: &mut PlanReport, facts: &Facts<'_>) {
         policy: facts.policy,
         orphans: None,
     });
-    let head = report.head.clone();
+    // A work tree's files are not a commit yet.
+    let head = match &report.local {
+        Some(_) => "the working tree".to_owned(),
+        None => report.head.clone(),
+    };
     if !plan.immutable.is_empty() {
         let refusal = endstate_controller::refusal::Refusal::ImmutablePackage {
             head: head.clone(),
