@@ -76,22 +76,7 @@ pub async fn build<L: endstate_rollout::Live>(
         None => Credentials::default(),
     };
     let verify = match &spec.source.verify {
-        Some(policy) => {
-            let keys = secret_texts(
-                client,
-                &namespace,
-                &policy.secret_ref.name,
-                "spec.source.verify.secretRef",
-            )
-            .await?;
-            Some(match policy.mode.as_str() {
-                "ssh" => SignaturePolicy::ssh(&keys.join("\n"))?,
-                "openpgp" => SignaturePolicy::openpgp(&keys)?,
-                other => {
-                    anyhow::bail!("spec.source.verify.mode {other:?}: expected `ssh` or `openpgp`")
-                }
-            })
-        }
+        Some(policy) => Some(signature_policy(client, &namespace, policy).await?),
         None => None,
     };
     let mut source_config = SourceConfig::from_spec(
@@ -161,6 +146,26 @@ pub async fn build<L: endstate_rollout::Live>(
     Ok(Controller::new(
         config, source, writer, live, WallClock, reporter,
     ))
+}
+
+/// The signature policy of `spec.source.verify`, with the keys of the Secret it names.
+pub async fn signature_policy(
+    client: &kube::Client,
+    namespace: &str,
+    policy: &endstate_api::fleet::SignaturePolicy,
+) -> anyhow::Result<SignaturePolicy> {
+    let keys = secret_texts(
+        client,
+        namespace,
+        &policy.secret_ref.name,
+        "spec.source.verify.secretRef",
+    )
+    .await?;
+    Ok(match policy.mode.as_str() {
+        "ssh" => SignaturePolicy::ssh(&keys.join("\n"))?,
+        "openpgp" => SignaturePolicy::openpgp(&keys)?,
+        other => anyhow::bail!("spec.source.verify.mode {other:?}: expected `ssh` or `openpgp`"),
+    })
 }
 
 /// The loop on the `Fleet` named by `--fleet`; `--repo`, `--branch` and `--path` override its

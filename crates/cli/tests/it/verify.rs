@@ -1,5 +1,6 @@
 //! `run --live kube` with the Fleet's signature policy: an unsigned head is refused with the
-//! reason, a head signed by an allowed SSH key is rolled out.
+//! reason, a head signed by an allowed SSH key is rolled out. `plan --live` judges the heads
+//! as the controller does.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -61,7 +62,7 @@ fn the_signature_policy_refuses_unsigned_heads_and_applies_signed_ones() {
             args.push("-S");
         }
         git(&work, &args);
-        git(&work, &["push", "-q", "origin", "main"]);
+        git(&work, &["push", "-q", "-f", "origin", "HEAD"]);
         git(&work, &["rev-parse", "HEAD"])
     };
 
@@ -133,5 +134,75 @@ fn the_signature_policy_refuses_unsigned_heads_and_applies_signed_ones() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(code, 0, "{text}");
     agent.abort();
+
+    // `plan --live` makes the controller's checks of its branch's head.
+    let kubeconfig = server.kubeconfig().display().to_string();
+    let plan = |extra: &[&str]| {
+        let mut args = vec![
+            "--live",
+            "--fleet",
+            "f",
+            "--namespace",
+            &ns,
+            "--kubeconfig",
+            &kubeconfig,
+        ];
+        args.extend_from_slice(extra);
+        crate::plan::json_plan(&args)
+    };
+    let kinds = |report: &serde_json::Value| -> Vec<(String, bool)> {
+        report["risks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["kind"].as_str().unwrap().to_owned(), r["refused"] == true))
+            .collect()
+    };
+    let (code, signed) = plan(&[]);
+    assert_eq!((code, kinds(&signed)), (0, vec![]), "{signed}");
+    // An unsigned pull request: a merge commit may be signed on its own, so it is a risk.
+    git(&work, &["checkout", "-q", "-b", "feature"]);
+    write_fleet(&work, "agent-2.0");
+    let feature = commit("Upgrade the agent, unsigned", false);
+    let (code, report) = plan(&["--head", "feature"]);
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(report["head"], feature.trim(), "{report}");
+    assert!(
+        kinds(&report).contains(&("Unverified".to_owned(), false)),
+        "{report}"
+    );
+    // The same commit as the Fleet's branch head is refused, as `run` refuses it.
+    git(&work, &["checkout", "-q", "main"]);
+    git(&work, &["merge", "-q", "--ff-only", "feature"]);
+    git(&work, &["push", "-q", "origin", "main"]);
+    let (code, report) = plan(&[]);
+    assert_eq!(
+        (code, report["outcome"].as_str()),
+        (2, Some("Refused")),
+        "{report}"
+    );
+    assert_eq!(report["risks"][0]["kind"], "Unverified", "{report}");
+    assert!(
+        report["risks"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not applied"),
+        "{report}"
+    );
+    // A branch rewritten past the last applied commit, even signed, is refused.
+    git(&work, &["reset", "-q", "--hard", "HEAD~2"]);
+    write_fleet(&work, "agent-2.0");
+    let rewritten = commit("Upgrade the agent on another history", true);
+    let (code, report) = plan(&[]);
+    assert_eq!(
+        (code, report["head"].as_str()),
+        (2, Some(rewritten.trim())),
+        "{report}"
+    );
+    assert_eq!(
+        kinds(&report),
+        vec![("HistoryRewritten".to_owned(), true)],
+        "{report}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -15,7 +15,9 @@ use std::process::ExitCode;
 use anyhow::{Context, anyhow, bail};
 use endstate_api::Fleet;
 use endstate_core::{DirTree, FleetObject, Options, Owner};
-use endstate_git::{History, Oid, RenderCache, Source, SourceConfig, WorkTree};
+use endstate_git::{
+    History, Oid, RenderCache, RewritePolicy, SignaturePolicy, Source, SourceConfig, WorkTree,
+};
 use endstate_rollout::budget::Budgets;
 use endstate_rollout::live::OWNER_LABEL;
 use endstate_rollout::policy::Policy;
@@ -94,6 +96,8 @@ struct LiveFleet {
     objects: Vec<FleetObject>,
     engine: Engine,
     last_applied: Option<String>,
+    /// The signature policy of `spec.source.verify`, or why its keys could not be read.
+    verify: Result<Option<SignaturePolicy>, String>,
 }
 
 /// Reads both sides and plans.
@@ -165,6 +169,9 @@ fn build(args: &PlanArgs, mirror: &Path, now: Time) -> anyhow::Result<PlanReport
         // The mirror lives as long as the command: a local remote's objects are read in place.
         .borrow_local_objects();
     let mut source = Source::open(config.clone(), History::default())?;
+    // Whether the head is what the Fleet's controller fetches next: the head of its branch.
+    let fleets_branch = spec.map(|s| s.branch.as_deref().unwrap_or("main"));
+    let own_branch = work.is_none() && fleets_branch == Some(head_ref.as_str());
     let head = match &work {
         Some((_, at)) => *at,
         // An expression (`main~1`) or a commit id is found on its branch or the target's.
@@ -303,6 +310,9 @@ fn build(args: &PlanArgs, mirror: &Path, now: Time) -> anyhow::Result<PlanReport
     let mut budgets = Budgets::default();
     if let Some(l) = &live {
         budgets = l.engine.budgets().clone();
+        if work.is_none() {
+            source_checks(&mut report, &source, head, l, own_branch);
+        }
         quarantine(&mut report, &source, head, &l.engine);
         if l.engine.breaker_open() {
             report.risks.push(Risk {
@@ -339,6 +349,72 @@ fn build(args: &PlanArgs, mirror: &Path, now: Time) -> anyhow::Result<PlanReport
     Ok(report)
 }
 
+/// Checks the head as the Fleet's controller checks its branch's head: it must descend from
+/// the last applied commit (unless the Fleet adopts rewritten history), and be signed by an
+/// allowed key when the Fleet verifies signatures. The head of another branch (a pull
+/// request's) reaches the controller only through a merge: its history is not judged, and a
+/// missing signature is a risk, not a refusal (a merge commit is signed, or not, on its own).
+fn source_checks(
+    report: &mut PlanReport,
+    source: &Source,
+    head: Oid,
+    live: &LiveFleet,
+    own_branch: bool,
+) {
+    use endstate_controller::refusal::Refusal;
+    let spec = &live.fleet.spec.source;
+    if own_branch {
+        let rewrites = spec
+            .on_history_rewrite
+            .as_deref()
+            .and_then(|p| p.parse::<RewritePolicy>().ok())
+            .unwrap_or_default();
+        let last_applied = live
+            .last_applied
+            .as_deref()
+            .and_then(|c| Oid::from_str(c).ok());
+        let branch = spec.branch.as_deref().unwrap_or("main");
+        if let Err(e) =
+            endstate_git::history::check(source.repository(), branch, head, last_applied, rewrites)
+        {
+            analysis::refuse(report, &Refusal::from_git(&e), 0);
+        }
+    }
+    match &live.verify {
+        Ok(None) => {}
+        Ok(Some(policy)) => {
+            if let Err(reason) = policy.verify(source.repository(), head) {
+                let err = endstate_git::Error::Unverified {
+                    commit: head,
+                    reason,
+                };
+                if own_branch {
+                    analysis::refuse(report, &Refusal::from_git(&err), 0);
+                } else {
+                    report.risks.push(Risk {
+                        kind: "Unverified".to_owned(),
+                        refused: false,
+                        objects: 0,
+                        message: format!(
+                            "{err}: the Fleet refuses it if a merge makes it the branch's head \
+                             as it is (a fast-forward or a rebase)"
+                        ),
+                    });
+                }
+            }
+        }
+        Err(why) => report.risks.push(Risk {
+            kind: "Unverified".to_owned(),
+            refused: false,
+            objects: 0,
+            message: format!(
+                "the Fleet verifies signatures, but its keys could not be read ({why}): the \
+                 head's signature is not checked"
+            ),
+        }),
+    }
+}
+
 /// Marks the head refused when the Fleet quarantined it, or it carries a quarantined commit
 /// without a revert since — as the controller judges it.
 fn quarantine(report: &mut PlanReport, source: &Source, head: Oid, engine: &Engine) {
@@ -363,10 +439,18 @@ fn read_live(args: &PlanArgs) -> anyhow::Result<LiveFleet> {
     runtime.block_on(async {
         let config = crate::cmd::kube_config(args.kubeconfig.as_deref()).await?;
         let client = kube::Client::try_from(config.clone())?;
-        let fleet = Api::<Fleet>::namespaced(client, &args.namespace)
+        let fleet = Api::<Fleet>::namespaced(client.clone(), &args.namespace)
             .get(&name)
             .await
             .with_context(|| format!("reading Fleet {}/{name}", args.namespace))?;
+        // A reviewer may not be allowed to read the Secret: the plan goes on without.
+        let verify = match &fleet.spec.source.verify {
+            Some(policy) => crate::cmd::cluster::signature_policy(&client, &args.namespace, policy)
+                .await
+                .map(Some)
+                .map_err(|e| format!("{e:#}")),
+            None => Ok(None),
+        };
         let live = endstate_kube::KubeLive::connect(
             config,
             endstate_kube::Settings::new(args.namespace.clone(), name.clone()),
@@ -384,6 +468,7 @@ fn read_live(args: &PlanArgs) -> anyhow::Result<LiveFleet> {
             objects,
             engine,
             last_applied: record.last_applied,
+            verify,
         })
     })
 }

@@ -106,7 +106,7 @@ pub enum Against {
 #[serde(rename_all = "camelCase")]
 pub struct Problem {
     /// `Invalid` or the refusal's reason (`ImmutablePackageVersion`, `MassDelete`,
-    /// `Quarantined`).
+    /// `Quarantined`, `HistoryRewritten`, `Unverified`).
     pub reason: String,
     /// The file, when the problem has one.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -122,9 +122,10 @@ pub struct Problem {
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Risk {
-    /// `MassDelete`, `Quarantined`, `ImmutablePackageVersion` (the controller refuses these),
-    /// `Reinstall`, `HighRiskPackageVersion`, `LargeDelete`, `Delete`, `ClusterChange`,
-    /// `HeldBack`, `BreakerOpen`.
+    /// `MassDelete`, `ImmutablePackageVersion`, `Quarantined`, `HistoryRewritten`,
+    /// `Unverified` (the controller refuses these; `Unverified` is only a risk on another
+    /// branch than the Fleet's), `Reinstall`, `HighRiskPackageVersion`, `LargeDelete`,
+    /// `Delete`, `ClusterChange`, `HeldBack`, `BreakerOpen`, `BaseInvalid`.
     pub kind: String,
     /// Whether the controller refuses the head for it.
     pub refused: bool,
