@@ -127,7 +127,7 @@ impl fmt::Display for Refusal {
 /// What a refusal names: `commit 0123456789` for a commit id, anything else (`the working
 /// tree`) as it is.
 fn subject(head: &str) -> String {
-    if head.len() == 40 && head.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !head.is_empty() && head.bytes().all(|b| b.is_ascii_hexdigit()) {
         format!("commit {}", crate::report::short(head))
     } else {
         head.to_owned()
