@@ -13,7 +13,7 @@ use endstate_api::k8s_openapi::api::core::v1::Secret;
 use endstate_sim::Faults;
 use endstate_testenv::TestServer;
 use kube::Api;
-use kube::api::PostParams;
+use kube::api::{Patch, PostParams};
 
 use crate::kill::{start, wait, write_fleet};
 use crate::support::{git, kube_namespace, remote_and_clone};
@@ -137,19 +137,16 @@ fn the_signature_policy_refuses_unsigned_heads_and_applies_signed_ones() {
 
     // `plan --live` makes the controller's checks of its branch's head.
     let kubeconfig = server.kubeconfig().display().to_string();
-    let plan = |extra: &[&str]| {
-        let mut args = vec![
-            "--live",
-            "--fleet",
-            "f",
-            "--namespace",
-            &ns,
-            "--kubeconfig",
-            &kubeconfig,
-        ];
-        args.extend_from_slice(extra);
-        crate::plan::json_plan(&args)
-    };
+    let live = [
+        "--live",
+        "--fleet",
+        "f",
+        "--namespace",
+        &ns,
+        "--kubeconfig",
+        &kubeconfig,
+    ];
+    let plan = |extra: &[&str]| crate::plan::json_plan(&[&live[..], extra].concat());
     let kinds = |report: &serde_json::Value| -> Vec<(String, bool)> {
         report["risks"]
             .as_array()
@@ -203,6 +200,27 @@ fn the_signature_policy_refuses_unsigned_heads_and_applies_signed_ones() {
         kinds(&report),
         vec![("HistoryRewritten".to_owned(), true)],
         "{report}"
+    );
+    // The Fleet's own policy decides: one that adopts rewrites plans the new history.
+    let fleets = Api::<Fleet>::namespaced(client.clone(), &ns);
+    let set_rewrites = |policy: &str| {
+        let patch = serde_json::json!({"spec": {"source": {"onHistoryRewrite": policy}}});
+        runtime
+            .block_on(fleets.patch("f", &Default::default(), &Patch::Merge(&patch)))
+            .unwrap();
+    };
+    set_rewrites("adopt");
+    let (code, report) = plan(&[]);
+    assert_eq!((code, kinds(&report)), (1, vec![]), "{report}");
+    // A policy the controller cannot read is an error of the plan too, saying where.
+    set_rewrites("sometimes");
+    let (code, stdout, stderr) =
+        crate::support::outcome(&crate::support::endstate(&[&["plan"][..], &live].concat()));
+    assert_eq!(code, 2, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains(&format!("Fleet {ns}/f: spec.source"))
+            && stderr.contains("onHistoryRewrite \"sometimes\": expected `refuse` or `adopt`"),
+        "{stderr}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

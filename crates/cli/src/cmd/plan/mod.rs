@@ -15,9 +15,7 @@ use std::process::ExitCode;
 use anyhow::{Context, anyhow, bail};
 use endstate_api::Fleet;
 use endstate_core::{DirTree, FleetObject, Options, Owner};
-use endstate_git::{
-    History, Oid, RenderCache, RewritePolicy, SignaturePolicy, Source, SourceConfig, WorkTree,
-};
+use endstate_git::{History, Oid, RenderCache, SignaturePolicy, Source, SourceConfig, WorkTree};
 use endstate_rollout::budget::Budgets;
 use endstate_rollout::live::OWNER_LABEL;
 use endstate_rollout::policy::Policy;
@@ -161,8 +159,15 @@ fn build(args: &PlanArgs, mirror: &Path, now: Time) -> anyhow::Result<PlanReport
     };
     // In CI the remote's credentials come from the environment (`ENDSTATE_GIT_TOKEN`, …).
     let credentials = endstate_git::Credentials::from_env().context("Git credentials")?;
-    let config = SourceConfig::new(repo.clone(), mirror.join("mirror"))
-        .credentials(credentials)
+    // With --live, the Fleet's source settings (its history-rewrite policy) as the controller
+    // reads them; the command line's repository, head and path on top.
+    let mut config = match spec {
+        Some(spec) => SourceConfig::from_spec(spec, mirror.join("mirror"), credentials, None)
+            .with_context(|| format!("Fleet {}/{fleet}: spec.source", args.namespace))?,
+        None => SourceConfig::new(repo.clone(), mirror.join("mirror")).credentials(credentials),
+    };
+    config.url = repo.clone();
+    let config = config
         .branch(head_ref.clone())
         .path(path.clone())
         .owner(owner.clone())
@@ -362,21 +367,19 @@ fn source_checks(
     own_branch: bool,
 ) {
     use endstate_controller::refusal::Refusal;
-    let spec = &live.fleet.spec.source;
     if own_branch {
-        let rewrites = spec
-            .on_history_rewrite
-            .as_deref()
-            .and_then(|p| p.parse::<RewritePolicy>().ok())
-            .unwrap_or_default();
+        let config = source.config();
         let last_applied = live
             .last_applied
             .as_deref()
             .and_then(|c| Oid::from_str(c).ok());
-        let branch = spec.branch.as_deref().unwrap_or("main");
-        if let Err(e) =
-            endstate_git::history::check(source.repository(), branch, head, last_applied, rewrites)
-        {
+        if let Err(e) = endstate_git::history::check(
+            source.repository(),
+            &config.branch,
+            head,
+            last_applied,
+            config.on_history_rewrite,
+        ) {
             analysis::refuse(report, &Refusal::from_git(&e), 0);
         }
     }
