@@ -237,10 +237,26 @@ pub struct RolloutCursor {
     /// The first objects that failed, with why (at most 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_objects: Option<Vec<FailedObject>>,
+    /// While a wave bakes, the last answers of its metric gates (at most 3 per gate, of the
+    /// first 8 gates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_samples: Option<Vec<GateSample>>,
     /// The rollout engine's serialised state (opaque; versioned by the engine).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "preserve_unknown_fields")]
     pub state: Option<serde_json::Value>,
+}
+
+/// One answer of a metric gate.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GateSample {
+    /// The gate's name.
+    pub gate: String,
+    /// When it answered (RFC 3339).
+    pub at: String,
+    /// What it answered: the value of each series, `no series`, or `no answer: …`.
+    pub answer: String,
 }
 
 /// One wave of a rollout and how far it is.

@@ -105,6 +105,10 @@ pub struct Gates {
     /// How long an object may take to report healthy for its new revision. Default `15m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// How long one query of a metric gate may take; one that takes longer counts as no
+    /// answer. Default `10s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_timeout: Option<String>,
     /// Metric gates that must stay within bounds while a wave bakes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<Vec<MetricGate>>,
@@ -116,9 +120,10 @@ pub struct Gates {
 pub struct MetricGate {
     /// A name for status and breaker evidence.
     pub name: String,
-    /// The base URL of a Prometheus-compatible query API.
+    /// The base URL of a Prometheus-compatible query API: `http://` or `https://`.
     pub url: String,
-    /// An instant query returning one value.
+    /// An instant query; every series it selects must be within bounds, and one that
+    /// selects none is no data.
     pub query: String,
     /// Fail below this value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -129,6 +134,15 @@ pub struct MetricGate {
     /// How often to sample while baking. Default `30s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<String>,
+    /// Extra request headers, e.g. `X-Scope-OrgID` for a multi-tenant query API. Credentials
+    /// belong in the Secret of `secretRef`, not here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+    /// A Secret in the Fleet's namespace with the query API's credentials: `token` (a bearer
+    /// token) or `username` and `password` (basic auth), and `ca.crt` (PEM certificates to
+    /// trust for an `https://` URL besides the system's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<crate::fleet::LocalObjectReference>,
 }
 
 /// Breaker thresholds. A threshold left unset is not checked; with nothing set, the breaker

@@ -293,6 +293,10 @@ pub struct RunArgs {
     /// Virtual seconds per real second in the simulator; 0 runs as fast as possible.
     #[arg(long, default_value_t = 0.0)]
     pub speed: f64,
+    /// The Secrets metric gates name (`secretRef`), laid out as mounted Secrets are:
+    /// `DIR/<name>/<key>` (`--live sim`; in a cluster they are read from the Fleet's namespace).
+    #[arg(long, value_name = "DIR")]
+    pub secrets_dir: Option<PathBuf>,
     /// Where the Git mirror lives between runs. Default: a temporary directory.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,

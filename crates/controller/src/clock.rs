@@ -13,6 +13,12 @@ pub trait Clock: Send + Sync {
     /// Waits until `deadline`, or until something may have changed before it (the simulated
     /// fleet's next operator event), whichever comes first.
     fn sleep_until(&self, deadline: Time) -> impl Future<Output = ()> + Send;
+    /// Whether waiting takes real time. A clock that jumps straight to its deadline (the
+    /// simulator at speed 0) must not run ahead of what comes in real time, such as a query
+    /// API's answer.
+    fn paced(&self) -> bool {
+        true
+    }
 }
 
 /// The wall clock.
@@ -65,6 +71,10 @@ impl SimClock {
 impl Clock for SimClock {
     fn now(&self) -> Time {
         self.live.lock().now()
+    }
+
+    fn paced(&self) -> bool {
+        self.speed > 0.0
     }
 
     async fn sleep_until(&self, deadline: Time) {

@@ -196,6 +196,8 @@ pub struct Controller<L: Live, C: Clock> {
     pub(crate) resume_pending: bool,
     /// The source changed: no rollout starts, and the loop stops once none is under way.
     pub(crate) retiring: bool,
+    /// The metric gates' queries in flight.
+    pub(crate) gates: crate::gates::Sampler,
 }
 
 impl<L: Live, C: Clock> std::fmt::Debug for Controller<L, C> {
@@ -251,7 +253,13 @@ impl<L: Live, C: Clock> Controller<L, C> {
             fence: None,
             resume_pending: false,
             retiring: false,
+            gates: crate::gates::Sampler::default(),
         }
+    }
+
+    /// Reads the Secrets that metric gates name (credentials, CA) from `secrets`.
+    pub fn set_gate_secrets(&mut self, secrets: std::sync::Arc<dyn crate::gates::Secrets>) {
+        self.gates.set_secrets(secrets);
     }
 
     /// The handle through which requests (approve, breaker reset, fetch now, suspend, stop)
@@ -282,12 +290,6 @@ impl<L: Live, C: Clock> Controller<L, C> {
     /// Changes how often a state that settles (without asking to be saved) is saved.
     pub fn set_persist_every(&mut self, every: Duration) {
         self.config.persist_every = every;
-    }
-
-    /// Changes how often the branch is fetched.
-    pub fn set_interval(&mut self, interval: Duration) {
-        self.config.interval = interval;
-        self.schedule = schedule(&self.config);
     }
 
     /// A handle that makes the loop fetch at once (a webhook, a file watch): notify it from
@@ -328,7 +330,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
         self.next_fetch = Time::ZERO;
         loop {
             if let Some(outcome) = self.turn(true).await? {
-                self.flush().await?;
+                self.save().await?;
                 return Ok(outcome);
             }
         }
@@ -340,7 +342,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
         while !self.control.stopping() {
             self.turn(false).await?;
         }
-        self.flush().await
+        self.save().await
     }
 
     /// Closes the latched breaker (after a human looked at the evidence): rollouts may start
@@ -355,7 +357,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
             self.say(&text);
         }
         self.step(Event::ResetBreaker).await?;
-        self.flush().await
+        self.save().await
     }
 
     /// Approves the wave held for approval.
@@ -465,11 +467,19 @@ impl<L: Live, C: Clock> Controller<L, C> {
         }
         let kick = self.kick.clone();
         let control = self.control.clone();
+        // A clock that jumps instead of waiting (the simulator at full speed) must not run
+        // ahead of the answers of a query API, which come in real time.
+        let hold_clock = self.gates.in_flight() && !self.clock.paced();
+        let mut answers = None;
         tokio::select! {
-            () = self.clock.sleep_until(until) => {}
+            () = self.clock.sleep_until(until), if !hold_clock => {}
+            sampled = self.gates.answered() => answers = Some(sampled),
             () = self.live.changed() => {}
             () = kick.notified() => self.next_fetch = Time::ZERO,
             () = control.changed() => {}
+        }
+        if let Some(answers) = answers {
+            self.step(Event::Sampled(answers)).await?;
         }
         let now = self.clock.now();
         if self.wake.is_some_and(|w| w <= now) {
@@ -515,7 +525,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
             // Approvals, resets and fetches wait for the Fleet to be resumed.
             self.control.keep(requests);
             if changed {
-                self.flush().await?;
+                self.save().await?;
             }
             return Ok(());
         }
@@ -594,7 +604,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
             changed = true;
         }
         if changed {
-            self.flush().await?;
+            self.save().await?;
         }
         Ok(())
     }

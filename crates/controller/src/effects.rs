@@ -6,6 +6,7 @@
 //! gate); there is no second retry layer.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use endstate_core::{FleetObject, ObjectRef};
 use endstate_rollout::health::{self, Health};
@@ -180,7 +181,14 @@ impl<L: Live, C: Clock> Controller<L, C> {
                     failed,
                     evidence,
                 } => Some(self.revert(&commit, last_good.as_deref(), &failed, &evidence)),
-                Effect::Sample(gates) => Some(Event::Sampled(crate::metrics::sample(&gates).await)),
+                Effect::Sample(gates) => {
+                    let timeout = self
+                        .engine
+                        .rollout()
+                        .map_or(Duration::from_secs(10), |r| r.policy().query_timeout);
+                    self.gates.ask(gates, timeout);
+                    None
+                }
                 Effect::WakeAt(t) => {
                     self.wake = Some(self.wake.map_or(t, |w| w.min(t)));
                     None
@@ -461,11 +469,6 @@ impl<L: Live, C: Clock> Controller<L, C> {
         self.saved_at = now;
         self.unsaved = false;
         Ok(())
-    }
-
-    /// Saves the status (if it changed).
-    pub(crate) async fn flush(&mut self) -> Result<(), Error> {
-        self.save().await
     }
 
     /// Saves the status when the last save is older than `persist_every`.

@@ -2,12 +2,15 @@
 //! rollout engine and a live fleet together, and performs every write.
 //!
 //! - [`controller`]: the loop and its turn;
+//! - [`admit`]: every check that refuses a head, shared with `plan`;
 //! - [`reconcile`]: fetch, check, render, plan, start (and resume);
 //! - [`effects`]: the one writer, and the status saves;
 //! - [`revert`]: attribution and the revert push;
+//! - [`gates`]: the metric gates' queries, off the loop;
 //! - [`refusal`]: why a head is not applied, as condition reasons;
 //! - [`status`]: the engine's state in the `Fleet` status.
 
+pub mod admit;
 pub mod clock;
 pub mod control;
 pub mod controller;
@@ -15,7 +18,7 @@ pub mod crash;
 pub mod demo;
 pub mod desired;
 mod effects;
-pub mod metrics;
+pub mod gates;
 pub mod origin;
 mod reconcile;
 pub mod refusal;

@@ -7,7 +7,7 @@ use endstate_rollout::diff::Op;
 use endstate_rollout::plan::{Inputs, Plan};
 use endstate_rollout::policy::Policy;
 use endstate_rollout::rollout::Start;
-use endstate_rollout::{Engine, Event, Live};
+use endstate_rollout::{Event, Live};
 
 use crate::clock::Clock;
 use crate::controller::{Controller, Error};
@@ -42,7 +42,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
     /// known to be at it already).
     pub async fn adopt(&mut self, commit: &str) -> Result<(), Error> {
         self.mark(commit, true);
-        self.flush().await
+        self.save().await
     }
 
     /// Loads the persisted state, and resumes a rollout that was under way: its commit is
@@ -198,13 +198,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
         };
         let new_head = self.head.as_deref() != Some(head.as_str());
         self.head = Some(head.clone());
-        if let Some(culprit) =
-            crate::refusal::carried_quarantine(&self.engine, self.source.git(), &head)
-        {
-            let refusal = Refusal::Quarantined {
-                head: head.clone(),
-                culprit,
-            };
+        if let Some(refusal) = crate::admit::quarantine(&self.engine, self.source.git(), &head) {
             return self.refuse(refusal, new_head).await;
         }
         if self.engine.busy() {
@@ -240,19 +234,10 @@ impl<L: Live, C: Clock> Controller<L, C> {
             orphans: None,
         });
         drop(base);
-        if !plan.immutable.is_empty() {
-            let refusal = Refusal::ImmutablePackage {
-                head: head.clone(),
-                names: plan.immutable.iter().map(ToString::to_string).collect(),
-            };
-            return self.refuse(refusal, true).await;
-        }
-        if !plan.mass_deletes.is_empty() {
-            let refusal = Refusal::MassDelete {
-                head: head.clone(),
-                scopes: plan.mass_deletes.iter().map(ToString::to_string).collect(),
-                ratio: format!("{}%", desired.policy.prune.max_delete_ratio),
-            };
+        if let Some((refusal, _)) = crate::admit::changes(&head, &plan, &desired.policy)
+            .into_iter()
+            .next()
+        {
             return self.refuse(refusal, true).await;
         }
         self.record.stalled = None;
@@ -268,6 +253,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
             ));
         }
         self.held = plan.held.clone();
+        self.record.held_back = plan.held.iter().map(|(_, n)| n).sum();
         if plan.is_empty() {
             self.tally.noops += 1;
             if new_head || self.record.last_applied.as_deref() != Some(head.as_str()) {
@@ -276,7 +262,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
             // Held-back Machines are not at the head: it is not a good commit.
             let good = self.engine.breaker().is_none() && plan.held.is_empty();
             self.mark(&head, good);
-            return self.flush().await.map(|()| None);
+            return self.save().await.map(|()| None);
         }
         if let Some(trip) = self.engine.breaker() {
             let why = format!(
@@ -343,7 +329,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
             self.reporter.refused(now, &refusal);
         }
         self.record.stalled = Some(refusal.clone());
-        self.flush().await?;
+        self.save().await?;
         Ok(Some(refusal))
     }
 
@@ -389,12 +375,6 @@ impl<L: Live, C: Clock> Controller<L, C> {
             .map(|r| r.policy().clone())
             .or_else(|| self.desired.as_ref().map(|d| d.policy.clone()))
             .unwrap_or_default()
-    }
-
-    /// The engine, for tests that build states.
-    #[doc(hidden)]
-    pub fn engine_mut(&mut self) -> &mut Engine {
-        &mut self.engine
     }
 
     /// The identity of `id` in the fleet's namespace.

@@ -134,29 +134,6 @@ fn subject(head: &str) -> String {
     }
 }
 
-/// The quarantined commit that `head` is, or carries without a revert since (judged on
-/// `source`'s history; without one, only `head` itself is checked): such a head is refused as
-/// [`Refusal::Quarantined`].
-pub fn carried_quarantine(
-    engine: &endstate_rollout::Engine,
-    source: Option<&endstate_git::Source>,
-    head: &str,
-) -> Option<String> {
-    if engine.quarantine().is_empty() {
-        return None;
-    }
-    if engine.quarantined(head) {
-        return Some(head.to_owned());
-    }
-    let head = endstate_git::Oid::from_str(head).ok()?;
-    let quarantined: Vec<&str> = engine
-        .quarantine()
-        .iter()
-        .map(|q| q.commit.as_str())
-        .collect();
-    source?.carries(head, &quarantined)
-}
-
 /// `text` cut to at most `chars` characters at a line end where it can, saying how many lines
 /// were left out.
 pub fn capped(text: &str, chars: usize) -> String {

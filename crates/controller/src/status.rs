@@ -8,8 +8,8 @@
 
 use endstate_api::Condition;
 use endstate_api::fleet::{
-    BreakerStatus, BudgetUsage, FailedObject, FleetStatus, HistoryEntry, QuarantinedCommit,
-    RolloutCursor, WaveProgress,
+    BreakerStatus, BudgetUsage, FailedObject, FleetStatus, GateSample, HistoryEntry,
+    QuarantinedCommit, RolloutCursor, WaveProgress,
 };
 use endstate_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time as MetaTime;
 use endstate_rollout::policy::Policy;
@@ -39,6 +39,8 @@ pub struct Record {
     pub suspended: bool,
     /// The request tokens acted on.
     pub handled: Handled,
+    /// Machines the last plan held back because their Cluster reports Failed.
+    pub held_back: usize,
 }
 
 /// The tokens of the last requests acted on (see `endstate_api::fleet::requests`).
@@ -108,6 +110,19 @@ pub fn to_status(engine: &Engine, record: &Record, policy: &Policy, now: Time) -
                     })
                     .collect(),
             ),
+            gate_samples: match r.phase() {
+                Phase::Baking { samples, .. } if !samples.is_empty() => Some(
+                    samples
+                        .iter()
+                        .map(|k| GateSample {
+                            gate: k.gate.clone(),
+                            at: k.at.rfc3339(),
+                            answer: k.answer.clone(),
+                        })
+                        .collect(),
+                ),
+                _ => None,
+            },
             state,
         },
         // No rollout yet: still persist budgets and quarantine.
@@ -187,6 +202,8 @@ pub fn from_status(status: &FleetStatus) -> Result<(Engine, Record), String> {
             approve: status.last_handled_approve_at.clone(),
             reset_breaker: status.last_handled_reset_breaker_at.clone(),
         },
+        // The next reconcile plans again and counts them.
+        held_back: 0,
     };
     Ok((engine, record))
 }
@@ -305,33 +322,27 @@ fn conditions(engine: &Engine, record: &Record, now: Time) -> Vec<Condition> {
         let (reason, message) = busy_reason(engine);
         (false, reason, message)
     } else {
-        (
-            true,
-            "InSync",
-            format!(
-                "fleet at {}",
-                record.last_applied.as_deref().unwrap_or("nothing yet")
-            ),
-        )
+        idle_readiness(record)
+    };
+    // A Fleet that has not finished its first reconcile is still reconciling (kstatus).
+    let first = !busy
+        && !record.suspended
+        && record.stalled.is_none()
+        && engine.breaker().is_none()
+        && record.last_applied.is_none();
+    let (reconciling, why, what) = if busy {
+        let (reason, message) = busy_reason(engine);
+        (true, reason, message)
+    } else if first {
+        (true, reason, message.clone())
+    } else if record.suspended {
+        (false, "Suspended", "nothing to roll out".to_owned())
+    } else {
+        (false, "Idle", "nothing to roll out".to_owned())
     };
     vec![
         condition("Ready", ready, reason, message),
-        condition(
-            "Reconciling",
-            busy,
-            if busy {
-                busy_reason(engine).0
-            } else if record.suspended {
-                "Suspended"
-            } else {
-                "Idle"
-            },
-            if busy {
-                busy_reason(engine).1
-            } else {
-                "nothing to roll out".to_owned()
-            },
-        ),
+        condition("Reconciling", reconciling, why, what),
         condition(
             "Stalled",
             record.stalled.is_some(),
@@ -342,6 +353,35 @@ fn conditions(engine: &Engine, record: &Record, now: Time) -> Vec<Condition> {
             ),
         ),
     ]
+}
+
+/// Ready when no rollout is under way: `True` only once the commit the fleet was brought to
+/// is recorded good, in the same save (a new Fleet, or one whose last rollout held Machines
+/// back, is not Ready).
+fn idle_readiness(record: &Record) -> (bool, &'static str, String) {
+    match (&record.last_applied, &record.last_good) {
+        (None, _) => (
+            false,
+            "Progressing",
+            "not reconciled yet: the branch is fetched and rolled out first".to_owned(),
+        ),
+        (Some(applied), Some(good)) if applied == good => {
+            (true, "InSync", format!("fleet at {applied}"))
+        }
+        (Some(applied), _) if record.held_back > 0 => (
+            false,
+            "HeldBack",
+            format!(
+                "{} Machines are held back, their Cluster reports Failed: {applied} is not good",
+                record.held_back
+            ),
+        ),
+        (Some(applied), _) => (
+            false,
+            "Progressing",
+            format!("{applied} is rolled out and not recorded good yet"),
+        ),
+    }
 }
 
 /// Why a rollout under way is not done: the reason Ready and Reconciling report.
@@ -441,7 +481,11 @@ mod tests {
 
     #[test]
     fn every_condition_says_why_and_keeps_its_transition_time() {
-        let mut record = Record::default();
+        let mut record = Record {
+            last_applied: Some("c0ffee".into()),
+            last_good: Some("c0ffee".into()),
+            ..Record::default()
+        };
         let status = to_status(
             &Engine::default(),
             &record,
@@ -474,5 +518,54 @@ mod tests {
         let ready = stalled.iter().find(|c| c.type_ == "Ready").unwrap();
         assert_eq!(ready.reason, "InvalidCommit");
         assert_ne!(ready.last_transition_time, first[0].last_transition_time);
+    }
+
+    fn ready_and_reconciling(record: &Record) -> [(String, String); 2] {
+        let conditions = to_status(&Engine::default(), record, &Policy::default(), Time(0))
+            .conditions
+            .unwrap();
+        ["Ready", "Reconciling"].map(|type_| {
+            let c = conditions.iter().find(|c| c.type_ == type_).unwrap();
+            (c.status.clone(), c.reason.clone())
+        })
+    }
+
+    fn pair(status: &str, reason: &str) -> (String, String) {
+        (status.to_owned(), reason.to_owned())
+    }
+
+    /// A new Fleet said Ready=True InSync before anything was fetched, and again when its first
+    /// rollout ended in the save before the good commit was recorded: `kubectl wait
+    /// --for=condition=Ready` returned before the fleet was there.
+    #[test]
+    fn ready_is_true_only_with_the_good_commit_recorded() {
+        let mut record = Record::default();
+        assert_eq!(
+            ready_and_reconciling(&record),
+            [pair("False", "Progressing"), pair("True", "Progressing")],
+            "a new Fleet"
+        );
+        record.last_applied = Some("c0ffee".into());
+        assert_eq!(
+            ready_and_reconciling(&record),
+            [pair("False", "Progressing"), pair("False", "Idle")],
+            "rolled out, not recorded good"
+        );
+        record.held_back = 3;
+        assert_eq!(
+            ready_and_reconciling(&record)[0],
+            pair("False", "HeldBack"),
+            "Machines held back by a failed Cluster"
+        );
+        record.last_good = Some("c0ffee".into());
+        assert_eq!(
+            ready_and_reconciling(&record),
+            [pair("True", "InSync"), pair("False", "Idle")]
+        );
+        record.suspended = true;
+        assert_eq!(
+            ready_and_reconciling(&record),
+            [pair("False", "Suspended"), pair("False", "Suspended")]
+        );
     }
 }

@@ -9,6 +9,7 @@ pub mod fuzzing;
 pub mod object;
 pub mod policy;
 pub mod render;
+pub mod syntax;
 pub mod tree;
 pub mod validate;
 pub mod yaml;

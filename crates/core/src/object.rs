@@ -54,15 +54,6 @@ impl Kind {
     pub fn index(self) -> usize {
         self as usize
     }
-
-    /// Whether objects of the kind are package versions: immutable once in use, inert until
-    /// something points at them.
-    pub fn is_package(self) -> bool {
-        matches!(
-            self,
-            Kind::MachinePackageVersion | Kind::ClusterPackageVersion
-        )
-    }
 }
 
 impl fmt::Display for Kind {
@@ -273,15 +264,6 @@ impl FleetObject {
         Ok(())
     }
 
-    /// Whether the object reports a status (Machines and Clusters do).
-    pub fn has_status(&self) -> bool {
-        match self {
-            FleetObject::Machine(m) => m.status.is_some(),
-            FleetObject::Cluster(c) => c.status.is_some(),
-            _ => false,
-        }
-    }
-
     /// Drops the status (Machines and Clusters have one).
     pub fn clear_status(&mut self) {
         match self {
@@ -334,6 +316,24 @@ from_kind!(
     Machine,
     RolloutPolicy
 );
+
+/// Where an object was declared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// The resource file.
+    pub file: String,
+    /// The 1-based line its document starts at.
+    pub line: usize,
+}
+
+/// One rendered object and where it came from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RenderedObject {
+    /// The object after every patch and transformation.
+    pub object: FleetObject,
+    /// Its declaration.
+    pub origin: Origin,
+}
 
 #[cfg(test)]
 mod tests {

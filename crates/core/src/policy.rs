@@ -9,7 +9,7 @@ use endstate_api::IntOrString;
 use endstate_api::policy::{self, OnNewCommit, RolloutPolicySpec};
 use serde::{Deserialize, Serialize};
 
-use crate::validate::{Size, size};
+use crate::syntax::{Size, size};
 
 /// The operation classes budgets limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -146,6 +146,10 @@ pub struct MetricGate {
     pub max: Option<f64>,
     /// How often to sample while baking.
     pub interval: Duration,
+    /// Extra request headers, in name order.
+    pub headers: Vec<(String, String)>,
+    /// The Secret (in the Fleet's namespace) holding the credentials and CA, if any.
+    pub secret: Option<String>,
 }
 
 impl MetricGate {
@@ -192,6 +196,8 @@ pub struct Policy {
     pub clusters: Sequence,
     /// How long an object may take to become healthy for its new revision.
     pub gate_timeout: Duration,
+    /// How long one query of a metric gate may take.
+    pub query_timeout: Duration,
     /// Metric gates checked while a wave bakes.
     pub metrics: Vec<MetricGate>,
     /// Breaker thresholds.
@@ -346,6 +352,13 @@ fn resolve(spec: &RolloutPolicySpec, problems: &mut Problems) -> Option<Policy> 
         "spec.gates.timeout",
         problems,
     );
+    let query_timeout = duration(
+        gates
+            .and_then(|g| g.query_timeout.as_deref())
+            .unwrap_or("10s"),
+        "spec.gates.queryTimeout",
+        problems,
+    );
     let metrics = metrics(gates, problems);
     let breaker = thresholds(spec.breaker.as_ref(), problems);
     let budgets = budgets(spec.budgets.as_deref().unwrap_or_default(), problems);
@@ -361,6 +374,7 @@ fn resolve(spec: &RolloutPolicySpec, problems: &mut Problems) -> Option<Policy> 
         machines: machines?,
         clusters: clusters?,
         gate_timeout: gate_timeout?,
+        query_timeout: query_timeout?,
         metrics: metrics?,
         breaker: breaker?,
         budgets: budgets?,
@@ -446,7 +460,7 @@ fn sequence(
     let spread_by = plan.and_then(|p| p.spread_by.clone());
     if let Some(by) = &spread_by
         && by != "idc"
-        && crate::validate::qualified_name(by).is_err()
+        && crate::syntax::qualified_name(by).is_err()
     {
         problems.add::<()>(format!(
             "{field}.spreadBy {by:?} must be `idc` or a label key"
@@ -471,14 +485,31 @@ fn metrics(gates: Option<&policy::Gates>, problems: &mut Problems) -> Option<Vec
             if !names.insert(&m.name) {
                 problems.add::<()>(format!("{at}.name {:?} is used twice", m.name));
             }
-            if m.url.starts_with("https://") {
+            let host = m
+                .url
+                .strip_prefix("http://")
+                .or_else(|| m.url.strip_prefix("https://"));
+            if host.is_none_or(|h| h.is_empty() || h.starts_with('/')) {
                 problems.add::<()>(format!(
-                    "{at}.url {:?}: https query APIs are not supported; reach the query API over \
-                     http:// (inside the cluster, or through a local TLS-terminating proxy)",
+                    "{at}.url {:?} must be an http:// or https:// URL",
                     m.url
                 ));
-            } else if !m.url.starts_with("http://") || m.url.len() == "http://".len() {
-                problems.add::<()>(format!("{at}.url {:?} must be an http:// URL", m.url));
+            }
+            for (name, value) in m.headers.iter().flatten() {
+                let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+                if name.is_empty() || !name.chars().all(token) {
+                    problems.add::<()>(format!("{at}.headers: {name:?} is not a header name"));
+                } else if name.eq_ignore_ascii_case("authorization") {
+                    problems.add::<()>(format!(
+                        "{at}.headers: put the credentials in the Secret of secretRef \
+                         (`token`, or `username` and `password`), not in the policy"
+                    ));
+                }
+                if value.chars().any(|c| c.is_control()) {
+                    problems.add::<()>(format!(
+                        "{at}.headers.{name}: a header value cannot hold control characters"
+                    ));
+                }
             }
             if m.min.is_none() && m.max.is_none() {
                 problems.add::<()>(format!("{at} needs `min`, `max` or both"));
@@ -500,6 +531,13 @@ fn metrics(gates: Option<&policy::Gates>, problems: &mut Problems) -> Option<Vec
                 min: m.min,
                 max: m.max,
                 interval: interval?,
+                headers: m
+                    .headers
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                secret: m.secret_ref.as_ref().map(|r| r.name.clone()),
             })
         })
         .collect();
@@ -696,7 +734,7 @@ mod tests {
         let spec: RolloutPolicySpec = serde_json::from_value(serde_json::json!({
             "machines": {"waves": [{"size": "50%"}, {"size": "5%"}], "maxUnavailable": 0},
             "gates": {"timeout": "soon", "metrics": [
-                {"name": "m", "url": "https://prom:9090", "query": "up", "min": 1}]},
+                {"name": "m", "url": "prom:9090", "query": "up", "min": 1}]},
             "budgets": [{"class": "machine-delete", "limit": -1, "window": "1h"},
                         {"class": "nodes", "limit": 1, "window": "0s"}],
             "windows": [{"days": ["Monday"], "start": "25:00", "end": "02:00"}],
@@ -709,7 +747,7 @@ mod tests {
             "spec.machines.waves: the last wave must be 100%",
             "spec.machines.maxUnavailable 0 must be at least 1",
             "spec.gates.timeout:",
-            "spec.gates.metrics[0].url \"https://prom:9090\": https query APIs are not supported",
+            "spec.gates.metrics[0].url \"prom:9090\" must be an http:// or https:// URL",
             "spec.budgets[0].limit must not be negative",
             "spec.budgets[1].class \"nodes\" is not one of",
             "spec.budgets[1].window must be longer than 0",

@@ -8,8 +8,6 @@ use std::path::PathBuf;
 use endstate_core::Diagnostics;
 use git2::Oid;
 
-use crate::signature::Refusal;
-
 /// The adapter's result.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -197,4 +195,39 @@ impl FailureKind {
 pub(crate) fn git(what: impl Into<String>) -> impl FnOnce(git2::Error) -> Error {
     let what = what.into();
     move |source| Error::Git { what, source }
+}
+
+/// Why a commit fails the policy.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The commit carries no signature.
+    #[error("the commit is unsigned; the signature policy requires a signature by an allowed key")]
+    Unsigned,
+    /// The signature is of the other kind.
+    #[error(
+        "the commit carries an {found} signature; the policy accepts {expected} signatures only"
+    )]
+    WrongKind {
+        /// What the policy wants.
+        expected: &'static str,
+        /// What the commit has.
+        found: &'static str,
+    },
+    /// Signed, but by a key the policy does not list.
+    #[error("signed by {key}, which is not an allowed key")]
+    UnknownKey {
+        /// The signing key's fingerprint (or OpenPGP issuer).
+        key: String,
+    },
+    /// By an allowed key, but the signature does not check out (the commit was altered).
+    #[error("the signature by {key} does not verify: {reason}")]
+    BadSignature {
+        /// The key.
+        key: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The signature cannot be read.
+    #[error("the signature cannot be read: {0}")]
+    Malformed(String),
 }

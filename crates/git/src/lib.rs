@@ -23,6 +23,7 @@ mod remote;
 pub mod revert;
 pub mod signature;
 pub mod source;
+pub mod trailers;
 pub mod tree;
 pub mod trigger;
 pub mod watch;
@@ -38,7 +39,7 @@ pub use history::{Ancestry, History, RewritePolicy};
 
 pub use revert::{Evidence, RevertConfig, RevertOutcome, RevertWriter, Reverted};
 pub use signature::{Refusal, SignaturePolicy, SshSigner, Verified};
-pub use source::{Backoff, Fetched, Source, SourceConfig, SourceStatus};
+pub use source::{Backoff, Fetched, Judged, Source, SourceConfig, SourceStatus, check_head};
 pub use tree::CommitTree;
 pub use trigger::{Schedule, Trigger, Triggers};
 pub use watch::Watcher;

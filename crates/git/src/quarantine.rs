@@ -8,7 +8,7 @@
 
 use git2::{Oid, Repository};
 
-use crate::revert::REVERT_OF;
+use crate::trailers::REVERT_OF;
 
 /// The first of `quarantined` that `head` is, or descends from without a revert since.
 /// Unreadable history counts as carrying it: unsure means not rolling out.

@@ -22,10 +22,7 @@ use crate::remote::Remote;
 use crate::signature::SshSigner;
 use crate::source::SourceConfig;
 
-/// The trailer naming the commit a revert undoes.
-pub const REVERT_OF: &str = "Endstate-Revert-Of";
-/// The trailer naming the fleet whose breaker asked for the revert.
-pub const FLEET: &str = "Endstate-Fleet";
+pub use crate::trailers::{FLEET, REVERT_OF};
 
 /// The local ref a revert is pushed from.
 const PUSH_REF: &str = "refs/endstate/revert";

@@ -16,6 +16,7 @@ use pgp::types::KeyDetails;
 use ssh_key::{HashAlg, LineEnding, PrivateKey, PublicKey, SshSig};
 
 use crate::credentials::Secret;
+pub use crate::error::Refusal;
 use crate::error::{Error, Result};
 
 /// The namespace Git signs commits in.
@@ -48,41 +49,6 @@ impl fmt::Debug for SignaturePolicy {
                 .finish(),
         }
     }
-}
-
-/// Why a commit fails the policy.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
-    /// The commit carries no signature.
-    #[error("the commit is unsigned; the signature policy requires a signature by an allowed key")]
-    Unsigned,
-    /// The signature is of the other kind.
-    #[error(
-        "the commit carries an {found} signature; the policy accepts {expected} signatures only"
-    )]
-    WrongKind {
-        /// What the policy wants.
-        expected: &'static str,
-        /// What the commit has.
-        found: &'static str,
-    },
-    /// Signed, but by a key the policy does not list.
-    #[error("signed by {key}, which is not an allowed key")]
-    UnknownKey {
-        /// The signing key's fingerprint (or OpenPGP issuer).
-        key: String,
-    },
-    /// By an allowed key, but the signature does not check out (the commit was altered).
-    #[error("the signature by {key} does not verify: {reason}")]
-    BadSignature {
-        /// The key.
-        key: String,
-        /// What failed.
-        reason: String,
-    },
-    /// The signature cannot be read.
-    #[error("the signature cannot be read: {0}")]
-    Malformed(String),
 }
 
 /// Who signed an accepted commit.

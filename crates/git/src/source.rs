@@ -297,29 +297,16 @@ impl Source {
 
     /// Checks a commit of the mirror against the history and signature policies.
     pub fn check(&self, commit: Oid) -> Result<Fetched> {
-        let ancestry = history::check(
+        check_head(
             &self.repo,
-            &self.config.branch,
+            &Judged {
+                branch: &self.config.branch,
+                last_applied: self.history.last_applied()?,
+                on_history_rewrite: self.config.on_history_rewrite,
+                verify: self.config.verify.as_ref(),
+            },
             commit,
-            self.history.last_applied()?,
-            self.config.on_history_rewrite,
-        )?;
-        if ancestry == Ancestry::Rewritten {
-            tracing::warn!(branch = %self.config.branch, %commit, "history rewritten; adopting it");
-        }
-        let signed_by = match &self.config.verify {
-            Some(policy) => Some(
-                policy
-                    .verify(&self.repo, commit)
-                    .map_err(|reason| Error::Unverified { commit, reason })?,
-            ),
-            None => None,
-        };
-        Ok(Fetched {
-            commit,
-            ancestry,
-            signed_by,
-        })
+        )
     }
 
     /// Renders commits with `options` from now on.
@@ -455,4 +442,47 @@ mod tests {
         assert_eq!(delays, [0, 2, 4, 8, 16, 32, 60, 60]);
         assert_eq!(b.delay(u32::MAX), Duration::from_secs(60));
     }
+}
+
+/// What a branch's head is judged against: its branch, the last applied commit, and the
+/// Fleet's history and signature policies.
+#[derive(Clone, Copy, Debug)]
+pub struct Judged<'a> {
+    /// The branch the head is the head of.
+    pub branch: &'a str,
+    /// The commit last applied, which the head must descend from.
+    pub last_applied: Option<Oid>,
+    /// What to do when it does not.
+    pub on_history_rewrite: RewritePolicy,
+    /// The signature policy, if heads must be signed.
+    pub verify: Option<&'a SignaturePolicy>,
+}
+
+/// Checks `commit` of `repo` against the history and signature policies of `judged`: the one
+/// check of a head, run by [`Source::fetch`] for the controller and by `plan` for a Fleet's
+/// branch.
+pub fn check_head(repo: &Repository, judged: &Judged<'_>, commit: Oid) -> Result<Fetched> {
+    let ancestry = history::check(
+        repo,
+        judged.branch,
+        commit,
+        judged.last_applied,
+        judged.on_history_rewrite,
+    )?;
+    if ancestry == Ancestry::Rewritten {
+        tracing::warn!(branch = %judged.branch, %commit, "history rewritten; adopting it");
+    }
+    let signed_by = match judged.verify {
+        Some(policy) => Some(
+            policy
+                .verify(repo, commit)
+                .map_err(|reason| Error::Unverified { commit, reason })?,
+        ),
+        None => None,
+    };
+    Ok(Fetched {
+        commit,
+        ancestry,
+        signed_by,
+    })
 }

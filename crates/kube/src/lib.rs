@@ -20,6 +20,7 @@ mod lease;
 mod limiter;
 mod live;
 mod retry;
+mod secrets;
 mod status;
 
 pub use cache::PAGE_SIZE;
@@ -29,6 +30,7 @@ pub use lease::{Ended, FenceLayer, Fenced, FencedService, Leadership, LeaseSetti
 pub use limiter::{LimiterStats, Limits, RateLimitLayer, RateLimited, RateLimiter};
 pub use live::{KubeLive, Settings, WriteStats, client_for, rate_limited_client};
 pub use retry::Retry;
+pub use secrets::read_secret;
 
 /// Sends `agent` as the User-Agent of every request made with `config` (so that the API
 /// server's audit log tells endstate's replicas apart).

@@ -129,14 +129,6 @@ impl RateLimiter {
         }
     }
 
-    /// Waits for a token.
-    pub async fn acquire(&self) {
-        let wait = self.reserve();
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
-    }
-
     /// Records a response: 429 and 5xx halve the rate.
     pub fn observe(&self, status: StatusCode) {
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {

@@ -13,6 +13,7 @@
 
 pub mod budget;
 pub mod diff;
+pub mod gates;
 pub mod health;
 pub mod live;
 pub mod persist;

@@ -378,7 +378,21 @@ pub fn worst_state(n: u32, inflight: &[u32], failed: &[u32]) -> Value {
                 "positions": {"Machines": failed_positions},
                 "fleet": 7
             },
-            "phase": "Running",
+            // A bake holding every kept answer of its metric gates (the largest phase).
+            "phase": {"Baking": {
+                "until": T0,
+                "next_sample": T0,
+                "metrics_ok": false,
+                "metrics_missing_since": T0,
+                "asked": T0,
+                "samples": (0..crate::gates::KEPT_GATES * crate::gates::KEPT_PER_GATE)
+                    .map(|_| json!({
+                        "gate": text(crate::gates::ANSWER_CHARS + 3, 'g'),
+                        "at": T0,
+                        "answer": text(crate::gates::ANSWER_CHARS + 3, 'a'),
+                    }))
+                    .collect::<Vec<_>>(),
+            }},
             "supersededBy": commit,
             "startedAt": T0,
             "waiting": text(200, 'w'),

@@ -28,6 +28,7 @@ use endstate_core::{FleetObject, ObjectRef};
 use serde::{Deserialize, Serialize};
 
 use crate::budget::{BudgetClass, Budgets};
+use crate::gates::{Kept, Sample, Verdict};
 use crate::health::Health;
 use crate::plan::{self, Plan, Seq, StageSpec, Universe};
 use crate::policy::{MetricGate, Policy};
@@ -404,8 +405,14 @@ pub enum Phase {
         next_sample: Option<Time>,
         /// Whether the last sample of every metric gate was in bounds.
         metrics_ok: bool,
-        /// Since when the metric gates have not answered, if they have not.
+        /// Since when the metric gates have had no data (no answer or no series), if so.
         metrics_missing_since: Option<Time>,
+        /// When the query now outstanding was asked, if one is: it counts as no data from then.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        asked: Option<Time>,
+        /// The gates' last answers (bounded: see [`crate::gates`]).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        samples: Vec<Kept>,
     },
     /// The stage is done; the next waits for a human.
     AwaitingApproval,
@@ -506,8 +513,8 @@ pub enum Event {
     Written(Vec<(ObjectRef, Result<i64, String>)>),
     /// What the gates see of objects the engine is interested in (see [`Engine::interest`]).
     Observed(Vec<(ObjectRef, Health)>),
-    /// Samples of the metric gates: a value, or why the query failed.
-    Sampled(Vec<(String, Result<f64, String>)>),
+    /// The answers of the metric gates asked by [`Effect::Sample`], by gate name.
+    Sampled(Vec<(String, Sample)>),
     /// A human approved the held stage.
     Approve,
     /// The branch moved on to another commit.
@@ -1179,62 +1186,106 @@ impl Engine {
         }
     }
 
-    fn sampled(
-        &mut self,
-        samples: Vec<(String, Result<f64, String>)>,
-        now: Time,
-        fx: &mut Vec<Effect>,
-    ) {
+    fn sampled(&mut self, samples: Vec<(String, Sample)>, now: Time, fx: &mut Vec<Effect>) {
         let Some(r) = &mut self.rollout else { return };
         let Phase::Baking {
             metrics_ok,
             metrics_missing_since,
+            asked,
+            samples: kept,
             ..
         } = &mut r.phase
         else {
             return;
         };
-        let mut ok = true;
+        // No data counts from when the query was asked, not from when it gave up.
+        let asked_at = asked.take().unwrap_or(now);
         let mut violation = None;
+        let mut missing = None;
         for (name, sample) in samples {
             let Some(gate) = r.policy.metrics.iter().find(|g| g.name == name) else {
                 continue;
             };
-            match sample {
-                Ok(value) if gate.admits(value) => {}
-                Ok(value) => {
-                    violation = Some(format!(
-                        "metric {name} = {value} is outside [{}, {}]",
-                        gate.min.map_or("-∞".into(), |v| v.to_string()),
-                        gate.max.map_or("+∞".into(), |v| v.to_string())
-                    ));
-                }
-                Err(why) => {
-                    ok = false;
-                    metrics_missing_since.get_or_insert(now);
-                    if now.since(metrics_missing_since.unwrap_or(now)) >= r.policy.gate_timeout {
-                        violation = Some(format!(
-                            "metric {name} has not answered for {}: {why}",
-                            human(r.policy.gate_timeout)
-                        ));
-                    }
-                }
+            crate::gates::keep(kept, &name, now, &sample);
+            match crate::gates::judge(gate, &sample) {
+                Verdict::InBounds => {}
+                Verdict::OutOfBounds(why) => violation = Some(why),
+                Verdict::NoData(what) => missing = Some((name, what)),
             }
         }
-        *metrics_ok = ok && violation.is_none();
-        if ok {
-            *metrics_missing_since = None;
+        *metrics_ok = missing.is_none() && violation.is_none();
+        match &missing {
+            Some(_) => {
+                metrics_missing_since.get_or_insert(asked_at);
+            }
+            None => *metrics_missing_since = None,
+        }
+        let since = *metrics_missing_since;
+        let timeout = r.policy.gate_timeout;
+        if violation.is_none()
+            && let (Some((name, what)), Some(since)) = (missing, since)
+        {
+            if now.since(since) >= timeout {
+                violation = Some(format!("metric {name}: {what} for {}", human(timeout)));
+            } else {
+                let why = format!("metric {name}: {what} for {}", human(now.since(since)));
+                if r.waiting.as_ref() != Some(&why) {
+                    fx.push(Effect::Report(Report::Waiting(why.clone())));
+                    r.waiting = Some(why);
+                }
+            }
+        } else if r
+            .waiting
+            .as_deref()
+            .is_some_and(|w| w.starts_with("metric "))
+        {
+            r.waiting = None;
         }
         if let Some(reason) = violation {
-            let stage = r.stage;
-            r.failures.per_stage[stage] += 1;
-            r.failures.total += 1;
-            r.failures.fleet += 1;
-            if r.failures.first.len() < KEPT_FAILURES {
-                r.failures.first.push(Note::new("fleet".into(), &reason));
-            }
-            self.trip(reason, now, fx);
+            self.metric_trip(reason, now, fx);
         }
+    }
+
+    /// Trips the breaker for a metric gate: no object is to blame.
+    fn metric_trip(&mut self, reason: String, now: Time, fx: &mut Vec<Effect>) {
+        let Some(r) = &mut self.rollout else { return };
+        let stage = r.stage;
+        r.failures.per_stage[stage] += 1;
+        r.failures.total += 1;
+        r.failures.fleet += 1;
+        if r.failures.first.len() < KEPT_FAILURES {
+            r.failures.first.push(Note::new("fleet".into(), &reason));
+        }
+        if let Phase::Baking { samples, .. } = &r.phase {
+            for kept in samples {
+                if r.failures.first.len() < KEPT_FAILURES {
+                    let answer = format!("{} at {}", kept.answer, kept.at);
+                    r.failures
+                        .first
+                        .push(Note::new(format!("metric {}", kept.gate), &answer));
+                }
+            }
+        }
+        self.trip(reason, now, fx);
+    }
+
+    /// When the metric gates of a bake will have had no data for the gate timeout: the
+    /// oldest of an answer without data and a query asked and not answered.
+    fn metrics_deadline(r: &Rollout) -> Option<Time> {
+        let Phase::Baking {
+            metrics_missing_since,
+            asked,
+            ..
+        } = &r.phase
+        else {
+            return None;
+        };
+        let since = match (metrics_missing_since, asked) {
+            (Some(a), Some(b)) => (*a).min(*b),
+            (Some(a), None) | (None, Some(a)) => *a,
+            (None, None) => return None,
+        };
+        Some(since + r.policy.gate_timeout)
     }
 
     /// Records failures of in-flight changes and trips the breaker when a threshold is crossed.
@@ -1515,13 +1566,45 @@ impl Engine {
                     metrics_ok,
                     ..
                 } => {
+                    if let Some(deadline) = Self::metrics_deadline(r)
+                        && deadline <= now
+                    {
+                        let timeout = human(r.policy.gate_timeout);
+                        let last = match &r.phase {
+                            Phase::Baking { samples, .. } => samples
+                                .iter()
+                                .filter(|k| k.answer.starts_with("no "))
+                                .max_by_key(|k| k.at),
+                            _ => None,
+                        };
+                        let reason = match last {
+                            Some(k) if k.answer == "no series" => {
+                                format!("metric {}: no series for {timeout}", k.gate)
+                            }
+                            Some(k) => format!(
+                                "metric {}: no answer for {timeout} (last: {})",
+                                k.gate, k.answer
+                            ),
+                            None => {
+                                let names: Vec<&str> =
+                                    r.policy.metrics.iter().map(|g| g.name.as_str()).collect();
+                                format!("metric {}: no answer for {timeout}", names.join(", "))
+                            }
+                        };
+                        self.metric_trip(reason, now, fx);
+                        break;
+                    }
                     if let Some(at) = next_sample
                         && at <= now
                     {
                         fx.push(Effect::Sample(r.policy.metrics.clone()));
                         let interval = r.policy.metrics.iter().map(|m| m.interval).min();
-                        if let Phase::Baking { next_sample, .. } = &mut r.phase {
+                        if let Phase::Baking {
+                            next_sample, asked, ..
+                        } = &mut r.phase
+                        {
                             *next_sample = interval.map(|i| now + i);
+                            asked.get_or_insert(now);
                         }
                         break;
                     }
@@ -1624,6 +1707,8 @@ impl Engine {
                 next_sample: sample.then_some(now),
                 metrics_ok: !sample,
                 metrics_missing_since: None,
+                asked: None,
+                samples: Vec::new(),
             };
             fx.push(Effect::Persist);
             return true;
@@ -1709,6 +1794,7 @@ impl Engine {
 
     fn stage_done(&mut self, fx: &mut Vec<Effect>) {
         let Some(r) = &mut self.rollout else { return };
+        r.waiting = None;
         let stage = &r.stages[r.stage];
         fx.push(Effect::Report(Report::StageCompleted {
             index: r.stage,
@@ -1802,9 +1888,16 @@ impl Engine {
             Phase::Baking {
                 until, next_sample, ..
             } => {
-                consider(*until);
+                // A bake that is over waits for its gates: for their next sample or their
+                // deadline, not for a time already past.
+                if *until > now {
+                    consider(*until);
+                }
                 if let Some(t) = next_sample {
                     consider(*t);
+                }
+                if let Some(t) = Self::metrics_deadline(r) {
+                    consider(t);
                 }
             }
             Phase::Tripped { .. } => {

@@ -160,11 +160,6 @@ impl SimFleet {
         self.now
     }
 
-    /// Replaces the fault rules; they apply to spec changes from now on.
-    pub fn set_faults(&mut self, faults: Faults) {
-        self.config.faults = faults;
-    }
-
     /// The object store, to read objects, counters and watch events.
     pub fn store(&self) -> &Store {
         &self.store

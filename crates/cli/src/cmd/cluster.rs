@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use endstate_api::Fleet;
-use endstate_api::k8s_openapi::api::core::v1::Secret as KubeSecret;
 use endstate_controller::{Config, Console, Controller, WallClock};
 use endstate_git::{
     Credentials, RevertConfig, RevertWriter, Secret, SignaturePolicy, Source, SourceConfig,
@@ -15,7 +14,7 @@ use endstate_kube::{KubeLive, Limits, Settings};
 use kube::Api;
 
 use crate::cli::{InstallArgs, RunArgs};
-use crate::cmd::run::drive;
+use crate::cmd::drive::drive;
 
 /// `endstate install crds`.
 pub fn install(args: &InstallArgs) -> anyhow::Result<ExitCode> {
@@ -143,9 +142,12 @@ pub async fn build<L: endstate_rollout::Live>(
     }
     config.jitter = overrides.jitter;
     config.poll = overrides.poll;
-    Ok(Controller::new(
-        config, source, writer, live, WallClock, reporter,
-    ))
+    let mut controller = Controller::new(config, source, writer, live, WallClock, reporter);
+    controller.set_gate_secrets(std::sync::Arc::new(GateSecrets {
+        client: client.clone(),
+        namespace: namespace.clone(),
+    }));
+    Ok(controller)
 }
 
 /// The signature policy of `spec.source.verify`, with the keys of the Secret it names.
@@ -266,19 +268,35 @@ pub async fn secret_data(
     name: &str,
     field: &str,
 ) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
-    let secret = Api::<KubeSecret>::namespaced(client.clone(), namespace)
-        .get(name)
-        .await
-        .with_context(|| format!("reading the Secret {namespace}/{name} named by {field}"))?;
-    secret
-        .data
-        .unwrap_or_default()
+    endstate_kube::read_secret(client, namespace, name, field)
+        .await?
         .into_iter()
         .map(|(key, value)| {
-            let text = String::from_utf8(value.0).map_err(|_| {
+            let text = String::from_utf8(value).map_err(|_| {
                 anyhow!("key {key} of Secret {namespace}/{name} (named by {field}) is not UTF-8")
             })?;
             Ok((key, text))
         })
         .collect()
+}
+
+/// The Secrets metric gates name, read from the Fleet's namespace when a gate is sampled.
+struct GateSecrets {
+    client: kube::Client,
+    namespace: String,
+}
+
+impl endstate_controller::gates::Secrets for GateSecrets {
+    fn read<'a>(&'a self, name: &'a str) -> endstate_controller::gates::SecretFuture<'a> {
+        Box::pin(async move {
+            endstate_kube::read_secret(
+                &self.client,
+                &self.namespace,
+                name,
+                "spec.gates.metrics[].secretRef",
+            )
+            .await
+            .map_err(|e| e.to_string())
+        })
+    }
 }

@@ -4,6 +4,7 @@ mod agent;
 mod cluster;
 mod control;
 mod demo;
+pub mod drive;
 mod manager;
 mod plan;
 mod render;

@@ -943,3 +943,69 @@ fn clone(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
     );
     work
 }
+
+/// `plan` and the reconcile loop refuse a head through one admission check
+/// (`endstate_controller::admit`): the same heads, for the same reasons, in the same words.
+#[test]
+fn plan_and_the_loop_refuse_the_same_heads_for_the_same_reasons() {
+    let dir = demo_repo("plan-admit");
+    branch(&dir, "empty-payments", |work| {
+        edit_file(work, "base/machines/payments.yaml", |t| {
+            drop_last_documents(t, 10)
+        });
+    });
+    // Every package version's install source moves, those in use too.
+    branch(&dir, "repackaged", |work| {
+        edit_file(work, "base/packages/machine-packages.yaml", |t| {
+            t.replace("packages.example.internal", "mirror.example.internal")
+        });
+    });
+    let url = format!("file://{}", dir.join("remote.git").display());
+    for (head, reason) in [
+        ("empty-payments", "MassDelete"),
+        ("repackaged", "ImmutablePackageVersion"),
+    ] {
+        let (code, report) = json_plan(&[
+            "--repo",
+            &url,
+            "--head",
+            head,
+            "--path",
+            "overlays/demo",
+            "--namespace",
+            "fleet-demo",
+        ]);
+        assert_eq!(code, 2, "{head}: {report}");
+        assert_eq!(report["problems"][0]["reason"], reason, "{head}: {report}");
+        let planned = report["problems"][0]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        // The loop on the same head, the fleet at its parent (main).
+        let (code, stdout, stderr) = outcome(&endstate(&[
+            "run",
+            "--live",
+            "sim",
+            "--repo",
+            &url,
+            "--branch",
+            head,
+            "--path",
+            "overlays/demo",
+            "--namespace",
+            "fleet-demo",
+            "--fleet",
+            "demo",
+            "--sim-initial",
+            &format!("{head}~1"),
+            "--until-idle",
+        ]));
+        assert_eq!(code, 2, "{head}: {stdout}\n{stderr}");
+        let first = planned.lines().next().unwrap();
+        assert!(
+            stderr.contains(first),
+            "{head}: the loop says otherwise than plan ({first:?}):\n{stderr}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -226,3 +226,12 @@ pub fn fleet_with_agent(
         endstate_agent::AgentConfig::fixed(ns, delay, faults),
     ))
 }
+
+/// A loopback port nothing listens on (as of now).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -17,30 +17,13 @@ use serde_json::Value;
 
 use crate::error::{Diagnostic, Diagnostics};
 use crate::object::{FleetObject, Kind, ObjectRef};
+pub use crate::object::{Origin, RenderedObject};
 use crate::tree::Tree;
 use crate::validate;
 use crate::yaml::{self, Document, Limits};
 pub use cache::{CacheStats, RenderCache};
 use cache::{LeafKey, LeafOutput};
 use kustomization::{Layer, read_text};
-
-/// Where an object was declared.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Origin {
-    /// The resource file.
-    pub file: String,
-    /// The 1-based line its document starts at.
-    pub line: usize,
-}
-
-/// One rendered object and where it came from.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RenderedObject {
-    /// The object after every patch and transformation.
-    pub object: FleetObject,
-    /// Its declaration.
-    pub origin: Origin,
-}
 
 /// A rendered, validated repository.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use endstate_core::ObjectRef;
 use endstate_rollout::budget::BudgetClass;
+use endstate_rollout::gates::Sample;
 use endstate_rollout::health::Health;
 use endstate_rollout::plan::Universe;
 use endstate_rollout::policy::{Amount, BudgetLimit, MetricGate, Policy, WaveSpec, Window};
@@ -311,6 +312,8 @@ fn metric(interval: u64) -> MetricGate {
         min: None,
         max: Some(1.0),
         interval: Duration::from_secs(interval),
+        headers: Vec::new(),
+        secret: None,
     }
 }
 
@@ -333,7 +336,10 @@ fn a_metric_out_of_bounds_while_baking_trips() {
         fx.iter()
             .any(|e| matches!(e, Effect::Sample(g) if g[0].name == "errors"))
     );
-    engine.step(Event::Sampled(vec![("errors".into(), Ok(0.2))]), T0);
+    engine.step(
+        Event::Sampled(vec![("errors".into(), Sample::Values(vec![0.2]))]),
+        T0,
+    );
     assert!(matches!(
         phase(&engine),
         Phase::Baking {
@@ -342,7 +348,7 @@ fn a_metric_out_of_bounds_while_baking_trips() {
         }
     ));
     let fx = engine.step(
-        Event::Sampled(vec![("errors".into(), Ok(7.0))]),
+        Event::Sampled(vec![("errors".into(), Sample::Values(vec![7.0]))]),
         T0 + Duration::from_secs(60),
     );
     assert!(matches!(phase(&engine), Phase::Tripped { .. }));
@@ -366,7 +372,12 @@ fn a_metric_that_never_answers_holds_the_bake_then_trips_after_the_gate_timeout(
     let effects = world.start(&mut engine);
     world.settle(&mut engine, effects);
     engine.step(Event::Observed(vec![(id("m-000"), Health::Healthy)]), T0);
-    let missing = || vec![("errors".to_owned(), Err("connection refused".to_owned()))];
+    let missing = || {
+        vec![(
+            "errors".to_owned(),
+            Sample::Failed("connection refused".to_owned()),
+        )]
+    };
     engine.step(Event::Sampled(missing()), T0);
     // The bake is over, but an unanswered gate holds it.
     let fx = engine.step(Event::Tick, T0 + Duration::from_secs(120));
@@ -375,6 +386,137 @@ fn a_metric_that_never_answers_holds_the_bake_then_trips_after_the_gate_timeout(
     assert!(matches!(phase(&engine), Phase::Baking { .. }));
     engine.step(Event::Sampled(missing()), T0 + Duration::from_secs(600));
     assert!(matches!(phase(&engine), Phase::Tripped { .. }));
+}
+
+/// An engine whose canary (one Machine, 30 s bake) settled and waits for `gate`.
+fn canary_settled(gate: MetricGate) -> Engine {
+    let mut p = policy(
+        &[
+            (Amount::Count(1), 30, false),
+            (Amount::Percent(100.0), 0, false),
+        ],
+        1,
+    );
+    p.metrics = vec![gate];
+    let mut world = World::new(2, 1, p, &[]);
+    let mut engine = Engine::default();
+    let effects = world.start(&mut engine);
+    world.settle(&mut engine, effects);
+    engine
+}
+
+/// The next wake-up asked for, if any.
+fn wake(effects: &[Effect]) -> Option<Time> {
+    effects.iter().find_map(|e| match e {
+        Effect::WakeAt(t) => Some(*t),
+        _ => None,
+    })
+}
+
+/// A bake that is over and held by a gate without data used to ask to be woken at its end,
+/// already past, so the loop turned without letting the clock move (the virtual clock stood
+/// still and the CPU spun). It asks for its next sample or its deadline instead.
+#[test]
+fn a_bake_held_by_a_gate_wakes_for_the_next_sample_not_for_its_past_end() {
+    let mut engine = canary_settled(metric(30));
+    engine.step(Event::Observed(vec![(id("m-000"), Health::Healthy)]), T0);
+    let refused = vec![("errors".to_owned(), Sample::Failed("refused".into()))];
+    engine.step(Event::Sampled(refused.clone()), T0);
+    let now = T0 + Duration::from_secs(45);
+    let fx = engine.step(Event::Tick, now);
+    assert!(matches!(phase(&engine), Phase::Baking { .. }), "{fx:?}");
+    let at = wake(&fx).expect("a wake-up");
+    assert!(at > now, "woken at {at}, now {now}: {fx:?}");
+    // That is the sample asked at T0+45 and due again at T0+75; the gate timeout counts from
+    // the first answer without data, at T0.
+    assert_eq!(at, T0 + Duration::from_secs(75));
+    let fx = engine.step(Event::Tick, at);
+    assert!(fx.iter().any(|e| matches!(e, Effect::Sample(_))), "{fx:?}");
+    engine.step(Event::Sampled(refused), at + Duration::from_secs(1));
+    let fx = engine.step(Event::Tick, T0 + Duration::from_secs(599));
+    assert!(matches!(phase(&engine), Phase::Baking { .. }), "{fx:?}");
+    assert!(wake(&fx).is_some_and(|t| t <= T0 + Duration::from_secs(600)));
+}
+
+/// A query asked and never answered counts as no data from when it was asked: the bake trips
+/// at the gate timeout on the engine's clock, whatever the query API does.
+#[test]
+fn a_query_that_never_answers_trips_at_the_gate_timeout() {
+    let mut engine = canary_settled(metric(30));
+    let fx = engine.step(Event::Observed(vec![(id("m-000"), Health::Healthy)]), T0);
+    assert!(fx.iter().any(|e| matches!(e, Effect::Sample(_))));
+    // No answer ever comes.
+    let fx = engine.step(Event::Tick, T0 + Duration::from_secs(300));
+    assert!(matches!(phase(&engine), Phase::Baking { .. }), "{fx:?}");
+    assert_eq!(wake(&fx), Some(T0 + Duration::from_secs(330)));
+    let fx = engine.step(Event::Tick, T0 + Duration::from_secs(600));
+    assert!(matches!(phase(&engine), Phase::Tripped { .. }), "{fx:?}");
+    assert!(
+        fx.iter().any(|e| matches!(e,
+        Effect::Report(Report::Tripped(ev)) if ev.threshold == "metric errors: no answer for 10m"))
+    );
+}
+
+/// A query that selects no series is no data: the bake holds and says so, and trips after the
+/// gate timeout; the evidence carries the gate's last answers.
+#[test]
+fn a_query_without_series_holds_the_bake_says_so_and_trips_after_the_gate_timeout() {
+    let mut engine = canary_settled(metric(60));
+    engine.step(Event::Observed(vec![(id("m-000"), Health::Healthy)]), T0);
+    let none = || vec![("errors".to_owned(), Sample::NoSeries)];
+    engine.step(Event::Sampled(none()), T0);
+    let two_minutes = T0 + Duration::from_secs(120);
+    engine.step(Event::Tick, two_minutes);
+    let fx = engine.step(Event::Sampled(none()), two_minutes);
+    assert!(
+        fx.iter().any(|e| matches!(e,
+            Effect::Report(Report::Waiting(why)) if why == "metric errors: no series for 2m")),
+        "{fx:?}"
+    );
+    let r = engine.rollout().unwrap();
+    assert_eq!(r.waiting(), Some("metric errors: no series for 2m"));
+    let Phase::Baking { samples, .. } = r.phase() else {
+        panic!()
+    };
+    assert_eq!(samples.len(), 2);
+    assert_eq!(samples[1].answer, "no series");
+    let fx = engine.step(Event::Sampled(none()), T0 + Duration::from_secs(600));
+    let Some(evidence) = fx.iter().find_map(|e| match e {
+        Effect::Report(Report::Tripped(ev)) => Some(ev.clone()),
+        _ => None,
+    }) else {
+        panic!("{fx:?}")
+    };
+    assert_eq!(evidence.threshold, "metric errors: no series for 10m");
+    assert!(
+        evidence
+            .failed
+            .iter()
+            .any(|(object, why)| object == "metric errors" && why.starts_with("no series at ")),
+        "{evidence:?}"
+    );
+}
+
+/// A gate whose data comes back before the timeout lets the bake end.
+#[test]
+fn a_gate_whose_data_returns_lets_the_bake_end() {
+    let mut engine = canary_settled(metric(30));
+    engine.step(Event::Observed(vec![(id("m-000"), Health::Healthy)]), T0);
+    engine.step(
+        Event::Sampled(vec![("errors".to_owned(), Sample::NoSeries)]),
+        T0,
+    );
+    engine.step(Event::Tick, T0 + Duration::from_secs(30));
+    let fx = engine.step(
+        Event::Sampled(vec![("errors".to_owned(), Sample::Values(vec![0.1, 0.2]))]),
+        T0 + Duration::from_secs(31),
+    );
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, Effect::Report(Report::StageCompleted { .. }))),
+        "{fx:?}"
+    );
+    assert_eq!(engine.rollout().unwrap().waiting(), None);
 }
 
 #[test]

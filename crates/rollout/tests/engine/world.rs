@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use endstate_api::{Machine, MachinePhase, MachineSpec, MachineStatus};
 use endstate_core::{FleetObject, ObjectRef};
+use endstate_rollout::gates::Sample;
 use endstate_rollout::health::{self, Health};
 use endstate_rollout::plan::{Inputs, Plan, Universe};
 use endstate_rollout::policy::Policy;
@@ -289,7 +290,10 @@ impl World {
                 })
             }
             Effect::Sample(gates) => Some(Event::Sampled(
-                gates.into_iter().map(|g| (g.name, Ok(0.0))).collect(),
+                gates
+                    .into_iter()
+                    .map(|g| (g.name, Sample::Values(vec![0.0])))
+                    .collect(),
             )),
             Effect::WakeAt(t) => {
                 self.wake = Some(self.wake.map_or(t, |w| w.min(t)));

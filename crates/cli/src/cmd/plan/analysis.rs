@@ -59,21 +59,8 @@ pub fn fill(report: &mut PlanReport, facts: &Facts<'_>) {
         Some(_) => "the working tree".to_owned(),
         None => report.head.clone(),
     };
-    if !plan.immutable.is_empty() {
-        let refusal = endstate_controller::refusal::Refusal::ImmutablePackage {
-            head: head.clone(),
-            names: plan.immutable.iter().map(ToString::to_string).collect(),
-        };
-        refuse(report, &refusal, plan.immutable.len());
-    }
-    if !plan.mass_deletes.is_empty() {
-        let refusal = endstate_controller::refusal::Refusal::MassDelete {
-            head,
-            scopes: plan.mass_deletes.iter().map(ToString::to_string).collect(),
-            ratio: format!("{}%", facts.policy.prune.max_delete_ratio),
-        };
-        let deletes = plan.mass_deletes.iter().map(|m| m.deletes).max();
-        refuse(report, &refusal, deletes.unwrap_or(0));
+    for (refusal, objects) in endstate_controller::admit::changes(&head, &plan, facts.policy) {
+        refuse(report, &refusal, objects);
     }
     let desired_by_id: HashMap<ObjectRef, &FleetObject> =
         facts.desired.iter().map(|o| (o.id(), o)).collect();

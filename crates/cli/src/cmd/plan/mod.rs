@@ -366,44 +366,41 @@ fn source_checks(
     live: &LiveFleet,
     own_branch: bool,
 ) {
-    use endstate_controller::refusal::Refusal;
+    let config = source.config();
+    let last_applied = live
+        .last_applied
+        .as_deref()
+        .and_then(|c| Oid::from_str(c).ok());
     if own_branch {
-        let config = source.config();
-        let last_applied = live
-            .last_applied
-            .as_deref()
-            .and_then(|c| Oid::from_str(c).ok());
-        if let Err(e) = endstate_git::history::check(
-            source.repository(),
-            &config.branch,
-            head,
+        // The controller's own check of its branch's head.
+        let judged = endstate_git::Judged {
+            branch: &config.branch,
             last_applied,
-            config.on_history_rewrite,
-        ) {
-            analysis::refuse(report, &Refusal::from_git(&e), 0);
+            on_history_rewrite: config.on_history_rewrite,
+            verify: live.verify.as_ref().ok().and_then(Option::as_ref),
+        };
+        if let Err(refusal) = endstate_controller::admit::commit(source, &judged, head) {
+            analysis::refuse(report, &refusal, 0);
         }
     }
     match &live.verify {
         Ok(None) => {}
+        Ok(Some(_)) if own_branch => {}
         Ok(Some(policy)) => {
             if let Err(reason) = policy.verify(source.repository(), head) {
                 let err = endstate_git::Error::Unverified {
                     commit: head,
                     reason,
                 };
-                if own_branch {
-                    analysis::refuse(report, &Refusal::from_git(&err), 0);
-                } else {
-                    report.risks.push(Risk {
-                        kind: "Unverified".to_owned(),
-                        refused: false,
-                        objects: 0,
-                        message: format!(
-                            "{err}: the Fleet refuses it if a merge makes it the branch's head \
-                             as it is (a fast-forward or a rebase)"
-                        ),
-                    });
-                }
+                report.risks.push(Risk {
+                    kind: "Unverified".to_owned(),
+                    refused: false,
+                    objects: 0,
+                    message: format!(
+                        "{err}: the Fleet refuses it if a merge makes it the branch's head as \
+                         it is (a fast-forward or a rebase)"
+                    ),
+                });
             }
         }
         Err(why) => report.risks.push(Risk {
@@ -422,10 +419,7 @@ fn source_checks(
 /// without a revert since — as the controller judges it.
 fn quarantine(report: &mut PlanReport, source: &Source, head: Oid, engine: &Engine) {
     let head = head.to_string();
-    if let Some(culprit) =
-        endstate_controller::refusal::carried_quarantine(engine, Some(source), &head)
-    {
-        let refusal = endstate_controller::refusal::Refusal::Quarantined { head, culprit };
+    if let Some(refusal) = endstate_controller::admit::quarantine(engine, Some(source), &head) {
         analysis::refuse(report, &refusal, 0);
     }
 }
