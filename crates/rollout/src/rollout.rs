@@ -1202,6 +1202,15 @@ impl Engine {
         let asked_at = asked.take().unwrap_or(now);
         let mut violation = None;
         let mut missing = None;
+        // A gate the answers leave out (its query was lost) has no data.
+        if let Some(gate) = r
+            .policy
+            .metrics
+            .iter()
+            .find(|g| !samples.iter().any(|(name, _)| *name == g.name))
+        {
+            missing = Some((gate.name.clone(), "no answer".to_owned()));
+        }
         for (name, sample) in samples {
             let Some(gate) = r.policy.metrics.iter().find(|g| g.name == name) else {
                 continue;

@@ -768,3 +768,17 @@ fn a_resume_on_a_partial_plan_starts_only_what_it_knows_then_the_rest() {
     assert!(!resumed.partial());
     assert_eq!(applies(&fx), ["m-004", "m-005"]);
 }
+
+/// Answers that leave a gate out (its query was lost) are no data for it, not a pass.
+#[test]
+fn answers_without_a_gate_hold_the_bake() {
+    let mut engine = canary_settled(metric(30));
+    engine.step(Event::Observed(vec![(id("m-000"), Health::Healthy)]), T0);
+    engine.step(Event::Sampled(Vec::new()), T0);
+    let fx = engine.step(Event::Tick, T0 + Duration::from_secs(31));
+    assert!(matches!(phase(&engine), Phase::Baking { .. }), "{fx:?}");
+    assert_eq!(
+        engine.rollout().unwrap().waiting(),
+        Some("metric errors: no answer for 0ms")
+    );
+}
