@@ -495,6 +495,11 @@ fn metrics(gates: Option<&policy::Gates>, problems: &mut Problems) -> Option<Vec
                     m.url
                 ));
             }
+            if let Some(secret) = &m.secret_ref
+                && let Err(why) = crate::syntax::dns_subdomain(&secret.name)
+            {
+                problems.add::<()>(format!("{at}.secretRef.name {:?} {why}", secret.name));
+            }
             for (name, value) in m.headers.iter().flatten() {
                 let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
                 if name.is_empty() || !name.chars().all(token) {
@@ -734,7 +739,8 @@ mod tests {
         let spec: RolloutPolicySpec = serde_json::from_value(serde_json::json!({
             "machines": {"waves": [{"size": "50%"}, {"size": "5%"}], "maxUnavailable": 0},
             "gates": {"timeout": "soon", "metrics": [
-                {"name": "m", "url": "prom:9090", "query": "up", "min": 1}]},
+                {"name": "m", "url": "prom:9090", "query": "up", "min": 1,
+                 "secretRef": {"name": "../auth"}}]},
             "budgets": [{"class": "machine-delete", "limit": -1, "window": "1h"},
                         {"class": "nodes", "limit": 1, "window": "0s"}],
             "windows": [{"days": ["Monday"], "start": "25:00", "end": "02:00"}],
@@ -748,6 +754,7 @@ mod tests {
             "spec.machines.maxUnavailable 0 must be at least 1",
             "spec.gates.timeout:",
             "spec.gates.metrics[0].url \"prom:9090\" must be an http:// or https:// URL",
+            "spec.gates.metrics[0].secretRef.name \"../auth\" must be a DNS-1123 subdomain",
             "spec.budgets[0].limit must not be negative",
             "spec.budgets[1].class \"nodes\" is not one of",
             "spec.budgets[1].window must be longer than 0",
