@@ -159,7 +159,8 @@ async fn credentials(
     };
     let Some(secrets) = secrets else {
         return Err(format!(
-            "the gate names the Secret {name}, and Secrets cannot be read here"
+            "the gate names the Secret {name}, and no Secrets are available to this run \
+             (`run --live sim` reads them from --secrets-dir DIR, as DIR/{name}/<key>)"
         ));
     };
     let mut data = secrets.read(name).await?;
