@@ -44,20 +44,10 @@ impl AgentConfig {
     /// Operators that take `delay` for every step, with `faults`: for end-to-end tests that
     /// should not wait for realistic install times.
     pub fn fixed(namespace: impl Into<String>, delay: Duration, faults: Faults) -> Self {
-        let d = endstate_sim::Delay::fixed(delay);
         AgentConfig {
             namespace: namespace.into(),
             seed: 1,
-            operators: OperatorConfig {
-                pickup: d,
-                install: d,
-                reinstall: d,
-                configure: d,
-                provision: d,
-                upgrade: d,
-                drain: d,
-                teardown: d,
-            },
+            operators: OperatorConfig::fixed(delay),
             faults,
         }
     }
@@ -254,29 +244,6 @@ async fn operate<K: Operated>(
         schedule(&pending, key, generation, object.observed(), work, &api).await;
     }
     Ok(())
-}
-
-/// The operators' delays divided by `speed` (a speed of 60 turns a minute into a second), for
-/// end-to-end tests and demos that should not take real install times. Fault delays are not
-/// scaled.
-pub fn scaled(config: OperatorConfig, speed: f64) -> OperatorConfig {
-    if speed <= 0.0 || speed == 1.0 {
-        return config;
-    }
-    let scale = |d: endstate_sim::Delay| endstate_sim::Delay {
-        min: d.min.div_f64(speed),
-        max: d.max.div_f64(speed),
-    };
-    OperatorConfig {
-        pickup: scale(config.pickup),
-        install: scale(config.install),
-        reinstall: scale(config.reinstall),
-        configure: scale(config.configure),
-        provision: scale(config.provision),
-        upgrade: scale(config.upgrade),
-        drain: scale(config.drain),
-        teardown: scale(config.teardown),
-    }
 }
 
 fn now() -> Time {

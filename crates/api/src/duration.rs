@@ -1,12 +1,28 @@
 //! Durations as manifests write them: Go's `time.ParseDuration` syntax (`90s`, `10m`, `1h30m`).
 
+use std::fmt;
 use std::time::Duration;
 
+/// A duration that is not written as Go writes them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidDuration(pub String);
+
+impl fmt::Display for InvalidDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid duration {:?}: use a number and a unit, like 30s, 10m or 1h30m",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for InvalidDuration {}
+
 /// Parses `1h30m`, `45s`, `250ms`, `0`. Units: `ms`, `s`, `m`, `h`. Fractions are accepted
-/// (`1.5h`). Returns a message fit for a validation error on failure.
-pub fn parse(text: &str) -> Result<Duration, String> {
-    let bad =
-        || format!("invalid duration {text:?}: use a number and a unit, like 30s, 10m or 1h30m");
+/// (`1.5h`). The error reads as a validation message.
+pub fn parse(text: &str) -> Result<Duration, InvalidDuration> {
+    let bad = || InvalidDuration(text.to_owned());
     if text == "0" {
         return Ok(Duration::ZERO);
     }

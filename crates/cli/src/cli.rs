@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// GitOps for fleets of Kubernetes clusters and machines: canary waves, a fleet-wide change
@@ -422,12 +423,14 @@ pub struct PlanArgs {
     pub schema: bool,
 }
 
-fn parse_time(text: &str) -> Result<endstate_rollout::Time, String> {
+fn parse_time(text: &str) -> anyhow::Result<endstate_rollout::Time> {
     endstate_rollout::Time::parse_rfc3339(text)
-        .ok_or_else(|| format!("{text:?} is not an RFC 3339 time (2026-12-01T09:30:00Z)"))
+        .with_context(|| format!("{text:?} is not an RFC 3339 time (2026-12-01T09:30:00Z)"))
 }
 
-fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+fn parse_duration(
+    text: &str,
+) -> Result<std::time::Duration, endstate_api::duration::InvalidDuration> {
     endstate_api::duration::parse(text)
 }
 

@@ -27,10 +27,10 @@ fn main() -> ExitCode {
 }
 
 /// Installs the subscriber the libraries' `tracing` events go to.
-fn logging(args: &cli::LogArgs, default_level: &str) -> Result<(), String> {
+fn logging(args: &cli::LogArgs, default_level: &str) -> anyhow::Result<()> {
     use tracing_subscriber::EnvFilter;
     let level = args.log_level.as_deref().unwrap_or(default_level);
-    let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+    let filter = EnvFilter::try_new(level)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -40,7 +40,7 @@ fn logging(args: &cli::LogArgs, default_level: &str) -> Result<(), String> {
             .try_init(),
         cli::LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
-    installed.map_err(|e| e.to_string())
+    installed.map_err(|e| anyhow::anyhow!(e))
 }
 
 /// Every command ends quietly when its reader goes away (`endstate plan … | head`): printing

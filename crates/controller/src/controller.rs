@@ -18,6 +18,7 @@
 
 use std::time::Duration;
 
+use endstate_core::hash::Fnv1a;
 use endstate_git::{RenderCache, RevertWriter};
 use endstate_rollout::rollout::Phase;
 use endstate_rollout::{Engine, Event, Live, LiveError, Time};
@@ -140,14 +141,15 @@ impl Error {
 /// The fetch schedule of `config`: its interval, jittered by a seed drawn from the fleet's
 /// namespace and name (so that a fleet's schedule is the same after a restart).
 fn schedule(config: &Config) -> endstate_git::Schedule {
-    let seed = config
-        .namespace
-        .bytes()
-        .chain([b'/'])
-        .chain(config.fleet.bytes())
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
+    let seed = Fnv1a::new()
+        .write(
+            config
+                .namespace
+                .bytes()
+                .chain([b'/'])
+                .chain(config.fleet.bytes()),
+        )
+        .finish();
     endstate_git::Schedule::new(config.interval, config.jitter, seed)
 }
 

@@ -6,6 +6,8 @@
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod hash;
+pub mod invalid;
 pub mod object;
 pub mod policy;
 pub mod render;
@@ -15,6 +17,7 @@ pub mod validate;
 pub mod yaml;
 
 pub use error::{Diagnostic, Diagnostics};
+pub use invalid::Invalid;
 pub use object::{FleetObject, Kind, ObjectRef};
 pub use render::{CacheStats, RenderCache, render_cached};
 pub use render::{Options, Owner, Rendered, RenderedObject, render};

@@ -9,6 +9,8 @@ use endstate_api::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::invalid::Invalid;
+
 /// The kinds a fleet repository holds. They order by name, as rendered output is sorted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Kind {
@@ -250,9 +252,9 @@ impl FleetObject {
 
     /// Gives this object the spec `value` (as JSON); fails, changing nothing, when it is not
     /// a spec of the object's kind.
-    pub fn set_spec_value(&mut self, value: serde_json::Value) -> Result<(), String> {
-        fn parse<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
-            serde_json::from_value(value).map_err(|e| format!("not a valid spec: {e}"))
+    pub fn set_spec_value(&mut self, value: serde_json::Value) -> Result<(), Invalid> {
+        fn parse<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, Invalid> {
+            serde_json::from_value(value).map_err(|e| Invalid(format!("not a valid spec: {e}")))
         }
         match self {
             FleetObject::MachinePackageVersion(o) => Arc::make_mut(o).spec = parse(value)?,
@@ -276,8 +278,8 @@ impl FleetObject {
     /// Decodes an untyped object of a known kind, refusing unknown fields.
     ///
     /// The error is serde's message prefixed with the path of the offending field.
-    pub fn from_value(kind: Kind, value: Value) -> Result<Self, String> {
-        fn decode<T: serde::de::DeserializeOwned>(value: Value) -> Result<Arc<T>, String> {
+    pub fn from_value(kind: Kind, value: Value) -> Result<Self, Invalid> {
+        fn decode<T: serde::de::DeserializeOwned>(value: Value) -> Result<Arc<T>, Invalid> {
             serde_path_to_error::deserialize(value)
                 .map(Arc::new)
                 .map_err(|err| {
@@ -288,6 +290,7 @@ impl FleetObject {
                         format!("{path}: {}", err.inner())
                     }
                 })
+                .map_err(Invalid)
         }
         Ok(match kind {
             Kind::MachinePackageVersion => FleetObject::MachinePackageVersion(decode(value)?),

@@ -3,6 +3,8 @@
 
 use endstate_api::IntOrString;
 
+use crate::invalid::Invalid;
+
 /// A wave size or `maxUnavailable`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Size {
@@ -13,20 +15,22 @@ pub enum Size {
 }
 
 /// Parses a count (`1`, `"3"`) or a percent (`"5%"`, 0 < p ≤ 100).
-pub fn size(value: &IntOrString) -> Result<Size, String> {
+pub fn size(value: &IntOrString) -> Result<Size, Invalid> {
     match value {
         IntOrString::Int(n) if *n >= 1 => Ok(Size::Count(*n as u32)),
-        IntOrString::Int(n) => Err(format!("{n} must be at least 1")),
+        IntOrString::Int(n) => Err(Invalid(format!("{n} must be at least 1"))),
         IntOrString::String(s) => {
             if let Some(p) = percent(s) {
                 if p > 0.0 && p <= 100.0 {
                     return Ok(Size::Percent(p));
                 }
-                return Err(format!("{s:?} must be above 0% and at most 100%"));
+                return Err(Invalid(format!("{s:?} must be above 0% and at most 100%")));
             }
             match s.parse::<u32>() {
                 Ok(n) if n >= 1 => Ok(Size::Count(n)),
-                _ => Err(format!("{s:?} must be a count (1) or a percent (5%)")),
+                _ => Err(Invalid(format!(
+                    "{s:?} must be a count (1) or a percent (5%)"
+                ))),
             }
         }
     }
@@ -40,7 +44,7 @@ pub(crate) fn percent(s: &str) -> Option<f64> {
 }
 
 /// A DNS-1123 subdomain (a namespace or object name).
-pub(crate) fn dns_subdomain(s: &str) -> Result<(), String> {
+pub(crate) fn dns_subdomain(s: &str) -> Result<(), Invalid> {
     let ok = !s.is_empty()
         && s.len() <= 253
         && s.split('.').all(|part| {
@@ -63,13 +67,13 @@ pub(crate) fn dns_subdomain(s: &str) -> Result<(), String> {
 }
 
 /// A qualified name, as label keys and values are (optionally with a DNS prefix and `/`).
-pub(crate) fn qualified_name(key: &str) -> Result<(), String> {
+pub(crate) fn qualified_name(key: &str) -> Result<(), Invalid> {
     let (prefix, name) = match key.rsplit_once('/') {
         Some((p, n)) => (Some(p), n),
         None => (None, key),
     };
     if let Some(p) = prefix {
-        dns_subdomain(p).map_err(|why| format!("has a prefix that {why}"))?;
+        dns_subdomain(p).map_err(|why| Invalid(format!("has a prefix that {why}")))?;
     }
     let ok = !name.is_empty()
         && name.len() <= 63

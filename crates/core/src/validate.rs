@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use rayon::prelude::*;
 
 use crate::error::Diagnostic;
+use crate::invalid::Invalid;
 use crate::object::RenderedObject;
 use crate::object::{FleetObject, Kind, ObjectRef};
 use crate::syntax::{dns_subdomain, qualified_name};
@@ -132,7 +133,7 @@ fn check_object(object: &FleetObject, out: &mut Vec<String>) {
             }
             if let Err(why) = label_value(&s.idc).and_then(|_| {
                 if s.idc.is_empty() {
-                    Err("is empty".to_string())
+                    Err("is empty".into())
                 } else {
                     Ok(())
                 }
@@ -334,7 +335,7 @@ pub(crate) fn check_references(
     diags
 }
 
-fn dns_label(s: &str) -> Result<(), String> {
+fn dns_label(s: &str) -> Result<(), Invalid> {
     dns_subdomain(s)?;
     if s.len() > 63 || s.contains('.') {
         return Err(
@@ -344,21 +345,19 @@ fn dns_label(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn hostname(s: &str) -> Result<(), String> {
+fn hostname(s: &str) -> Result<(), Invalid> {
     dns_subdomain(&s.to_ascii_lowercase())
         .map_err(|_| "is not a valid host name (letters, digits, '-' and '.')".into())
 }
 
-fn label_value(v: &str) -> Result<(), String> {
+fn label_value(v: &str) -> Result<(), Invalid> {
     if v.is_empty() {
         return Ok(());
     }
     qualified_name(v)
         .ok()
         .filter(|_| !v.contains('/'))
-        .ok_or_else(|| {
-            "must be a label value (letters, digits, '-', '_', '.', at most 63)".to_string()
-        })
+        .ok_or_else(|| "must be a label value (letters, digits, '-', '_', '.', at most 63)".into())
 }
 
 #[cfg(test)]

@@ -63,24 +63,52 @@ impl LeaseSettings {
     }
 
     /// Refuses settings under which two leaders could write at once.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), UnsafeLease> {
         if self.identity.is_empty() {
-            return Err("the leader election identity is empty".into());
+            return Err(UnsafeLease::NoIdentity);
         }
         if self.renew_deadline >= self.lease_duration {
-            return Err(format!(
-                "the renew deadline ({:?}) must be shorter than the lease duration ({:?})",
-                self.renew_deadline, self.lease_duration
-            ));
+            return Err(UnsafeLease::RenewDeadline {
+                renew_deadline: self.renew_deadline,
+                lease_duration: self.lease_duration,
+            });
         }
         if self.retry_period.mul_f64(1.2) >= self.renew_deadline {
-            return Err(format!(
-                "the retry period ({:?}) must be well under the renew deadline ({:?})",
-                self.retry_period, self.renew_deadline
-            ));
+            return Err(UnsafeLease::RetryPeriod {
+                retry_period: self.retry_period,
+                renew_deadline: self.renew_deadline,
+            });
         }
         Ok(())
     }
+}
+
+/// Lease settings under which two leaders could write at once.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UnsafeLease {
+    /// No identity to hold the Lease by.
+    #[error("the leader election identity is empty")]
+    NoIdentity,
+    /// A leader could still believe it holds the Lease after another took it.
+    #[error(
+        "the renew deadline ({renew_deadline:?}) must be shorter than the lease duration ({lease_duration:?})"
+    )]
+    RenewDeadline {
+        /// How long a leader keeps trying to renew.
+        renew_deadline: Duration,
+        /// How long a Lease holds.
+        lease_duration: Duration,
+    },
+    /// One failed renewal would cost the Lease.
+    #[error(
+        "the retry period ({retry_period:?}) must be well under the renew deadline ({renew_deadline:?})"
+    )]
+    RetryPeriod {
+        /// How often a renewal is tried.
+        retry_period: Duration,
+        /// How long a leader keeps trying to renew.
+        renew_deadline: Duration,
+    },
 }
 
 /// The record as last seen, and when this process saw it change.

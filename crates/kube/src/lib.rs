@@ -26,7 +26,7 @@ mod status;
 pub use cache::PAGE_SIZE;
 pub use crds::install_crds;
 pub use error::{Error, Result};
-pub use lease::{Ended, FenceLayer, Fenced, FencedService, Leadership, LeaseSettings};
+pub use lease::{Ended, FenceLayer, Fenced, FencedService, Leadership, LeaseSettings, UnsafeLease};
 pub use limiter::{LimiterStats, Limits, RateLimitLayer, RateLimited, RateLimiter};
 pub use live::{KubeLive, Settings, WriteStats, client_for, rate_limited_client};
 pub use retry::Retry;

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use endstate_core::ObjectRef;
+use endstate_core::hash::Fnv1a;
 use endstate_rollout::LiveError;
 use http::StatusCode;
 
@@ -31,18 +32,12 @@ impl Retry {
             .saturating_mul(1 << attempt.min(16))
             .min(MAX_DELAY);
         // Between 50% and 100% of the exponential delay.
-        let jitter = fnv1a(salt, attempt) % 512;
+        let jitter = Fnv1a::new()
+            .write(salt.bytes().chain(attempt.to_le_bytes()))
+            .finish()
+            % 512;
         exponential / 2 + exponential / 2 * jitter as u32 / 511
     }
-}
-
-fn fnv1a(text: &str, attempt: u32) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.bytes().chain(attempt.to_le_bytes()) {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
 }
 
 /// Classifies a client error about `object`; `doing` says what failed ("apply", "delete"…).

@@ -113,7 +113,7 @@ impl Positions {
     }
 
     /// Reads [`Positions::encode`]'s bytes.
-    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, BadPositions> {
         let mut set = BTreeSet::new();
         match bytes.split_first() {
             None => {}
@@ -122,10 +122,10 @@ impl Positions {
                 while !rest.is_empty() {
                     let gap = read_varint(&mut rest)?;
                     let len = read_varint(&mut rest)?;
-                    let start = at.checked_add(gap).ok_or("position overflow")?;
-                    let end = start.checked_add(len).ok_or("position overflow")?;
+                    let start = at.checked_add(gap).ok_or(BadPositions::Overflow)?;
+                    let end = start.checked_add(len).ok_or(BadPositions::Overflow)?;
                     if len == 0 || (gap == 0 && at > 0) {
-                        return Err("runs are not maximal".into());
+                        return Err(BadPositions::NotMaximal);
                     }
                     set.extend(start..end);
                     at = end;
@@ -136,13 +136,14 @@ impl Positions {
                 for (i, byte) in rest.iter().enumerate() {
                     for bit in 0..8 {
                         if byte & (1 << bit) != 0 {
-                            let offset = u32::try_from(i * 8 + bit).map_err(|_| "too long")?;
-                            set.insert(first.checked_add(offset).ok_or("position overflow")?);
+                            let offset =
+                                u32::try_from(i * 8 + bit).map_err(|_| BadPositions::Overflow)?;
+                            set.insert(first.checked_add(offset).ok_or(BadPositions::Overflow)?);
                         }
                     }
                 }
             }
-            Some((tag, _)) => return Err(format!("unknown position set encoding {tag:#x}")),
+            Some((&tag, _)) => return Err(BadPositions::Encoding(tag)),
         }
         Ok(Positions { set })
     }
@@ -172,6 +173,26 @@ impl<'de> Deserialize<'de> for Positions {
     }
 }
 
+/// Why persisted bytes are not a position set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BadPositions {
+    /// A position past `u32::MAX`.
+    #[error("position overflow")]
+    Overflow,
+    /// Two runs that touch, or an empty one: not what [`Positions::encode`] writes.
+    #[error("runs are not maximal")]
+    NotMaximal,
+    /// A number wider than 32 bits.
+    #[error("varint overflow")]
+    VarintOverflow,
+    /// The bytes end inside a number.
+    #[error("a varint is cut short")]
+    CutShort,
+    /// A first byte that names no encoding.
+    #[error("unknown position set encoding {0:#x}")]
+    Encoding(u8),
+}
+
 fn varint(mut n: u32, out: &mut Vec<u8>) {
     loop {
         let byte = (n & 0x7f) as u8;
@@ -184,22 +205,22 @@ fn varint(mut n: u32, out: &mut Vec<u8>) {
     }
 }
 
-fn read_varint(bytes: &mut &[u8]) -> Result<u32, String> {
+fn read_varint(bytes: &mut &[u8]) -> Result<u32, BadPositions> {
     let mut n: u32 = 0;
     for shift in (0..35).step_by(7) {
         let Some((&byte, rest)) = bytes.split_first() else {
-            return Err("a varint is cut short".into());
+            return Err(BadPositions::CutShort);
         };
         *bytes = rest;
         n |= u32::from(byte & 0x7f)
             .checked_shl(shift)
             .filter(|v| v >> shift == u32::from(byte & 0x7f))
-            .ok_or("varint overflow")?;
+            .ok_or(BadPositions::VarintOverflow)?;
         if byte & 0x80 == 0 {
             return Ok(n);
         }
     }
-    Err("varint overflow".into())
+    Err(BadPositions::VarintOverflow)
 }
 
 #[cfg(test)]

@@ -12,6 +12,12 @@ pub struct FaultError {
     pub message: String,
 }
 
+/// What is wrong with one fault rule and how to fix it, before the rule it is about is known
+/// ([`FaultError`] places it).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RuleMistake(pub String);
+
 /// Why a simulator operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, FaultError};
+use crate::error::{Error, FaultError, RuleMistake};
 use crate::seed;
 
 /// A set of fault rules.
@@ -179,11 +179,11 @@ impl Faults {
             .enumerate()
             .map(|(i, item)| {
                 let rule = match item {
-                    serde_json::Value::String(text) => {
-                        text.parse::<FaultRule>().map_err(|err| err.message)
-                    }
+                    serde_json::Value::String(text) => text
+                        .parse::<FaultRule>()
+                        .map_err(|err| RuleMistake(err.message)),
                     fields => serde_json::from_value::<RawRule>(fields)
-                        .map_err(|err| err.to_string())
+                        .map_err(|err| RuleMistake(err.to_string()))
                         .and_then(FaultRule::try_from),
                 };
                 rule.map_err(|message| Error::Faults {
@@ -259,16 +259,16 @@ impl FromStr for FaultRule {
     type Err = FaultError;
 
     fn from_str(text: &str) -> Result<Self, FaultError> {
-        let bad = |message: String| FaultError {
+        let bad = |RuleMistake(message)| FaultError {
             rule: text.to_owned(),
             message,
         };
         let mut raw = RawRule::default();
         for field in text.split(',').map(str::trim) {
             if field.is_empty() {
-                return Err(bad(
+                return Err(bad(RuleMistake(
                     "empty field: separate `key=value` pairs with one comma".into(),
-                ));
+                )));
             }
             let (key, value) = match field.split_once('=') {
                 Some((k, v)) => (k.trim(), Some(v.trim())),
@@ -278,7 +278,7 @@ impl FromStr for FaultRule {
                 value
                     .filter(|v| !v.is_empty())
                     .map(str::to_owned)
-                    .ok_or_else(|| bad(format!("`{key}` needs a value: `{key}=<…>`")))
+                    .ok_or_else(|| bad(RuleMistake(format!("`{key}` needs a value: `{key}=<…>`"))))
             };
             let slot = match key {
                 "package" => &mut raw.package,
@@ -287,9 +287,11 @@ impl FromStr for FaultRule {
                 "cluster" => &mut raw.cluster,
                 "rate" => {
                     let v = value_of(key)?;
-                    let rate = v
-                        .parse::<f64>()
-                        .map_err(|_| bad(format!("rate {v:?} is not a number between 0 and 1")))?;
+                    let rate = v.parse::<f64>().map_err(|_| {
+                        bad(RuleMistake(format!(
+                            "rate {v:?} is not a number between 0 and 1"
+                        )))
+                    })?;
                     set_once(&mut raw.rate, rate, key).map_err(bad)?;
                     continue;
                 }
@@ -303,18 +305,18 @@ impl FromStr for FaultRule {
                         None | Some("true") => true,
                         Some("false") => false,
                         Some(v) => {
-                            return Err(bad(format!(
+                            return Err(bad(RuleMistake(format!(
                                 "silent takes no value (or true/false), not {v:?}"
-                            )));
+                            ))));
                         }
                     };
                     set_once(&mut raw.silent, silent, key).map_err(bad)?;
                     continue;
                 }
                 other => {
-                    return Err(bad(format!(
+                    return Err(bad(RuleMistake(format!(
                         "unknown key {other:?}: expected package, idc, machine or cluster, then rate, delay or silent"
-                    )));
+                    ))));
                 }
             };
             let v = value_of(key)?;
@@ -340,9 +342,9 @@ impl fmt::Display for FaultRule {
     }
 }
 
-fn set_once<T>(slot: &mut Option<T>, value: T, key: &str) -> Result<(), String> {
+fn set_once<T>(slot: &mut Option<T>, value: T, key: &str) -> Result<(), RuleMistake> {
     if slot.is_some() {
-        return Err(format!("`{key}` is given twice"));
+        return Err(RuleMistake(format!("`{key}` is given twice")));
     }
     *slot = Some(value);
     Ok(())
@@ -357,11 +359,13 @@ enum RuleForm {
 }
 
 impl TryFrom<RuleForm> for FaultRule {
-    type Error = String;
+    type Error = RuleMistake;
 
-    fn try_from(form: RuleForm) -> Result<Self, String> {
+    fn try_from(form: RuleForm) -> Result<Self, RuleMistake> {
         match form {
-            RuleForm::Text(text) => text.parse().map_err(|err: FaultError| err.message),
+            RuleForm::Text(text) => text
+                .parse()
+                .map_err(|err: FaultError| RuleMistake(err.message)),
             RuleForm::Fields(raw) => FaultRule::try_from(raw),
         }
     }
@@ -388,9 +392,9 @@ struct RawRule {
 }
 
 impl TryFrom<RawRule> for FaultRule {
-    type Error = String;
+    type Error = RuleMistake;
 
-    fn try_from(raw: RawRule) -> Result<Self, String> {
+    fn try_from(raw: RawRule) -> Result<Self, RuleMistake> {
         let mut targets = [
             raw.package.map(FaultTarget::Package),
             raw.idc.map(FaultTarget::Idc),
@@ -399,33 +403,34 @@ impl TryFrom<RawRule> for FaultRule {
         ]
         .into_iter()
         .flatten();
-        let target = targets
-            .next()
-            .ok_or("no target: name one of package=, idc=, machine= or cluster=")?;
+        let target = targets.next().ok_or_else(|| {
+            RuleMistake("no target: name one of package=, idc=, machine= or cluster=".into())
+        })?;
         if let Some(second) = targets.next() {
-            return Err(format!(
+            return Err(RuleMistake(format!(
                 "two targets ({target} and {second}): a rule names exactly one; write two rules"
-            ));
+            )));
         }
         if target.name().is_empty() {
-            return Err(format!("`{}` needs a name", target.key()));
+            return Err(RuleMistake(format!("`{}` needs a name", target.key())));
         }
         if let Some(rate) = raw.rate
             && !(0.0..=1.0).contains(&rate)
         {
-            return Err(format!(
+            return Err(RuleMistake(format!(
                 "rate {rate} is out of range: use a number between 0 and 1"
-            ));
+            )));
         }
         let delay = raw
             .delay
             .map(|d| endstate_api::duration::parse(&d))
-            .transpose()?;
+            .transpose()
+            .map_err(|err| RuleMistake(err.to_string()))?;
         let silent = raw.silent.unwrap_or(false);
         if raw.rate.is_none() && delay.is_none() && !silent {
-            return Err(format!(
+            return Err(RuleMistake(format!(
                 "no effect for {target}: add rate=<0..1>, delay=<duration> or silent"
-            ));
+            )));
         }
         Ok(FaultRule {
             target,

@@ -18,6 +18,7 @@
 
 pub mod error;
 pub mod faults;
+mod fields;
 pub mod fleet;
 pub mod live;
 pub mod operator;

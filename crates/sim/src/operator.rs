@@ -116,6 +116,41 @@ pub fn removal_at(kind: endstate_core::Kind, name: &str, deleted: Time, cx: Cont
     deleted + delay
 }
 
+impl OperatorConfig {
+    /// Every step takes `delay`: for end-to-end tests that should not wait for realistic
+    /// install times.
+    pub fn fixed(delay: Duration) -> Self {
+        OperatorConfig::default().map(|_| Delay::fixed(delay))
+    }
+
+    /// The delays divided by `speed` (a speed of 60 turns a minute into a second), for
+    /// end-to-end tests and demos that should not take real install times; a speed of 0 or 1
+    /// leaves them.
+    pub fn scaled(self, speed: f64) -> Self {
+        if speed <= 0.0 || speed == 1.0 {
+            return self;
+        }
+        self.map(|d| Delay {
+            min: d.min.div_f64(speed),
+            max: d.max.div_f64(speed),
+        })
+    }
+
+    /// Every delay through `f`.
+    fn map(self, f: impl Fn(Delay) -> Delay) -> Self {
+        OperatorConfig {
+            pickup: f(self.pickup),
+            install: f(self.install),
+            reinstall: f(self.reinstall),
+            configure: f(self.configure),
+            provision: f(self.provision),
+            upgrade: f(self.upgrade),
+            drain: f(self.drain),
+            teardown: f(self.teardown),
+        }
+    }
+}
+
 impl Default for OperatorConfig {
     fn default() -> Self {
         OperatorConfig {

@@ -7,18 +7,17 @@
 
 use std::time::Duration;
 
+use endstate_core::hash::Fnv1a;
+
 /// A 64-bit hash of the seed and the parts, stable across runs, platforms and Rust versions.
 pub fn hash(seed: u64, parts: &[&str]) -> u64 {
     // FNV-1a over the parts (each followed by a separator so that ("ab", "c") and ("a", "bc")
     // differ), then splitmix64's finaliser to spread the bits.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let mut h = Fnv1a::seeded(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     for part in parts {
-        for byte in part.bytes().chain([0xff]) {
-            h ^= u64::from(byte);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        h.write(part.bytes().chain([0xff]));
     }
-    mix(h)
+    mix(h.finish())
 }
 
 /// A number in `[0, 1)` decided by the seed and the parts.

@@ -26,6 +26,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use anyhow::{Result, anyhow};
+
 /// How long a server may take to become ready (it usually takes about 10 s).
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -65,20 +67,24 @@ impl Binaries {
     /// Runs `scripts/kube-test-env.sh`, which honours `ENDSTATE_TEST_KUBE_APISERVER` and
     /// `ENDSTATE_TEST_ETCD`, and otherwise installs etcd and builds kube-apiserver once.
     /// The script is run once per process.
-    pub fn locate() -> Result<Binaries, String> {
-        static FOUND: OnceLock<Result<Binaries, String>> = OnceLock::new();
-        FOUND.get_or_init(Self::run_script).clone()
+    pub fn locate() -> Result<Binaries> {
+        // The error is kept as its text: every test that asks again gets the same one.
+        static FOUND: OnceLock<Result<Binaries, std::sync::Arc<anyhow::Error>>> = OnceLock::new();
+        FOUND
+            .get_or_init(|| Self::run_script().map_err(std::sync::Arc::new))
+            .clone()
+            .map_err(|err| anyhow!("{err:#}"))
     }
 
-    fn run_script() -> Result<Binaries, String> {
+    fn run_script() -> Result<Binaries> {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kube-test-env.sh");
         let output = Command::new("bash")
             .arg(&script)
             .stderr(Stdio::inherit())
             .output()
-            .map_err(|err| format!("cannot run {}: {err}", script.display()))?;
+            .map_err(|err| anyhow!("cannot run {}: {err}", script.display()))?;
         if !output.status.success() {
-            return Err(format!(
+            return Err(anyhow!(
                 "{} failed ({}); it prints why above. Set ENDSTATE_TEST_KUBE_APISERVER and \
                  ENDSTATE_TEST_ETCD to existing binaries to skip it",
                 script.display(),
@@ -91,7 +97,7 @@ impl Binaries {
                 .lines()
                 .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
                 .map(PathBuf::from)
-                .ok_or_else(|| format!("{} printed no {key}", script.display()))
+                .ok_or_else(|| anyhow!("{} printed no {key}", script.display()))
         };
         Ok(Binaries {
             apiserver: value("ENDSTATE_TEST_KUBE_APISERVER")?,
@@ -127,13 +133,13 @@ struct Launch {
 }
 
 impl Launch {
-    fn spawn(&self) -> Result<Child, String> {
+    fn spawn(&self) -> Result<Child> {
         Command::new(&self.program)
             .args(&self.args)
             .stdout(log_file(&self.log)?)
             .stderr(log_file(&self.log)?)
             .spawn()
-            .map_err(|err| format!("cannot run {}: {err}", self.program.display()))
+            .map_err(|err| anyhow!("cannot run {}: {err}", self.program.display()))
     }
 }
 
@@ -159,12 +165,12 @@ impl TestServer {
     }
 
     /// Starts a server, or says why it cannot.
-    pub fn try_start(options: &Options) -> Result<TestServer, String> {
+    pub fn try_start(options: &Options) -> Result<TestServer> {
         let binaries = Binaries::locate()?;
-        let dir = scratch_dir().map_err(|err| format!("cannot make a scratch directory: {err}"))?;
+        let dir = scratch_dir().map_err(|err| anyhow!("cannot make a scratch directory: {err}"))?;
         let cert_dir = dir.join("certs");
         std::fs::create_dir_all(&cert_dir)
-            .map_err(|err| format!("{}: {err}", cert_dir.display()))?;
+            .map_err(|err| anyhow!("{}: {err}", cert_dir.display()))?;
 
         let admin_token = token("admin");
         let user_token = token("user");
@@ -184,9 +190,9 @@ impl TestServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
-            .map_err(|err| format!("cannot run openssl to make the service-account key: {err}"))?;
+            .map_err(|err| anyhow!("cannot run openssl to make the service-account key: {err}"))?;
         if !status.success() {
-            return Err(format!("openssl genrsa failed ({status})"));
+            return Err(anyhow!("openssl genrsa failed ({status})"));
         }
 
         let [etcd_client, etcd_peer, secure_port] = free_ports()?;
@@ -263,7 +269,7 @@ impl TestServer {
             .wait_ready()
             .and_then(|()| server.grant_user())
             .map_err(|err| {
-                format!(
+                anyhow!(
                     "{err}\n--- {}:\n{}\n--- {}:\n{}",
                     apiserver_log.display(),
                     tail(&apiserver_log),
@@ -294,7 +300,7 @@ impl TestServer {
 
     /// Writes a kubeconfig for this server that authenticates with `token` (a service
     /// account's, from the TokenRequest API, say) to `path`.
-    pub fn write_kubeconfig(&self, token: &str, path: &Path) -> Result<(), String> {
+    pub fn write_kubeconfig(&self, token: &str, path: &Path) -> Result<()> {
         write(path, &kubeconfig_text(&self.url, token, &self.cert))
     }
 
@@ -321,7 +327,7 @@ impl TestServer {
             .expect("the test server's kubeconfig")
     }
 
-    fn wait_for_file(&mut self, path: &Path) -> Result<(), String> {
+    fn wait_for_file(&mut self, path: &Path) -> Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             self.check_alive()?;
@@ -329,19 +335,19 @@ impl TestServer {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(format!("kube-apiserver wrote no {}", path.display()));
+                return Err(anyhow!("kube-apiserver wrote no {}", path.display()));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
-    fn check_alive(&mut self) -> Result<(), String> {
+    fn check_alive(&mut self) -> Result<()> {
         for (name, child) in [
             ("etcd", &mut self.etcd),
             ("kube-apiserver", &mut self.apiserver),
         ] {
             if let Ok(Some(status)) = child.try_wait() {
-                return Err(format!("{name} exited at start-up ({status})"));
+                return Err(anyhow!("{name} exited at start-up ({status})"));
             }
         }
         Ok(())
@@ -350,7 +356,7 @@ impl TestServer {
     /// Polls `/readyz` until it answers `ok`.
     /// Kills etcd (SIGKILL) and starts it again on the same ports and data, as a crashed
     /// member restarted by its supervisor; returns once the API server answers again.
-    pub fn restart_etcd(&mut self) -> Result<(), String> {
+    pub fn restart_etcd(&mut self) -> Result<()> {
         restart(&mut self.etcd, &self.etcd_command)?;
         self.rewatch();
         self.wait_ready()
@@ -358,7 +364,7 @@ impl TestServer {
 
     /// Kills kube-apiserver (SIGKILL) and starts it again on the same port, certificates and
     /// etcd; returns once it is ready. Clients see their connections and watches cut.
-    pub fn restart_apiserver(&mut self) -> Result<(), String> {
+    pub fn restart_apiserver(&mut self) -> Result<()> {
         restart(&mut self.apiserver, &self.apiserver_command)?;
         self.rewatch();
         self.wait_ready()
@@ -368,7 +374,7 @@ impl TestServer {
     /// history while it is down: a client's watch resumed from a resourceVersion older than the
     /// compaction is answered `410 Gone` (with `--watch-cache=false`, from etcd itself), so
     /// the client must list again.
-    pub fn restart_apiserver_compacting(&mut self) -> Result<(), String> {
+    pub fn restart_apiserver_compacting(&mut self) -> Result<()> {
         let _ = self.apiserver.kill();
         let _ = self.apiserver.wait();
         self.compact_etcd()?;
@@ -378,7 +384,7 @@ impl TestServer {
     }
 
     /// Compacts etcd's history up to its current revision (through etcd's JSON gateway).
-    pub fn compact_etcd(&self) -> Result<u64, String> {
+    pub fn compact_etcd(&self) -> Result<u64> {
         let range = etcd_post(
             self.etcd_client,
             "/v3/kv/range",
@@ -387,7 +393,7 @@ impl TestServer {
         let revision = serde_json::from_str::<serde_json::Value>(&range)
             .ok()
             .and_then(|v| v["header"]["revision"].as_str()?.parse::<u64>().ok())
-            .ok_or_else(|| format!("no revision in etcd's answer: {range}"))?;
+            .ok_or_else(|| anyhow!("no revision in etcd's answer: {range}"))?;
         etcd_post(
             self.etcd_client,
             "/v3/kv/compaction",
@@ -406,7 +412,7 @@ impl TestServer {
         self.watchdog = watchdog(&[self.etcd.id(), self.apiserver.id()], &self.dir);
     }
 
-    fn wait_ready(&mut self) -> Result<(), String> {
+    fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             self.check_alive()?;
@@ -415,7 +421,7 @@ impl TestServer {
                 return Ok(());
             };
             if Instant::now() > deadline {
-                return Err(format!(
+                return Err(anyhow!(
                     "kube-apiserver at {} was not ready after {READY_TIMEOUT:?}: {last}",
                     self.url
                 ));
@@ -425,7 +431,7 @@ impl TestServer {
     }
 
     /// Binds the user to `cluster-admin` and waits until the authorizer has seen it.
-    fn grant_user(&mut self) -> Result<(), String> {
+    fn grant_user(&mut self) -> Result<()> {
         let admin = self.kubeconfig.clone();
         on_own_runtime(async move { bind_user(&admin).await })?;
         let deadline = Instant::now() + READY_TIMEOUT;
@@ -435,7 +441,7 @@ impl TestServer {
                 return Ok(());
             };
             if Instant::now() > deadline {
-                return Err(format!("the test user never got its permissions: {last}"));
+                return Err(anyhow!("the test user never got its permissions: {last}"));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -449,30 +455,29 @@ const USER_GROUP: &str = "endstate-test-users";
 /// Runs `future` on a runtime of its own, on a thread of its own, so that it can be called
 /// from inside a test's runtime.
 fn on_own_runtime<T: Send + 'static>(
-    future: impl Future<Output = Result<T, String>> + Send + 'static,
-) -> Result<T, String> {
+    future: impl Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
     std::thread::spawn(move || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|err| err.to_string())?
+            .map_err(anyhow::Error::from)?
             .block_on(future)
     })
     .join()
-    .unwrap_or_else(|_| Err("a probe of the test server panicked".to_owned()))
+    .unwrap_or_else(|_| Err(anyhow!("a probe of the test server panicked")))
 }
 
-async fn load_config(path: &Path) -> Result<kube::Config, String> {
-    let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|err| err.to_string())?;
+async fn load_config(path: &Path) -> Result<kube::Config> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(anyhow::Error::from)?;
     kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
-        .map_err(|err| format!("{}: {err}", path.display()))
+        .map_err(|err| anyhow!("{}: {err}", path.display()))
 }
 
-async fn bind_user(admin: &Path) -> Result<(), String> {
+async fn bind_user(admin: &Path) -> Result<()> {
     use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
-    let client =
-        kube::Client::try_from(load_config(admin).await?).map_err(|err| err.to_string())?;
+    let client = kube::Client::try_from(load_config(admin).await?).map_err(anyhow::Error::from)?;
     let bindings: kube::Api<ClusterRoleBinding> = kube::Api::all(client);
     let binding = ClusterRoleBinding {
         metadata: kube::api::ObjectMeta {
@@ -495,17 +500,17 @@ async fn bind_user(admin: &Path) -> Result<(), String> {
         .create(&Default::default(), &binding)
         .await
         .map(drop)
-        .map_err(|err| format!("cannot bind the test user to cluster-admin: {err}"))
+        .map_err(|err| anyhow!("cannot bind the test user to cluster-admin: {err}"))
 }
 
-async fn user_can_list(user: &Path) -> Result<(), String> {
-    let client = kube::Client::try_from(load_config(user).await?).map_err(|err| err.to_string())?;
+async fn user_can_list(user: &Path) -> Result<()> {
+    let client = kube::Client::try_from(load_config(user).await?).map_err(anyhow::Error::from)?;
     let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client);
     namespaces
         .list(&kube::api::ListParams::default().limit(1))
         .await
         .map(drop)
-        .map_err(|err| err.to_string())
+        .map_err(anyhow::Error::from)
 }
 
 impl Drop for TestServer {
@@ -523,47 +528,47 @@ impl Drop for TestServer {
     }
 }
 
-async fn readyz(kubeconfig: &Path) -> Result<(), String> {
+async fn readyz(kubeconfig: &Path) -> Result<()> {
     let kubeconfig =
-        kube::config::Kubeconfig::read_from(kubeconfig).map_err(|err| err.to_string())?;
+        kube::config::Kubeconfig::read_from(kubeconfig).map_err(anyhow::Error::from)?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
-        .map_err(|err| err.to_string())?;
-    let client = kube::Client::try_from(config).map_err(|err| err.to_string())?;
+        .map_err(anyhow::Error::from)?;
+    let client = kube::Client::try_from(config).map_err(anyhow::Error::from)?;
     let request = http::Request::get("/readyz")
         .body(Vec::new())
-        .map_err(|err| err.to_string())?;
+        .map_err(anyhow::Error::from)?;
     let body = client
         .request_text(request)
         .await
-        .map_err(|err| err.to_string())?;
+        .map_err(anyhow::Error::from)?;
     if body.trim() == "ok" {
         Ok(())
     } else {
-        Err(format!("/readyz answered {body:?}"))
+        Err(anyhow!("/readyz answered {body:?}"))
     }
 }
 
 /// A shell that kills the servers and removes their directory once its stdin closes, which
 /// happens when this process exits, however it exits.
 /// A POST of JSON to etcd's gateway on loopback; the body of a 200 answer.
-fn etcd_post(port: u16, path: &str, body: &str) -> Result<String, String> {
+fn etcd_post(port: u16, path: &str, body: &str) -> Result<String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))
-        .map_err(|err| format!("etcd on {port}: {err}"))?;
+        .map_err(|err| anyhow!("etcd on {port}: {err}"))?;
     write!(
         stream,
         "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
-    .map_err(|err| format!("etcd {path}: {err}"))?;
+    .map_err(|err| anyhow!("etcd {path}: {err}"))?;
     let mut answer = String::new();
     stream
         .read_to_string(&mut answer)
-        .map_err(|err| format!("etcd {path}: {err}"))?;
+        .map_err(|err| anyhow!("etcd {path}: {err}"))?;
     let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
     if !head.starts_with("HTTP/1.1 200") {
-        return Err(format!("etcd {path}: {answer}"));
+        return Err(anyhow!("etcd {path}: {answer}"));
     }
     // A chunked body carries its length first: the JSON is the part between the braces.
     let json = match (body.find('{'), body.rfind('}')) {
@@ -573,7 +578,7 @@ fn etcd_post(port: u16, path: &str, body: &str) -> Result<String, String> {
     Ok(json.to_owned())
 }
 
-fn restart(child: &mut Child, launch: &Launch) -> Result<(), String> {
+fn restart(child: &mut Child, launch: &Launch) -> Result<()> {
     let _ = child.kill();
     let _ = child.wait();
     *child = launch.spawn()?;
@@ -643,12 +648,12 @@ fn token(salt: &str) -> String {
     token
 }
 
-fn free_ports() -> Result<[u16; 3], String> {
+fn free_ports() -> Result<[u16; 3]> {
     // Hold all three listeners at once so the ports differ; the servers bind them right after.
     let listeners = (0..3)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<io::Result<Vec<_>>>()
-        .map_err(|err| format!("cannot find a free loopback port: {err}"))?;
+        .map_err(|err| anyhow!("cannot find a free loopback port: {err}"))?;
     let port = |i: usize| {
         listeners[i]
             .local_addr()
@@ -677,16 +682,16 @@ fn scratch_dir() -> io::Result<PathBuf> {
     Ok(dir)
 }
 
-fn write(path: &Path, text: &str) -> Result<(), String> {
-    std::fs::write(path, text).map_err(|err| format!("cannot write {}: {err}", path.display()))
+fn write(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(|err| anyhow!("cannot write {}: {err}", path.display()))
 }
 
-fn log_file(path: &Path) -> Result<std::fs::File, String> {
+fn log_file(path: &Path) -> Result<std::fs::File> {
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
-        .map_err(|err| format!("cannot open {}: {err}", path.display()))
+        .map_err(|err| anyhow!("cannot open {}: {err}", path.display()))
 }
 
 fn tail(path: &Path) -> String {

@@ -19,7 +19,7 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<ExitCode> {
     let config = AgentConfig {
         namespace: args.namespace.clone(),
         seed: args.seed,
-        operators: endstate_agent::scaled(OperatorConfig::default(), args.speed),
+        operators: OperatorConfig::default().scaled(args.speed),
         faults,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -625,7 +625,7 @@ impl Loader<'_> {
                 (Value::Array(_), _) => match patch::json_patch(value) {
                     Ok(ops) => (PatchBody::Json(ops), None),
                     Err(message) => {
-                        self.diags.push(here(message));
+                        self.diags.push(here(message.into()));
                         continue;
                     }
                 },
@@ -642,7 +642,7 @@ impl Loader<'_> {
                 ) {
                     Ok((merge, identity)) => (PatchBody::Merge(merge), Some(identity)),
                     Err(message) => {
-                        self.diags.push(here(message));
+                        self.diags.push(here(message.into()));
                         continue;
                     }
                 },

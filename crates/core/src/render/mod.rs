@@ -16,6 +16,7 @@ use rayon::prelude::*;
 use serde_json::Value;
 
 use crate::error::{Diagnostic, Diagnostics};
+use crate::invalid::Invalid;
 use crate::object::{FleetObject, Kind, ObjectRef};
 pub use crate::object::{Origin, RenderedObject};
 use crate::tree::Tree;
@@ -294,7 +295,7 @@ fn document(
         file: file.to_owned(),
         line: doc.first_line,
     };
-    let at_doc = |message: String| vec![Diagnostic::file(file, message).at_line(doc.first_line)];
+    let at_doc = |message: Invalid| vec![Diagnostic::file(file, message).at_line(doc.first_line)];
     let mut value = match yaml::parse(doc, file) {
         Ok(Some(value)) => value,
         Ok(None) => return Err(at_doc("an empty document (null) is not an object".into())),
@@ -335,7 +336,7 @@ fn document(
         })?;
     }
     let id = ObjectRef::of_value(&value);
-    let at_object = |message: String| {
+    let at_object = |message: Invalid| {
         vec![
             Diagnostic::file(file, message)
                 .at_line(doc.first_line)
@@ -359,7 +360,7 @@ fn document(
 }
 
 /// Puts an object in the owner's namespace and gives it the owner's labels.
-fn own(value: &mut Value, owner: &Owner) -> Result<(), String> {
+fn own(value: &mut Value, owner: &Owner) -> Result<(), Invalid> {
     let meta = metadata(value);
     match meta.get("namespace").and_then(Value::as_str) {
         None | Some("") => {
@@ -367,11 +368,11 @@ fn own(value: &mut Value, owner: &Owner) -> Result<(), String> {
         }
         Some(ns) if ns == owner.namespace => {}
         Some(ns) => {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "metadata.namespace is {ns}, but the fleet's objects live in {}; remove the \
                  namespace (here or in the kustomization), or run the fleet in {ns}",
                 owner.namespace
-            ));
+            )));
         }
     }
     if !owner.labels.is_empty() {
@@ -390,7 +391,7 @@ fn own(value: &mut Value, owner: &Owner) -> Result<(), String> {
 }
 
 /// Checks what a resource must have before kustomize could even place it.
-fn identify(value: &Value) -> Result<Kind, String> {
+fn identify(value: &Value) -> Result<Kind, Invalid> {
     let Some(map) = value.as_object() else {
         return Err("a resource must be a mapping with apiVersion, kind and metadata".into());
     };
@@ -409,20 +410,20 @@ fn identify(value: &Value) -> Result<Kind, String> {
         .and_then(Value::as_str)
         .unwrap_or_default();
     if api_version != endstate_api::API_VERSION {
-        return Err(format!(
+        return Err(Invalid(format!(
             "{kind} with apiVersion {api_version:?}: a fleet repository holds {} objects only",
             endstate_api::API_VERSION
-        ));
+        )));
     }
     let Some(kind) = Kind::parse(kind) else {
-        return Err(format!(
+        return Err(Invalid(format!(
             "unknown kind {kind:?}: expected one of {}",
             endstate_api::REPO_KINDS.join(", ")
-        ));
+        )));
     };
     let name = value["metadata"]["name"].as_str().unwrap_or_default();
     if name.is_empty() {
-        return Err(format!("{kind} without metadata.name"));
+        return Err(Invalid(format!("{kind} without metadata.name")));
     }
     Ok(kind)
 }
@@ -433,7 +434,7 @@ fn transform(
     layer: &Layer,
     value: &mut Value,
     mut applied: Option<(&mut Vec<u32>, u32)>,
-) -> Result<(), String> {
+) -> Result<(), Invalid> {
     let mut record = |index: usize| {
         if let Some((applied, first)) = applied.as_mut() {
             applied.push(*first + index as u32);
@@ -450,7 +451,7 @@ fn transform(
             record(index);
             patch
                 .apply(value)
-                .map_err(|e| format!("{e} (patch in {})", patch.origin))?;
+                .map_err(|e| Invalid(format!("{e} (patch in {})", patch.origin)))?;
         }
     }
     if let Some(namespace) = &layer.namespace {
@@ -480,7 +481,7 @@ fn transform(
             record(merges + index);
             patch
                 .apply(value)
-                .map_err(|e| format!("{e} (patch in {})", patch.origin))?;
+                .map_err(|e| Invalid(format!("{e} (patch in {})", patch.origin)))?;
         }
     }
     Ok(())
@@ -499,7 +500,7 @@ fn metadata(value: &mut Value) -> &mut serde_json::Map<String, Value> {
 }
 
 /// Top-level and metadata fields a fleet object may declare.
-fn check_shape(value: &Value) -> Result<(), String> {
+fn check_shape(value: &Value) -> Result<(), Invalid> {
     let map = value
         .as_object()
         .expect("identify() checked this is a mapping");
@@ -511,7 +512,7 @@ fn check_shape(value: &Value) -> Result<(), String> {
                     "`status` is reported by the operators, not declared in Git; remove it".into(),
                 );
             }
-            other => return Err(format!("unknown top-level field `{other}`")),
+            other => return Err(Invalid(format!("unknown top-level field `{other}`"))),
         }
     }
     if let Some(meta) = map.get("metadata").and_then(Value::as_object) {
@@ -520,10 +521,10 @@ fn check_shape(value: &Value) -> Result<(), String> {
                 key.as_str(),
                 "name" | "namespace" | "labels" | "annotations"
             ) {
-                return Err(format!(
+                return Err(Invalid(format!(
                     "metadata.{key} cannot be declared in Git (only name, namespace, labels and \
                      annotations)"
-                ));
+                )));
             }
         }
     }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde_json::Value;
 
 use super::selector::Target;
+use crate::invalid::Invalid;
 use crate::object::ObjectRef;
 
 /// What a patch does.
@@ -76,20 +77,19 @@ impl Patch {
     }
 
     /// Applies the patch to a selected object.
-    pub fn apply(&self, obj: &mut Value) -> Result<(), String> {
+    pub fn apply(&self, obj: &mut Value) -> Result<(), Invalid> {
         self.applied.fetch_add(1, Ordering::Relaxed);
         let before = ObjectRef::of_value(obj);
         match &self.body {
             PatchBody::Merge(patch) => json_patch::merge(obj, patch),
-            PatchBody::Json(ops) => {
-                json_patch::patch(obj, ops).map_err(|e| format!("JSON patch failed: {e}"))?
-            }
+            PatchBody::Json(ops) => json_patch::patch(obj, ops)
+                .map_err(|e| Invalid(format!("JSON patch failed: {e}")))?,
         }
         let after = ObjectRef::of_value(obj);
         if after.kind != before.kind || after.name != before.name {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "the patch changes the object's identity to {after}; kind and name cannot be patched"
-            ));
+            )));
         }
         Ok(())
     }
@@ -119,19 +119,19 @@ const DIRECTIVES: [&str; 5] = [
 /// in which kustomize renders a null label or annotation value as the string `"null"` rather
 /// than removing the key, as RFC 7386 does; such a patch is refused rather than rendered
 /// differently.
-pub fn merge_patch(mut doc: Value, null_is_a_string: bool) -> Result<(Value, Selection), String> {
+pub fn merge_patch(mut doc: Value, null_is_a_string: bool) -> Result<(Value, Selection), Invalid> {
     if let Some(path) = find_directive(&doc, String::new()) {
-        return Err(format!(
+        return Err(Invalid(format!(
             "strategic-merge directive at {path} is not supported: endstate applies patches to \
              its objects as JSON merge patches (RFC 7386); write the field's whole new value, or \
              use a JSON patch"
-        ));
+        )));
     }
     if null_is_a_string && let Some(why) = null_metadata(&doc) {
-        return Err(why);
+        return Err(why.into());
     }
     let Some(map) = doc.as_object_mut() else {
-        return Err("a merge patch must be a mapping".to_string());
+        return Err("a merge patch must be a mapping".into());
     };
     let api_version = take_string(map, "apiVersion");
     let kind = take_string(map, "kind");
@@ -148,7 +148,7 @@ pub fn merge_patch(mut doc: Value, null_is_a_string: bool) -> Result<(Value, Sel
     };
     let (Some(kind), Some(name)) = (kind, name) else {
         return Err("a merge patch must carry `kind` and `metadata.name` (kustomize reads it as a resource); with a `target` they only need to be present"
-            .to_string());
+            .into());
     };
     let selection = Selection::Identity {
         api_version,
@@ -209,8 +209,9 @@ fn find_directive(value: &Value, at: String) -> Option<String> {
 }
 
 /// Parses a JSON patch document.
-pub fn json_patch(doc: Value) -> Result<json_patch::Patch, String> {
-    serde_json::from_value(doc).map_err(|e| format!("not a valid JSON patch (RFC 6902): {e}"))
+pub fn json_patch(doc: Value) -> Result<json_patch::Patch, Invalid> {
+    serde_json::from_value(doc)
+        .map_err(|e| Invalid(format!("not a valid JSON patch (RFC 6902): {e}")))
 }
 
 #[cfg(test)]
@@ -237,7 +238,7 @@ mod tests {
     fn null_labels_and_annotations_are_refused_where_kustomize_writes_a_string() {
         let doc = json!({"kind": "Machine", "metadata": {"name": "m1",
                          "annotations": {"a": "b", "example.com/x": null}}});
-        let err = merge_patch(doc.clone(), true).unwrap_err();
+        let err = merge_patch(doc.clone(), true).unwrap_err().0;
         assert!(
             err.contains("metadata.annotations.example.com/x is null"),
             "{err}"
@@ -257,7 +258,7 @@ mod tests {
     fn directives_are_refused_with_their_path() {
         let doc = json!({"kind": "RolloutPolicy", "metadata": {"name": "p"},
                          "spec": {"waves": [{"$patch": "delete", "name": "a"}]}});
-        let err = merge_patch(doc, false).unwrap_err();
+        let err = merge_patch(doc, false).unwrap_err().0;
         assert!(err.contains(".spec.waves[0].$patch"), "{err}");
     }
 }

@@ -9,6 +9,8 @@ use regex_lite::Regex;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::invalid::Invalid;
+
 /// A `target:` as written in a kustomization.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -50,8 +52,8 @@ pub struct Target {
 
 impl Target {
     /// Compiles a target, or says which field is wrong.
-    pub fn compile(spec: &TargetSpec) -> Result<Self, String> {
-        fn re(field: &str, text: &Option<String>) -> Result<Option<Pattern>, String> {
+    pub fn compile(spec: &TargetSpec) -> Result<Self, Invalid> {
+        fn re(field: &str, text: &Option<String>) -> Result<Option<Pattern>, Invalid> {
             text.as_deref()
                 .filter(|t| !t.is_empty())
                 .map(|t| {
@@ -62,14 +64,18 @@ impl Target {
                     }
                     Regex::new(&format!("^(?:{t})$"))
                         .map(Pattern::Regex)
-                        .map_err(|e| format!("target.{field}: invalid regular expression: {e}"))
+                        .map_err(|e| {
+                            Invalid(format!("target.{field}: invalid regular expression: {e}"))
+                        })
                 })
                 .transpose()
         }
-        fn sel(field: &str, text: &Option<String>) -> Result<Option<LabelSelector>, String> {
+        fn sel(field: &str, text: &Option<String>) -> Result<Option<LabelSelector>, Invalid> {
             text.as_deref()
                 .filter(|t| !t.trim().is_empty())
-                .map(|t| LabelSelector::parse(t).map_err(|e| format!("target.{field}: {e}")))
+                .map(|t| {
+                    LabelSelector::parse(t).map_err(|e| Invalid(format!("target.{field}: {e}")))
+                })
                 .transpose()
         }
         Ok(Target {
@@ -144,12 +150,12 @@ enum Requirement {
 
 impl LabelSelector {
     /// Parses `a=b,c!=d,e in (x,y),!f`.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, Invalid> {
         let mut requirements = Vec::new();
         for part in split_top_level(text) {
             let part = part.trim();
             if part.is_empty() {
-                return Err(format!("empty requirement in selector {text:?}"));
+                return Err(Invalid(format!("empty requirement in selector {text:?}")));
             }
             requirements.push(parse_requirement(part).ok_or_else(|| {
                 format!("cannot parse {part:?} in selector {text:?} (use a=b, a!=b, a in (x,y), a notin (x), a or !a)")
