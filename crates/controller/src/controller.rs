@@ -21,11 +21,12 @@ use std::time::Duration;
 use endstate_core::hash::Fnv1a;
 use endstate_git::{RenderCache, RevertWriter};
 use endstate_rollout::rollout::Phase;
-use endstate_rollout::{Engine, Event, Live, LiveError, Time};
+use endstate_rollout::{Engine, Event, Live, Time};
 
 use crate::clock::Clock;
 use crate::control::{Control, Fence, names_wave};
 use crate::desired::Desired;
+use crate::error::Error;
 use crate::origin::Origin;
 use crate::refusal::Refusal;
 use crate::report::{Reporter, short};
@@ -115,27 +116,6 @@ pub struct Tally {
     pub trip_to_restored: Option<Duration>,
     /// Real time from the last trip to its revert being pushed (or refused).
     pub trip_to_revert: Option<Duration>,
-}
-
-/// Why the loop cannot go on.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The live fleet failed in a way retrying does not fix.
-    #[error("live fleet: {0}")]
-    Live(#[from] LiveError),
-    /// The persisted state cannot be read, or the commit it names cannot be rendered again.
-    #[error("persisted state: {0}")]
-    State(String),
-    /// This process no longer holds the lease: nothing more is written.
-    #[error("not the leader any more: writes are fenced")]
-    Fenced,
-}
-
-impl Error {
-    /// Whether the loop stopped because it lost the right to write.
-    pub fn is_fenced(&self) -> bool {
-        matches!(self, Error::Fenced | Error::Live(LiveError::Fenced(_)))
-    }
 }
 
 /// The fetch schedule of `config`: its interval, jittered by a seed drawn from the fleet's

@@ -22,6 +22,7 @@ use endstate_sim::{Faults, SimConfig, SimFleet, SimLive};
 
 use crate::clock::SimClock;
 use crate::controller::{Config, Controller, Outcome};
+use crate::error::Error;
 use crate::report::{Reporter, short};
 
 /// How to play the demo.
@@ -65,6 +66,42 @@ pub struct Summary {
     pub elapsed: Duration,
 }
 
+/// Why the demo stopped: a step failed, or did not go as the story says.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// A file of the demo's repository.
+    #[error("{doing}: {source}")]
+    Io {
+        /// What was being done.
+        doing: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The demo's repositories, with what was being done.
+    #[error("{doing}: {source}")]
+    Repo {
+        /// What was being done.
+        doing: String,
+        /// Why it failed.
+        source: git2::Error,
+    },
+    /// The demo's repositories.
+    #[error(transparent)]
+    Git(#[from] git2::Error),
+    /// The Git source or the revert writer.
+    #[error(transparent)]
+    Source(#[from] endstate_git::Error),
+    /// The fault rule of the bad package.
+    #[error(transparent)]
+    Faults(#[from] endstate_sim::FaultError),
+    /// The reconcile loop.
+    #[error(transparent)]
+    Loop(#[from] Error),
+    /// A step that did not go as the story says.
+    #[error("{0}")]
+    Story(String),
+}
+
 /// The package version the simulated machines fail to install.
 pub const BAD_KUBELET: &str = "kubelet-1.29.0";
 const FLEET: &str = "demo";
@@ -72,11 +109,14 @@ const NAMESPACE: &str = "fleet-demo";
 const OVERLAY: &str = "overlays/demo";
 
 /// Plays the story; fails when a step did not go as expected.
-pub async fn run(options: &Options, reporter: Box<dyn Reporter>) -> Result<Summary, String> {
+pub async fn run(options: &Options, reporter: Box<dyn Reporter>) -> Result<Summary, DemoError> {
     let started = Instant::now();
     let dir = match &options.keep {
         Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|source| DemoError::Io {
+                doing: format!("creating {}", dir.display()),
+                source,
+            })?;
             dir.clone()
         }
         None => {
@@ -97,10 +137,9 @@ async fn play(
     dir: &Path,
     mut reporter: Box<dyn Reporter>,
     started: Instant,
-) -> Result<Summary, String> {
+) -> Result<Summary, DemoError> {
     let repo = Repo::create(dir, options.machines)?;
-    let faults =
-        Faults::parse(&[format!("package={BAD_KUBELET},rate=0.5")]).map_err(|e| e.to_string())?;
+    let faults = Faults::parse(&[format!("package={BAD_KUBELET},rate=0.5")])?;
     let sim = SimFleet::new(
         SimConfig::new(NAMESPACE, options.seed)
             .with_faults(faults)
@@ -130,15 +169,14 @@ async fn play(
     let writer = RevertWriter::open(
         &source_config,
         RevertConfig::new(FLEET, "endstate", "endstate@fleet.example"),
-    )
-    .map_err(|e| e.to_string())?;
-    let source = Source::open(source_config, History::default()).map_err(|e| e.to_string())?;
+    )?;
+    let source = Source::open(source_config, History::default())?;
     let mut config = Config::new(FLEET, NAMESPACE);
     config.interval = Duration::from_secs(30);
     config.poll = Duration::from_secs(5);
     let mut controller =
         Controller::new(config, source, Some(writer), live.clone(), clock, reporter);
-    controller.resume().await.map_err(|e| e.to_string())?;
+    controller.resume().await?;
 
     // 1. Initial sync.
     let first = repo.head()?;
@@ -161,37 +199,34 @@ async fn play(
 
     // 3. A bad upgrade: the breaker trips, the fleet is restored, the revert is pushed.
     let bad = repo.commit_upgrade(BAD_KUBELET, "Upgrade kubelet to 1.29.0 on every machine")?;
-    let outcome = controller
-        .run_until_idle()
-        .await
-        .map_err(|e| e.to_string())?;
+    let outcome = controller.run_until_idle().await?;
     let Outcome::Tripped { commit, revert } = outcome else {
-        return Err(format!(
+        return Err(DemoError::Story(format!(
             "the bad upgrade {} should trip the breaker, but: {outcome:?}",
             short(&bad)
-        ));
+        )));
     };
     if commit != bad {
-        return Err(format!(
+        return Err(DemoError::Story(format!(
             "the breaker tripped on {}, not on the bad commit {}",
             short(&commit),
             short(&bad)
-        ));
+        )));
     }
     let trip = controller
         .engine()
         .breaker()
         .cloned()
-        .ok_or("the breaker is not open after the trip")?;
+        .ok_or_else(|| DemoError::Story("the breaker is not open after the trip".into()))?;
     let reverted = repo.remote_head()?;
     let message = repo.message(&reverted)?;
     let trailer = format!("Endstate-Revert-Of: {bad}");
     if !message.contains(&trailer) {
-        return Err(format!(
+        return Err(DemoError::Story(format!(
             "the branch head {} is not endstate's revert of {}:\n{message}",
             short(&reverted),
             short(&bad)
-        ));
+        )));
     }
     // Every machine runs the last good kubelet again.
     let stragglers = {
@@ -203,38 +238,35 @@ async fn play(
             .count()
     };
     if stragglers > 0 {
-        return Err(format!(
+        return Err(DemoError::Story(format!(
             "{stragglers} machines were not restored to kubelet-1.28.4"
-        ));
+        )));
     }
 
     // 4. The next reconcile, at the revert, writes nothing.
     let before = live.lock().counters();
     let writes_before = controller.tally().writes + controller.tally().restores;
-    let outcome = controller
-        .run_until_idle()
-        .await
-        .map_err(|e| e.to_string())?;
+    let outcome = controller.run_until_idle().await?;
     let after = live.lock().counters();
     if controller.tally().writes + controller.tally().restores != writes_before
         || after.applies != before.applies
     {
-        return Err(format!(
+        return Err(DemoError::Story(format!(
             "the reconcile after the revert wrote to the fleet ({outcome:?})"
-        ));
+        )));
     }
     if controller.record().last_applied.as_deref() != Some(reverted.as_str()) {
-        return Err(format!(
+        return Err(DemoError::Story(format!(
             "the fleet should be recorded at the revert {}, but is at {:?}",
             short(&reverted),
             controller.record().last_applied
-        ));
+        )));
     }
     repo.pull()?;
 
     let engine = controller.engine();
     if engine.rollout().is_none() {
-        return Err("no rollout recorded".into());
+        return Err(DemoError::Story("no rollout recorded".into()));
     }
     let mut text = String::new();
     let _ = writeln!(text, "\nendstate demo: summary");
@@ -334,17 +366,17 @@ async fn play(
     })
 }
 
-fn expect_converged<E: std::fmt::Display>(
-    outcome: Result<Outcome, E>,
+fn expect_converged(
+    outcome: Result<Outcome, Error>,
     commit: &str,
     what: &str,
-) -> Result<(), String> {
-    match outcome.map_err(|e| e.to_string())? {
+) -> Result<(), DemoError> {
+    match outcome? {
         Outcome::Converged { commit: c } if c == commit => Ok(()),
-        other => Err(format!(
+        other => Err(DemoError::Story(format!(
             "{what} ({}) should converge, but: {other:?}",
             short(commit)
-        )),
+        ))),
     }
 }
 
@@ -359,7 +391,7 @@ const CLUSTERS: [&str; 3] = ["payments", "search", "batch"];
 const IDCS: [&str; 3] = ["hz-a", "hz-b", "hz-c"];
 
 impl Repo {
-    fn create(dir: &Path, machines: usize) -> Result<Repo, String> {
+    fn create(dir: &Path, machines: usize) -> Result<Repo, DemoError> {
         let remote = dir.join("remote.git");
         let work = dir.join("work");
         let _ = std::fs::remove_dir_all(&remote);
@@ -370,14 +402,19 @@ impl Repo {
                 .bare(true)
                 .initial_head("main"),
         )
-        .map_err(|e| format!("creating {}: {e}", remote.display()))?;
+        .map_err(|source| DemoError::Repo {
+            doing: format!("creating {}", remote.display()),
+            source,
+        })?;
         let repo = git2::Repository::init_opts(
             &work,
             git2::RepositoryInitOptions::new().initial_head("main"),
         )
-        .map_err(|e| format!("creating {}: {e}", work.display()))?;
-        repo.remote("origin", &format!("file://{}", remote.display()))
-            .map_err(|e| e.to_string())?;
+        .map_err(|source| DemoError::Repo {
+            doing: format!("creating {}", work.display()),
+            source,
+        })?;
+        repo.remote("origin", &format!("file://{}", remote.display()))?;
         let this = Repo {
             remote,
             work,
@@ -389,15 +426,21 @@ impl Repo {
         Ok(this)
     }
 
-    fn write(&self, path: &str, content: &str) -> Result<(), String> {
+    fn write(&self, path: &str, content: &str) -> Result<(), DemoError> {
         let path = self.work.join(path);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+            std::fs::create_dir_all(parent).map_err(|source| DemoError::Io {
+                doing: parent.display().to_string(),
+                source,
+            })?;
         }
-        std::fs::write(&path, content).map_err(|e| format!("{}: {e}", path.display()))
+        std::fs::write(&path, content).map_err(|source| DemoError::Io {
+            doing: path.display().to_string(),
+            source,
+        })
     }
 
-    fn write_base(&self) -> Result<(), String> {
+    fn write_base(&self) -> Result<(), DemoError> {
         self.write(
             "base/kustomization.yaml",
             include_str!("../../../examples/repo-layout/base/kustomization.yaml"),
@@ -442,7 +485,7 @@ impl Repo {
         self.write("base/machines/kustomization.yaml", &kustomization)
     }
 
-    fn write_overlay(&self, kubelet: &str) -> Result<(), String> {
+    fn write_overlay(&self, kubelet: &str) -> Result<(), DemoError> {
         self.write(
             &format!("{OVERLAY}/kustomization.yaml"),
             &format!(
@@ -456,11 +499,14 @@ impl Repo {
     }
 
     /// Points every machine at `kubelet` (adding its package version if new), commits, pushes.
-    fn commit_upgrade(&self, kubelet: &str, message: &str) -> Result<String, String> {
+    fn commit_upgrade(&self, kubelet: &str, message: &str) -> Result<String, DemoError> {
         if kubelet == BAD_KUBELET {
             let path = "base/packages/machine-packages.yaml";
             let mut packages =
-                std::fs::read_to_string(self.work.join(path)).map_err(|e| e.to_string())?;
+                std::fs::read_to_string(self.work.join(path)).map_err(|source| DemoError::Io {
+                    doing: path.to_owned(),
+                    source,
+                })?;
             let _ = write!(
                 packages,
                 "---\napiVersion: fleet.endstate.dev/v1alpha1\nkind: MachinePackageVersion\nmetadata:\n  name: {BAD_KUBELET}\nspec:\n  packageName: kubelet\n  version: \"1.29.0\"\n  install:\n    url: https://packages.example.internal/kubelet/kubelet-1.29.0-1.el8.x86_64.rpm\n    sha256: 3f1d2a7c5b9e8d6f4a2c0b1e3d5f7a9c8b6d4e2f0a1c3e5b7d9f8a6c4e2b0d1f\n  risk: high\n"
@@ -471,66 +517,52 @@ impl Repo {
         self.commit(message)
     }
 
-    fn commit(&self, message: &str) -> Result<String, String> {
-        let repo = git2::Repository::open(&self.work).map_err(|e| e.to_string())?;
-        let mut index = repo.index().map_err(|e| e.to_string())?;
-        index
-            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
-            .map_err(|e| e.to_string())?;
-        index.write().map_err(|e| e.to_string())?;
-        let tree = repo
-            .find_tree(index.write_tree().map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
-        let who = git2::Signature::now("Platform Team", "platform@fleet.example")
-            .map_err(|e| e.to_string())?;
+    fn commit(&self, message: &str) -> Result<String, DemoError> {
+        let repo = git2::Repository::open(&self.work)?;
+        let mut index = repo.index()?;
+        index.add_all(["*"], git2::IndexAddOption::DEFAULT, None)?;
+        index.write()?;
+        let tree = repo.find_tree(index.write_tree()?)?;
+        let who = git2::Signature::now("Platform Team", "platform@fleet.example")?;
         let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
         let parents: Vec<&git2::Commit> = parent.iter().collect();
-        let oid = repo
-            .commit(Some("HEAD"), &who, &who, message, &tree, &parents)
-            .map_err(|e| e.to_string())?;
-        let mut origin = repo.find_remote("origin").map_err(|e| e.to_string())?;
+        let oid = repo.commit(Some("HEAD"), &who, &who, message, &tree, &parents)?;
+        let mut origin = repo.find_remote("origin")?;
         origin
             .push(&["refs/heads/main:refs/heads/main"], None)
-            .map_err(|e| format!("pushing {}: {e}", short(&oid.to_string())))?;
+            .map_err(|source| DemoError::Repo {
+                doing: format!("pushing {}", short(&oid.to_string())),
+                source,
+            })?;
         Ok(oid.to_string())
     }
 
-    fn head(&self) -> Result<String, String> {
-        let repo = git2::Repository::open(&self.work).map_err(|e| e.to_string())?;
-        let head = repo
-            .head()
-            .and_then(|h| h.peel_to_commit())
-            .map_err(|e| e.to_string())?;
+    fn head(&self) -> Result<String, DemoError> {
+        let repo = git2::Repository::open(&self.work)?;
+        let head = repo.head().and_then(|h| h.peel_to_commit())?;
         Ok(head.id().to_string())
     }
 
-    fn remote_head(&self) -> Result<String, String> {
-        let repo = git2::Repository::open_bare(&self.remote).map_err(|e| e.to_string())?;
-        let id = repo
-            .refname_to_id("refs/heads/main")
-            .map_err(|e| e.to_string())?;
+    fn remote_head(&self) -> Result<String, DemoError> {
+        let repo = git2::Repository::open_bare(&self.remote)?;
+        let id = repo.refname_to_id("refs/heads/main")?;
         Ok(id.to_string())
     }
 
-    fn message(&self, commit: &str) -> Result<String, String> {
-        let repo = git2::Repository::open_bare(&self.remote).map_err(|e| e.to_string())?;
-        let oid = git2::Oid::from_str(commit).map_err(|e| e.to_string())?;
-        let commit = repo.find_commit(oid).map_err(|e| e.to_string())?;
+    fn message(&self, commit: &str) -> Result<String, DemoError> {
+        let repo = git2::Repository::open_bare(&self.remote)?;
+        let oid = git2::Oid::from_str(commit)?;
+        let commit = repo.find_commit(oid)?;
         Ok(commit.message().unwrap_or_default().to_owned())
     }
 
     /// Brings the work clone up to the remote, so `git log` there shows the revert.
-    fn pull(&self) -> Result<(), String> {
-        let repo = git2::Repository::open(&self.work).map_err(|e| e.to_string())?;
-        let mut origin = repo.find_remote("origin").map_err(|e| e.to_string())?;
-        origin
-            .fetch(&["refs/heads/main:refs/remotes/origin/main"], None, None)
-            .map_err(|e| e.to_string())?;
-        let head = repo
-            .refname_to_id("refs/remotes/origin/main")
-            .map_err(|e| e.to_string())?;
-        let commit = repo.find_commit(head).map_err(|e| e.to_string())?;
-        repo.reset(commit.as_object(), git2::ResetType::Hard, None)
-            .map_err(|e| e.to_string())
+    fn pull(&self) -> Result<(), DemoError> {
+        let repo = git2::Repository::open(&self.work)?;
+        let mut origin = repo.find_remote("origin")?;
+        origin.fetch(&["refs/heads/main:refs/remotes/origin/main"], None, None)?;
+        let head = repo.refname_to_id("refs/remotes/origin/main")?;
+        let commit = repo.find_commit(head)?;
+        Ok(repo.reset(commit.as_object(), git2::ResetType::Hard, None)?)
     }
 }

@@ -15,8 +15,9 @@ use endstate_rollout::rollout::{Effect, Interest, Report, RestoreClass, RestoreP
 use endstate_rollout::{Event, Live, Time, diff};
 
 use crate::clock::Clock;
-use crate::controller::{Controller, Error};
+use crate::controller::Controller;
 use crate::desired::Desired;
+use crate::error::Error;
 use crate::report::short;
 use crate::status;
 

@@ -32,8 +32,134 @@ use tokio::sync::oneshot;
 /// The data of a Secret: key → bytes.
 pub type SecretData = BTreeMap<String, Vec<u8>>;
 
+/// Why a Secret cannot be read: the reader's own error (files, the API server).
+pub type SecretError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A future of a Secret's data.
-pub type SecretFuture<'a> = Pin<Box<dyn Future<Output = Result<SecretData, String>> + Send + 'a>>;
+pub type SecretFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<SecretData, SecretError>> + Send + 'a>>;
+
+/// Why a gate got no answer to judge.
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    /// The gate names a Secret and the run reads none.
+    #[error(
+        "the gate names the Secret {name}, and no Secrets are available to this run \
+         (`run --live sim` reads them from --secrets-dir DIR, as DIR/{name}/<key>)"
+    )]
+    NoSecrets {
+        /// The Secret.
+        name: String,
+    },
+    /// The Secret could not be read.
+    #[error(transparent)]
+    Secret(SecretError),
+    /// A key that must be text is not.
+    #[error("the Secret {name}'s `{key}` is not text")]
+    NotText {
+        /// The Secret.
+        name: String,
+        /// The key.
+        key: &'static str,
+    },
+    /// Half of a basic-auth pair.
+    #[error("the Secret {name} must hold both `username` and `password`, or neither")]
+    HalfBasic {
+        /// The Secret.
+        name: String,
+    },
+    /// Two ways to authenticate.
+    #[error("the Secret {name} holds both `token` and `username`/`password`: keep one")]
+    TwoAuths {
+        /// The Secret.
+        name: String,
+    },
+    /// The TLS configuration cannot be built.
+    #[error("{url}: {source}")]
+    Tls {
+        /// The gate's URL.
+        url: String,
+        /// Why.
+        source: TlsError,
+    },
+    /// The request cannot be built (a header the HTTP library refuses, say).
+    #[error("{url}: {source}")]
+    Request {
+        /// The gate's URL.
+        url: String,
+        /// Why.
+        source: http::Error,
+    },
+    /// The query API was not reached, or broke off.
+    #[error("{url}: {}", chain(.source))]
+    Send {
+        /// The gate's URL.
+        url: String,
+        /// Why (hyper's own message is only "client error": its causes are shown).
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The answer could not be read.
+    #[error("{url}: reading the answer: {source}")]
+    Body {
+        /// The gate's URL.
+        url: String,
+        /// Why.
+        source: hyper::Error,
+    },
+    /// An HTTP status that is not an answer.
+    #[error("{url}: HTTP {status}")]
+    Status {
+        /// The gate's URL.
+        url: String,
+        /// The status.
+        status: http::StatusCode,
+    },
+    /// An answer that is not a query result.
+    #[error("{url}: {source}")]
+    Answer {
+        /// The gate's URL.
+        url: String,
+        /// What is wrong with it.
+        source: AnswerError,
+    },
+}
+
+/// Why the gate's TLS configuration cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// `ca.crt` is not PEM.
+    #[error("the Secret's ca.crt: {0}")]
+    Pem(rustls::pki_types::pem::Error),
+    /// A certificate of `ca.crt` is refused.
+    #[error("the Secret's ca.crt: {0}")]
+    Certificate(rustls::Error),
+    /// `ca.crt` holds no certificate.
+    #[error("the Secret's ca.crt holds no PEM certificate")]
+    NoCertificate,
+    /// The TLS library refuses the protocol versions.
+    #[error("{0}")]
+    Protocols(rustls::Error),
+}
+
+/// Why a query API's answer is not a result to judge.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    /// Not JSON.
+    #[error("not JSON: {0}")]
+    NotJson(serde_json::Error),
+    /// The API says the query failed.
+    #[error("query failed: {0}")]
+    Failed(String),
+    /// A vector without its result.
+    #[error("no result")]
+    NoResult,
+    /// A sample without a number.
+    #[error("no numeric value in {0}")]
+    NoNumber(Value),
+    /// A range vector, a string…
+    #[error("unsupported result type {0:?}: the query must be an instant vector or a scalar")]
+    ResultType(Option<String>),
+}
 
 /// Where the Secrets that metric gates name are read (the Fleet's namespace, in a cluster).
 pub trait Secrets: Send + Sync {
@@ -135,10 +261,16 @@ impl Sampler {
 /// One query of one gate.
 async fn query(gate: &MetricGate, secrets: Option<&dyn Secrets>) -> Sample {
     match request(gate, secrets).await {
-        Ok(body) => {
-            parse(&body).unwrap_or_else(|why| Sample::Failed(format!("{}: {why}", gate.url)))
-        }
-        Err(why) => Sample::Failed(why),
+        Ok(body) => parse(&body).unwrap_or_else(|source| {
+            Sample::Failed(
+                GateError::Answer {
+                    url: gate.url.clone(),
+                    source,
+                }
+                .to_string(),
+            )
+        }),
+        Err(why) => Sample::Failed(why.to_string()),
     }
 }
 
@@ -153,23 +285,23 @@ struct Credentials {
 async fn credentials(
     gate: &MetricGate,
     secrets: Option<&dyn Secrets>,
-) -> Result<Credentials, String> {
+) -> Result<Credentials, GateError> {
     let Some(name) = &gate.secret else {
         return Ok(Credentials::default());
     };
     let Some(secrets) = secrets else {
-        return Err(format!(
-            "the gate names the Secret {name}, and no Secrets are available to this run \
-             (`run --live sim` reads them from --secrets-dir DIR, as DIR/{name}/<key>)"
-        ));
+        return Err(GateError::NoSecrets { name: name.clone() });
     };
-    let mut data = secrets.read(name).await?;
-    let mut text = |key: &str| -> Result<Option<String>, String> {
+    let mut data = secrets.read(name).await.map_err(GateError::Secret)?;
+    let mut text = |key: &'static str| -> Result<Option<String>, GateError> {
         data.remove(key)
             .map(|v| {
                 String::from_utf8(v)
                     .map(|s| s.trim().to_owned())
-                    .map_err(|_| format!("the Secret {name}'s `{key}` is not text"))
+                    .map_err(|_| GateError::NotText {
+                        name: name.clone(),
+                        key,
+                    })
             })
             .transpose()
     };
@@ -180,15 +312,11 @@ async fn credentials(
         (Some(u), Some(p)) => Some((u, p)),
         (None, None) => None,
         _ => {
-            return Err(format!(
-                "the Secret {name} must hold both `username` and `password`, or neither"
-            ));
+            return Err(GateError::HalfBasic { name: name.clone() });
         }
     };
     if token.is_some() && basic.is_some() {
-        return Err(format!(
-            "the Secret {name} holds both `token` and `username`/`password`: keep one"
-        ));
+        return Err(GateError::TwoAuths { name: name.clone() });
     }
     Ok(Credentials {
         token,
@@ -206,10 +334,11 @@ fn query_url(gate: &MetricGate) -> String {
     )
 }
 
-async fn request(gate: &MetricGate, secrets: Option<&dyn Secrets>) -> Result<String, String> {
-    let url = &gate.url;
+async fn request(gate: &MetricGate, secrets: Option<&dyn Secrets>) -> Result<String, GateError> {
+    let url = || gate.url.clone();
     let credentials = credentials(gate, secrets).await?;
-    let tls = tls_config(credentials.ca.as_deref()).map_err(|why| format!("{url}: {why}"))?;
+    let tls = tls_config(credentials.ca.as_deref())
+        .map_err(|source| GateError::Tls { url: url(), source })?;
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(Duration::from_secs(5)));
@@ -233,23 +362,23 @@ async fn request(gate: &MetricGate, secrets: Option<&dyn Secrets>) -> Result<Str
     }
     let request = builder
         .body(Empty::new())
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|source| GateError::Request { url: url(), source })?;
     let response = client
         .request(request)
         .await
-        .map_err(|e| format!("{url}: {}", chain(&e)))?;
+        .map_err(|source| GateError::Send { url: url(), source })?;
     let status = response.status();
     let body = response
         .into_body()
         .collect()
         .await
-        .map_err(|e| format!("{url}: reading the answer: {e}"))?
+        .map_err(|source| GateError::Body { url: url(), source })?
         .to_bytes();
     let body = String::from_utf8_lossy(&body).into_owned();
     // Prometheus answers a bad query with 400 and a JSON error worth showing.
     let explained = status.is_client_error() && body.starts_with('{');
     if !(status.is_success() || explained) {
-        return Err(format!("{url}: HTTP {status}"));
+        return Err(GateError::Status { url: url(), status });
     }
     Ok(body)
 }
@@ -267,7 +396,7 @@ fn chain(error: &dyn std::error::Error) -> String {
 }
 
 /// A TLS configuration trusting the system's roots and `ca` (PEM), if given.
-fn tls_config(ca: Option<&[u8]>) -> Result<rustls::ClientConfig, String> {
+fn tls_config(ca: Option<&[u8]>) -> Result<rustls::ClientConfig, TlsError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject as _;
     let mut roots = rustls::RootCertStore::empty();
@@ -278,31 +407,28 @@ fn tls_config(ca: Option<&[u8]>) -> Result<rustls::ClientConfig, String> {
     if let Some(ca) = ca {
         let mut added = 0;
         for cert in CertificateDer::pem_slice_iter(ca) {
-            let cert = cert.map_err(|e| format!("the Secret's ca.crt: {e}"))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("the Secret's ca.crt: {e}"))?;
+            let cert = cert.map_err(TlsError::Pem)?;
+            roots.add(cert).map_err(TlsError::Certificate)?;
             added += 1;
         }
         if added == 0 {
-            return Err("the Secret's ca.crt holds no PEM certificate".into());
+            return Err(TlsError::NoCertificate);
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(TlsError::Protocols)?
         .with_root_certificates(roots)
         .with_no_client_auth())
 }
 
 /// Reads an instant query's answer: every series of a vector, or a scalar.
-pub fn parse(body: &str) -> Result<Sample, String> {
-    let v: Value = serde_json::from_str(body).map_err(|e| format!("not JSON: {e}"))?;
+pub fn parse(body: &str) -> Result<Sample, AnswerError> {
+    let v: Value = serde_json::from_str(body).map_err(AnswerError::NotJson)?;
     if v["status"] != "success" {
-        return Err(format!(
-            "query failed: {}",
-            v["error"].as_str().unwrap_or("unknown error")
+        return Err(AnswerError::Failed(
+            v["error"].as_str().unwrap_or("unknown error").to_owned(),
         ));
     }
     let data = &v["data"];
@@ -310,24 +436,22 @@ pub fn parse(body: &str) -> Result<Sample, String> {
         sample[1]
             .as_str()
             .and_then(|s| s.parse::<f64>().ok())
-            .ok_or_else(|| format!("no numeric value in {sample}"))
+            .ok_or_else(|| AnswerError::NoNumber(sample.clone()))
     };
     match data["resultType"].as_str() {
         Some("vector") => {
-            let series = data["result"].as_array().ok_or("no result")?;
+            let series = data["result"].as_array().ok_or(AnswerError::NoResult)?;
             if series.is_empty() {
                 return Ok(Sample::NoSeries);
             }
             let values = series
                 .iter()
                 .map(|s| number(&s["value"]))
-                .collect::<Result<Vec<f64>, String>>()?;
+                .collect::<Result<Vec<f64>, AnswerError>>()?;
             Ok(Sample::Values(values))
         }
         Some("scalar") => Ok(Sample::Values(vec![number(&data["result"])?])),
-        other => Err(format!(
-            "unsupported result type {other:?}: the query must be an instant vector or a scalar"
-        )),
+        other => Err(AnswerError::ResultType(other.map(str::to_owned))),
     }
 }
 
@@ -358,18 +482,19 @@ mod tests {
         assert!(values[1].is_nan());
         let scalar =
             r#"{"status":"success","data":{"resultType":"scalar","result":[1700000000,"3"]}}"#;
-        assert_eq!(parse(scalar), Ok(Sample::Values(vec![3.0])));
+        assert_eq!(parse(scalar).unwrap(), Sample::Values(vec![3.0]));
         let empty = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
-        assert_eq!(parse(empty), Ok(Sample::NoSeries));
+        assert_eq!(parse(empty).unwrap(), Sample::NoSeries);
         let error = r#"{"status":"error","errorType":"bad_data","error":"parse error at char 3"}"#;
         assert_eq!(
-            parse(error),
-            Err("query failed: parse error at char 3".into())
+            parse(error).unwrap_err().to_string(),
+            "query failed: parse error at char 3"
         );
         let matrix = r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#;
         assert!(
             parse(matrix)
                 .unwrap_err()
+                .to_string()
                 .contains("instant vector or a scalar")
         );
     }

@@ -18,6 +18,7 @@ pub mod crash;
 pub mod demo;
 pub mod desired;
 mod effects;
+mod error;
 pub mod gates;
 pub mod origin;
 mod reconcile;
@@ -28,7 +29,8 @@ pub mod status;
 
 pub use clock::{Clock, SimClock, WallClock};
 pub use control::{Approval, Control, Fence};
-pub use controller::{Config, Controller, Error, Outcome, Tally};
+pub use controller::{Config, Controller, Outcome, Tally};
+pub use error::{Error, SourceError};
 pub use origin::{LocalDir, Origin};
 pub use refusal::Refusal;
 pub use report::{Console, Recorder, Reporter, Tee};

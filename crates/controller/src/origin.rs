@@ -13,6 +13,7 @@ use endstate_git::{Oid, RenderCache, Source};
 use endstate_rollout::live::OWNER_LABEL;
 use sha2::{Digest, Sha256};
 
+use crate::error::SourceError;
 use crate::refusal::Refusal;
 
 /// The source of a fleet's end state.
@@ -50,10 +51,12 @@ impl LocalDir {
     }
 
     /// The id of the tree's current content.
-    fn id(&self) -> Result<String, String> {
+    fn id(&self) -> Result<String, SourceError> {
         let mut files = Vec::new();
-        collect(&self.root, &self.root, &mut files)
-            .map_err(|e| format!("reading {}: {e}", self.root.display()))?;
+        collect(&self.root, &self.root, &mut files).map_err(|source| SourceError::Read {
+            dir: self.root.clone(),
+            source,
+        })?;
         files.sort();
         let mut hash = Sha256::new();
         for (rel, content) in files {
@@ -125,7 +128,7 @@ impl Origin {
                 .map(|f| f.commit.to_string())
                 .map_err(|e| Refusal::from_git(&e)),
             Origin::Dir(dir) => {
-                let id = dir.id().map_err(Refusal::FetchFailed)?;
+                let id = dir.id().map_err(|e| Refusal::FetchFailed(e.to_string()))?;
                 dir.current = Some(id.clone());
                 Ok(id)
             }
@@ -141,23 +144,29 @@ impl Origin {
     }
 
     /// Renders the overlay at `id`.
-    pub fn render(&self, id: &str, cache: &mut RenderCache) -> Result<Rendered, String> {
+    pub fn render(&self, id: &str, cache: &mut RenderCache) -> Result<Rendered, SourceError> {
         match self {
             Origin::Git(source) => {
-                let oid = Oid::from_str(id).map_err(|_| format!("{id:?} is not a commit id"))?;
-                source.render(oid, cache).map_err(|e| e.to_string())
+                let oid = Oid::from_str(id).map_err(|_| SourceError::NotACommit(id.to_owned()))?;
+                Ok(source.render(oid, cache)?)
             }
             Origin::Dir(dir) => {
                 if dir.current.as_deref() != Some(id) || dir.id()? != id {
-                    return Err(format!(
-                        "{} no longer holds {id}: it changed since",
-                        dir.root.display()
-                    ));
+                    return Err(SourceError::Changed {
+                        dir: dir.root.clone(),
+                        id: id.to_owned(),
+                    });
                 }
-                let tree =
-                    DirTree::open(&dir.root).map_err(|e| format!("{}: {e}", dir.root.display()))?;
-                endstate_core::render(&tree, &dir.path, dir.options.clone())
-                    .map_err(|d| format!("{id} does not render:\n{d}"))
+                let tree = DirTree::open(&dir.root).map_err(|source| SourceError::Open {
+                    dir: dir.root.clone(),
+                    source,
+                })?;
+                endstate_core::render(&tree, &dir.path, dir.options.clone()).map_err(
+                    |diagnostics| SourceError::Render {
+                        id: id.to_owned(),
+                        diagnostics,
+                    },
+                )
             }
         }
     }

@@ -10,31 +10,27 @@ use endstate_rollout::rollout::Start;
 use endstate_rollout::{Event, Live};
 
 use crate::clock::Clock;
-use crate::controller::{Controller, Error};
+use crate::controller::Controller;
 use crate::desired::Desired;
+use crate::error::{Error, SourceError};
 use crate::refusal::Refusal;
 use crate::report::short;
 use crate::status;
 
 impl<L: Live, C: Clock> Controller<L, C> {
     /// The commit `rev` names in the mirror (a commit id, a branch, `main~2`), after a fetch.
-    pub fn resolve(&mut self, rev: &str) -> Result<String, String> {
+    pub fn resolve(&mut self, rev: &str) -> Result<String, SourceError> {
         if !self.source.fetched() {
-            self.source.fetch().map_err(|r| r.to_string())?;
+            self.source.fetch().map_err(SourceError::Fetch)?;
         }
         let Some(source) = self.source.git() else {
-            return Err(format!(
-                "{rev:?}: a local directory has no history to name commits in"
-            ));
+            return Err(SourceError::NoHistory(rev.to_owned()));
         };
-        source
-            .resolve(rev)
-            .map(|oid| oid.to_string())
-            .map_err(|e| e.to_string())
+        Ok(source.resolve(rev).map(|oid| oid.to_string())?)
     }
 
     /// The objects of `commit` as they would be applied: namespaced and labelled.
-    pub fn prepare(&mut self, commit: &str) -> Result<Vec<FleetObject>, String> {
+    pub fn prepare(&mut self, commit: &str) -> Result<Vec<FleetObject>, SourceError> {
         self.render(commit).map(|d| d.objects)
     }
 
@@ -50,7 +46,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
     /// the writes whose outcome was lost are issued again.
     pub async fn resume(&mut self) -> Result<(), Error> {
         if let Some(status) = self.live.load_status().await? {
-            let (engine, record) = status::from_status(&status).map_err(Error::State)?;
+            let (engine, record) = status::from_status(&status)?;
             self.engine = engine;
             self.record = record;
             self.saved = serde_json::to_string(&status).ok();
@@ -79,7 +75,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
         if let Err(err) = self.source.fetch() {
             self.say(&format!("fetch failed while resuming: {err}"));
         }
-        let desired = self.render(&resumable.commit).map_err(Error::State)?;
+        let desired = self.render(&resumable.commit).map_err(Error::Rerender)?;
         let base = self.resumed_base(&resumable)?;
         let fleet = self.config.fleet.clone();
         let inputs = |live| Inputs {
@@ -170,7 +166,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
         resumable: &endstate_rollout::rollout::Resumable,
     ) -> Result<Option<Desired>, Error> {
         match &resumable.base {
-            Some(base) => Ok(Some(self.render(base).map_err(Error::State)?)),
+            Some(base) => Ok(Some(self.render(base).map_err(Error::Rerender)?)),
             None => Ok(None),
         }
     }
@@ -214,7 +210,11 @@ impl<L: Live, C: Clock> Controller<L, C> {
         }
         let desired = match self.render(&head) {
             Ok(d) => d,
-            Err(why) => return self.refuse(Refusal::InvalidCommit(why), new_head).await,
+            Err(why) => {
+                return self
+                    .refuse(Refusal::InvalidCommit(why.to_string()), new_head)
+                    .await;
+            }
         };
         let live = self.live.snapshot().await?;
         // The base is the commit the fleet was at: what the head drops from it is deleted, and
@@ -334,19 +334,16 @@ impl<L: Live, C: Clock> Controller<L, C> {
     }
 
     /// Renders `commit` for the live fleet (namespaced and labelled by the render).
-    pub(crate) fn render(&mut self, commit: &str) -> Result<Desired, String> {
+    pub(crate) fn render(&mut self, commit: &str) -> Result<Desired, SourceError> {
         let rendered = self.source.render(commit, &mut self.cache)?;
         let mut policy = Policy::default();
         let mut objects = Vec::with_capacity(rendered.objects.len());
         for r in rendered.objects {
             if let FleetObject::RolloutPolicy(p) = &r.object {
-                policy = Policy::resolve(&p.spec).map_err(|why| {
-                    format!(
-                        "commit {}: {}: RolloutPolicy {}",
-                        short(commit),
-                        r.origin.file,
-                        why.join("; ")
-                    )
+                policy = Policy::resolve(&p.spec).map_err(|problems| SourceError::Policy {
+                    commit: short(commit).to_owned(),
+                    file: r.origin.file.clone(),
+                    problems,
                 })?;
                 continue;
             }

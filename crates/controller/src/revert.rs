@@ -151,17 +151,15 @@ impl<L: Live, C: Clock> Controller<L, C> {
         commit: &str,
         last_good: Option<&str>,
         failed: &[ObjectRef],
-    ) -> Result<(Vec<String>, bool), String> {
-        let target = Oid::from_str(commit).map_err(|e| e.to_string())?;
+    ) -> Result<(Vec<String>, bool), Unattributed> {
+        let target = Oid::from_str(commit)?;
         let Some(good) = last_good else {
-            return Err("there is no last good commit to go back to (this was the fleet's first rollout); the fleet is restored, fix forward".to_owned());
+            return Err(Unattributed::FirstRollout);
         };
-        let good = Oid::from_str(good).map_err(|e| e.to_string())?;
+        let good = Oid::from_str(good)?;
         let failed: HashSet<ObjectRef> = failed.iter().map(|id| self.in_namespace(id)).collect();
         let Some(source) = self.source.git() else {
-            return Err(
-                "a local directory has no commits to revert; the fleet is restored".to_owned(),
-            );
+            return Err(Unattributed::NoHistory);
         };
         let path = source.config().path.clone();
         let options = source.config().render.clone();
@@ -173,12 +171,30 @@ impl<L: Live, C: Clock> Controller<L, C> {
             good,
             target,
             &failed,
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         // Newest first, as the writer reverts them.
         let commits: Vec<String> = found.commits.iter().map(ToString::to_string).collect();
         Ok((commits, found.attributed))
     }
+}
+
+/// Why the commits to revert cannot be told.
+#[derive(Debug, thiserror::Error)]
+enum Unattributed {
+    /// The first rollout has nothing to go back to.
+    #[error(
+        "there is no last good commit to go back to (this was the fleet's first rollout); the fleet is restored, fix forward"
+    )]
+    FirstRollout,
+    /// A local directory has no commits.
+    #[error("a local directory has no commits to revert; the fleet is restored")]
+    NoHistory,
+    /// A commit id that Git does not read.
+    #[error(transparent)]
+    Id(#[from] git2::Error),
+    /// Walking the history failed.
+    #[error(transparent)]
+    Git(#[from] endstate_git::Error),
 }
 
 fn short_oid(oid: Oid) -> String {

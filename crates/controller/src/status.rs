@@ -12,6 +12,7 @@ use endstate_api::fleet::{
     QuarantinedCommit, RolloutCursor, WaveProgress,
 };
 use endstate_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time as MetaTime;
+use endstate_rollout::persist::StateError;
 use endstate_rollout::policy::Policy;
 use endstate_rollout::rollout::Phase;
 use endstate_rollout::time::human;
@@ -184,9 +185,9 @@ pub fn to_status(engine: &Engine, record: &Record, policy: &Policy, now: Time) -
 }
 
 /// Reads the engine's state and the record back from a status.
-pub fn from_status(status: &FleetStatus) -> Result<(Engine, Record), String> {
+pub fn from_status(status: &FleetStatus) -> Result<(Engine, Record), StateError> {
     let engine = match status.rollout.as_ref().and_then(|r| r.state.clone()) {
-        Some(value) => Engine::from_json(value).map_err(|e| e.to_string())?,
+        Some(value) => Engine::from_json(value)?,
         None => Engine::default(),
     };
     let record = Record {

@@ -296,7 +296,7 @@ impl endstate_controller::gates::Secrets for GateSecrets {
                 "spec.gates.metrics[].secretRef",
             )
             .await
-            .map_err(|e| e.to_string())
+            .map_err(Into::into)
         })
     }
 }
