@@ -10,6 +10,7 @@ mod kill;
 mod kustomize;
 mod layout;
 mod plan;
+mod plan_against;
 mod run;
 mod support;
 mod verify;

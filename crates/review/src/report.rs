@@ -1,10 +1,15 @@
-//! `endstate plan -o json`: the plan as data, in a schema that is versioned and committed
-//! (`docs/plan.schema.json`; a test keeps the two equal).
+//! The report: what merging a head would do, as data — the JSON of `endstate plan -o json`,
+//! in a schema that is versioned and committed (`docs/plan.schema.json`; a test keeps the two
+//! equal).
 
 use std::collections::BTreeMap;
 
+use endstate_core::Kind;
+use endstate_rollout::Time;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use crate::risk::Risk;
 
 /// The schema's version: bumped on any change a reader could notice.
 pub const VERSION: u32 = 2;
@@ -77,6 +82,81 @@ pub struct PlanReport {
     pub diffs_left_out: u64,
 }
 
+/// What is planned, against what: the report's heading.
+#[derive(Clone, Debug)]
+pub struct Subject {
+    /// The Git remote (with a work tree, its repository).
+    pub repo: String,
+    /// The planned ref, or `working tree`.
+    pub branch: String,
+    /// The overlay inside the repository.
+    pub path: String,
+    /// The namespace of the fleet's objects.
+    pub namespace: String,
+    /// The planned commit (with a work tree, the commit it is at).
+    pub head: String,
+    /// The work tree planned, if one is.
+    pub local: Option<String>,
+    /// What the head is planned against.
+    pub against: Against,
+    /// The commit planned against, or the Fleet's last applied commit.
+    pub base: Option<String>,
+    /// The Fleet planned against: its live objects, budgets and quarantine.
+    pub fleet: Option<String>,
+}
+
+impl PlanReport {
+    /// The report on `subject` before anything is found, the rollout taken to start at `now`.
+    /// Without a Fleet the budgets are taken as unspent: nothing tells what other rollouts
+    /// spent.
+    pub fn new(subject: Subject, now: Time) -> PlanReport {
+        let Subject {
+            repo,
+            branch,
+            path,
+            namespace,
+            head,
+            local,
+            against,
+            base,
+            fleet,
+        } = subject;
+        PlanReport {
+            version: VERSION,
+            repo,
+            branch,
+            path,
+            namespace,
+            head,
+            local,
+            against,
+            base,
+            budgets_assumed_unspent: fleet.is_none(),
+            fleet,
+            now: now.rfc3339(),
+            outcome: Outcome::NoChanges,
+            problems: Vec::new(),
+            risks: Vec::new(),
+            summary: Summary::default(),
+            blast_radius: BlastRadius::default(),
+            waves: Vec::new(),
+            estimate: None,
+            budgets: Vec::new(),
+            windows: Vec::new(),
+            gate_timeout_seconds: None,
+            metric_gates: Vec::new(),
+            breaker: None,
+            diffs: Vec::new(),
+            diffs_left_out: 0,
+        }
+    }
+
+    /// The report as `endstate plan -o json` prints it.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a report serialises") + "\n"
+    }
+}
+
 /// How the plan ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum Outcome {
@@ -118,21 +198,16 @@ pub struct Problem {
     pub message: String,
 }
 
-/// Something the change does that deserves a reviewer's eye.
-#[derive(Debug, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Risk {
-    /// `MassDelete`, `ImmutablePackageVersion`, `Quarantined`, `HistoryRewritten`,
-    /// `Unverified` (the controller refuses these; `Unverified` is only a risk on another
-    /// branch than the Fleet's), `Reinstall`, `HighRiskPackageVersion`, `LargeDelete`,
-    /// `Delete`, `ClusterChange`, `HeldBack`, `BreakerOpen`, `BaseInvalid`.
-    pub kind: String,
-    /// Whether the controller refuses the head for it.
-    pub refused: bool,
-    /// Objects concerned.
-    pub objects: u64,
-    /// What, in words.
-    pub message: String,
+impl Problem {
+    /// A problem of a render, where the renderer knows where.
+    pub fn invalid(file: Option<String>, line: Option<usize>, message: String) -> Problem {
+        Problem {
+            reason: "Invalid".to_owned(),
+            file,
+            line: line.map(|l| l as u64),
+            message,
+        }
+    }
 }
 
 /// Changes by operation.
@@ -146,7 +221,8 @@ pub struct Summary {
     /// Objects a delete would remove that `fleet.endstate.dev/prune: disabled` keeps.
     pub kept_by_prune: u64,
     /// The same counts per kind (`Machine`, `Cluster`, `MachinePackageVersion`, …).
-    pub by_kind: BTreeMap<String, Counts>,
+    #[schemars(with = "BTreeMap<String, Counts>")]
+    pub by_kind: BTreeMap<Kind, Counts>,
 }
 
 /// Changes of one kind by operation.
@@ -197,7 +273,8 @@ pub struct Count {
 #[serde(rename_all = "camelCase")]
 pub struct PackageMove {
     /// `Machine` (a component of `spec.packages`) or `Cluster` (`spec.packageVersion`).
-    pub kind: String,
+    #[schemars(with = "String")]
+    pub kind: Kind,
     /// The component (`kubelet`); `packageVersion` for Clusters.
     pub package: String,
     /// The version it leaves; absent for new objects.

@@ -14,8 +14,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, anyhow, bail};
 use endstate_api::Fleet;
+use endstate_controller::refusal::Refusal;
 use endstate_core::{DirTree, FleetObject, Options, Owner};
 use endstate_git::{History, Oid, RenderCache, SignaturePolicy, Source, SourceConfig, WorkTree};
+use endstate_review::{Against, Facts, Outcome, PlanReport, Problem, Risk, RiskKind, Subject};
 use endstate_rollout::budget::Budgets;
 use endstate_rollout::live::OWNER_LABEL;
 use endstate_rollout::policy::Policy;
@@ -23,13 +25,6 @@ use endstate_rollout::{Engine, Time};
 
 use crate::cli::PlanArgs;
 use crate::cmd::EXIT_INVALID;
-
-mod analysis;
-mod markdown;
-mod report;
-mod text;
-
-use report::{Against, Outcome, PlanReport, Problem, Risk};
 
 /// The owner label of a plan without `--live`: both sides are rendered with it, so deletes
 /// are found between them.
@@ -42,7 +37,7 @@ pub const EXIT_CHANGES: u8 = 1;
 /// controller would refuse it, or the plan failed.
 pub fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
     if args.schema {
-        print!("{}", report::schema());
+        print!("{}", endstate_review::schema());
         return Ok(ExitCode::SUCCESS);
     }
     let now = args.now.unwrap_or_else(wall_clock);
@@ -63,11 +58,15 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
         Outcome::Invalid | Outcome::Refused => EXIT_INVALID,
     };
     let text = match args.output {
-        crate::cli::PlanFormat::Json => {
-            serde_json::to_string_pretty(&report).expect("a report serialises") + "\n"
+        crate::cli::PlanFormat::Json => report.to_json(),
+        crate::cli::PlanFormat::Markdown => endstate_review::render_markdown(&report),
+        crate::cli::PlanFormat::Text => {
+            for problem in &report.problems {
+                // What is wrong goes where errors go.
+                eprintln!("error: {}", problem.message);
+            }
+            endstate_review::render_text(&report)
         }
-        crate::cli::PlanFormat::Markdown => markdown::render(&report),
-        crate::cli::PlanFormat::Text => text::render(&report),
     };
     // The exit code says what the plan found, also to a reader that stopped reading.
     use std::io::Write as _;
@@ -98,6 +97,21 @@ struct LiveFleet {
     verify: Result<Option<SignaturePolicy>, String>,
 }
 
+/// Where the head and its base come from: the remote's mirror, its settings, and the names
+/// the report gives them.
+struct Sources {
+    source: Source,
+    config: SourceConfig,
+    /// With --local, the work tree and the commit it is at.
+    work: Option<(WorkTree, Oid)>,
+    repo: String,
+    path: String,
+    head_ref: String,
+    /// The owner label's value: the Fleet's name with --live.
+    fleet: String,
+    owner: Owner,
+}
+
 /// Reads both sides and plans.
 fn build(args: &PlanArgs, mirror: &Path, now: Time) -> anyhow::Result<PlanReport> {
     let live = if args.live {
@@ -105,6 +119,110 @@ fn build(args: &PlanArgs, mirror: &Path, now: Time) -> anyhow::Result<PlanReport
     } else {
         None
     };
+    let mut sources = open(args, live.as_ref(), mirror)?;
+    let head = head(args, &mut sources)?;
+    let Sources {
+        source,
+        work,
+        head_ref,
+        fleet,
+        ..
+    } = &sources;
+    let spec = live.as_ref().map(|l| &l.fleet.spec.source);
+    // Whether the head is what the Fleet's controller fetches next: the head of its branch.
+    let fleets_branch = spec.map(|s| s.branch.as_deref().unwrap_or("main"));
+    let own_branch = work.is_none() && fleets_branch == Some(head_ref.as_str());
+    let (against, base) = base(args, &sources, live.as_ref(), head)?;
+    let subject = Subject {
+        repo: sources.repo.clone(),
+        branch: if work.is_some() {
+            "working tree".to_owned()
+        } else {
+            head_ref.clone()
+        },
+        path: sources.path.clone(),
+        namespace: args.namespace.clone(),
+        head: head.to_string(),
+        local: work.as_ref().map(|(w, _)| w.root().display().to_string()),
+        against,
+        base: base.map(|b| b.to_string()),
+        fleet: live.as_ref().map(|_| fleet.clone()),
+    };
+
+    let mut cache = RenderCache::default();
+    let rendered = match work {
+        Some((w, _)) => render_dir(w.root(), &sources.path, &sources.owner),
+        None => render(source, head, &mut cache),
+    };
+    let (desired, policy) = match rendered {
+        Ok(r) => r,
+        Err(problems) => return Ok(endstate_review::invalid(subject, now, problems)),
+    };
+    let mut found = Vec::new();
+    // A base that does not render is planned without, as the controller does: a head that
+    // fixes a broken main is what merging needs most.
+    let base_objects = match base {
+        Some(base) => match render(source, base, &mut cache) {
+            Ok((objects, _)) => Some(objects),
+            Err(problems) => {
+                let first = problems
+                    .first()
+                    .map(|p| p.message.clone())
+                    .unwrap_or_default();
+                found.push(Risk::base_invalid(
+                    &base.to_string(),
+                    &first,
+                    against == Against::Live,
+                ));
+                None
+            }
+        },
+        None => None,
+    };
+    let mut budgets = Budgets::default();
+    if let Some(l) = &live {
+        budgets = l.engine.budgets().clone();
+        if work.is_none() {
+            found.extend(source_checks(source, head, l, own_branch));
+        }
+        found.extend(quarantine(source, head, &l.engine));
+        if l.engine.breaker_open() {
+            found.push(Risk::breaker_open());
+        }
+    }
+    let live_objects: &[FleetObject] = match (&live, &base_objects) {
+        (Some(l), _) => &l.objects,
+        (None, Some(b)) => b,
+        (None, None) => &[],
+    };
+    let facts = Facts {
+        desired: &desired,
+        policy: &policy,
+        base: base_objects.as_deref().or(match against {
+            Against::Live => None,
+            _ => Some(&[]),
+        }),
+        live: live_objects,
+        fleet,
+        budgets: &budgets,
+        now,
+        diffs: args.diffs,
+    };
+    let plan = endstate_review::plan(&facts);
+    // A work tree's files are not a commit yet.
+    let named = match work {
+        Some(_) => "the working tree".to_owned(),
+        None => head.to_string(),
+    };
+    for (refusal, objects) in endstate_controller::admit::changes(&named, &plan, &policy) {
+        found.push(refused(&refusal, objects));
+    }
+    Ok(endstate_review::review(subject, &facts, &plan, found))
+}
+
+/// The remote's mirror and what plan reads of it: `--repo`, the work tree's repository or the
+/// Fleet's; the overlay; the head's branch; the owner both sides are rendered with.
+fn open(args: &PlanArgs, live: Option<&LiveFleet>, mirror: &Path) -> anyhow::Result<Sources> {
     // With --local, the head is the files on disk on top of the commit the work tree is at.
     let work = match args.local.as_deref() {
         Some(dir) => {
@@ -116,7 +234,7 @@ fn build(args: &PlanArgs, mirror: &Path, now: Time) -> anyhow::Result<PlanReport
         }
         None => None,
     };
-    let spec = live.as_ref().map(|l| &l.fleet.spec.source);
+    let spec = live.map(|l| &l.fleet.spec.source);
     let repo = if !args.repo.is_empty() {
         args.repo.clone()
     } else if let Some((w, _)) = &work {
@@ -149,7 +267,7 @@ fn build(args: &PlanArgs, mirror: &Path, now: Time) -> anyhow::Result<PlanReport
         .clone()
         .or_else(|| spec.and_then(|s| s.branch.clone()))
         .unwrap_or_else(|| "main".to_owned());
-    let fleet = match (&live, &args.fleet) {
+    let fleet = match (live, &args.fleet) {
         (Some(_), Some(name)) => name.clone(),
         _ => FLEET.to_owned(),
     };
@@ -173,15 +291,34 @@ fn build(args: &PlanArgs, mirror: &Path, now: Time) -> anyhow::Result<PlanReport
         .owner(owner.clone())
         // The mirror lives as long as the command: a local remote's objects are read in place.
         .borrow_local_objects();
-    let mut source = Source::open(config.clone(), History::default())?;
-    // Whether the head is what the Fleet's controller fetches next: the head of its branch.
-    let fleets_branch = spec.map(|s| s.branch.as_deref().unwrap_or("main"));
-    let own_branch = work.is_none() && fleets_branch == Some(head_ref.as_str());
-    let head = match &work {
+    let source = Source::open(config.clone(), History::default())?;
+    Ok(Sources {
+        source,
+        config,
+        work,
+        repo,
+        path,
+        head_ref,
+        fleet,
+        owner,
+    })
+}
+
+/// The planned commit: the one the work tree is at, or `--head` resolved on the remote.
+fn head(args: &PlanArgs, sources: &mut Sources) -> anyhow::Result<Oid> {
+    let Sources {
+        source,
+        config,
+        work,
+        repo,
+        head_ref,
+        ..
+    } = sources;
+    Ok(match work {
         Some((_, at)) => *at,
         // An expression (`main~1`) or a commit id is found on its branch or the target's.
-        None if head_ref.contains(['~', '^']) || is_commit_id(&head_ref) => {
-            resolve(&source, &config, &head_ref, &args.target_branch)
+        None if head_ref.contains(['~', '^']) || is_commit_id(head_ref) => {
+            resolve(source, config, head_ref, &args.target_branch)
                 .with_context(|| format!("--head {head_ref:?} of {repo}"))?
         }
         None => {
@@ -190,23 +327,42 @@ fn build(args: &PlanArgs, mirror: &Path, now: Time) -> anyhow::Result<PlanReport
                 .with_context(|| format!("fetching {head_ref:?} of {repo}"))?
                 .commit
         }
-    };
-    let (against, base) = if args.no_base {
+    })
+}
+
+/// What the head is planned against, and the commit whose objects tell what the fleet was
+/// last given: `--no-base`, the live Fleet (its last applied commit), `--base`, or the merge
+/// base with `--target-branch`.
+fn base(
+    args: &PlanArgs,
+    sources: &Sources,
+    live: Option<&LiveFleet>,
+    head: Oid,
+) -> anyhow::Result<(Against, Option<Oid>)> {
+    let Sources {
+        source,
+        config,
+        work,
+        repo,
+        head_ref,
+        ..
+    } = sources;
+    Ok(if args.no_base {
         (Against::Nothing, None)
-    } else if let Some(l) = &live {
+    } else if let Some(l) = live {
         // The objects of the commit last applied tell which fields endstate set.
         let base = l
             .last_applied
             .as_deref()
-            .and_then(|c| resolve(&source, &config, c, &args.target_branch).ok());
+            .and_then(|c| resolve(source, config, c, &args.target_branch).ok());
         (Against::Live, base)
     } else if let Some(rev) = &args.base {
         (
             Against::Commit,
-            Some(resolve(&source, &config, rev, &args.target_branch)?),
+            Some(resolve(source, config, rev, &args.target_branch)?),
         )
     } else {
-        let base = match &work {
+        let base = match work {
             Some((w, _)) => {
                 let base = w.merge_base(&args.target_branch)?.to_string();
                 // The work tree's own repository lends the mirror its objects: the merge base
@@ -214,7 +370,7 @@ fn build(args: &PlanArgs, mirror: &Path, now: Time) -> anyhow::Result<PlanReport
                 match source.resolve(&base) {
                     Ok(base) => base,
                     Err(_) => {
-                        resolve(&source, &config, &args.target_branch, &args.target_branch)?;
+                        resolve(source, config, &args.target_branch, &args.target_branch)?;
                         source.resolve(&base).with_context(|| {
                             format!(
                                 "the merge base {base} is not on {repo}'s {:?}",
@@ -225,7 +381,7 @@ fn build(args: &PlanArgs, mirror: &Path, now: Time) -> anyhow::Result<PlanReport
                 }
             }
             None => {
-                let target = resolve(&source, &config, &args.target_branch, &args.target_branch)?;
+                let target = resolve(source, config, &args.target_branch, &args.target_branch)?;
                 source.merge_base(head, target).with_context(|| {
                     format!(
                         "{head_ref:?} and {:?} have no commit in common: name the base with --base",
@@ -235,123 +391,22 @@ fn build(args: &PlanArgs, mirror: &Path, now: Time) -> anyhow::Result<PlanReport
             }
         };
         (Against::Commit, Some(base))
-    };
+    })
+}
 
-    let mut report = PlanReport {
-        version: report::VERSION,
-        repo: repo.clone(),
-        branch: if work.is_some() {
-            "working tree".to_owned()
-        } else {
-            head_ref.clone()
-        },
-        path: path.clone(),
-        namespace: args.namespace.clone(),
-        head: head.to_string(),
-        local: work.as_ref().map(|(w, _)| w.root().display().to_string()),
-        against,
-        base: base.map(|b| b.to_string()),
-        fleet: live.as_ref().map(|_| fleet.clone()),
-        now: now.rfc3339(),
-        outcome: Outcome::NoChanges,
-        problems: Vec::new(),
-        risks: Vec::new(),
-        summary: Default::default(),
-        blast_radius: Default::default(),
-        waves: Vec::new(),
-        estimate: None,
-        budgets: Vec::new(),
-        budgets_assumed_unspent: live.is_none(),
-        windows: Vec::new(),
-        gate_timeout_seconds: None,
-        metric_gates: Vec::new(),
-        breaker: None,
-        diffs: Vec::new(),
-        diffs_left_out: 0,
+/// A refusal of the controller's, as the report's risk of the same reason.
+fn refused(refusal: &Refusal, objects: usize) -> Risk {
+    let kind = match refusal {
+        Refusal::FetchFailed(_) => RiskKind::FetchFailed,
+        Refusal::HistoryRewritten(_) => RiskKind::HistoryRewritten,
+        Refusal::Unverified(_) => RiskKind::Unverified,
+        Refusal::InvalidCommit(_) => RiskKind::InvalidCommit,
+        Refusal::Quarantined { .. } => RiskKind::Quarantined,
+        Refusal::ImmutablePackage { .. } => RiskKind::ImmutablePackageVersion,
+        Refusal::MassDelete { .. } => RiskKind::MassDelete,
+        Refusal::StateUnreadable(_) => RiskKind::StateUnreadable,
     };
-    let mut cache = RenderCache::default();
-    let rendered = match &work {
-        Some((w, _)) => render_dir(w.root(), &path, &owner),
-        None => render(&source, head, &mut cache),
-    };
-    let (desired, policy) = match rendered {
-        Ok(r) => r,
-        Err(problems) => {
-            report.outcome = Outcome::Invalid;
-            report.problems = problems;
-            return Ok(report);
-        }
-    };
-    // A base that does not render is planned without, as the controller does: a head that
-    // fixes a broken main is what merging needs most.
-    let base_objects = match base {
-        Some(base) => match render(&source, base, &mut cache) {
-            Ok((objects, _)) => Some(objects),
-            Err(problems) => {
-                let first = problems
-                    .first()
-                    .map(|p| p.message.clone())
-                    .unwrap_or_default();
-                report.risks.push(Risk {
-                    kind: "BaseInvalid".to_owned(),
-                    refused: false,
-                    objects: 0,
-                    message: match against {
-                        Against::Live => format!(
-                            "the last applied commit {} does not render ({first}): planned against the live objects alone",
-                            endstate_controller::report::short(&base.to_string())
-                        ),
-                        _ => format!(
-                            "the base {} does not render ({first}): every object of the head is planned as new",
-                            endstate_controller::report::short(&base.to_string())
-                        ),
-                    },
-                });
-                None
-            }
-        },
-        None => None,
-    };
-    let mut budgets = Budgets::default();
-    if let Some(l) = &live {
-        budgets = l.engine.budgets().clone();
-        if work.is_none() {
-            source_checks(&mut report, &source, head, l, own_branch);
-        }
-        quarantine(&mut report, &source, head, &l.engine);
-        if l.engine.breaker_open() {
-            report.risks.push(Risk {
-                kind: "BreakerOpen".to_owned(),
-                refused: false,
-                objects: 0,
-                message:
-                    "the Fleet's breaker is open: nothing rolls out until `endstate breaker reset`"
-                        .to_owned(),
-            });
-        }
-    }
-    let live_objects: &[FleetObject] = match (&live, &base_objects) {
-        (Some(l), _) => &l.objects,
-        (None, Some(b)) => b,
-        (None, None) => &[],
-    };
-    analysis::fill(
-        &mut report,
-        &analysis::Facts {
-            desired: &desired,
-            policy: &policy,
-            base: base_objects.as_deref().or(match against {
-                Against::Live => None,
-                _ => Some(&[]),
-            }),
-            live: live_objects,
-            fleet: &fleet,
-            budgets: &budgets,
-            now,
-            diffs: args.diffs,
-        },
-    );
-    Ok(report)
+    Risk::refusal(kind, refusal.to_string(), objects)
 }
 
 /// Checks the head as the Fleet's controller checks its branch's head: it must descend from
@@ -359,13 +414,8 @@ fn build(args: &PlanArgs, mirror: &Path, now: Time) -> anyhow::Result<PlanReport
 /// allowed key when the Fleet verifies signatures. The head of another branch (a pull
 /// request's) reaches the controller only through a merge: its history is not judged, and a
 /// missing signature is a risk, not a refusal (a merge commit is signed, or not, on its own).
-fn source_checks(
-    report: &mut PlanReport,
-    source: &Source,
-    head: Oid,
-    live: &LiveFleet,
-    own_branch: bool,
-) {
+fn source_checks(source: &Source, head: Oid, live: &LiveFleet, own_branch: bool) -> Vec<Risk> {
+    let mut found = Vec::new();
     let config = source.config();
     let last_applied = live
         .last_applied
@@ -380,7 +430,7 @@ fn source_checks(
             verify: live.verify.as_ref().ok().and_then(Option::as_ref),
         };
         if let Err(refusal) = endstate_controller::admit::commit(source, &judged, head) {
-            analysis::refuse(report, &refusal, 0);
+            found.push(refused(&refusal, 0));
         }
     }
     match &live.verify {
@@ -392,43 +442,26 @@ fn source_checks(
                     commit: head,
                     reason,
                 };
-                report.risks.push(Risk {
-                    kind: "Unverified".to_owned(),
-                    refused: false,
-                    objects: 0,
-                    message: format!(
-                        "{err}: the Fleet refuses it if a merge makes it the branch's head as \
-                         it is (a fast-forward or a rebase)"
-                    ),
-                });
+                found.push(Risk::unverified_elsewhere(&err.to_string()));
             }
         }
-        Err(why) => report.risks.push(Risk {
-            kind: "Unverified".to_owned(),
-            refused: false,
-            objects: 0,
-            message: format!(
-                "the Fleet verifies signatures, but its keys could not be read ({why}): the \
-                 head's signature is not checked"
-            ),
-        }),
+        Err(why) => found.push(Risk::keys_unreadable(why)),
     }
+    found
 }
 
-/// Marks the head refused when the Fleet quarantined it, or it carries a quarantined commit
-/// without a revert since — as the controller judges it.
-fn quarantine(report: &mut PlanReport, source: &Source, head: Oid, engine: &Engine) {
+/// The refusal of a head the Fleet quarantined, or that carries a quarantined commit without
+/// a revert since — as the controller judges it.
+fn quarantine(source: &Source, head: Oid, engine: &Engine) -> Option<Risk> {
     let head = head.to_string();
-    if let Some(refusal) = endstate_controller::admit::quarantine(engine, Some(source), &head) {
-        analysis::refuse(report, &refusal, 0);
-    }
+    endstate_controller::admit::quarantine(engine, Some(source), &head)
+        .map(|refusal| refused(&refusal, 0))
 }
 
 /// Reads the Fleet, its namespace's objects (listed as the controller's caches list them) and
 /// its persisted state.
 fn read_live(args: &PlanArgs) -> anyhow::Result<LiveFleet> {
     use endstate_rollout::Live as _;
-    use kube::Api;
     let name = args.fleet.clone().context("--live needs --fleet NAME")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -436,8 +469,7 @@ fn read_live(args: &PlanArgs) -> anyhow::Result<LiveFleet> {
     runtime.block_on(async {
         let config = crate::cmd::kube_config(args.kubeconfig.as_deref()).await?;
         let client = kube::Client::try_from(config.clone())?;
-        let fleet = Api::<Fleet>::namespaced(client.clone(), &args.namespace)
-            .get(&name)
+        let fleet = endstate_kube::read_fleet(&client, &args.namespace, &name)
             .await
             .with_context(|| format!("reading Fleet {}/{name}", args.namespace))?;
         // A reviewer may not be allowed to read the Secret: the plan goes on without.
@@ -470,22 +502,12 @@ fn read_live(args: &PlanArgs) -> anyhow::Result<LiveFleet> {
     })
 }
 
-/// A problem of a render, where the renderer knows where.
-fn problem(file: Option<String>, line: Option<usize>, message: String) -> Problem {
-    Problem {
-        reason: "Invalid".to_owned(),
-        file,
-        line: line.map(|l| l as u64),
-        message,
-    }
-}
-
 /// The problems of a render's diagnostics, each with its file and line.
 fn diagnosed(diagnostics: &endstate_core::Diagnostics) -> Vec<Problem> {
     diagnostics
         .0
         .iter()
-        .map(|d| problem(Some(d.file.clone()), d.line, d.to_string()))
+        .map(|d| Problem::invalid(Some(d.file.clone()), d.line, d.to_string()))
         .collect()
 }
 
@@ -540,7 +562,7 @@ fn render(
 ) -> Result<(Vec<FleetObject>, Policy), Vec<Problem>> {
     let rendered = source.render(commit, cache).map_err(|e| match &e {
         endstate_git::Error::Invalid { diagnostics, .. } => diagnosed(diagnostics),
-        _ => vec![problem(None, None, e.to_string())],
+        _ => vec![Problem::invalid(None, None, e.to_string())],
     })?;
     split(rendered.objects)
 }
@@ -551,8 +573,13 @@ fn render_dir(
     path: &str,
     owner: &Owner,
 ) -> Result<(Vec<FleetObject>, Policy), Vec<Problem>> {
-    let tree = DirTree::open(root)
-        .map_err(|e| vec![problem(None, None, format!("{}: {e}", root.display()))])?;
+    let tree = DirTree::open(root).map_err(|e| {
+        vec![Problem::invalid(
+            None,
+            None,
+            format!("{}: {e}", root.display()),
+        )]
+    })?;
     let rendered = endstate_core::render(&tree, path, Options::owned_by(owner.clone()))
         .map_err(|d| diagnosed(&d))?;
     split(rendered.objects)
@@ -570,7 +597,7 @@ fn split(
                 let at = format!("{}:{}", r.origin.file, r.origin.line);
                 why.into_iter()
                     .map(|w| {
-                        problem(
+                        Problem::invalid(
                             Some(r.origin.file.clone()),
                             Some(r.origin.line),
                             format!("{at}: {w}"),

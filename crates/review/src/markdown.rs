@@ -1,4 +1,4 @@
-//! `endstate plan -o markdown`: the report as a pull request comment — a headline table, then
+//! The report as a pull request comment (`endstate plan -o markdown`) — a headline table, then
 //! a collapsible section per part, the grouped diffs last — cut to fit under GitHub's comment
 //! limit of 65,536 characters, saying what it left out.
 
@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use endstate_rollout::time::human;
 
-use super::report::{Outcome, PlanReport};
-use super::text::{ROWS, heading};
+use crate::report::{Count, Outcome, PlanReport};
+use crate::risk::Risk;
+use crate::text::{ROWS, heading};
 
 /// The most characters written: GitHub refuses comments over 65,536, and a bot's wrapper
 /// (a marker to find its comment again, say) needs some room.
@@ -87,7 +88,7 @@ pub fn render(report: &PlanReport) -> String {
                 None => "never done".to_owned(),
             })
     );
-    let risks: Vec<&super::report::Risk> = report.risks.iter().filter(|r| !r.refused).collect();
+    let risks: Vec<&Risk> = report.risks.iter().filter(|r| !r.refused).collect();
     if !risks.is_empty() {
         // Called out first, in a GitHub alert: one paragraph per risk.
         let mut lines: Vec<String> = risks
@@ -121,7 +122,7 @@ pub fn render(report: &PlanReport) -> String {
         out.push('\n');
     }
     if !radius.idcs.is_empty() {
-        let mut largest: Vec<&super::report::Count> = radius.idcs.iter().collect();
+        let mut largest: Vec<&Count> = radius.idcs.iter().collect();
         largest.sort_by_key(|i| std::cmp::Reverse(i.machines));
         let mut idcs: Vec<String> = largest
             .iter()
@@ -382,8 +383,8 @@ fn fence_safe(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::report::{Count, Risk};
     use super::*;
+    use crate::risk::RiskKind;
 
     /// However many idcs and risks a change has, the comment keeps to its cap with every
     /// section closed and room for the diffs.
@@ -406,7 +407,7 @@ mod tests {
                 machines: i,
             });
             report.risks.push(Risk {
-                kind: "HeldBack".into(),
+                kind: RiskKind::HeldBack,
                 refused: false,
                 objects: 1,
                 message: format!("1 Machines of Cluster/n/c-{i} are held back"),

@@ -1,25 +1,22 @@
-//! `endstate plan` for people: the risks first, then the summary, where the changes land, the
-//! budgets, the waves with their times, and the diffs.
+//! The report for people (`endstate plan`): the risks first, then the summary, where the
+//! changes land, the budgets, the waves with their times, and the diffs.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use endstate_controller::report::short;
 use endstate_rollout::time::human;
 
-use super::report::{Against, Outcome, PlanReport};
+use crate::commit::short;
+use crate::report::{Against, Outcome, PlanReport, Wave};
 
 /// Rows of a blast radius list shown before "and N more".
 pub const ROWS: usize = 10;
 
-/// The report for people; problems go to stderr.
+/// The report for people. Its problems are left out: they are errors, which the caller
+/// prints where errors go.
 pub fn render(report: &PlanReport) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "plan: {}", heading(report));
-    for problem in &report.problems {
-        // What is wrong goes where errors go.
-        eprintln!("error: {}", problem.message);
-    }
     if report.outcome == Outcome::Invalid {
         return out;
     }
@@ -51,8 +48,12 @@ pub fn render(report: &PlanReport) -> String {
     for (kind, c) in &s.by_kind {
         let _ = writeln!(
             out,
-            "  {kind:<22} {} creates, {} updates, {} reinstalls, {} deletes",
-            c.creates, c.updates, c.reinstalls, c.deletes
+            "  {:<22} {} creates, {} updates, {} reinstalls, {} deletes",
+            kind.as_str(),
+            c.creates,
+            c.updates,
+            c.reinstalls,
+            c.deletes
         );
     }
     let radius = &report.blast_radius;
@@ -83,7 +84,7 @@ pub fn render(report: &PlanReport) -> String {
             let _ = writeln!(
                 out,
                 "  {:<8} {:<16} {} → {}: {}{}",
-                m.kind,
+                m.kind.as_str(),
                 m.package,
                 m.from.as_deref().unwrap_or("(new)"),
                 m.to.as_deref().unwrap_or("(none)"),
@@ -243,7 +244,7 @@ pub fn heading(report: &PlanReport) -> String {
 }
 
 /// When a wave starts and ends at worst, and what it waits for.
-pub fn timing(wave: &super::report::Wave) -> String {
+pub fn timing(wave: &Wave) -> String {
     let mut out = match (&wave.earliest_start, &wave.latest_end) {
         (Some(start), Some(end)) => format!("starts {start}, done by {end} at worst"),
         (Some(start), None) => format!("starts {start}"),

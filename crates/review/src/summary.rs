@@ -1,0 +1,33 @@
+//! The changes counted by operation, in all and per kind.
+
+use std::collections::BTreeMap;
+
+use endstate_core::Kind;
+use endstate_rollout::diff::Op;
+use endstate_rollout::plan::Plan;
+
+use crate::report::{Counts, Summary};
+
+/// The counts of `plan`.
+pub fn summary(plan: &Plan) -> Summary {
+    let mut by_kind: BTreeMap<Kind, Counts> = BTreeMap::new();
+    for (_, id, op) in plan.changes() {
+        // A plan is made of fleet objects, whose identities name their kind.
+        let kind = Kind::parse(&id.kind).expect("a planned object is of a fleet kind");
+        let counts = by_kind.entry(kind).or_default();
+        match op {
+            Op::Create => counts.creates += 1,
+            Op::Update => counts.updates += 1,
+            Op::Reinstall => counts.reinstalls += 1,
+            Op::Delete => counts.deletes += 1,
+        }
+    }
+    Summary {
+        creates: plan.count(Op::Create) as u64,
+        updates: plan.count(Op::Update) as u64,
+        reinstalls: plan.count(Op::Reinstall) as u64,
+        deletes: plan.count(Op::Delete) as u64,
+        kept_by_prune: plan.kept.len() as u64,
+        by_kind,
+    }
+}
