@@ -19,7 +19,7 @@
 use std::time::Duration;
 
 use endstate_git::{RenderCache, RevertWriter};
-use endstate_rollout::rollout::Phase;
+use endstate_rollout::engine::Phase;
 use endstate_rollout::{Engine, Event, Live, LiveError, Time};
 
 use crate::clock::Clock;

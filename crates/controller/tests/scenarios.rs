@@ -9,7 +9,7 @@ use endstate_controller::{Config, Controller, Outcome, Reporter, SimClock};
 use endstate_core::FleetObject;
 use endstate_git::{History, RevertConfig, RevertWriter, Source, SourceConfig};
 use endstate_rollout::Time;
-use endstate_rollout::rollout::Phase;
+use endstate_rollout::engine::Phase;
 use endstate_sim::{Faults, SimConfig, SimFleet, SimLive};
 
 mod support;
@@ -426,6 +426,7 @@ async fn a_metric_out_of_bounds_during_a_bake_trips_and_reverts_the_range() {
     assert!(
         trip.evidence
             .threshold
+            .to_string()
             .contains("metric error-rate = 0.25 is outside"),
         "{:?}",
         trip.evidence
