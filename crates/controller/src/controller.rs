@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use endstate_core::hash::Fnv1a;
 use endstate_git::{RenderCache, RevertWriter};
-use endstate_rollout::rollout::Phase;
+use endstate_rollout::engine::Phase;
 use endstate_rollout::{Engine, Event, Live, Time};
 
 use crate::clock::Clock;

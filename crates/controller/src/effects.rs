@@ -9,9 +9,9 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use endstate_core::{FleetObject, ObjectRef};
+use endstate_rollout::engine::{Effect, Interest, Report, RestoreClass, RestorePlan};
 use endstate_rollout::health::{self, Health};
 use endstate_rollout::plan::Universe;
-use endstate_rollout::rollout::{Effect, Interest, Report, RestoreClass, RestorePlan};
 use endstate_rollout::{Event, Live, Time, diff};
 
 use crate::clock::Clock;
@@ -329,7 +329,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
         let mut results = self.delete(&doomed).await?;
         results.extend(
             kept.into_iter()
-                .map(|id| (id, Ok(endstate_rollout::rollout::KEPT))),
+                .map(|id| (id, Ok(endstate_rollout::engine::KEPT))),
         );
         Ok(results)
     }

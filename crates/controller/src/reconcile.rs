@@ -4,9 +4,9 @@
 
 use endstate_core::{FleetObject, ObjectRef};
 use endstate_rollout::diff::Op;
+use endstate_rollout::engine::Start;
 use endstate_rollout::plan::{Inputs, Plan};
 use endstate_rollout::policy::Policy;
-use endstate_rollout::rollout::Start;
 use endstate_rollout::{Event, Live};
 
 use crate::clock::Clock;
@@ -89,7 +89,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
         let running = self
             .engine
             .rollout()
-            .filter(|r| *r.phase() == endstate_rollout::rollout::Phase::Running)
+            .filter(|r| *r.phase() == endstate_rollout::engine::Phase::Running)
             .and_then(|r| Some((r.stage()?.clone(), r.cursor())));
         let plan = match running {
             // The caches are still listing the fleet (a restart of a large one takes a while):
@@ -163,7 +163,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
     /// fields it removes, are found in it.
     fn resumed_base(
         &mut self,
-        resumable: &endstate_rollout::rollout::Resumable,
+        resumable: &endstate_rollout::engine::Resumable,
     ) -> Result<Option<Desired>, Error> {
         match &resumable.base {
             Some(base) => Ok(Some(self.render(base).map_err(Error::Rerender)?)),

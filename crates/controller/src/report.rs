@@ -4,7 +4,7 @@
 use std::io::{IsTerminal, Write};
 
 use endstate_rollout::Time;
-use endstate_rollout::rollout::Report;
+use endstate_rollout::engine::Report;
 
 /// Receives the controller's progress.
 pub trait Reporter: Send {

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use endstate_core::ObjectRef;
 use endstate_git::{Oid, RevertOutcome, attribute};
-use endstate_rollout::rollout::Evidence;
+use endstate_rollout::engine::Evidence;
 use endstate_rollout::{Event, Live};
 
 use crate::clock::Clock;
@@ -63,10 +63,10 @@ impl<L: Live, C: Clock> Controller<L, C> {
             .filter_map(|c| Oid::from_str(c).ok())
             .collect();
         let git_evidence = endstate_git::Evidence {
-            summary: evidence.threshold.clone(),
+            summary: evidence.threshold.to_string(),
             wave: Some(evidence.stage.clone()),
             failed: failed.to_vec(),
-            thresholds: vec![evidence.threshold.clone()],
+            thresholds: vec![evidence.threshold.to_string()],
         };
         crate::crash::point("revert-push");
         let (reverts, outcome) = match writer.revert(&oids, &git_evidence) {

@@ -12,9 +12,9 @@ use endstate_api::fleet::{
     QuarantinedCommit, RolloutCursor, WaveProgress,
 };
 use endstate_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time as MetaTime;
+use endstate_rollout::engine::Phase;
 use endstate_rollout::persist::StateError;
 use endstate_rollout::policy::Policy;
-use endstate_rollout::rollout::Phase;
 use endstate_rollout::time::human;
 use endstate_rollout::{Engine, Time};
 
@@ -92,7 +92,7 @@ pub fn to_status(engine: &Engine, record: &Record, policy: &Policy, now: Time) -
             phase: phase_name(r.phase(), r.waiting().is_some()).to_owned(),
             in_flight: Some(r.inflight() as i64),
             failed: Some(i64::from(r.failures().total)),
-            waiting: r.waiting().map(str::to_owned),
+            waiting: r.waiting().map(ToString::to_string),
             progress: Some(progress(&r)),
             in_flight_objects: Some(
                 r.inflight_ids()
@@ -210,7 +210,7 @@ pub fn from_status(status: &FleetStatus) -> Result<(Engine, Record), StateError>
 }
 
 /// Every wave of the rollout: done before the one in flight, pending after it.
-fn progress(r: &endstate_rollout::rollout::View<'_>) -> Vec<WaveProgress> {
+fn progress(r: &endstate_rollout::engine::View<'_>) -> Vec<WaveProgress> {
     let current = r.stage_index();
     let finished = matches!(
         r.phase(),
@@ -308,7 +308,7 @@ fn conditions(engine: &Engine, record: &Record, now: Time) -> Vec<Condition> {
         (
             false,
             refusal.reason(),
-            format!("{}{more}", endstate_rollout::rollout::cut(first, 1024)),
+            format!("{}{more}", endstate_rollout::engine::cut(first, 1024)),
         )
     } else if let Some(trip) = engine.breaker() {
         (
@@ -410,11 +410,7 @@ fn busy_reason(engine: &Engine) -> (&'static str, String) {
             "Restoring",
             "the breaker tripped: restoring the last good state".to_owned(),
         ),
-        (_, Some(why)) if why.contains("budget") => ("BudgetExhausted", format!("{wave}: {why}")),
-        (_, Some(why)) if why.contains("window") => {
-            ("OutsideMaintenanceWindow", format!("{wave}: {why}"))
-        }
-        (_, Some(why)) => ("Waiting", format!("{wave}: {why}")),
+        (_, Some(why)) => (why.condition_reason(), format!("{wave}: {why}")),
         (Phase::Baking { .. }, None) => ("Baking", format!("{wave} is baking")),
         _ => ("Progressing", format!("{wave} is rolling out")),
     }

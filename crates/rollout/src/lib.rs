@@ -6,13 +6,14 @@
 //! - [`plan`]: each sequence's order (from the commit and the policy alone) and its waves;
 //! - [`health`]: the gate of one object for one revision;
 //! - [`budget`]: the fleet-wide change budget;
-//! - [`rollout`]: the state machine that walks a plan, trips the breaker, restores and asks
+//! - [`engine`]: the state machine that walks a plan, trips the breaker, restores and asks
 //!   for the revert;
 //! - [`schedule`]: how long a plan takes at worst, under the budgets and windows;
 //! - [`persist`]: its bounded persisted form; [`positions`]: the compact position sets in it.
 
 pub mod budget;
 pub mod diff;
+pub mod engine;
 pub mod gates;
 pub mod health;
 pub mod live;
@@ -20,11 +21,13 @@ pub mod persist;
 pub mod plan;
 pub mod policy;
 pub mod positions;
-pub mod rollout;
 pub mod schedule;
 pub mod time;
 
 pub use budget::BudgetClass;
+pub use engine::{Effect, Engine, Event, Report, WaitReason};
 pub use live::{Applied, Changes, Live, LiveError};
-pub use rollout::{Effect, Engine, Event};
+
+/// The engine's path before it became a folder of files, which the runtime still names.
+pub use engine as rollout;
 pub use time::Time;

@@ -28,15 +28,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::budget::{Bucket, BudgetClass, Budgets};
-use crate::plan::MAX_ORPHANS;
-use crate::plan::StageSpec;
-use crate::policy::Policy;
-use crate::positions::Positions;
-use crate::rollout::{
+use crate::engine::{
     Engine, FLIGHT_BUCKETS, Failures, Flight, Flights, KEPT_FAILURES, KEPT_QUARANTINE,
     KEPT_REVERTS, KEPT_UNRESTORED, Notes, Phase, QUARANTINE_REASON_CHARS, Quarantined, Restore,
     Rollout, Trip, cut,
 };
+use crate::plan::MAX_ORPHANS;
+use crate::plan::StageSpec;
+use crate::policy::Policy;
+use crate::positions::Positions;
 use crate::time::Time;
 
 /// The format written by this release.
@@ -131,7 +131,7 @@ impl Engine {
             phase: r.phase.clone(),
             superseded_by: r.superseded_by.clone(),
             started_at: r.started_at,
-            waiting: r.waiting.clone(),
+            waiting: r.waiting.as_ref().map(ToString::to_string),
             restore: r.restore.clone(),
             unrestored: r.unrestored.clone(),
         });
@@ -226,7 +226,9 @@ fn rollout(r: PersistedRollout) -> Result<Rollout, StateError> {
         phase: r.phase,
         superseded_by: r.superseded_by,
         started_at: r.started_at,
-        waiting: r.waiting,
+        // A text no reason writes back the same (none this release writes) is dropped: the
+        // engine finds out again why it waits on its next step.
+        waiting: r.waiting.and_then(|w| w.parse().ok()),
         restore: r.restore,
         unrestored: r.unrestored,
         plan: None,
@@ -299,12 +301,12 @@ fn migrate_v1(value: Value) -> Result<Engine, StateError> {
     let excess = quarantine.len().saturating_sub(KEPT_QUARANTINE);
     quarantine.drain(..excess);
     for q in &mut quarantine {
-        q.reason = cut(&q.reason, crate::rollout::QUARANTINE_REASON_CHARS);
+        q.reason = cut(&q.reason, crate::engine::QUARANTINE_REASON_CHARS);
     }
     let mut breaker = v1.breaker;
     if let Some(trip) = &mut breaker {
-        trip.evidence.failed.truncate(crate::rollout::KEPT_FAILURES);
-        trip.reverts.truncate(crate::rollout::KEPT_REVERTS);
+        trip.evidence.failed.truncate(crate::engine::KEPT_FAILURES);
+        trip.reverts.truncate(crate::engine::KEPT_REVERTS);
     }
     let budgets: Budgets = serde_json::from_value(serde_json::json!({ "spent": budgets }))
         .map_err(|e| StateError::Malformed(e.to_string()))?;

@@ -11,10 +11,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::budget::{BudgetClass, Budgets};
+use crate::engine::FLIGHT_BUCKETS;
 use crate::plan::{self, Plan, StageSpec};
 use crate::policy::Policy;
-use crate::rollout::{FLIGHT_BUCKETS, next_window_open};
-use crate::time::Time;
+use crate::time::{Time, next_window_open};
 
 /// The estimate of one wave.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::policy::Policy;
+
 /// A point in time: milliseconds since the Unix epoch. Virtual in the simulator and in tests,
 /// wall-clock time in the controller.
 #[derive(
@@ -188,6 +190,17 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// The next minute at which a maintenance window of `policy` is open, within a week.
+pub fn next_window_open(policy: &Policy, now: Time) -> Option<Time> {
+    let start = Time((now.millis().div_euclid(60_000) + 1) * 60_000);
+    (0..7 * 24 * 60 + 1)
+        .map(|m| Time(start.millis() + m * 60_000))
+        .find(|t| {
+            let (d, m) = t.weekday_and_minute();
+            policy.window_open(d, m)
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,5 +237,68 @@ mod tests {
         ] {
             assert_eq!(Time::parse_rfc3339(bad), None, "{bad}");
         }
+    }
+
+    fn windows(windows: Vec<crate::policy::Window>) -> Policy {
+        Policy {
+            windows,
+            ..Policy::default()
+        }
+    }
+
+    #[test]
+    fn the_next_window_opens_across_the_week_boundary() {
+        const MIN: i64 = 60_000;
+        let thursday = Time(1_767_225_600_000); // 2026-01-01T00:00:00Z
+        let sunday_2300 = Time(thursday.millis() + (3 * 24 + 23) * 60 * MIN);
+        assert_eq!(sunday_2300.weekday_and_minute(), (6, 23 * 60));
+        let monday_0200 = crate::policy::Window {
+            days: vec![0],
+            start: 120,
+            end: 180,
+        };
+        let policy = windows(vec![monday_0200]);
+        assert_eq!(
+            next_window_open(&policy, sunday_2300),
+            Some(Time(sunday_2300.millis() + 3 * 60 * MIN))
+        );
+        // Inside the window, the answer is the next minute, still inside it.
+        let monday_0230 = Time(sunday_2300.millis() + 210 * MIN + 15_000);
+        assert_eq!(
+            next_window_open(&policy, monday_0230),
+            Some(Time(sunday_2300.millis() + 211 * MIN))
+        );
+        // Just after it closes, the next one is a week on.
+        let monday_0300 = Time(sunday_2300.millis() + 240 * MIN);
+        assert_eq!(
+            next_window_open(&policy, monday_0300),
+            Some(Time(sunday_2300.millis() + (3 + 7 * 24) * 60 * MIN))
+        );
+        // A window that crosses midnight from Sunday is open on Monday's first minutes.
+        let sunday_night = crate::policy::Window {
+            days: vec![6],
+            start: 23 * 60 + 30,
+            end: 30,
+        };
+        let policy = windows(vec![sunday_night]);
+        assert_eq!(
+            next_window_open(&policy, sunday_2300),
+            Some(Time(sunday_2300.millis() + 30 * MIN))
+        );
+    }
+
+    #[test]
+    fn no_window_on_no_day_never_opens() {
+        let never = crate::policy::Window {
+            days: vec![],
+            start: 0,
+            end: 60,
+        };
+        assert_eq!(next_window_open(&windows(vec![never]), Time(0)), None);
+        assert_eq!(
+            next_window_open(&Policy::default(), Time(90_000)),
+            Some(Time(120_000)),
+            "no windows: always open"
+        );
     }
 }

@@ -9,7 +9,7 @@ use endstate_controller::{Config, Controller, Outcome, Reporter, SimClock};
 use endstate_core::FleetObject;
 use endstate_git::{History, RevertConfig, RevertWriter, Source, SourceConfig};
 use endstate_rollout::Time;
-use endstate_rollout::rollout::Phase;
+use endstate_rollout::engine::Phase;
 use endstate_sim::{Faults, SimConfig, SimFleet, SimLive};
 
 #[path = "../support/mod.rs"]

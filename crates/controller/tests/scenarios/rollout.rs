@@ -303,6 +303,7 @@ async fn a_metric_out_of_bounds_during_a_bake_trips_and_reverts_the_range() {
     assert!(
         trip.evidence
             .threshold
+            .to_string()
             .contains("metric error-rate = 0.25 is outside"),
         "{:?}",
         trip.evidence

@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use endstate_rollout::Engine;
+use endstate_rollout::engine::{KEPT_FAILED_POSITIONS, MAX_SPAN};
 use endstate_rollout::persist::{STATE_BOUND, worst_state};
 use endstate_rollout::policy::{Amount, Policy, WaveSpec};
-use endstate_rollout::rollout::{KEPT_FAILED_POSITIONS, MAX_SPAN};
 use proptest::prelude::*;
 
 use crate::world::World;
@@ -80,7 +80,7 @@ fn a_rollout_of_20k_machines_never_persists_more_than_a_few_kilobytes() {
     let engine = world.run(engine, effects, false);
     assert_eq!(
         *engine.rollout().unwrap().phase(),
-        endstate_rollout::rollout::Phase::Completed
+        endstate_rollout::engine::Phase::Completed
     );
     assert!(world.persists > 10, "{} saves", world.persists);
     // 2000 in flight at once, settling in random order: the bitmap of a few hundred

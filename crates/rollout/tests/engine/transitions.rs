@@ -4,11 +4,11 @@ use std::time::Duration;
 
 use endstate_core::ObjectRef;
 use endstate_rollout::budget::BudgetClass;
+use endstate_rollout::engine::{Effect, Interest, Phase, Report, RestoreClass, RestorePlan};
 use endstate_rollout::gates::Sample;
 use endstate_rollout::health::Health;
 use endstate_rollout::plan::Universe;
 use endstate_rollout::policy::{Amount, BudgetLimit, MetricGate, Policy, WaveSpec, Window};
-use endstate_rollout::rollout::{Effect, Interest, Phase, Report, RestoreClass, RestorePlan};
 use endstate_rollout::{Engine, Event, Time};
 
 use crate::world::{NS, T0, World};
@@ -209,7 +209,7 @@ fn outside_every_maintenance_window_nothing_starts() {
     let effects = world.start(&mut engine);
     assert!(applies(&effects).is_empty(), "{effects:?}");
     assert!(effects.iter().any(
-        |e| matches!(e, Effect::Report(Report::Waiting(w)) if w.contains("maintenance window"))
+        |e| matches!(e, Effect::Report(Report::Waiting(w)) if w.to_string().contains("maintenance window"))
     ));
     let opens = T0 + Duration::from_secs(7200);
     assert!(effects.contains(&Effect::WakeAt(opens)), "{effects:?}");
@@ -228,7 +228,7 @@ fn a_spent_budget_waits_for_its_window_and_never_overspends() {
     let mut engine = Engine::default();
     let effects = world.start(&mut engine);
     assert_eq!(applies(&effects).len(), 2);
-    assert!(effects.iter().any(|e| matches!(e, Effect::Report(Report::Waiting(w)) if w.starts_with("budget machine-update is spent until"))));
+    assert!(effects.iter().any(|e| matches!(e, Effect::Report(Report::Waiting(w)) if w.to_string().starts_with("budget machine-update is spent until"))));
     let engine = world.run(engine, effects, false);
     assert_eq!(phase(&engine), Phase::Completed);
     let times: Vec<Time> = world.writes.iter().map(|w| w.at).collect();
@@ -353,7 +353,7 @@ fn a_metric_out_of_bounds_while_baking_trips() {
     );
     assert!(matches!(phase(&engine), Phase::Tripped { .. }));
     assert!(fx.iter().any(
-        |e| matches!(e, Effect::Report(Report::Tripped(ev)) if ev.threshold.contains("errors = 7"))
+        |e| matches!(e, Effect::Report(Report::Tripped(ev)) if ev.threshold.to_string().contains("errors = 7"))
     ));
 }
 
@@ -453,7 +453,7 @@ fn a_query_that_never_answers_trips_at_the_gate_timeout() {
     assert!(matches!(phase(&engine), Phase::Tripped { .. }), "{fx:?}");
     assert!(
         fx.iter().any(|e| matches!(e,
-        Effect::Report(Report::Tripped(ev)) if ev.threshold == "metric errors: no answer for 10m"))
+        Effect::Report(Report::Tripped(ev)) if ev.threshold.to_string() == "metric errors: no answer for 10m"))
     );
 }
 
@@ -470,11 +470,14 @@ fn a_query_without_series_holds_the_bake_says_so_and_trips_after_the_gate_timeou
     let fx = engine.step(Event::Sampled(none()), two_minutes);
     assert!(
         fx.iter().any(|e| matches!(e,
-            Effect::Report(Report::Waiting(why)) if why == "metric errors: no series for 2m")),
+            Effect::Report(Report::Waiting(why)) if why.to_string() == "metric errors: no series for 2m")),
         "{fx:?}"
     );
     let r = engine.rollout().unwrap();
-    assert_eq!(r.waiting(), Some("metric errors: no series for 2m"));
+    assert_eq!(
+        r.waiting().map(ToString::to_string).as_deref(),
+        Some("metric errors: no series for 2m")
+    );
     let Phase::Baking { samples, .. } = r.phase() else {
         panic!()
     };
@@ -487,7 +490,10 @@ fn a_query_without_series_holds_the_bake_says_so_and_trips_after_the_gate_timeou
     }) else {
         panic!("{fx:?}")
     };
-    assert_eq!(evidence.threshold, "metric errors: no series for 10m");
+    assert_eq!(
+        evidence.threshold.to_string(),
+        "metric errors: no series for 10m"
+    );
     assert!(
         evidence
             .failed
@@ -593,7 +599,7 @@ fn a_trip_leaves_what_the_rollout_created_and_reinstalls_wait_for_their_budget()
     );
     assert!(
         fx.iter().any(
-            |e| matches!(e, Effect::Report(Report::Waiting(w)) if w.contains("restores wait"))
+            |e| matches!(e, Effect::Report(Report::Waiting(w)) if w.to_string().contains("restores wait"))
         )
     );
     let room = T0 + Duration::from_secs(200 + 3200);
@@ -778,7 +784,12 @@ fn answers_without_a_gate_hold_the_bake() {
     let fx = engine.step(Event::Tick, T0 + Duration::from_secs(31));
     assert!(matches!(phase(&engine), Phase::Baking { .. }), "{fx:?}");
     assert_eq!(
-        engine.rollout().unwrap().waiting(),
+        engine
+            .rollout()
+            .unwrap()
+            .waiting()
+            .map(ToString::to_string)
+            .as_deref(),
         Some("metric errors: no answer for 0ms")
     );
 }

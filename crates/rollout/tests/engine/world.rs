@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use endstate_api::{Machine, MachinePhase, MachineSpec, MachineStatus};
 use endstate_core::{FleetObject, ObjectRef};
+use endstate_rollout::engine::{Effect, Interest, RestoreClass, RestorePlan, Start};
 use endstate_rollout::gates::Sample;
 use endstate_rollout::health::{self, Health};
 use endstate_rollout::plan::{Inputs, Plan, Universe};
 use endstate_rollout::policy::Policy;
-use endstate_rollout::rollout::{Effect, Interest, RestoreClass, RestorePlan, Start};
 use endstate_rollout::{Engine, Event, Time};
 
 pub const NS: &str = "fleet";
@@ -398,7 +398,7 @@ impl World {
             }
             if approve
                 && engine.rollout().is_some_and(|r| {
-                    *r.phase() == endstate_rollout::rollout::Phase::AwaitingApproval
+                    *r.phase() == endstate_rollout::engine::Phase::AwaitingApproval
                 })
             {
                 self.approvals += 1;
