@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use endstate_core::{FleetObject, ObjectRef};
-use endstate_rollout::engine::{Effect, Interest, Report, RestoreClass, RestorePlan};
+use endstate_rollout::engine::{Effect, Interest, Report, RestoreClass, RestorePlan, WriteError};
 use endstate_rollout::health::{self, Health};
 use endstate_rollout::plan::Universe;
 use endstate_rollout::{Event, Live, Time, diff};
@@ -267,14 +267,14 @@ impl<L: Live, C: Clock> Controller<L, C> {
     async fn apply(
         &mut self,
         ids: &[ObjectRef],
-    ) -> Result<Vec<(ObjectRef, Result<i64, String>)>, Error> {
+    ) -> Result<Vec<(ObjectRef, Result<i64, WriteError>)>, Error> {
         let live = self.live.get(ids).await?;
-        let mut results: Vec<(ObjectRef, Result<i64, String>)> = Vec::with_capacity(ids.len());
+        let mut results: Vec<(ObjectRef, Result<i64, WriteError>)> = Vec::with_capacity(ids.len());
         let mut writes: Vec<FleetObject> = Vec::new();
         let mut written: Vec<ObjectRef> = Vec::new();
         for (id, have) in ids.iter().zip(&live) {
             match self.desired.as_ref().and_then(|d| d.get(id)) {
-                None => results.push((id.clone(), Err("not in the commit's desired set".into()))),
+                None => results.push((id.clone(), Err(WriteError::NotDesired))),
                 Some(want) => match have {
                     Some(have) if diff::same(want, have) => {
                         results.push((id.clone(), Ok(have.meta().generation.unwrap_or(0))))
@@ -296,7 +296,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
             written
                 .into_iter()
                 .zip(outcome)
-                .map(|(id, r)| (id, r.map(|a| a.generation).map_err(|e| e.to_string()))),
+                .map(|(id, r)| (id, r.map(|a| a.generation).map_err(WriteError::Live))),
         );
         Ok(results)
     }
@@ -307,7 +307,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
     async fn prune(
         &mut self,
         ids: &[ObjectRef],
-    ) -> Result<Vec<(ObjectRef, Result<i64, String>)>, Error> {
+    ) -> Result<Vec<(ObjectRef, Result<i64, WriteError>)>, Error> {
         let fresh = self.live.get_fresh(ids).await?;
         let mut kept = Vec::new();
         let mut doomed = Vec::new();
@@ -337,14 +337,14 @@ impl<L: Live, C: Clock> Controller<L, C> {
     async fn delete(
         &mut self,
         ids: &[ObjectRef],
-    ) -> Result<Vec<(ObjectRef, Result<i64, String>)>, Error> {
+    ) -> Result<Vec<(ObjectRef, Result<i64, WriteError>)>, Error> {
         let outcome = self.live.delete(ids).await;
         fenced_out(&outcome)?;
         Ok(ids
             .iter()
             .cloned()
             .zip(outcome)
-            .map(|(id, r)| (id, r.map(|()| 0).map_err(|e| e.to_string())))
+            .map(|(id, r)| (id, r.map(|()| 0).map_err(WriteError::Live)))
             .collect())
     }
 
@@ -412,7 +412,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
     async fn restore(
         &mut self,
         ids: &[ObjectRef],
-    ) -> Result<Vec<(ObjectRef, Result<(), String>)>, Error> {
+    ) -> Result<Vec<(ObjectRef, Result<(), WriteError>)>, Error> {
         self.restore_target()?;
         let live = self.live.get(ids).await?;
         let before = self.before.as_ref().expect("prepared");
@@ -437,7 +437,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
             applies
                 .iter()
                 .zip(applied)
-                .map(|(o, r)| (o.id(), r.map(|_| ()).map_err(|e| e.to_string()))),
+                .map(|(o, r)| (o.id(), r.map(|_| ()).map_err(WriteError::Live))),
         );
         out.extend(
             self.delete(&deletes)

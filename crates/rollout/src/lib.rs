@@ -25,7 +25,7 @@ pub mod schedule;
 pub mod time;
 
 pub use budget::BudgetClass;
-pub use engine::{Effect, Engine, Event, Report, WaitReason};
+pub use engine::{Effect, Engine, Event, Report, WaitReason, WriteError};
 pub use live::{Applied, Changes, Live, LiveError};
 
 /// The engine's path before it became a folder of files, which the runtime still names.

@@ -21,7 +21,7 @@ pub const PRUNE_DISABLED: &str = "disabled";
 pub const FIELD_MANAGER: &str = "endstate";
 
 /// Why a live operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LiveError {
     /// Someone else changed the object, or owns the fields we set.
     #[error("conflict on {object}: {message}")]

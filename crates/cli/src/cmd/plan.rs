@@ -94,7 +94,7 @@ struct LiveFleet {
     engine: Engine,
     last_applied: Option<String>,
     /// The signature policy of `spec.source.verify`, or why its keys could not be read.
-    verify: Result<Option<SignaturePolicy>, String>,
+    verify: anyhow::Result<Option<SignaturePolicy>>,
 }
 
 /// Where the head and its base come from: the remote's mirror, its settings, and the names
@@ -445,7 +445,7 @@ fn source_checks(source: &Source, head: Oid, live: &LiveFleet, own_branch: bool)
                 found.push(Risk::unverified_elsewhere(&err.to_string()));
             }
         }
-        Err(why) => found.push(Risk::keys_unreadable(why)),
+        Err(why) => found.push(Risk::keys_unreadable(&format!("{why:#}"))),
     }
     found
 }
@@ -476,8 +476,7 @@ fn read_live(args: &PlanArgs) -> anyhow::Result<LiveFleet> {
         let verify = match &fleet.spec.source.verify {
             Some(policy) => crate::cmd::cluster::signature_policy(&client, &args.namespace, policy)
                 .await
-                .map(Some)
-                .map_err(|e| format!("{e:#}")),
+                .map(Some),
             None => Ok(None),
         };
         let live = endstate_kube::KubeLive::connect(

@@ -227,3 +227,131 @@ fn the_checker_expands_groups_and_finds_a_cycle() {
     edges.get_mut(&b).unwrap().clear();
     assert!(cycle(&edges).is_none());
 }
+
+/// Every Rust file of the workspace: sources, tests, benches, fuzz targets.
+fn every_rust_file() -> Vec<PathBuf> {
+    let root = workspace();
+    let mut files = Vec::new();
+    for dir in [root.join("crates"), root.join("fuzz")] {
+        if dir.is_dir() {
+            rust_files(&dir, &mut files);
+        }
+    }
+    files.retain(|f| !f.components().any(|c| c.as_os_str() == "target"));
+    files.sort();
+    files
+}
+
+/// The longest file holds one concept or several that want splitting: past this many lines
+/// it is the second.
+const MAX_LINES: usize = 900;
+
+#[test]
+fn no_source_file_is_over_the_line_limit() {
+    let files = every_rust_file();
+    assert!(
+        files
+            .iter()
+            .any(|f| f.ends_with("crates/cli/tests/it/layout.rs")),
+        "the walk misses the tests"
+    );
+    let long: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            let lines = std::fs::read_to_string(f).unwrap().lines().count();
+            (lines > MAX_LINES).then(|| format!("{} ({lines} lines)", f.display()))
+        })
+        .collect();
+    assert!(
+        long.is_empty(),
+        "over {MAX_LINES} lines: {}",
+        long.join(", ")
+    );
+}
+
+/// Whether `text` names a `Result` whose error is a bare `String`.
+fn string_errors(text: &str) -> Vec<usize> {
+    let mut found = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let mut from = 0;
+        while let Some(at) = line[from..].find("Result<") {
+            let open = from + at + "Result<".len();
+            // The matching `>` of this `Result<`.
+            let mut depth = 1;
+            let mut end = None;
+            for (i, c) in line[open..].char_indices() {
+                match c {
+                    '<' | '(' | '[' => depth += 1,
+                    '>' | ')' | ']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            end = Some(open + i);
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let Some(end) = end else { break };
+            let args = &line[open..end];
+            // The last top-level argument is the error type.
+            let mut depth = 0;
+            let mut last = 0;
+            for (i, c) in args.char_indices() {
+                match c {
+                    '<' | '(' | '[' => depth += 1,
+                    '>' | ')' | ']' => depth -= 1,
+                    ',' if depth == 0 => last = i + 1,
+                    _ => {}
+                }
+            }
+            if last > 0 && args[last..].trim() == "String" {
+                found.push(n + 1);
+            }
+            from = open;
+        }
+    }
+    found
+}
+
+#[test]
+fn no_library_code_returns_a_bare_string_as_its_error() {
+    let root = workspace().join("crates");
+    let mut offenders = Vec::new();
+    for file in every_rust_file() {
+        let Ok(rel) = file.strip_prefix(&root) else {
+            continue;
+        };
+        // Sources only, and not their unit tests.
+        if rel
+            .components()
+            .nth(1)
+            .is_none_or(|c| c.as_os_str() != "src")
+        {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        let code = text.split("#[cfg(test)]\nmod tests").next().unwrap();
+        for line in string_errors(code) {
+            offenders.push(format!("{}:{line}", rel.display()));
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "a `Result<_, String>` outside tests (make it a typed error): {}",
+        offenders.join(", ")
+    );
+}
+
+#[test]
+fn the_string_error_check_reads_nested_types() {
+    assert_eq!(string_errors("fn f() -> Result<(), String> {"), [1]);
+    assert_eq!(
+        string_errors("fn f() -> Result<Vec<(u8, String)>, Error> {"),
+        Vec::<usize>::new()
+    );
+    assert_eq!(
+        string_errors("x: OnceLock<Result<Binaries, String>>,\nfn g() -> Result<String> {"),
+        [1]
+    );
+}

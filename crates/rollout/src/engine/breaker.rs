@@ -5,7 +5,7 @@
 use endstate_core::ObjectRef;
 
 use super::failures::{Note, REASON_CHARS, cut};
-use super::protocol::{Effect, Phase, Report};
+use super::protocol::{Effect, Phase, Report, WriteError};
 use super::restore::{Restore, RestoreClass, RestorePlan};
 use super::state::Engine;
 use super::trip::{
@@ -159,11 +159,12 @@ impl Engine {
     }
 
     /// Notes the restores that failed; the batch is confirmed.
-    pub(super) fn restored(&mut self, results: Vec<(ObjectRef, Result<(), String>)>) {
+    pub(super) fn restored(&mut self, results: Vec<(ObjectRef, Result<(), WriteError>)>) {
         let Some(r) = &mut self.rollout else { return };
         for (id, result) in results {
             if let Err(why) = result {
-                r.unrestored.push(Note::new(id.to_string(), &why));
+                r.unrestored
+                    .push(Note::new(id.to_string(), &why.to_string()));
             }
         }
         if let Some(restore) = &mut r.restore {

@@ -5,7 +5,7 @@
 use endstate_core::ObjectRef;
 
 use super::failures::{REASON_CHARS, cut};
-use super::protocol::{Effect, KEPT, Phase};
+use super::protocol::{Effect, KEPT, Phase, WriteError};
 use super::state::{Engine, Rollout};
 use super::waiting::WaitReason;
 use crate::gates::{self, Sample, Verdict};
@@ -18,7 +18,7 @@ impl Engine {
     /// ungated one (or a kept delete) settles, a failed write fails.
     pub(super) fn written(
         &mut self,
-        results: Vec<(ObjectRef, Result<i64, String>)>,
+        results: Vec<(ObjectRef, Result<i64, WriteError>)>,
         now: Time,
         fx: &mut Vec<Effect>,
     ) {
@@ -276,6 +276,7 @@ mod tests {
     use super::super::fixture::{T0, id, policy, started};
     use super::super::protocol::{Event, Interest, Report};
     use super::*;
+    use crate::live::LiveError;
     use crate::policy::MetricGate;
 
     #[test]
@@ -301,7 +302,13 @@ mod tests {
     #[test]
     fn a_failed_write_fails_the_change() {
         let (mut engine, _) = started(2, policy(&[(100.0, 0, false)], 2));
-        let fx = engine.step(Event::Written(vec![(id(1), Err("forbidden".into()))]), T0);
+        let fx = engine.step(
+            Event::Written(vec![(
+                id(1),
+                Err(WriteError::Live(LiveError::Fatal("forbidden".into()))),
+            )]),
+            T0,
+        );
         assert!(fx.contains(&Effect::Report(Report::Failed(
             id(1),
             "write failed: forbidden".into()

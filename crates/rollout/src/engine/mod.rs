@@ -51,7 +51,7 @@ pub use failures::{
 };
 pub use flights::FLIGHT_BUCKETS;
 pub(crate) use flights::{Flight, Flights};
-pub use protocol::{Effect, Event, Interest, KEPT, Phase, Report, Resumable, Start};
+pub use protocol::{Effect, Event, Interest, KEPT, Phase, Report, Resumable, Start, WriteError};
 pub use restore::{RESTORE_BATCH, Restore, RestoreClass, RestorePlan};
 pub use state::Engine;
 pub(crate) use state::Rollout;

@@ -10,6 +10,7 @@ use super::trip::Evidence;
 use super::waiting::WaitReason;
 use crate::gates::{Kept, Sample};
 use crate::health::Health;
+use crate::live::LiveError;
 use crate::plan::{Plan, Seq};
 use crate::policy::{MetricGate, Policy};
 use crate::time::Time;
@@ -51,6 +52,17 @@ pub enum Phase {
     Restored,
 }
 
+/// Why a write the engine asked for did not land.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// The live fleet refused it or failed.
+    #[error(transparent)]
+    Live(#[from] LiveError),
+    /// The object is not in the commit being rolled out: not written.
+    #[error("not in the commit's desired set")]
+    NotDesired,
+}
+
 /// What happened, fed back by the controller.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
@@ -59,7 +71,7 @@ pub enum Event {
     /// Outcomes of [`Effect::Apply`] / [`Effect::Delete`]: the generation written (0 for a
     /// delete issued, [`KEPT`] for one not issued because the object is kept), or why the
     /// write failed.
-    Written(Vec<(ObjectRef, Result<i64, String>)>),
+    Written(Vec<(ObjectRef, Result<i64, WriteError>)>),
     /// What the gates see of objects the engine is interested in (see [`super::Engine::interest`]).
     Observed(Vec<(ObjectRef, Health)>),
     /// The answers of the metric gates asked by [`Effect::Sample`], by gate name.
@@ -71,7 +83,7 @@ pub enum Event {
     /// The answer to [`Effect::PrepareRestore`].
     RestorePlan(RestorePlan),
     /// Outcomes of [`Effect::Restore`].
-    Restored(Vec<(ObjectRef, Result<(), String>)>),
+    Restored(Vec<(ObjectRef, Result<(), WriteError>)>),
     /// The outcome of [`Effect::Revert`]: the commits blamed and the reverts pushed (empty
     /// when the revert went to a side branch or was not needed), in words.
     Reverted {

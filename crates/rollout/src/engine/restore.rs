@@ -78,10 +78,15 @@ struct RestoreWire {
     issued: Option<(u8, u8, u32, u32)>,
 }
 
-impl TryFrom<RestoreWire> for Restore {
-    type Error = String;
+/// A persisted restore whose lanes no release wrote.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a restore has 2 lanes, not {0}")]
+pub struct BadLanes(usize);
 
-    fn try_from(wire: RestoreWire) -> Result<Self, String> {
+impl TryFrom<RestoreWire> for Restore {
+    type Error = BadLanes;
+
+    fn try_from(wire: RestoreWire) -> Result<Self, BadLanes> {
         let lanes: Vec<Option<(u8, u32)>> = wire
             .lanes
             .into_iter()
@@ -101,7 +106,7 @@ impl TryFrom<RestoreWire> for Restore {
                     _ => None,
                 }),
             ),
-            _ => return Err(format!("a restore has 2 lanes, not {}", lanes.len())),
+            _ => return Err(BadLanes(lanes.len())),
         };
         Ok(Restore {
             lanes,

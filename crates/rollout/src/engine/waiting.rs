@@ -92,13 +92,18 @@ impl fmt::Display for WaitReason {
     }
 }
 
+/// A text that is not one a rollout writes for why it waits.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not a reason a rollout waits for: {0:?}")]
+pub struct UnknownWait(pub String);
+
 impl FromStr for WaitReason {
-    type Err = String;
+    type Err = UnknownWait;
 
     /// Reads the text back (the persisted state keeps it as text); a text that would not be
     /// written back the same is refused.
-    fn from_str(text: &str) -> Result<WaitReason, String> {
-        let refused = || format!("not a reason a rollout waits for: {text:?}");
+    fn from_str(text: &str) -> Result<WaitReason, UnknownWait> {
+        let refused = || UnknownWait(text.to_owned());
         let parsed = if text == "outside every maintenance window" {
             WaitReason::OutsideWindows
         } else if text == "restores wait for the delete/reinstall budget" {
