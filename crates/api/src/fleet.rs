@@ -292,7 +292,8 @@ pub struct FailedObject {
 #[serde(rename_all = "camelCase")]
 pub struct BreakerStatus {
     /// `closed` or `open` (latched until reset).
-    pub state: String,
+    #[schemars(with = "String")]
+    pub state: BreakerState,
     /// When it tripped (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tripped_at: Option<String>,
@@ -302,6 +303,41 @@ pub struct BreakerStatus {
     /// What crossed which threshold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<String>,
+}
+
+/// Whether the breaker lets rollouts through: `closed`, or `open` from its trip until an
+/// operator resets it.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BreakerState {
+    /// Rollouts go on.
+    #[default]
+    Closed,
+    /// Tripped: nothing is rolled out until a reset.
+    Open,
+}
+
+impl BreakerState {
+    /// As the status spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+        }
+    }
+}
+
+impl std::fmt::Display for BreakerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The state as the status spells it (`"open"`), for a reader that holds the text.
+impl PartialEq<&str> for BreakerState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// A commit endstate will never apply again.

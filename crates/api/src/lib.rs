@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod crds;
 pub mod duration;
 pub mod fleet;
+pub mod labels;
 pub mod machine;
 pub mod package;
 pub mod packages;

@@ -8,9 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use endstate_api::labels::OWNER_LABEL;
 use endstate_core::{DirTree, Options, Owner, Rendered};
 use endstate_git::{Oid, RenderCache, Source};
-use endstate_rollout::live::OWNER_LABEL;
 use sha2::{Digest, Sha256};
 
 use crate::error::SourceError;

@@ -8,7 +8,7 @@
 
 use endstate_api::Condition;
 use endstate_api::fleet::{
-    BreakerStatus, BudgetUsage, FailedObject, FleetStatus, GateSample, HistoryEntry,
+    BreakerState, BreakerStatus, BudgetUsage, FailedObject, FleetStatus, GateSample, HistoryEntry,
     QuarantinedCommit, RolloutCursor, WaveProgress,
 };
 use endstate_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time as MetaTime;
@@ -135,13 +135,13 @@ pub fn to_status(engine: &Engine, record: &Record, policy: &Policy, now: Time) -
     };
     let breaker = Some(match engine.breaker() {
         Some(trip) => BreakerStatus {
-            state: "open".into(),
+            state: BreakerState::Open,
             tripped_at: Some(trip.at.rfc3339()),
             commit: Some(trip.commit.clone()),
             evidence: Some(capped(&trip.evidence.to_string(), MESSAGE_CHARS)),
         },
         None => BreakerStatus {
-            state: "closed".into(),
+            state: BreakerState::Closed,
             ..BreakerStatus::default()
         },
     });

@@ -323,7 +323,10 @@ async fn the_loop_rolls_out_trips_restores_and_reverts_on_a_real_api_server() {
         .await
         .unwrap();
     let status = fleet.status.unwrap();
-    assert_eq!(status.breaker.unwrap().state, "open");
+    assert_eq!(
+        status.breaker.unwrap().state,
+        endstate_api::fleet::BreakerState::Open
+    );
     assert_eq!(status.quarantine.unwrap()[0].commit, bad);
     assert_eq!(status.last_applied_commit, Some(head.id().to_string()));
 

@@ -43,5 +43,5 @@ pub use source::{Backoff, Fetched, Judged, Source, SourceConfig, SourceStatus, c
 pub use tree::CommitTree;
 pub use trigger::{Schedule, Trigger, Triggers};
 pub use watch::Watcher;
-pub use webhook::{Routes, WebhookConfig, WebhookServer};
+pub use webhook::Reply;
 pub use worktree::WorkTree;

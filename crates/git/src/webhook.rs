@@ -9,200 +9,78 @@
 //! | generic | `X-Endstate-Signature: sha256=<HMAC-SHA256 of the body>` | optional `ref`, `commit` |
 //!
 //! A request that is not authenticated is answered 401 and triggers nothing; a push to
-//! another branch is answered 202 and ignored. Served by `tiny_http` on a thread of its own:
-//! one route needs no async runtime.
-
-use std::io::Read;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::mpsc::Sender;
-use std::thread::JoinHandle;
+//! another branch is answered 202 and ignored.
+//!
+//! This is the protocol alone, a pure function of a request's headers and body: the HTTP
+//! server that receives the requests and acts on the trigger is the runtime's.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::credentials::Secret;
-use crate::error::{Error, Result};
 use crate::trigger::Trigger;
 
 /// The largest body read; push payloads of large pushes stay well below.
-const MAX_BODY: usize = 4 << 20;
+pub const MAX_BODY: usize = 4 << 20;
 
-/// How the endpoint is served.
-#[derive(Clone, Debug)]
-pub struct WebhookConfig {
-    /// Where to listen, e.g. `0.0.0.0:9292` (port 0: any free port).
-    pub bind: SocketAddr,
-    /// The branch followed: pushes to other branches are ignored.
-    pub branch: String,
-    /// The shared secret: GitHub's and the generic HMAC key, GitLab's token.
-    pub secret: Secret,
+/// What the endpoint answers a request, and the push it accepted, if any.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// The HTTP status.
+    pub status: u16,
+    /// The body: one line of text (`text/plain`).
+    pub text: String,
+    /// The accepted push: what the receiver acts on.
+    pub trigger: Option<Trigger>,
 }
 
-/// A running endpoint; dropping it stops the server.
-pub struct WebhookServer {
-    addr: SocketAddr,
-    server: Arc<tiny_http::Server>,
-    thread: Option<JoinHandle<()>>,
-}
-
-/// Where the requests of an endpoint that serves several targets go, by URL path.
-pub trait Routes: Send + Sync + 'static {
-    /// The branch followed and the shared secret of the target `path` names; a refusal
-    /// (status, reason) when it names none.
-    fn resolve(&self, path: &str) -> std::result::Result<(String, Secret), (u16, String)>;
-    /// An accepted push for the target `path` names.
-    fn trigger(&self, path: &str, trigger: Trigger);
-}
-
-/// One target on every path: [`WebhookServer::start`].
-struct Single {
-    branch: String,
-    secret: Secret,
-    sender: std::sync::Mutex<Sender<Trigger>>,
-}
-
-impl Routes for Single {
-    fn resolve(&self, _: &str) -> std::result::Result<(String, Secret), (u16, String)> {
-        Ok((self.branch.clone(), self.secret.clone()))
-    }
-
-    fn trigger(&self, _: &str, trigger: Trigger) {
-        let _ = self
-            .sender
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(trigger);
-    }
-}
-
-impl WebhookServer {
-    /// Starts serving, sending a [`Trigger::Webhook`] to `sender` for each accepted push.
-    pub fn start(config: WebhookConfig, sender: Sender<Trigger>) -> Result<Self> {
-        if config.secret.expose().is_empty() {
-            return Err(Error::Config(
-                "the webhook needs a secret; unauthenticated webhooks are not served".into(),
-            ));
-        }
-        let routes = Single {
-            branch: config.branch,
-            secret: config.secret,
-            sender: std::sync::Mutex::new(sender),
-        };
-        Self::start_routed(config.bind, Arc::new(routes))
-    }
-
-    /// Starts serving several targets, told apart by the request's path (each with its own
-    /// branch and secret, as `routes` resolves them).
-    pub fn start_routed(bind: SocketAddr, routes: Arc<dyn Routes>) -> Result<Self> {
-        let server = tiny_http::Server::http(bind)
-            .map_err(|e| Error::Config(format!("the webhook cannot listen on {bind}: {e}")))?;
-        let addr = server
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| Error::Config("the webhook listens on a non-IP address".into()))?;
-        let server = Arc::new(server);
-        let serving = server.clone();
-        let thread = std::thread::Builder::new()
-            .name("endstate-webhook".into())
-            .spawn(move || {
-                for request in serving.incoming_requests() {
-                    serve(routes.as_ref(), request);
-                }
-            })
-            .map_err(|e| Error::Config(format!("starting the webhook thread: {e}")))?;
-        tracing::info!(%addr, "webhook listening");
-        Ok(WebhookServer {
-            addr,
-            server,
-            thread: Some(thread),
-        })
-    }
-
-    /// The address served (the port chosen, when bound to port 0).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-}
-
-impl std::fmt::Debug for WebhookServer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebhookServer")
-            .field("addr", &self.addr)
-            .finish()
-    }
-}
-
-impl Drop for WebhookServer {
-    fn drop(&mut self) {
-        self.server.unblock();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+impl Reply {
+    /// A refusal: `status` and why.
+    pub fn refused(status: u16, why: &str) -> Reply {
+        Reply {
+            status,
+            text: format!("{why}\n"),
+            trigger: None,
         }
     }
+
+    /// The answer to a method other than `POST`.
+    pub fn method_not_allowed() -> Reply {
+        Reply::refused(405, "only POST is served")
+    }
+
+    /// The answer to a body longer than [`MAX_BODY`].
+    pub fn too_large() -> Reply {
+        Reply::refused(413, "the body is too large")
+    }
+
+    /// The answer to a body that could not be read.
+    pub fn unreadable(error: &dyn std::fmt::Display) -> Reply {
+        Reply::refused(400, &format!("reading the body: {error}"))
+    }
 }
 
-fn serve(routes: &dyn Routes, mut request: tiny_http::Request) {
-    let path = request
-        .url()
-        .split('?')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let header = |name: &str| -> Option<String> {
-        request
-            .headers()
-            .iter()
-            .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
-            .map(|h| h.value.as_str().to_owned())
-    };
-    let headers: Vec<(&str, String)> = [
-        "x-github-event",
-        "x-hub-signature-256",
-        "x-gitlab-event",
-        "x-gitlab-token",
-        "x-endstate-signature",
-    ]
-    .into_iter()
-    .filter_map(|name| header(name).map(|v| (name, v)))
-    .collect();
-    let lookup = |name: &str| -> Option<&str> {
-        headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
-    };
-    let (status, message) = if *request.method() != tiny_http::Method::Post {
-        (405, "only POST is served".to_string())
-    } else {
-        let mut body = Vec::new();
-        let read = request
-            .as_reader()
-            .take(MAX_BODY as u64 + 1)
-            .read_to_end(&mut body);
-        match read {
-            Err(e) => (400, format!("reading the body: {e}")),
-            Ok(_) if body.len() > MAX_BODY => (413, "the body is too large".to_string()),
-            Ok(_) => match routes
-                .resolve(&path)
-                .and_then(|(branch, secret)| handle(&branch, &secret, &lookup, &body))
-            {
-                Ok(Some(trigger)) => {
-                    tracing::info!(?trigger, %path, "webhook accepted; fetching");
-                    routes.trigger(&path, trigger);
-                    (202, "fetch triggered".to_string())
-                }
-                Ok(None) => (202, "accepted; nothing to fetch".to_string()),
-                Err((status, message)) => {
-                    tracing::warn!(status, %message, "webhook refused");
-                    (status, message)
-                }
-            },
-        }
-    };
-    let response =
-        tiny_http::Response::from_string(format!("{message}\n")).with_status_code(status);
-    let _ = request.respond(response);
+/// The answer to a `POST` for a target that follows `branch` and shares `secret`, given the
+/// request's headers (`header` looks one up by its lower-case name) and body.
+pub fn reply<'h>(
+    branch: &str,
+    secret: &Secret,
+    header: &dyn Fn(&str) -> Option<&'h str>,
+    body: &[u8],
+) -> Reply {
+    match handle(branch, secret, header, body) {
+        Ok(Some(trigger)) => Reply {
+            status: 202,
+            text: "fetch triggered\n".to_owned(),
+            trigger: Some(trigger),
+        },
+        Ok(None) => Reply {
+            status: 202,
+            text: "accepted; nothing to fetch\n".to_owned(),
+            trigger: None,
+        },
+        Err((status, why)) => Reply::refused(status, &why),
+    }
 }
 
 /// Decides what a request means: a trigger, nothing, or a refusal (status, reason).
@@ -318,21 +196,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    fn config() -> WebhookConfig {
-        WebhookConfig {
-            bind: "127.0.0.1:0".parse().unwrap(),
-            branch: "main".into(),
-            secret: Secret::new("s3cret"),
-        }
-    }
-
     fn call(
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> std::result::Result<Option<Trigger>, (u16, String)> {
         let lookup = |name: &str| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
-        let config = config();
-        handle(&config.branch, &config.secret, &lookup, body)
+        handle("main", &Secret::new("s3cret"), &lookup, body)
     }
 
     #[test]

@@ -15,9 +15,9 @@
 //!   the conflict is reported, naming the fields and the managers, without forcing.
 
 use endstate_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+use endstate_api::labels::OWNER_LABEL;
 use endstate_core::{FleetObject, ObjectRef};
 use endstate_rollout::LiveError;
-use endstate_rollout::live::OWNER_LABEL;
 use kube::core::Status;
 use serde_json::{Map, Value};
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use endstate_api::k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use endstate_rollout::live::FIELD_MANAGER;
+use endstate_api::labels::FIELD_MANAGER;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 

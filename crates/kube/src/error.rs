@@ -8,6 +8,15 @@ pub enum Error {
     /// The client could not be built from the configuration.
     #[error("cannot build a Kubernetes client: {0}")]
     Client(#[source] Box<kube::Error>),
+    /// The client configuration could not be read or inferred.
+    #[error("{what}")]
+    Config {
+        /// What was being read.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A request failed.
     #[error("{what}: {source}")]
     Request {

@@ -6,6 +6,8 @@
 //!      │                 delete, load_status / save_status (the Fleet's status)
 //!      └── rate-limited client: token bucket, halved on 429/5xx, recovering
 //!   install_crds ──▶ SSA of the CRDs, then wait for Established
+//!   read_secret, annotate_fleet, suspend_fleet: single requests by name; FleetEvents: Events
+//!   on a Fleet; config: the client's
 //! ```
 //!
 //! It works with Kubernetes 1.20 and later: paginated LIST + WATCH (no streaming lists), no
@@ -13,8 +15,10 @@
 
 mod apply;
 mod cache;
+mod config;
 mod crds;
 mod error;
+mod events;
 mod fleets;
 mod kinds;
 mod lease;
@@ -25,9 +29,11 @@ mod secrets;
 mod status;
 
 pub use cache::PAGE_SIZE;
+pub use config::{client, config};
 pub use crds::install_crds;
 pub use error::{Error, Result};
-pub use fleets::read_fleet;
+pub use events::FleetEvents;
+pub use fleets::{FleetWatch, annotate_fleet, read_fleet, suspend_fleet, watch_fleets};
 pub use lease::{Ended, FenceLayer, Fenced, FencedService, Leadership, LeaseSettings, UnsafeLease};
 pub use limiter::{LimiterStats, Limits, RateLimitLayer, RateLimited, RateLimiter};
 pub use live::{KubeLive, Settings, WriteStats, client_for, rate_limited_client};

@@ -17,9 +17,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use endstate_api::labels::FIELD_MANAGER;
 use endstate_api::{Fleet, FleetStatus};
 use endstate_core::{FleetObject, ObjectRef};
-use endstate_rollout::live::FIELD_MANAGER;
 use endstate_rollout::{Applied, Changes, Live, LiveError};
 use futures::StreamExt as _;
 use kube::api::{DeleteParams, Patch, PatchParams};

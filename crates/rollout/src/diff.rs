@@ -14,7 +14,7 @@ use endstate_core::FleetObject;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::live::{OWNER_LABEL, PRUNE_ANNOTATION, PRUNE_DISABLED};
+use endstate_api::labels::{OWNER_LABEL, PRUNE_ANNOTATION, PRUNE_DISABLED};
 
 /// What happens to one object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

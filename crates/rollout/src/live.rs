@@ -10,15 +10,9 @@ use std::future::Future;
 use endstate_api::FleetStatus;
 use endstate_core::{FleetObject, ObjectRef};
 
-/// The label endstate puts on every object it applies; prune only ever considers objects
-/// that carry it with the fleet's name.
-pub const OWNER_LABEL: &str = "fleet.endstate.dev/fleet";
-/// The annotation that keeps an object alive when it is removed from Git.
-pub const PRUNE_ANNOTATION: &str = "fleet.endstate.dev/prune";
-/// The value of [`PRUNE_ANNOTATION`] that disables prune.
-pub const PRUNE_DISABLED: &str = "disabled";
-/// The field manager of every write.
-pub const FIELD_MANAGER: &str = "endstate";
+// Re-exported while the planner's tests and `endstate plan` still name it here; it is
+// `endstate_api::labels`'.
+pub use endstate_api::labels::OWNER_LABEL;
 
 /// Why a live operation failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

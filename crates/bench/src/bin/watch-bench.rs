@@ -52,7 +52,7 @@ fn render(dir: &std::path::Path, cache: &mut RenderCache) -> anyhow::Result<Vec<
     let tree = DirTree::open(dir)?;
     let options = Options::owned_by(Owner {
         namespace: NS.into(),
-        labels: vec![(endstate_rollout::live::OWNER_LABEL.into(), FLEET.into())],
+        labels: vec![(endstate_api::labels::OWNER_LABEL.into(), FLEET.into())],
     });
     let rendered = render_cached(&tree, "overlays/prod", options, cache)
         .map_err(|d| anyhow::anyhow!("the generated fleet does not render:\n{d}"))?;

@@ -26,7 +26,7 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let client = crate::cmd::kube_client(args.kubeconfig.as_deref()).await?;
+        let client = endstate_kube::client(args.kubeconfig.as_deref()).await?;
         endstate_agent::run(client, config).await?;
         Ok(ExitCode::SUCCESS)
     })

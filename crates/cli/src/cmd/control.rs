@@ -11,10 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use endstate_api::Fleet;
-use endstate_api::fleet::{FleetStatus, requests};
+use endstate_api::fleet::{BreakerState, FleetStatus, requests};
 use kube::Api;
-use kube::api::{Patch, PatchParams};
-use serde_json::json;
 
 use crate::cli::{ApproveArgs, FleetArgs};
 use crate::cmd::EXIT_INVALID;
@@ -26,7 +24,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 async fn fleets(args: &FleetArgs) -> anyhow::Result<Api<Fleet>> {
-    let client = crate::cmd::kube_client(args.kubeconfig.as_deref()).await?;
+    let client = endstate_kube::client(args.kubeconfig.as_deref()).await?;
     Ok(Api::namespaced(client, &args.namespace))
 }
 
@@ -48,22 +46,8 @@ async fn annotate(
     args: &FleetArgs,
     annotations: &[(&str, Option<&str>)],
 ) -> anyhow::Result<()> {
-    let map: serde_json::Map<String, serde_json::Value> = annotations
-        .iter()
-        .map(|(k, v)| {
-            (
-                (*k).to_owned(),
-                v.map_or(serde_json::Value::Null, |v| json!(v)),
-            )
-        })
-        .collect();
-    api.patch(
-        &args.fleet,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"annotations": map}})),
-    )
-    .await
-    .with_context(|| format!("annotating Fleet {}/{}", args.namespace, args.fleet))?;
+    let client = api.clone().into_client();
+    endstate_kube::annotate_fleet(&client, &args.namespace, &args.fleet, annotations).await?;
     Ok(())
 }
 
@@ -176,7 +160,7 @@ pub fn reset_breaker(args: &FleetArgs) -> anyhow::Result<ExitCode> {
         let api = fleets(args).await?;
         let fleet = get(&api, args).await?;
         let breaker = fleet.status.as_ref().and_then(|s| s.breaker.as_ref());
-        let Some(breaker) = breaker.filter(|b| b.state == "open") else {
+        let Some(breaker) = breaker.filter(|b| b.state == BreakerState::Open) else {
             println!(
                 "the breaker of Fleet {}/{} is closed; nothing to reset",
                 args.namespace, args.fleet
@@ -204,7 +188,7 @@ pub fn reset_breaker(args: &FleetArgs) -> anyhow::Result<ExitCode> {
                 .status
                 .as_ref()
                 .and_then(|s| s.breaker.as_ref())
-                .map_or("closed".to_owned(), |b| b.state.clone());
+                .map_or(BreakerState::Closed, |b| b.state);
             println!("breaker {state}; quarantined commits stay quarantined");
         } else {
             println!("breaker reset requested");
@@ -218,18 +202,8 @@ pub fn suspend(args: &FleetArgs, suspend: bool) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let api = fleets(args).await?;
         get(&api, args).await?;
-        let value = if suspend {
-            json!(true)
-        } else {
-            serde_json::Value::Null
-        };
-        api.patch(
-            &args.fleet,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"suspend": value}})),
-        )
-        .await
-        .with_context(|| format!("patching Fleet {}/{}", args.namespace, args.fleet))?;
+        let client = api.clone().into_client();
+        endstate_kube::suspend_fleet(&client, &args.namespace, &args.fleet, suspend).await?;
         if suspend {
             println!(
                 "Fleet {}/{} suspended: nothing is fetched or written until `endstate resume`",
@@ -388,7 +362,7 @@ pub fn describe(fleet: &Fleet) -> String {
         let _ = writeln!(out, "budgets left: {}", budgets.join(", "));
     }
     if let Some(b) = &status.breaker {
-        if b.state == "open" {
+        if b.state == BreakerState::Open {
             let _ = writeln!(
                 out,
                 "BREAKER OPEN since {} on {}:\n{}",

@@ -23,7 +23,7 @@ pub async fn drive<L: endstate_rollout::Live, C: endstate_controller::Clock>(
     args: &RunArgs,
     branch: &str,
 ) -> anyhow::Result<ExitCode> {
-    let _webhook = crate::cmd::webhook(args, branch, controller.kick())?;
+    let _webhook = crate::cmd::webhook(args, branch, controller.kick()).await?;
     let _watch = watch(args, controller.kick())?;
     if args.reset_breaker {
         controller.reset_breaker().await?;

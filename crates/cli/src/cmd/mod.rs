@@ -3,9 +3,9 @@
 mod agent;
 mod cluster;
 mod control;
+mod controller;
 mod demo;
 pub mod drive;
-mod manager;
 mod plan;
 mod render;
 pub mod run;
@@ -33,7 +33,7 @@ pub fn run(args: Args) -> ExitCode {
         Command::Install {
             what: crate::cli::Install::Crds(args),
         } => cluster::install(&args),
-        Command::Controller(args) => manager::run(&args),
+        Command::Controller(args) => controller::controller(&args),
         Command::Approve(args) => control::approve(&args),
         Command::Breaker {
             what: crate::cli::Breaker::Reset(args),
@@ -52,37 +52,18 @@ pub fn run(args: Args) -> ExitCode {
     }
 }
 
-/// A client for the cluster the kubeconfig (or the environment) names.
-pub async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
-    use anyhow::Context;
-    let config = kube_config(kubeconfig).await?;
-    kube::Client::try_from(config).context("building the Kubernetes client")
-}
-
 /// The client configuration the kubeconfig (or the environment) gives.
 pub async fn kube_config(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Config> {
-    use anyhow::Context;
-    Ok(match kubeconfig {
-        Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("using the kubeconfig {}", path.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("finding a kubeconfig")?,
-    })
+    Ok(endstate_kube::config(kubeconfig).await?)
 }
 
 /// Starts the push webhook `run` was asked for; each accepted push wakes the loop through
 /// `kick`. The server stops when the returned value is dropped.
-pub fn webhook(
+pub async fn webhook(
     args: &crate::cli::RunArgs,
     branch: &str,
     kick: std::sync::Arc<tokio::sync::Notify>,
-) -> anyhow::Result<Option<endstate_git::WebhookServer>> {
+) -> anyhow::Result<Option<endstate_runtime::http::Server>> {
     use anyhow::Context;
     let Some(bind) = args.webhook_listen else {
         return Ok(None);
@@ -92,17 +73,17 @@ pub fn webhook(
     )?;
     let secret = std::fs::read_to_string(path)
         .with_context(|| format!("reading the webhook secret {}", path.display()))?;
-    let (sender, receiver) = std::sync::mpsc::channel();
-    let server = endstate_git::WebhookServer::start(
-        endstate_git::WebhookConfig {
-            bind,
-            branch: branch.to_owned(),
-            secret: endstate_git::Secret::new(secret.trim()),
-        },
-        sender,
+    let router = endstate_runtime::hooks::single(
+        endstate_runtime::http::Router::new(),
+        branch.to_owned(),
+        endstate_git::Secret::new(secret.trim()),
+        move |_| kick.notify_one(),
     )?;
+    let server = router
+        .serve(bind)
+        .await
+        .with_context(|| format!("the webhook cannot listen on {bind}"))?;
     eprintln!("webhook listening on {}", server.local_addr());
-    wake_on(receiver, kick);
     Ok(Some(server))
 }
 
@@ -116,13 +97,4 @@ pub fn wake_on(
             kick.notify_one();
         }
     });
-}
-
-/// What a persisted Fleet status says the fleet applied last, and was good at last: the
-/// source refuses a branch whose head does not descend from it.
-pub fn history(status: Option<&endstate_api::FleetStatus>) -> endstate_git::History {
-    endstate_git::History {
-        last_applied: status.and_then(|s| s.last_applied_commit.clone()),
-        last_good: status.and_then(|s| s.last_good_commit.clone()),
-    }
 }

@@ -82,7 +82,11 @@ async fn run_sim(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 )?)
             };
             (
-                Source::open(source_config, crate::cmd::history(sim.fleet_status()))?.into(),
+                Source::open(
+                    source_config,
+                    endstate_runtime::fleet::history(sim.fleet_status()),
+                )?
+                .into(),
                 writer,
             )
         }

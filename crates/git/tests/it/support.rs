@@ -2,7 +2,7 @@
 //! CLI, served over `git daemon` (fetch and push) and `git http-backend` behind a small HTTP
 //! server (fetch, with basic authentication). A missing tool fails the test, loudly.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -245,34 +245,111 @@ impl Drop for Daemon {
     }
 }
 
-/// `git http-backend` behind a small HTTP server, requiring basic authentication.
+/// `git http-backend` behind a small HTTP server (hyper, on a runtime of its own), requiring
+/// basic authentication.
 pub struct HttpGit {
-    server: Arc<tiny_http::Server>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     pub port: u16,
 }
 
+/// A request, as the CGI program reads it.
+struct CgiRequest {
+    authorization: Option<String>,
+    path: String,
+    query: String,
+    method: String,
+    content_type: String,
+    encoding: String,
+    body: Vec<u8>,
+}
+
+/// What the CGI program answered: status, headers, payload.
+type CgiResponse = (u16, Vec<(String, String)>, Vec<u8>);
+
 impl HttpGit {
     /// Serves the repositories under `root` to `user`:`password` only.
     pub fn serve(root: &Path, user: &str, password: &str) -> Self {
+        use http_body_util::BodyExt as _;
+
         let backend = PathBuf::from(git(root, &["--exec-path"])).join("git-http-backend");
         assert!(
             backend.exists(),
             "`git http-backend` is required by these tests and is not at {}",
             backend.display()
         );
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
-        let port = server.server_addr().to_ip().unwrap().port();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
         let expected = format!("Basic {}", base64(&format!("{user}:{password}")));
-        let root = root.to_owned();
-        let serving = server.clone();
+        let context = Arc::new((backend, root.to_owned(), expected));
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
-            for request in serving.incoming_requests() {
-                cgi(&backend, &root, &expected, request);
-            }
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let stream = tokio::select! {
+                        accepted = listener.accept() => accepted.unwrap().0,
+                        _ = &mut stopped => return,
+                    };
+                    let context = context.clone();
+                    let service = hyper::service::service_fn(
+                        move |request: hyper::Request<hyper::body::Incoming>| {
+                            let context = context.clone();
+                            async move {
+                                let header = |name: &str| {
+                                    request
+                                        .headers()
+                                        .get(name)
+                                        .and_then(|v| v.to_str().ok())
+                                        .map(str::to_owned)
+                                };
+                                let mut cgi_request = CgiRequest {
+                                    authorization: header("authorization"),
+                                    path: request.uri().path().to_owned(),
+                                    query: request.uri().query().unwrap_or_default().to_owned(),
+                                    method: request.method().as_str().to_owned(),
+                                    content_type: header("content-type").unwrap_or_default(),
+                                    encoding: header("content-encoding").unwrap_or_default(),
+                                    body: Vec::new(),
+                                };
+                                cgi_request.body =
+                                    request.into_body().collect().await?.to_bytes().to_vec();
+                                let (status, headers, payload) =
+                                    tokio::task::spawn_blocking(move || {
+                                        let (backend, root, expected) = context.as_ref();
+                                        cgi(backend, root, expected, cgi_request)
+                                    })
+                                    .await
+                                    .unwrap();
+                                let mut response = hyper::Response::builder().status(status);
+                                for (k, v) in headers {
+                                    response = response.header(k, v);
+                                }
+                                Ok::<_, hyper::Error>(
+                                    response
+                                        .body(http_body_util::Full::new(hyper::body::Bytes::from(
+                                            payload,
+                                        )))
+                                        .unwrap(),
+                                )
+                            }
+                        },
+                    );
+                    tokio::spawn(async move {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            });
         });
         HttpGit {
-            server,
+            stop: Some(stop),
             thread: Some(thread),
             port,
         }
@@ -285,49 +362,37 @@ impl HttpGit {
 
 impl Drop for HttpGit {
     fn drop(&mut self) {
-        self.server.unblock();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-fn cgi(backend: &Path, root: &Path, expected_auth: &str, mut request: tiny_http::Request) {
-    let header = |name: &str| {
-        request
-            .headers()
-            .iter()
-            .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
-            .map(|h| h.value.as_str().to_owned())
-    };
-    if header("authorization").as_deref() != Some(expected_auth) {
-        let www = tiny_http::Header::from_bytes("WWW-Authenticate", "Basic realm=\"git\"").unwrap();
-        let _ = request.respond(
-            tiny_http::Response::from_string("unauthorized")
-                .with_status_code(401)
-                .with_header(www),
+fn cgi(backend: &Path, root: &Path, expected_auth: &str, request: CgiRequest) -> CgiResponse {
+    if request.authorization.as_deref() != Some(expected_auth) {
+        return (
+            401,
+            vec![(
+                "WWW-Authenticate".to_owned(),
+                "Basic realm=\"git\"".to_owned(),
+            )],
+            b"unauthorized".to_vec(),
         );
-        return;
     }
-    let (path, query) = match request.url().split_once('?') {
-        Some((p, q)) => (p.to_owned(), q.to_owned()),
-        None => (request.url().to_owned(), String::new()),
-    };
-    let content_type = header("content-type").unwrap_or_default();
-    let encoding = header("content-encoding").unwrap_or_default();
-    let method = request.method().as_str().to_owned();
-    let mut body = Vec::new();
-    request.as_reader().read_to_end(&mut body).unwrap();
+    let body = request.body;
     let mut child = Command::new(backend)
         .env_clear()
         .env("GIT_PROJECT_ROOT", root)
         .env("GIT_HTTP_EXPORT_ALL", "1")
-        .env("PATH_INFO", &path)
-        .env("QUERY_STRING", &query)
-        .env("REQUEST_METHOD", &method)
-        .env("CONTENT_TYPE", &content_type)
+        .env("PATH_INFO", &request.path)
+        .env("QUERY_STRING", &request.query)
+        .env("REQUEST_METHOD", &request.method)
+        .env("CONTENT_TYPE", &request.content_type)
         .env("CONTENT_LENGTH", body.len().to_string())
-        .env("HTTP_CONTENT_ENCODING", &encoding)
+        .env("HTTP_CONTENT_ENCODING", &request.encoding)
         .env("REMOTE_USER", "tester")
         .env("REMOTE_ADDR", "127.0.0.1")
         .env("GIT_CONFIG_NOSYSTEM", "1")
@@ -366,14 +431,10 @@ fn cgi(backend: &Path, root: &Path, expected_auth: &str, mut request: tiny_http:
         if k.eq_ignore_ascii_case("status") {
             status = v.trim()[..3].parse().unwrap();
         } else {
-            headers.push(tiny_http::Header::from_bytes(k.trim(), v.trim()).unwrap());
+            headers.push((k.trim().to_owned(), v.trim().to_owned()));
         }
     }
-    let mut response = tiny_http::Response::from_data(payload).with_status_code(status);
-    for h in headers {
-        response = response.with_header(h);
-    }
-    let _ = request.respond(response);
+    (status, headers, payload)
 }
 
 fn base64(text: &str) -> String {
@@ -420,28 +481,6 @@ pub fn capture_logs<T>(f: impl FnOnce() -> T) -> (T, String) {
     let result = tracing::subscriber::with_default(subscriber, f);
     let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
     (result, text)
-}
-
-/// Sends a raw HTTP POST and returns the status code.
-pub fn post(port: u16, headers: &[(&str, &str)], body: &[u8]) -> u16 {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let mut request = format!(
-        "POST /hooks/git HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
-    stream.write_all(body).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"))
 }
 
 /// Asserts that `err` is a fetch failure of `kind` whose message says `says`.

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use endstate_api::Machine;
+use endstate_api::labels::OWNER_LABEL;
 use endstate_core::{FleetObject, ObjectRef};
-use endstate_rollout::live::OWNER_LABEL;
 use endstate_rollout::{Live, LiveError};
 use endstate_testenv::TestServer;
 use kube::Api;

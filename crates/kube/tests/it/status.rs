@@ -45,7 +45,7 @@ fn in_flight() -> FleetStatus {
             ..Default::default()
         }),
         breaker: Some(BreakerStatus {
-            state: "closed".into(),
+            state: endstate_api::fleet::BreakerState::Closed,
             ..Default::default()
         }),
         ..Default::default()

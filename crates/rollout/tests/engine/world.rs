@@ -38,7 +38,7 @@ pub fn machine(i: usize, idcs: usize, kubelet: &str) -> FleetObject {
     );
     m.metadata.namespace = Some(NS.into());
     m.metadata.labels = Some(BTreeMap::from([(
-        endstate_rollout::live::OWNER_LABEL.to_owned(),
+        endstate_api::labels::OWNER_LABEL.to_owned(),
         FLEET.to_owned(),
     )]));
     m.into()

@@ -1,5 +1,6 @@
-//! `endstate controller`: every `Fleet` of the cluster (or of one namespace), one reconcile
-//! loop per Fleet, on the replica that holds the Lease.
+//! The controller (`endstate controller`): the watch of every `Fleet` of the cluster (or of
+//! one namespace), and a supervisor that keeps one reconcile loop per Fleet running on the
+//! replica that holds the Lease.
 //!
 //! ```text
 //!   watch Fleets ──▶ per Fleet: caches (KubeLive, on every replica: a standby is warm)
@@ -13,14 +14,10 @@
 //!
 //! Every Fleet's loop shares one client, one connection pool and one rate limiter; the
 //! limiter serves requests in the order they reserve a slot, and each loop has at most
-//! `--max-in-flight` writes reserved at once, so a small Fleet's request waits behind at most
+//! `max_in_flight` writes reserved at once, so a small Fleet's request waits behind at most
 //! that many of a large rollout's.
 
-mod hooks;
-pub mod telemetry;
-
 use std::collections::BTreeMap;
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,15 +25,24 @@ use anyhow::Context;
 use endstate_api::Fleet;
 use endstate_api::fleet::{FleetSpec, requests};
 use endstate_controller::{Approval, Control, Fence};
-use endstate_kube::{KubeLive, Leadership, LeaseSettings, Limits, RateLimiter, Settings};
+use endstate_kube::{FleetEvents, KubeLive, Leadership, RateLimiter};
 use futures::StreamExt as _;
-use kube::Api;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 
-use crate::cli::ControllerArgs;
-use crate::cmd::cluster::Overrides;
-use telemetry::{FleetLabels, FleetReporter, Health, Metrics, WriteCounts};
+use crate::fleet::Overrides;
+use crate::http::Router;
+use crate::settings::Settings;
+use crate::telemetry::{FleetLabels, FleetReporter, Health, Metrics, WriteCounts};
+
+/// How the controller ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// Stopped on SIGTERM or SIGINT, the loops' state saved and the Lease released.
+    Stopped,
+    /// The Lease was lost: a fresh start joins as a standby.
+    LostLease,
+}
 
 /// The namespace and name of a Fleet.
 type Key = (String, String);
@@ -81,20 +87,22 @@ struct Slot {
     retry_at: Option<tokio::time::Instant>,
 }
 
-/// `endstate controller`.
-pub fn run(args: &ControllerArgs) -> anyhow::Result<ExitCode> {
+/// Runs the controller with `settings` until SIGTERM, SIGINT or the loss of the Lease, on a
+/// runtime of its own.
+pub fn run(settings: &Settings) -> anyhow::Result<Ended> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         // Git fetches and renders block their thread; more threads than cores keep one Fleet's
         // fetch from stalling the others.
         .worker_threads(8)
         .enable_all()
         .build()?;
-    runtime.block_on(controller(args))
+    runtime.block_on(controller(settings))
 }
 
-async fn controller(args: &ControllerArgs) -> anyhow::Result<ExitCode> {
-    let mut config = crate::cmd::kube_config(args.kubeconfig.as_deref()).await?;
-    let identity = args.identity.clone().unwrap_or_else(default_identity);
+async fn controller(settings: &Settings) -> anyhow::Result<Ended> {
+    let mut config = endstate_kube::config(settings.kubeconfig.as_deref()).await?;
+    let lease = settings.lease.clone();
+    let identity = lease.identity.clone();
     endstate_kube::set_user_agent(
         &mut config,
         &format!(
@@ -102,32 +110,26 @@ async fn controller(args: &ControllerArgs) -> anyhow::Result<ExitCode> {
             env!("CARGO_PKG_VERSION")
         ),
     )?;
-    let lease_namespace = args
-        .lease_namespace
-        .clone()
-        .unwrap_or_else(default_namespace);
-    let mut lease = LeaseSettings::new(&lease_namespace, &args.lease_name, &identity);
-    lease.lease_duration = args.lease_duration;
-    lease.renew_deadline = args.renew_deadline;
-    lease.retry_period = args.retry_period;
+    let (lease_namespace, lease_name) = (lease.namespace.clone(), lease.name.clone());
     lease.check().map_err(anyhow::Error::msg)?;
     // The Lease and the webhook's requests have a client of their own: a renew must not queue
     // behind a large rollout's writes, and a standby may record a webhook.
     let plain = kube::Client::try_from(config.clone()).context("building the client")?;
     let leadership = Leadership::new(plain.clone(), lease);
-    let limiter = RateLimiter::new(Limits {
-        qps: args.qps,
-        burst: args.burst,
-    });
+    let limiter = RateLimiter::new(settings.limits);
     let client = endstate_kube::client_for(config, &limiter, Some(&leadership))?;
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
     *health.why.lock().unwrap_or_else(|p| p.into_inner()) = "the Fleets are being listed".into();
-    let addr = telemetry::serve(args.metrics_listen, metrics.clone(), health.clone())?;
+    let bind = settings.metrics_listen;
+    let telemetry = crate::telemetry::routes(Router::new(), metrics.clone(), health.clone())
+        .serve(bind)
+        .await
+        .with_context(|| format!("cannot serve metrics on {bind}"))?;
+    let addr = telemetry.local_addr();
     tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
     eprintln!(
-        "metrics on http://{addr}/metrics; identity {identity}, lease {lease_namespace}/{}",
-        args.lease_name
+        "metrics on http://{addr}/metrics; identity {identity}, lease {lease_namespace}/{lease_name}"
     );
 
     let shared = Arc::new(Shared {
@@ -135,32 +137,35 @@ async fn controller(args: &ControllerArgs) -> anyhow::Result<ExitCode> {
         leadership: leadership.clone(),
         metrics: metrics.clone(),
         overrides: Overrides {
-            author_name: args.author_name.clone(),
-            author_email: args.author_email.clone(),
-            poll: args.poll,
-            state_dir: args.state_dir.clone(),
+            author_name: settings.author_name.clone(),
+            author_email: settings.author_email.clone(),
+            poll: settings.poll,
+            state_dir: settings.state_dir.clone(),
             jitter: 0.1,
             ..Overrides::default()
         },
-        max_in_flight: args.max_in_flight,
+        max_in_flight: settings.max_in_flight,
         limiter,
         identity: identity.clone(),
     });
 
-    let api: Api<Fleet> = match &args.namespace {
-        Some(namespace) => Api::namespaced(client.clone(), namespace),
-        None => Api::all(client.clone()),
-    };
-    let mut watch = watcher::Config::default();
-    if let Some(selector) = &args.fleet_selector {
-        watch = watch.labels(selector);
-    }
-    let (store, writer) = reflector::store::<Fleet>();
-    let mut fleets = reflector::reflector(writer, watcher(api, watch))
-        .default_backoff()
-        .boxed();
-    let _hooks = match args.webhook_listen {
-        Some(bind) => Some(hooks::serve(bind, store.clone(), plain.clone())?),
+    let (store, mut fleets) = endstate_kube::watch_fleets(
+        client.clone(),
+        settings.namespace.as_deref(),
+        settings.fleet_selector.as_deref(),
+    );
+    let _hooks = match settings.webhook_listen {
+        Some(bind) => {
+            let server = crate::hooks::fleets(Router::new(), store.clone(), plain.clone())
+                .serve(bind)
+                .await
+                .with_context(|| format!("the webhook cannot listen on {bind}"))?;
+            eprintln!(
+                "webhook receiver on http://{}/hook/<namespace>/<fleet>",
+                server.local_addr()
+            );
+            Some(server)
+        }
         None => None,
     };
 
@@ -217,7 +222,7 @@ async fn controller(args: &ControllerArgs) -> anyhow::Result<ExitCode> {
             eprintln!(
                 "error: lost the leader election Lease; exiting so that a fresh start joins as a standby"
             );
-            return Ok(ExitCode::from(1));
+            return Ok(Ended::LostLease);
         }
         was_leading = now_leading;
         sync(&shared, &store, &mut slots, now_leading);
@@ -261,19 +266,19 @@ async fn controller(args: &ControllerArgs) -> anyhow::Result<ExitCode> {
         .filter_map(|s| s.running.map(|r| r.handle))
         .collect();
     let all = futures::future::join_all(handles);
-    if tokio::time::timeout(args.shutdown_timeout, all)
+    if tokio::time::timeout(settings.shutdown_timeout, all)
         .await
         .is_err()
     {
         eprintln!(
             "some loops did not stop within {}; their state is what they saved last",
-            endstate_rollout::time::human(args.shutdown_timeout)
+            endstate_rollout::time::human(settings.shutdown_timeout)
         );
     }
     let _ = stop_lease.send(());
     let _ = election.await;
     eprintln!("stopped");
-    Ok(ExitCode::SUCCESS)
+    Ok(Ended::Stopped)
 }
 
 fn signal(kind: tokio::signal::unix::SignalKind) -> anyhow::Result<tokio::signal::unix::Signal> {
@@ -310,7 +315,7 @@ fn sync(
         let slot = match slots.entry(key.clone()) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => {
-                let mut settings = Settings::new(key.0.clone(), key.1.clone());
+                let mut settings = endstate_kube::Settings::new(key.0.clone(), key.1.clone());
                 settings.max_in_flight = shared.max_in_flight;
                 settings.leadership = Some(shared.leadership.clone());
                 match KubeLive::start_lazily(
@@ -444,46 +449,32 @@ async fn run_fleet(
             namespace: namespace.clone(),
             fleet: name.clone(),
         };
-        let reference = kube::Resource::object_ref(fleet.as_ref(), &());
-        let reporter =
-            FleetReporter::new(labels, shared.metrics.clone(), recorder(&shared), reference);
+        let events = FleetEvents::new(shared.client.clone(), &shared.identity, &fleet);
+        let reporter = FleetReporter::new(labels, shared.metrics.clone(), events.clone());
         let mut overrides = shared.overrides.clone();
         overrides.state_dir = overrides.state_dir.join(&namespace).join(&name);
-        let mut controller = match crate::cmd::cluster::build(
-            &shared.client,
-            &fleet,
-            live,
-            &overrides,
-            Box::new(reporter),
-        )
-        .await
-        {
-            Ok(controller) => controller,
-            Err(err) => {
-                let why = format!("{err:#}");
-                tracing::error!(
-                    namespace = ns,
-                    fleet = n,
-                    error = %why,
-                    "cannot start the Fleet's loop; trying again in 10s"
-                );
-                // Said on the Fleet too (`kubectl describe fleet`): a Secret it names is
-                // missing, say.
-                let event = kube::runtime::events::Event {
-                    type_: kube::runtime::events::EventType::Warning,
-                    reason: "InvalidSpec".into(),
-                    note: Some(endstate_rollout::rollout::cut(&why, 1000)),
-                    action: "Start".into(),
-                    secondary: None,
-                };
-                let recorder = recorder(&shared);
-                let reference = kube::Resource::object_ref(fleet.as_ref(), &());
-                if let Err(err) = recorder.publish(&event, &reference).await {
-                    tracing::warn!(error = %err, "cannot publish an Event");
+        let mut controller =
+            match crate::fleet::build(&shared.client, &fleet, live, &overrides, Box::new(reporter))
+                .await
+            {
+                Ok(controller) => controller,
+                Err(err) => {
+                    let why = format!("{err:#}");
+                    tracing::error!(
+                        namespace = ns,
+                        fleet = n,
+                        error = %why,
+                        "cannot start the Fleet's loop; trying again in 10s"
+                    );
+                    // Said on the Fleet too (`kubectl describe fleet`): a Secret it names is
+                    // missing, say.
+                    let published = events.publish(true, "InvalidSpec", "Start", &why).await;
+                    if let Err(err) = published {
+                        tracing::warn!(error = %err, "cannot publish an Event");
+                    }
+                    return;
                 }
-                return;
-            }
-        };
+            };
         controller.set_control(control);
         controller.set_fence(Arc::new(LeaseFence(shared.leadership.clone())));
         tracing::info!(namespace = ns, fleet = n, "reconciling");
@@ -505,44 +496,4 @@ async fn run_fleet(
             }
         }
     }
-}
-
-/// Publishes Events on Fleets as `endstate`, this replica.
-fn recorder(shared: &Shared) -> kube::runtime::events::Recorder {
-    kube::runtime::events::Recorder::new(
-        shared.client.clone(),
-        kube::runtime::events::Reporter {
-            controller: "endstate".into(),
-            instance: Some(shared.identity.clone()),
-        },
-    )
-}
-
-/// `$POD_NAME`, or the host name and the process id.
-fn default_identity() -> String {
-    if let Ok(pod) = std::env::var("POD_NAME")
-        && !pod.is_empty()
-    {
-        return pod;
-    }
-    let host = std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "endstate".to_owned());
-    format!("{host}-{}", std::process::id())
-}
-
-/// `$POD_NAMESPACE`, the in-cluster service account's namespace, or `endstate-system`.
-fn default_namespace() -> String {
-    std::env::var("POD_NAMESPACE")
-        .ok()
-        .filter(|n| !n.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-                .ok()
-                .map(|n| n.trim().to_owned())
-        })
-        .unwrap_or_else(|| "endstate-system".to_owned())
 }

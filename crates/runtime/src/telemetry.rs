@@ -1,5 +1,6 @@
-//! What the controller tells operators besides its log: Prometheus metrics, Kubernetes Events
-//! on each Fleet, and the `/metrics`, `/healthz`, `/readyz` endpoint.
+//! What the controller tells operators besides its log: Prometheus metrics (the registry and
+//! its exporter), Kubernetes Events on each Fleet, and the `/metrics`, `/healthz`, `/readyz`
+//! routes.
 //!
 //! Metric names follow controller-runtime and Flux: counters end in `_total`, durations are
 //! `_seconds` histograms, every per-Fleet series carries `namespace` and `fleet`.
@@ -8,18 +9,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use endstate_api::k8s_openapi;
+use endstate_api::fleet::BreakerState;
 use endstate_controller::report::short;
 use endstate_controller::{Refusal, Reporter};
+use endstate_kube::FleetEvents;
 use endstate_rollout::Time;
 use endstate_rollout::rollout::Report;
-use kube::runtime::events::{Event, EventType, Recorder};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+use crate::http::{Request, Router, text};
 
 /// A Fleet.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -265,28 +268,15 @@ impl std::fmt::Debug for FleetReporter {
 }
 
 impl FleetReporter {
-    /// A reporter for `fleet`, publishing its Events through `recorder` from a task of its own.
-    pub fn new(
-        labels: FleetLabels,
-        metrics: Arc<Metrics>,
-        recorder: Recorder,
-        reference: k8s_openapi::api::core::v1::ObjectReference,
-    ) -> Self {
-        let (events, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Notice>();
+    /// A reporter for a Fleet, publishing its Events through `events` from a task of its own.
+    pub fn new(labels: FleetLabels, metrics: Arc<Metrics>, events: FleetEvents) -> Self {
+        let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Notice>();
         tokio::spawn(async move {
             while let Some(notice) = receiver.recv().await {
-                let event = Event {
-                    type_: if notice.warning {
-                        EventType::Warning
-                    } else {
-                        EventType::Normal
-                    },
-                    reason: notice.reason.clone(),
-                    note: Some(endstate_rollout::rollout::cut(&notice.note, 1000)),
-                    action: notice.reason,
-                    secondary: None,
-                };
-                if let Err(err) = recorder.publish(&event, &reference).await {
+                let published = events
+                    .publish(notice.warning, &notice.reason, &notice.reason, &notice.note)
+                    .await;
+                if let Err(err) = published {
                     tracing::warn!(error = %err, "cannot publish an Event");
                 }
             }
@@ -294,7 +284,7 @@ impl FleetReporter {
         FleetReporter {
             labels,
             metrics,
-            events,
+            events: sender,
         }
     }
 
@@ -408,7 +398,10 @@ impl Reporter for FleetReporter {
 
     fn saved(&mut self, status: &endstate_api::FleetStatus) {
         let m = &self.metrics;
-        let open = status.breaker.as_ref().is_some_and(|b| b.state == "open");
+        let open = status
+            .breaker
+            .as_ref()
+            .is_some_and(|b| b.state == BreakerState::Open);
         m.breaker_open
             .get_or_create(&self.labels)
             .set(i64::from(open));
@@ -447,56 +440,29 @@ pub struct Health {
     pub why: Mutex<String>,
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on a thread of its own until the process ends.
-pub fn serve(
-    bind: std::net::SocketAddr,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-) -> anyhow::Result<std::net::SocketAddr> {
-    let server = tiny_http::Server::http(bind)
-        .map_err(|e| anyhow::anyhow!("cannot serve metrics on {bind}: {e}"))?;
-    let addr = server
-        .server_addr()
-        .to_ip()
-        .ok_or_else(|| anyhow::anyhow!("the metrics endpoint listens on a non-IP address"))?;
-    std::thread::Builder::new()
-        .name("endstate-metrics".into())
-        .spawn(move || {
-            for request in server.incoming_requests() {
-                let path = request
-                    .url()
-                    .split('?')
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
-                let (status, body, content_type) = match path.as_str() {
-                    "/metrics" => (
-                        200,
-                        metrics.encode(),
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    ),
-                    "/healthz" | "/livez" => (200, "ok\n".to_owned(), "text/plain"),
-                    "/readyz" if health.ready.load(Ordering::SeqCst) => {
-                        (200, "ok\n".to_owned(), "text/plain")
-                    }
-                    "/readyz" => (
-                        503,
-                        format!(
-                            "not ready: {}\n",
-                            health.why.lock().unwrap_or_else(|p| p.into_inner())
-                        ),
-                        "text/plain",
-                    ),
-                    _ => (404, "not found\n".to_owned(), "text/plain"),
-                };
-                let header = tiny_http::Header::from_bytes("Content-Type", content_type)
-                    .expect("a valid header");
-                let _ = request.respond(
-                    tiny_http::Response::from_string(body)
-                        .with_status_code(status)
-                        .with_header(header),
-                );
+/// `router` with `/metrics`, `/healthz` (and `/livez`) and `/readyz`.
+pub fn routes(router: Router, metrics: Arc<Metrics>, health: Arc<Health>) -> Router {
+    let alive = |_: Request| async { text(200, "text/plain", "ok\n".to_owned()) };
+    router
+        .route("/metrics", move |_| {
+            let body = metrics.encode();
+            async move {
+                text(
+                    200,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    body,
+                )
             }
-        })?;
-    Ok(addr)
+        })
+        .route("/healthz", alive)
+        .route("/livez", alive)
+        .route("/readyz", move |_| {
+            let answer = if health.ready.load(Ordering::SeqCst) {
+                text(200, "text/plain", "ok\n".to_owned())
+            } else {
+                let why = health.why.lock().unwrap_or_else(|p| p.into_inner());
+                text(503, "text/plain", format!("not ready: {why}\n"))
+            };
+            async move { answer }
+        })
 }
