@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use endstate_rollout::text::cut_lines;
+
 /// The longest message a condition carries; longer ones are cut with how much was left out.
 /// One broken base file at 100k Machines must not produce a 100k-line condition.
 pub const MESSAGE_CHARS: usize = 32_768;
@@ -73,7 +75,7 @@ impl Refusal {
 
     /// The message, cut to [`MESSAGE_CHARS`].
     pub fn message(&self) -> String {
-        capped(&self.to_string(), MESSAGE_CHARS)
+        cut_lines(&self.to_string(), MESSAGE_CHARS)
     }
 }
 
@@ -134,34 +136,6 @@ fn subject(head: &str) -> String {
     }
 }
 
-/// `text` cut to at most `chars` characters at a line end where it can, saying how many lines
-/// were left out.
-pub fn capped(text: &str, chars: usize) -> String {
-    if text.chars().count() <= chars {
-        return text.to_owned();
-    }
-    let budget = chars.saturating_sub(40);
-    let mut out = String::new();
-    let mut lines = text.lines();
-    let mut kept = 0;
-    for line in lines.by_ref() {
-        if out.chars().count() + line.chars().count() + 1 > budget {
-            if kept == 0 {
-                out.extend(line.chars().take(budget));
-                kept = 1;
-            }
-            break;
-        }
-        out.push_str(line);
-        out.push('\n');
-        kept += 1;
-    }
-    let total = text.lines().count();
-    let more = total.saturating_sub(kept);
-    out.push_str(&format!("… and {more} more lines"));
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +158,6 @@ mod tests {
         );
         let kept = message.lines().count() - 1;
         assert!(message.contains(&format!("and {} more lines", 100_000 - kept)));
-        assert_eq!(capped("short", 10), "short");
+        assert_eq!(cut_lines("short", 10), "short");
     }
 }

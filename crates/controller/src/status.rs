@@ -15,10 +15,11 @@ use endstate_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time as MetaTi
 use endstate_rollout::engine::Phase;
 use endstate_rollout::persist::StateError;
 use endstate_rollout::policy::Policy;
+use endstate_rollout::text::{cut, cut_lines};
 use endstate_rollout::time::human;
 use endstate_rollout::{Engine, Time};
 
-use crate::refusal::{MESSAGE_CHARS, Refusal, capped};
+use crate::refusal::{MESSAGE_CHARS, Refusal};
 
 /// The fleet's record beyond the engine's state.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -138,7 +139,7 @@ pub fn to_status(engine: &Engine, record: &Record, policy: &Policy, now: Time) -
             state: BreakerState::Open,
             tripped_at: Some(trip.at.rfc3339()),
             commit: Some(trip.commit.clone()),
-            evidence: Some(capped(&trip.evidence.to_string(), MESSAGE_CHARS)),
+            evidence: Some(cut_lines(&trip.evidence.to_string(), MESSAGE_CHARS)),
         },
         None => BreakerStatus {
             state: BreakerState::Closed,
@@ -284,7 +285,7 @@ fn conditions(engine: &Engine, record: &Record, now: Time) -> Vec<Condition> {
             type_: type_.to_owned(),
             status,
             reason: reason.to_owned(),
-            message: capped(&message, MESSAGE_CHARS),
+            message: cut_lines(&message, MESSAGE_CHARS),
             last_transition_time: since,
             observed_generation: record.generation,
         }
@@ -308,7 +309,7 @@ fn conditions(engine: &Engine, record: &Record, now: Time) -> Vec<Condition> {
         (
             false,
             refusal.reason(),
-            format!("{}{more}", endstate_rollout::engine::cut(first, 1024)),
+            format!("{}{more}", cut(first, 1024)),
         )
     } else if let Some(trip) = engine.breaker() {
         (

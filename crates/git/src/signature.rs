@@ -133,9 +133,16 @@ impl SignaturePolicy {
                 std::fs::read_to_string(&path).map_err(|source| Error::Io { path, source })?;
             texts.push(text);
         }
+        Self::from_keys(mode, &texts)
+    }
+
+    /// A policy of `mode` (`ssh` or `openpgp`, as in `spec.source.verify.mode`) trusting
+    /// `keys` (for `ssh`, each an allowed-signers text; for `openpgp`, each armored keys): the
+    /// one reading of a mode.
+    pub fn from_keys(mode: &str, keys: &[String]) -> Result<Self> {
         match mode {
-            "ssh" => Self::ssh(&texts.join("\n")),
-            "openpgp" => Self::openpgp(&texts),
+            "ssh" => Self::ssh(&keys.join("\n")),
+            "openpgp" => Self::openpgp(keys),
             other => Err(Error::Config(format!(
                 "signature policy mode {other:?}: expected `ssh` or `openpgp`"
             ))),

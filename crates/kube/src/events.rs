@@ -54,7 +54,7 @@ impl FleetEvents {
                 EventType::Normal
             },
             reason: reason.to_owned(),
-            note: Some(endstate_rollout::rollout::cut(note, NOTE_CHARS)),
+            note: Some(endstate_rollout::text::cut(note, NOTE_CHARS)),
             action: action.to_owned(),
             secondary: None,
         };

@@ -55,6 +55,17 @@ pub async fn read_fleet(
         .await
 }
 
+/// The Fleet `namespace/name`, or `None` when there is none.
+pub async fn find_fleet(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Fleet>, kube::Error> {
+    Api::<Fleet>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+}
+
 /// Sets annotations on the Fleet `namespace/name`; a `None` value removes one.
 pub async fn annotate_fleet(
     client: &kube::Client,

@@ -33,7 +33,7 @@ pub use config::{client, config};
 pub use crds::install_crds;
 pub use error::{Error, Result};
 pub use events::FleetEvents;
-pub use fleets::{FleetWatch, annotate_fleet, read_fleet, suspend_fleet, watch_fleets};
+pub use fleets::{FleetWatch, annotate_fleet, find_fleet, read_fleet, suspend_fleet, watch_fleets};
 pub use lease::{Ended, FenceLayer, Fenced, FencedService, Leadership, LeaseSettings, UnsafeLease};
 pub use limiter::{LimiterStats, Limits, RateLimitLayer, RateLimited, RateLimiter};
 pub use live::{KubeLive, Settings, WriteStats, client_for, rate_limited_client};

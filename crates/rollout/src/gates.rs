@@ -19,6 +19,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::MetricGate;
+use crate::text::cut;
 use crate::time::Time;
 
 /// The answers kept per gate: the newest.
@@ -121,7 +122,7 @@ impl fmt::Display for Kept {
 
 /// Keeps `sample` as `gate`'s newest answer in `kept`, within the bounds above.
 pub fn keep(kept: &mut Vec<Kept>, gate: &str, at: Time, sample: &Sample) {
-    let gate = cut(gate);
+    let gate = cut(gate, ANSWER_CHARS + 1);
     let known = kept.iter().any(|k| k.gate == gate);
     let gates = {
         let mut names: Vec<&str> = kept.iter().map(|k| k.gate.as_str()).collect();
@@ -146,16 +147,9 @@ pub fn keep(kept: &mut Vec<Kept>, gate: &str, at: Time, sample: &Sample) {
         Kept {
             gate,
             at,
-            answer: cut(&sample.to_string()),
+            answer: cut(&sample.to_string(), ANSWER_CHARS + 1),
         },
     );
-}
-
-fn cut(text: &str) -> String {
-    match text.char_indices().nth(ANSWER_CHARS) {
-        Some((i, _)) => format!("{}…", &text[..i]),
-        None => text.to_owned(),
-    }
 }
 
 #[cfg(test)]

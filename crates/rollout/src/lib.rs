@@ -22,6 +22,7 @@ pub mod plan;
 pub mod policy;
 pub mod positions;
 pub mod schedule;
+pub mod text;
 pub mod time;
 
 pub use budget::BudgetClass;

@@ -31,12 +31,13 @@ use crate::budget::{Bucket, BudgetClass, Budgets};
 use crate::engine::{
     Engine, FLIGHT_BUCKETS, Failures, Flight, Flights, KEPT_FAILURES, KEPT_QUARANTINE,
     KEPT_REVERTS, KEPT_UNRESTORED, Notes, Phase, QUARANTINE_REASON_CHARS, Quarantined, Restore,
-    Rollout, Trip, cut,
+    Rollout, Trip,
 };
 use crate::plan::MAX_ORPHANS;
 use crate::plan::StageSpec;
 use crate::policy::Policy;
 use crate::positions::Positions;
+use crate::text::cut;
 use crate::time::Time;
 
 /// The format written by this release.

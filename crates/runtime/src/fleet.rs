@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use anyhow::anyhow;
+use anyhow::{Context as _, anyhow};
 use endstate_api::Fleet;
 use endstate_controller::{Config, Controller, WallClock};
 use endstate_git::{
@@ -145,11 +145,7 @@ pub async fn signature_policy(
         "spec.source.verify.secretRef",
     )
     .await?;
-    Ok(match policy.mode.as_str() {
-        "ssh" => SignaturePolicy::ssh(&keys.join("\n"))?,
-        "openpgp" => SignaturePolicy::openpgp(&keys)?,
-        other => anyhow::bail!("spec.source.verify.mode {other:?}: expected `ssh` or `openpgp`"),
-    })
+    SignaturePolicy::from_keys(&policy.mode, &keys).context("spec.source.verify")
 }
 
 /// Git credentials from a Secret of the fleet's namespace (keys as `Credentials::from_dir`).

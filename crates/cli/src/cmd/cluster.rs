@@ -4,11 +4,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use endstate_api::Fleet;
 use endstate_controller::Console;
 use endstate_kube::{KubeLive, Limits, Settings};
 use endstate_runtime::fleet::{Overrides, build};
-use kube::Api;
 
 use crate::cli::{InstallArgs, RunArgs};
 use crate::cmd::drive::drive;
@@ -40,8 +38,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         let config = endstate_kube::config(args.kubeconfig.as_deref()).await?;
         let server = config.cluster_url.clone();
         let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
-        let fleets: Api<Fleet> = Api::namespaced(client.clone(), &args.namespace);
-        let fleet = fleets.get_opt(&args.fleet).await.with_context(|| {
+        let fleet = endstate_kube::find_fleet(&client, &args.namespace, &args.fleet).await.with_context(|| {
             format!("reading Fleet {}/{} from {server}", args.namespace, args.fleet)
         })?;
         let fleet = fleet.ok_or_else(|| {

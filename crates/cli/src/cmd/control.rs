@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use endstate_api::Fleet;
 use endstate_api::fleet::{BreakerState, FleetStatus, requests};
-use kube::Api;
 
 use crate::cli::{ApproveArgs, FleetArgs};
 use crate::cmd::EXIT_INVALID;
@@ -23,13 +22,12 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-async fn fleets(args: &FleetArgs) -> anyhow::Result<Api<Fleet>> {
-    let client = endstate_kube::client(args.kubeconfig.as_deref()).await?;
-    Ok(Api::namespaced(client, &args.namespace))
+async fn fleets(args: &FleetArgs) -> anyhow::Result<kube::Client> {
+    Ok(endstate_kube::client(args.kubeconfig.as_deref()).await?)
 }
 
-async fn get(api: &Api<Fleet>, args: &FleetArgs) -> anyhow::Result<Fleet> {
-    api.get_opt(&args.fleet)
+async fn get(client: &kube::Client, args: &FleetArgs) -> anyhow::Result<Fleet> {
+    endstate_kube::find_fleet(client, &args.namespace, &args.fleet)
         .await
         .with_context(|| format!("reading Fleet {}/{}", args.namespace, args.fleet))?
         .ok_or_else(|| anyhow!("Fleet {}/{} does not exist", args.namespace, args.fleet))
@@ -42,18 +40,17 @@ fn token() -> String {
 
 /// Sets annotations on the Fleet (a `None` value removes one).
 async fn annotate(
-    api: &Api<Fleet>,
+    client: &kube::Client,
     args: &FleetArgs,
     annotations: &[(&str, Option<&str>)],
 ) -> anyhow::Result<()> {
-    let client = api.clone().into_client();
-    endstate_kube::annotate_fleet(&client, &args.namespace, &args.fleet, annotations).await?;
+    endstate_kube::annotate_fleet(client, &args.namespace, &args.fleet, annotations).await?;
     Ok(())
 }
 
 /// Waits until the controller records `token` as handled in the field `handled` reads.
 async fn wait_handled(
-    api: &Api<Fleet>,
+    client: &kube::Client,
     args: &FleetArgs,
     token: &str,
     handled: fn(&FleetStatus) -> Option<&String>,
@@ -63,7 +60,7 @@ async fn wait_handled(
     }
     let deadline = Instant::now() + args.timeout;
     loop {
-        let fleet = get(api, args).await?;
+        let fleet = get(client, args).await?;
         if fleet
             .status
             .as_ref()
@@ -88,8 +85,8 @@ async fn wait_handled(
 pub fn approve(args: &ApproveArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let fleet_args = &args.fleet;
-        let api = fleets(fleet_args).await?;
-        let fleet = get(&api, fleet_args).await?;
+        let client = fleets(fleet_args).await?;
+        let fleet = get(&client, fleet_args).await?;
         let rollout = fleet.status.as_ref().and_then(|s| s.rollout.as_ref());
         let Some(rollout) = rollout.filter(|r| r.phase == "Paused") else {
             eprintln!(
@@ -116,7 +113,7 @@ pub fn approve(args: &ApproveArgs) -> anyhow::Result<ExitCode> {
         // rollout moved on meanwhile.
         let wave = args.wave.clone().unwrap_or_else(|| name.clone());
         annotate(
-            &api,
+            &client,
             fleet_args,
             &[
                 (requests::APPROVE, Some(&token)),
@@ -125,7 +122,7 @@ pub fn approve(args: &ApproveArgs) -> anyhow::Result<ExitCode> {
         )
         .await?;
         println!("approval of wave {} {name} requested", index + 1);
-        if let Some(fleet) = wait_handled(&api, fleet_args, &token, |s| {
+        if let Some(fleet) = wait_handled(&client, fleet_args, &token, |s| {
             s.last_handled_approve_at.as_ref()
         })
         .await?
@@ -157,8 +154,8 @@ pub fn approve(args: &ApproveArgs) -> anyhow::Result<ExitCode> {
 /// `endstate breaker reset FLEET`: the evidence first, then the reset.
 pub fn reset_breaker(args: &FleetArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
-        let api = fleets(args).await?;
-        let fleet = get(&api, args).await?;
+        let client = fleets(args).await?;
+        let fleet = get(&client, args).await?;
         let breaker = fleet.status.as_ref().and_then(|s| s.breaker.as_ref());
         let Some(breaker) = breaker.filter(|b| b.state == BreakerState::Open) else {
             println!(
@@ -178,8 +175,8 @@ pub fn reset_breaker(args: &FleetArgs) -> anyhow::Result<ExitCode> {
                 .trim_end()
         );
         let token = token();
-        annotate(&api, args, &[(requests::RESET_BREAKER, Some(&token))]).await?;
-        if let Some(fleet) = wait_handled(&api, args, &token, |s| {
+        annotate(&client, args, &[(requests::RESET_BREAKER, Some(&token))]).await?;
+        if let Some(fleet) = wait_handled(&client, args, &token, |s| {
             s.last_handled_reset_breaker_at.as_ref()
         })
         .await?
@@ -200,9 +197,8 @@ pub fn reset_breaker(args: &FleetArgs) -> anyhow::Result<ExitCode> {
 /// `endstate suspend FLEET` / `endstate resume FLEET`.
 pub fn suspend(args: &FleetArgs, suspend: bool) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
-        let api = fleets(args).await?;
-        get(&api, args).await?;
-        let client = api.clone().into_client();
+        let client = fleets(args).await?;
+        get(&client, args).await?;
         endstate_kube::suspend_fleet(&client, &args.namespace, &args.fleet, suspend).await?;
         if suspend {
             println!(
@@ -219,16 +215,18 @@ pub fn suspend(args: &FleetArgs, suspend: bool) -> anyhow::Result<ExitCode> {
 /// `endstate reconcile FLEET`: fetch now, and wait for it.
 pub fn reconcile(args: &FleetArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
-        let api = fleets(args).await?;
-        get(&api, args).await?;
+        let client = fleets(args).await?;
+        get(&client, args).await?;
         let token = token();
-        annotate(&api, args, &[(requests::RECONCILE, Some(&token))]).await?;
+        annotate(&client, args, &[(requests::RECONCILE, Some(&token))]).await?;
         println!(
             "reconcile of Fleet {}/{} requested",
             args.namespace, args.fleet
         );
-        if let Some(fleet) =
-            wait_handled(&api, args, &token, |s| s.last_handled_reconcile_at.as_ref()).await?
+        if let Some(fleet) = wait_handled(&client, args, &token, |s| {
+            s.last_handled_reconcile_at.as_ref()
+        })
+        .await?
         {
             print!("{}", describe(&fleet));
         }
@@ -239,8 +237,8 @@ pub fn reconcile(args: &FleetArgs) -> anyhow::Result<ExitCode> {
 /// `endstate status FLEET`.
 pub fn status(args: &FleetArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
-        let api = fleets(args).await?;
-        let fleet = get(&api, args).await?;
+        let client = fleets(args).await?;
+        let fleet = get(&client, args).await?;
         print!("{}", describe(&fleet));
         Ok(ExitCode::SUCCESS)
     })

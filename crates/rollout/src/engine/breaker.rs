@@ -4,7 +4,7 @@
 
 use endstate_core::ObjectRef;
 
-use super::failures::{Note, REASON_CHARS, cut};
+use super::failures::{Note, REASON_CHARS};
 use super::protocol::{Effect, Phase, Report, WriteError};
 use super::restore::{Restore, RestoreClass, RestorePlan};
 use super::state::Engine;
@@ -13,6 +13,7 @@ use super::trip::{
 };
 use super::waiting::WaitReason;
 use crate::positions::Positions;
+use crate::text::cut;
 use crate::time::Time;
 
 impl Engine {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::plan::Universe;
 use crate::positions::Positions;
+use crate::text::cut;
 
 /// The failure reasons kept (the counts are exact).
 pub const KEPT_FAILURES: usize = 20;
@@ -100,27 +101,9 @@ impl Notes {
     }
 }
 
-/// Cuts `text` to at most `chars` characters, saying so.
-pub fn cut(text: &str, chars: usize) -> String {
-    if text.chars().count() <= chars {
-        return text.to_owned();
-    }
-    let mut out: String = text.chars().take(chars.saturating_sub(1)).collect();
-    out.push('…');
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cut_keeps_short_text_and_marks_a_cut_in_characters_not_bytes() {
-        assert_eq!(cut("héllo", 5), "héllo");
-        assert_eq!(cut("héllo", 4), "hél…");
-        assert_eq!(cut("héllo", 4).chars().count(), 4);
-        assert_eq!(cut("abc", 0), "…");
-    }
 
     #[test]
     fn a_note_cuts_its_reason() {

@@ -4,13 +4,14 @@
 
 use endstate_core::ObjectRef;
 
-use super::failures::{REASON_CHARS, cut};
+use super::failures::REASON_CHARS;
 use super::protocol::{Effect, KEPT, Phase, WriteError};
 use super::state::{Engine, Rollout};
 use super::waiting::WaitReason;
 use crate::gates::{self, Sample, Verdict};
 use crate::health::Health;
 use crate::plan::Seq;
+use crate::text::cut;
 use crate::time::{Time, human};
 
 impl Engine {

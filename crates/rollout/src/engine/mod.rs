@@ -47,7 +47,7 @@ mod waiting;
 
 pub use admission::MAX_SPAN;
 pub use failures::{
-    Failures, KEPT_FAILED_POSITIONS, KEPT_FAILURES, KEPT_UNRESTORED, Note, Notes, REASON_CHARS, cut,
+    Failures, KEPT_FAILED_POSITIONS, KEPT_FAILURES, KEPT_UNRESTORED, Note, Notes, REASON_CHARS,
 };
 pub use flights::FLIGHT_BUCKETS;
 pub(crate) use flights::{Flight, Flights};
