@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use endstate_api::{Cluster, ClusterPackageVersion, Machine, MachinePackageVersion};
+use endstate_core::backoff::Backoff;
 use endstate_rollout::Time;
 use endstate_sim::operator::{self, Context};
 use endstate_sim::{Faults, OperatorConfig};
@@ -67,6 +68,10 @@ pub enum Error {
         source: watcher::Error,
     },
 }
+
+/// A status write the server did not take is tried again after 100 ms, doubling, at most 2 s
+/// between tries, until it lands or the object is gone.
+const STATUS_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
 
 /// Work in progress per object (kind, name): the generation and the task writing its
 /// transitions.
@@ -181,7 +186,10 @@ async fn operate<K: Operated>(
             watcher::Config::default(),
         ),
     )
-    .default_backoff()
+    .backoff(endstate_kube::watch_backoff(&format!(
+        "{ns}/{}-packages",
+        K::KIND
+    )))
     .touched_objects()
     .for_each(|_| async {});
     tokio::spawn(package_watch);
@@ -189,7 +197,7 @@ async fn operate<K: Operated>(
     let package_api: Api<K::Package> = Api::namespaced(client.clone(), &ns);
     let api: Api<K> = Api::namespaced(client, &ns);
     let mut events = watcher(api.clone(), watcher::Config::default().page_size(500))
-        .default_backoff()
+        .backoff(endstate_kube::watch_backoff(&format!("{ns}/{}", K::KIND)))
         .applied_objects()
         .boxed();
     // A watch error (the API server restarting, a watch expiring) is retried with backoff by
@@ -291,7 +299,7 @@ async fn schedule<K: Operated>(
             let patch = json!({ "status": with_messages(status) });
             // An operator keeps reporting until the server takes it (an API server or etcd
             // restarting, say); a newer generation aborts this task, a deleted object ends it.
-            let mut delay = Duration::from_millis(100);
+            let mut retry = 0;
             loop {
                 match api
                     .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -301,8 +309,8 @@ async fn schedule<K: Operated>(
                     Err(kube::Error::Api(status)) if status.code == 404 => return,
                     Err(err) => {
                         tracing::warn!(object = %name, generation, %err, "writing the status failed; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(2));
+                        tokio::time::sleep(STATUS_BACKOFF.delay(retry)).await;
+                        retry = retry.saturating_add(1);
                     }
                 }
             }

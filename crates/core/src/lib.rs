@@ -3,6 +3,7 @@
 //! No I/O beyond the [`tree::Tree`] it is handed, no clock, no network: rendering and
 //! validation here are deterministic functions of a repository's content.
 
+pub mod backoff;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;

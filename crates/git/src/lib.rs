@@ -37,9 +37,10 @@ pub use error::{Error, FailureKind, Result};
 pub use git2::Oid;
 pub use history::{Ancestry, History, RewritePolicy};
 
+pub use endstate_core::backoff::Backoff;
 pub use revert::{Evidence, RevertConfig, RevertOutcome, RevertWriter, Reverted};
 pub use signature::{Refusal, SignaturePolicy, SshSigner, Verified};
-pub use source::{Backoff, Fetched, Judged, Source, SourceConfig, SourceStatus, check_head};
+pub use source::{FETCH_BACKOFF, Fetched, Judged, Source, SourceConfig, SourceStatus, check_head};
 pub use tree::CommitTree;
 pub use trigger::{Schedule, Trigger, Triggers};
 pub use watch::Watcher;

@@ -14,6 +14,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use endstate_core::backoff::Backoff;
 use endstate_core::{Options, Owner, RenderCache, Rendered};
 use git2::{Oid, Repository};
 
@@ -62,7 +63,7 @@ impl SourceConfig {
             credentials: Credentials::default(),
             on_history_rewrite: RewritePolicy::Refuse,
             verify: None,
-            backoff: Backoff::default(),
+            backoff: FETCH_BACKOFF,
             render: Options::default(),
             borrow_local_objects: false,
         }
@@ -136,34 +137,8 @@ impl SourceConfig {
     }
 }
 
-/// Bounded exponential backoff after failed fetches: `initial`, doubling, at most `max`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Backoff {
-    /// The delay after the first failure.
-    pub initial: Duration,
-    /// The longest delay.
-    pub max: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            initial: Duration::from_secs(5),
-            max: Duration::from_secs(300),
-        }
-    }
-}
-
-impl Backoff {
-    /// The delay after `failures` consecutive failures (zero for none).
-    pub fn delay(&self, failures: u32) -> Duration {
-        if failures == 0 {
-            return Duration::ZERO;
-        }
-        let factor = 1u32.checked_shl(failures - 1).unwrap_or(u32::MAX);
-        self.initial.saturating_mul(factor).min(self.max)
-    }
-}
+/// How long a source waits after failed fetches: 5 s, doubling, at most 5 min, for ever.
+pub const FETCH_BACKOFF: Backoff = Backoff::new(Duration::from_secs(5), Duration::from_secs(300));
 
 /// A new head that passed the checks.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -392,7 +367,7 @@ impl Source {
     /// How long to wait before the next fetch after failures; `None` when the last fetch
     /// succeeded.
     pub fn retry_in(&self) -> Option<Duration> {
-        (self.failures > 0).then(|| self.config.backoff.delay(self.failures))
+        (self.failures > 0).then(|| self.config.backoff.delay(self.failures - 1))
     }
 
     /// The source's state, for status and metrics.
@@ -433,14 +408,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_up_to_its_bound() {
-        let b = Backoff {
-            initial: Duration::from_secs(2),
-            max: Duration::from_secs(60),
-        };
-        let delays: Vec<u64> = (0..8).map(|n| b.delay(n).as_secs()).collect();
-        assert_eq!(delays, [0, 2, 4, 8, 16, 32, 60, 60]);
-        assert_eq!(b.delay(u32::MAX), Duration::from_secs(60));
+    fn a_failed_fetch_waits_the_fetch_backoff_doubling_up_to_its_bound() {
+        let delays: Vec<u64> = (0..8).map(|n| FETCH_BACKOFF.delay(n).as_secs()).collect();
+        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300]);
     }
 }
 

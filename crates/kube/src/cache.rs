@@ -117,8 +117,9 @@ impl<K: FleetKind> Cache<K> {
         let last_error = Arc::new(Mutex::new(None));
         let errors = last_error.clone();
         let config = watcher::Config::default().page_size(PAGE_SIZE);
+        let salt = format!("{namespace}/{}", K::kind(&()));
         let events = watcher(api, config)
-            .default_backoff()
+            .backoff(crate::retry::watch_backoff(&salt))
             .modify(|object: &mut K| trim(object.meta_mut()))
             .reflect(writer);
         let namespace = namespace.to_owned();

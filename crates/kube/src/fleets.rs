@@ -38,7 +38,7 @@ pub fn watch_fleets(
     }
     let (store, writer) = reflector::store::<Fleet>();
     let events = reflector::reflector(writer, watcher(api, config))
-        .default_backoff()
+        .backoff(crate::retry::watch_backoff("fleets"))
         .boxed();
     (store, events)
 }

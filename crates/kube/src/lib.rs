@@ -37,7 +37,7 @@ pub use fleets::{FleetWatch, annotate_fleet, find_fleet, read_fleet, suspend_fle
 pub use lease::{Ended, FenceLayer, Fenced, FencedService, Leadership, LeaseSettings, UnsafeLease};
 pub use limiter::{LimiterStats, Limits, RateLimitLayer, RateLimited, RateLimiter};
 pub use live::{KubeLive, Settings, WriteStats, client_for, rate_limited_client};
-pub use retry::Retry;
+pub use retry::{WATCH_BACKOFF, WRITE_BACKOFF, watch_backoff};
 pub use secrets::read_secret;
 
 /// Sends `agent` as the User-Agent of every request made with `config` (so that the API

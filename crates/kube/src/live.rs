@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use endstate_api::labels::FIELD_MANAGER;
 use endstate_api::{Fleet, FleetStatus};
+use endstate_core::backoff::Backoff;
 use endstate_core::{FleetObject, ObjectRef};
 use endstate_rollout::{Applied, Changes, Live, LiveError};
 use futures::StreamExt as _;
@@ -32,7 +33,7 @@ use crate::cache::Caches;
 use crate::error::{Error, Result};
 use crate::kinds::{FleetKind, with_kind};
 use crate::limiter::{Limits, RateLimitLayer, RateLimiter};
-use crate::retry::{Retry, classify};
+use crate::retry::{WRITE_BACKOFF, classify};
 use crate::status::merge_patch;
 
 /// How long a write's response stands in for the cache at most; after that the cache, which
@@ -51,7 +52,7 @@ pub struct Settings {
     /// Writes in flight at once.
     pub max_in_flight: usize,
     /// Retries of one write on transient failures.
-    pub retry: Retry,
+    pub retry: Backoff,
     /// How long the caches may take to list every kind at start-up.
     pub cache_sync_timeout: Duration,
     /// The lease this backend writes under, when it runs as one of several replicas: a
@@ -70,7 +71,7 @@ impl Settings {
             fleet: fleet.into(),
             limits: Limits::default(),
             max_in_flight: 32,
-            retry: Retry::default(),
+            retry: WRITE_BACKOFF,
             cache_sync_timeout: Duration::from_secs(120),
             leadership: None,
         }
@@ -189,7 +190,7 @@ impl KubeLive {
         if settings.max_in_flight == 0 {
             return Err(Error::Settings("max_in_flight must be at least 1".into()));
         }
-        if settings.retry.attempts == 0 {
+        if settings.retry.attempts == Some(0) {
             return Err(Error::Settings("retry attempts must be at least 1".into()));
         }
         let caches = Caches::start(&client, &settings.namespace);
@@ -391,11 +392,11 @@ impl KubeLive {
         attempt: u32,
         id: &ObjectRef,
     ) -> Result<u32, LiveError> {
-        if !matches!(err, LiveError::Transient(_)) || attempt + 1 >= self.settings.retry.attempts {
+        if !matches!(err, LiveError::Transient(_)) || self.settings.retry.gives_up(attempt + 1) {
             return Err(err);
         }
         self.counters.retries.fetch_add(1, Ordering::Relaxed);
-        let delay = Retry::delay(attempt, &id.name);
+        let delay = self.settings.retry.jittered(attempt, &id.name);
         tracing::debug!(object = %id, error = %err, ?delay, "retrying");
         tokio::time::sleep(delay).await;
         Ok(attempt + 1)

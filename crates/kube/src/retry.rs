@@ -3,40 +3,57 @@
 use std::time::Duration;
 
 use endstate_core::ObjectRef;
-use endstate_core::hash::Fnv1a;
+use endstate_core::backoff::Backoff;
 use endstate_rollout::LiveError;
 use http::StatusCode;
+use kube::runtime::utils::ResetTimerBackoff;
 
-/// The first retry's delay; each further one doubles, up to [`MAX_DELAY`].
-const BASE_DELAY: Duration = Duration::from_millis(50);
-const MAX_DELAY: Duration = Duration::from_secs(5);
+/// A write the API server answered with a transient error is tried again after 50 ms,
+/// doubling, at most 5 s between tries, 12 tries in all (about half a minute).
+pub const WRITE_BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(50), Duration::from_secs(5)).attempts(12);
 
-/// Settings for retries of one operation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Retry {
-    /// Attempts in all, the first included.
-    pub attempts: u32,
+/// A broken watch lists again after 800 ms, doubling, at most 30 s, for ever; two minutes
+/// without a break start it again from 800 ms.
+pub const WATCH_BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(800), Duration::from_secs(30));
+
+/// [`WATCH_BACKOFF`] for a watch's stream (`WatchStreamExt::backoff`), jittered by `salt` (the
+/// kind or resource watched).
+pub fn watch_backoff(salt: &str) -> impl kube::runtime::utils::Backoff + use<> {
+    ResetTimerBackoff::new(
+        Retries {
+            policy: WATCH_BACKOFF,
+            salt: salt.to_owned(),
+            retry: 0,
+        },
+        Duration::from_secs(120),
+    )
 }
 
-impl Default for Retry {
-    fn default() -> Self {
-        Retry { attempts: 12 }
+/// The delays of one policy's retries, in turn.
+struct Retries {
+    policy: Backoff,
+    salt: String,
+    retry: u32,
+}
+
+impl Iterator for Retries {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        if self.policy.gives_up(self.retry + 1) {
+            return None;
+        }
+        let delay = self.policy.jittered(self.retry, &self.salt);
+        self.retry = self.retry.saturating_add(1);
+        Some(delay)
     }
 }
 
-impl Retry {
-    /// The delay before attempt `attempt + 1` (0-based), with jitter drawn from `salt` so that
-    /// requests failing together do not come back together.
-    pub(crate) fn delay(attempt: u32, salt: &str) -> Duration {
-        let exponential = BASE_DELAY
-            .saturating_mul(1 << attempt.min(16))
-            .min(MAX_DELAY);
-        // Between 50% and 100% of the exponential delay.
-        let jitter = Fnv1a::new()
-            .write(salt.bytes().chain(attempt.to_le_bytes()))
-            .finish()
-            % 512;
-        exponential / 2 + exponential / 2 * jitter as u32 / 511
+impl kube::runtime::utils::Backoff for Retries {
+    fn reset(&mut self) {
+        self.retry = 0;
     }
 }
 
@@ -113,12 +130,29 @@ mod tests {
 
     #[test]
     fn delays_grow_are_capped_and_spread() {
-        let first = Retry::delay(0, "a");
-        assert!(first >= BASE_DELAY / 2 && first <= BASE_DELAY);
-        assert!(Retry::delay(20, "a") <= MAX_DELAY);
+        let first = WRITE_BACKOFF.jittered(0, "a");
+        assert!(first >= WRITE_BACKOFF.initial / 2 && first <= WRITE_BACKOFF.initial);
+        assert!(WRITE_BACKOFF.jittered(20, "a") <= WRITE_BACKOFF.max);
         let spread: std::collections::BTreeSet<_> = (0..20)
-            .map(|i| Retry::delay(3, &format!("m-{i}")))
+            .map(|i| WRITE_BACKOFF.jittered(3, &format!("m-{i}")))
             .collect();
         assert!(spread.len() > 10, "{spread:?}");
+        assert!(WRITE_BACKOFF.gives_up(12) && !WRITE_BACKOFF.gives_up(11));
+    }
+
+    #[test]
+    fn a_watch_backs_off_for_ever_and_starts_again_when_reset() {
+        use kube::runtime::utils::Backoff as _;
+        let mut retries = Retries {
+            policy: WATCH_BACKOFF,
+            salt: "Machine".into(),
+            retry: 0,
+        };
+        let delays: Vec<Duration> = retries.by_ref().take(40).collect();
+        assert_eq!(delays.len(), 40);
+        assert!(delays[0] <= Duration::from_millis(800));
+        assert!(delays[39] >= Duration::from_secs(15) && delays[39] <= Duration::from_secs(30));
+        retries.reset();
+        assert_eq!(retries.next(), Some(delays[0]));
     }
 }

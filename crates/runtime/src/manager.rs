@@ -25,6 +25,7 @@ use anyhow::Context;
 use endstate_api::Fleet;
 use endstate_api::fleet::{FleetSpec, requests};
 use endstate_controller::{Approval, Control, Fence};
+use endstate_core::backoff::Backoff;
 use endstate_kube::{FleetEvents, KubeLive, Leadership, RateLimiter};
 use futures::StreamExt as _;
 use kube::runtime::reflector::Store;
@@ -74,7 +75,16 @@ struct Running {
     handle: tokio::task::JoinHandle<()>,
     /// The spec it was built from (without `suspend`, which is forwarded).
     spec: FleetSpec,
+    /// When it started.
+    started: tokio::time::Instant,
 }
+
+/// A Fleet's loop that ended on an error starts again after 10 s, doubling while it keeps
+/// ending within [`RESTART_HEALTHY`], at most 5 min apart.
+const RESTART_BACKOFF: Backoff = Backoff::new(Duration::from_secs(10), Duration::from_secs(300));
+
+/// A loop that ran this long before it ended starts again from the first delay.
+const RESTART_HEALTHY: Duration = Duration::from_secs(600);
 
 /// One Fleet.
 struct Slot {
@@ -85,6 +95,8 @@ struct Slot {
     writes: WriteCounts,
     /// When a loop that ended may be started again.
     retry_at: Option<tokio::time::Instant>,
+    /// Restarts in a row of loops that ended early.
+    restarts: u32,
 }
 
 /// Runs the controller with `settings` until SIGTERM, SIGINT or the loss of the Lease, on a
@@ -329,6 +341,7 @@ fn sync(
                         forwarded: BTreeMap::new(),
                         writes: WriteCounts::default(),
                         retry_at: None,
+                        restarts: 0,
                     }),
                     Err(err) => {
                         tracing::error!(namespace = %key.0, fleet = %key.1, error = %err, "cannot watch the Fleet's objects");
@@ -364,10 +377,17 @@ fn sync(
                 true
             }
             Some(running) if running.handle.is_finished() => {
-                let due = slot
-                    .retry_at
-                    .get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_secs(10));
-                tokio::time::Instant::now() >= *due
+                if slot.retry_at.is_none() {
+                    if running.started.elapsed() >= RESTART_HEALTHY {
+                        slot.restarts = 0;
+                    }
+                    let delay = RESTART_BACKOFF.delay(slot.restarts);
+                    slot.restarts = slot.restarts.saturating_add(1);
+                    tracing::info!(namespace = %key.0, fleet = %key.1, ?delay, "the Fleet's loop ended; it starts again after a delay");
+                    slot.retry_at = Some(tokio::time::Instant::now() + delay);
+                }
+                slot.retry_at
+                    .is_some_and(|due| tokio::time::Instant::now() >= due)
             }
             Some(_) => false,
         };
@@ -387,6 +407,7 @@ fn sync(
                 control,
                 handle,
                 spec,
+                started: tokio::time::Instant::now(),
             });
         }
         let Some(running) = &slot.running else {

@@ -207,10 +207,10 @@ fn an_unreachable_remote_keeps_the_last_good_commit_and_backs_off() {
     let daemon = Daemon::serve(repo.dir.path());
     let url = daemon.url("remote.git");
     let mut cfg = config(&repo, url);
-    cfg.backoff = Backoff {
-        initial: std::time::Duration::from_secs(1),
-        max: std::time::Duration::from_secs(4),
-    };
+    cfg.backoff = Backoff::new(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(4),
+    );
     let mut source = Source::open(cfg, History::default()).unwrap();
     let good = source.fetch().unwrap().commit;
     source.mark_applied(good).unwrap();

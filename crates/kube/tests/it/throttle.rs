@@ -28,7 +28,7 @@ async fn pushback_halves_the_rate_and_every_write_lands() {
         burst: 2000,
     };
     settings.max_in_flight = 32;
-    settings.retry.attempts = 40;
+    settings.retry.attempts = Some(40);
     // system:masters is exempt from the in-flight limit: write as an ordinary admin.
     let backend = KubeLive::connect(server.user_config().await, settings)
         .await
