@@ -13,6 +13,12 @@
 //!
 //! Every kind is namespaced: a namespace holds one fleet's objects, so several fleets (or
 //! tenants) can share a meta-cluster the way Flux and Argo CD sources do.
+//!
+//! With the `testing` feature (enabled by other crates in `[dev-dependencies]` only), each
+//! kind has a builder for test objects, the one place that knows how to make a valid one:
+//! `Machine::test("m1").in_cluster("a").package("kubelet", "kubelet-1").build()`, likewise
+//! `Cluster::test`, `MachinePackageVersion::test` and `ClusterPackageVersion::test`; see
+//! the `testing` module.
 
 // kube-derive takes one `printcolumn(...)` per column, which clippy reads as a repeat.
 #![allow(clippy::duplicated_attributes)]
@@ -26,6 +32,8 @@ pub mod machine;
 pub mod package;
 pub mod packages;
 pub mod policy;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use cluster::{Cluster, ClusterMode, ClusterPhase, ClusterSpec, ClusterStatus};
 pub use fleet::{Fleet, FleetSpec, FleetStatus};

@@ -4,6 +4,7 @@
 //! - merge patches follow RFC 7386 and JSON patches RFC 6902, checked against small
 //!   reference implementations written from the RFCs' text.
 
+use endstate_api::Machine;
 use endstate_core::{MemTree, render};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
@@ -11,11 +12,15 @@ use serde_json::{Map, Value, json};
 const API: &str = "fleet.endstate.dev/v1alpha1";
 
 fn machine(i: usize, idc: &str, role: &str) -> String {
-    format!(
-        "apiVersion: {API}\nkind: Machine\nmetadata:\n  name: m-{i}\n  labels:\n    idc: {idc}\n    role: {role}\nspec:\n  cluster: c\n  ip: 10.0.{}.{}\n  hostname: m-{i}.example\n  idc: {idc}\n  packages:\n    kubelet: kubelet-1\n",
-        i / 200,
-        i % 200
-    )
+    Machine::test(&format!("m-{i}"))
+        .label("idc", idc)
+        .label("role", role)
+        .in_cluster("c")
+        .ip(format!("10.0.{}.{}", i / 200, i % 200))
+        .hostname(format!("m-{i}.example"))
+        .idc(idc)
+        .package("kubelet", "kubelet-1")
+        .yaml()
 }
 
 fn shared() -> Vec<String> {

@@ -18,8 +18,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use endstate_api::Machine;
 use endstate_api::k8s_openapi::api::core::v1::Namespace;
-use endstate_api::{Machine, MachineSpec};
 use endstate_core::FleetObject;
 use endstate_kube::{KubeLive, Limits, Settings, install_crds};
 use endstate_rollout::Live;
@@ -59,38 +59,22 @@ fn parse_args() -> Args {
 
 /// Machine `i` of the fleet, on kubelet release `kubelet`.
 fn machine(i: usize, kubelet: &str) -> Machine {
-    let mut machine = Machine::new(
-        &format!("m-{i:06}"),
-        MachineSpec {
-            cluster: format!("c-{:03}", i / 1000),
-            ip: format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256),
-            hostname: format!("node-{i:06}.example"),
-            idc: format!("idc-{}", i % 3),
-            packages: [
-                ("kubelet".to_owned(), kubelet.to_owned()),
-                ("containerd".to_owned(), "containerd-1.7.2".to_owned()),
-                ("os".to_owned(), "os-2024.1".to_owned()),
-            ]
-            .into(),
-            readiness_gates: Some(vec!["KubeletReady".into(), "NetworkReady".into()]),
-            unschedulable: None,
-            os_generation: Some(1),
-        },
-    );
-    machine.metadata.labels = Some(
-        [
-            (
-                "fleet.endstate.dev/cluster".to_owned(),
-                format!("c-{:03}", i / 1000),
-            ),
-            (
-                "fleet.endstate.dev/idc".to_owned(),
-                format!("idc-{}", i % 3),
-            ),
-        ]
-        .into(),
-    );
-    machine
+    let cluster = format!("c-{:03}", i / 1000);
+    let idc = format!("idc-{}", i % 3);
+    Machine::test(&format!("m-{i:06}"))
+        .in_cluster(&cluster)
+        .ip(format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256))
+        .hostname(format!("node-{i:06}.example"))
+        .idc(&idc)
+        .package("kubelet", kubelet)
+        .package("containerd", "containerd-1.7.2")
+        .package("os", "os-2024.1")
+        .readiness_gate("KubeletReady")
+        .readiness_gate("NetworkReady")
+        .os_generation(1)
+        .label("fleet.endstate.dev/cluster", &cluster)
+        .label("fleet.endstate.dev/idc", &idc)
+        .build()
 }
 
 /// The fleet after `upgrades` upgrades of every tenth machine's kubelet.

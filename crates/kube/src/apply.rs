@@ -181,27 +181,21 @@ pub(crate) fn in_namespace(id: &ObjectRef, namespace: &str) -> Result<ObjectRef,
 mod tests {
     use super::*;
     use endstate_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
-    use endstate_api::{Machine, MachineSpec, MachineStatus};
+    use endstate_api::{Machine, MachineStatus};
     use kube::core::response::{StatusCause, StatusDetails};
     use serde_json::json;
 
     fn machine() -> FleetObject {
-        let mut machine = Machine::new(
-            "m-1",
-            MachineSpec {
-                cluster: "c".into(),
-                ip: "10.0.0.1".into(),
-                hostname: "h".into(),
-                idc: "a".into(),
-                packages: [("kubelet".to_owned(), "kubelet-1".to_owned())].into(),
-                readiness_gates: None,
-                unschedulable: None,
-                os_generation: None,
-            },
-        );
+        let mut machine = Machine::test("m-1")
+            .in_cluster("c")
+            .ip("10.0.0.1")
+            .hostname("h")
+            .idc("a")
+            .package("kubelet", "kubelet-1")
+            .label("tier", "gold")
+            .build();
         machine.metadata.resource_version = Some("42".into());
         machine.metadata.generation = Some(3);
-        machine.metadata.labels = Some([("tier".to_owned(), "gold".to_owned())].into());
         machine.status = Some(MachineStatus {
             observed_generation: Some(3),
             ..Default::default()

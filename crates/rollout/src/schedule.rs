@@ -191,7 +191,7 @@ fn round_at_worst(gate_timeout: Duration) -> Duration {
 
 #[cfg(test)]
 mod tests {
-    use endstate_api::{Machine, MachineSpec};
+    use endstate_api::Machine;
     use endstate_core::FleetObject;
 
     use super::*;
@@ -203,21 +203,15 @@ mod tests {
     fn machines(n: usize, kubelet: &str) -> Vec<FleetObject> {
         (0..n)
             .map(|i| {
-                let mut m = Machine::new(
-                    &format!("m-{i:03}"),
-                    MachineSpec {
-                        cluster: "c".into(),
-                        ip: "10.0.0.1".into(),
-                        hostname: format!("m-{i:03}"),
-                        idc: ["a", "b"][i % 2].into(),
-                        packages: [("kubelet".to_owned(), kubelet.to_owned())].into(),
-                        readiness_gates: None,
-                        unschedulable: None,
-                        os_generation: None,
-                    },
-                );
-                m.metadata.namespace = Some("ns".into());
-                m.into()
+                Machine::test(&format!("m-{i:03}"))
+                    .in_cluster("c")
+                    .ip("10.0.0.1")
+                    .hostname(format!("m-{i:03}"))
+                    .idc(["a", "b"][i % 2])
+                    .package("kubelet", kubelet)
+                    .namespace("ns")
+                    .build()
+                    .into()
             })
             .collect()
     }

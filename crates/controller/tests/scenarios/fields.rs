@@ -3,7 +3,7 @@
 use super::*;
 
 /// The live Machine `name`.
-fn machine(live: &SimLive, name: &str) -> endstate_api::Machine {
+fn live_machine(live: &SimLive, name: &str) -> endstate_api::Machine {
     match live
         .lock()
         .get(&endstate_core::ObjectRef::new("Machine", "", name))
@@ -15,7 +15,7 @@ fn machine(live: &SimLive, name: &str) -> endstate_api::Machine {
 
 /// Another client's write to one Machine's spec, as `kubectl patch` would make it.
 fn patch_spec(live: &SimLive, name: &str, patch: impl FnOnce(&mut endstate_api::MachineSpec)) {
-    let mut m = machine(live, name);
+    let mut m = live_machine(live, name);
     patch(&mut m.spec);
     m.metadata.resource_version = None;
     live.lock().update(&FleetObject::from(m)).unwrap();
@@ -39,7 +39,7 @@ async fn a_field_another_manager_set_is_not_drift_and_one_git_sets_is_taken_back
         );
         assert_eq!(h.controller.tally().writes, before, "{}", h.lines.text());
     }
-    let m = machine(&h.live, "m-000");
+    let m = live_machine(&h.live, "m-000");
     assert_eq!(
         m.spec.unschedulable,
         Some(true),
@@ -55,10 +55,10 @@ async fn a_field_another_manager_set_is_not_drift_and_one_git_sets_is_taken_back
     let again = writes(&h);
     h.controller.run_until_idle().await.unwrap();
     assert_eq!(writes(&h), again);
-    let m = machine(&h.live, "m-001");
+    let m = live_machine(&h.live, "m-001");
     assert_eq!(m.spec.hostname, "m-001");
     // The apply that took `hostname` back left m-000's other field alone too.
-    let m = machine(&h.live, "m-000");
+    let m = live_machine(&h.live, "m-000");
     assert_eq!(m.spec.unschedulable, Some(true));
 }
 
@@ -87,7 +87,7 @@ async fn a_field_removed_from_git_is_removed_from_the_fleet() {
         "{}",
         h.lines.text()
     );
-    let m = machine(&h.live, "m-002");
+    let m = live_machine(&h.live, "m-002");
     assert_eq!(m.spec.unschedulable, None, "{}", h.lines.text());
 }
 

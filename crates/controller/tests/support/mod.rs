@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use endstate_api::Machine;
+
 /// The namespace of the test fleets.
 pub const NS: &str = "fleet";
 
@@ -76,11 +78,15 @@ impl Repo {
         let mut out = String::new();
         for i in 0..machines {
             let idc = ["idc-a", "idc-b", "idc-c"][i % 3];
-            out.push_str(&format!(
-                "---\napiVersion: fleet.endstate.dev/v1alpha1\nkind: Machine\nmetadata:\n  name: m-{i:03}\nspec:\n  cluster: c1\n  ip: 10.0.{}.{}\n  hostname: m-{i:03}\n  idc: {idc}\n  packages:\n    agent: agent-1.0\n  readinessGates: [AgentReady]\n",
-                i / 250,
-                i % 250
-            ));
+            let machine = Machine::test(&format!("m-{i:03}"))
+                .in_cluster("c1")
+                .ip(format!("10.0.{}.{}", i / 250, i % 250))
+                .hostname(format!("m-{i:03}"))
+                .idc(idc)
+                .package("agent", "agent-1.0")
+                .readiness_gate("AgentReady");
+            out.push_str("---\n");
+            out.push_str(&machine.yaml());
         }
         this.write("base/machines.yaml", &out);
         this.write(

@@ -143,6 +143,8 @@ impl RenderCache {
 mod tests {
     use std::hash::{DefaultHasher, Hash, Hasher};
 
+    use endstate_api::Machine;
+
     use super::*;
     use crate::render::{Options, render, render_cached};
     use crate::tree::{EntryKind, MemTree, Tree, TreeError};
@@ -171,9 +173,14 @@ mod tests {
             "b1" => 3,
             _ => 4,
         };
-        format!(
-            "---\napiVersion: fleet.endstate.dev/v1alpha1\nkind: Machine\nmetadata:\n  name: {name}\n  labels:\n    group: {group}\nspec:\n  cluster: c1\n  ip: 10.0.0.{ip}\n  hostname: {name}.example\n  idc: hz-a\n  packages:\n    kubelet: kubelet-1\n"
-        )
+        let machine = Machine::test(name)
+            .label("group", group)
+            .in_cluster("c1")
+            .ip(format!("10.0.0.{ip}"))
+            .hostname(format!("{name}.example"))
+            .idc("hz-a")
+            .package("kubelet", "kubelet-1");
+        format!("---\n{}", machine.yaml())
     }
 
     fn repo(a_group: &str) -> IdTree {

@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use endstate_api::Machine;
 use endstate_git::{Error, FailureKind, Oid};
 
 /// Runs `git` with a clean, fixed identity and configuration; panics with its stderr on failure.
@@ -114,9 +115,13 @@ impl Repo {
 
 /// A Machine document.
 pub fn machine(name: &str, ip: u32, kubelet: &str) -> String {
-    format!(
-        "---\napiVersion: fleet.endstate.dev/v1alpha1\nkind: Machine\nmetadata:\n  name: {name}\nspec:\n  cluster: c1\n  ip: 10.0.0.{ip}\n  hostname: {name}.example.internal\n  idc: hz-a\n  packages:\n    kubelet: {kubelet}\n"
-    )
+    let machine = Machine::test(name)
+        .in_cluster("c1")
+        .ip(format!("10.0.0.{ip}"))
+        .hostname(format!("{name}.example.internal"))
+        .idc("hz-a")
+        .package("kubelet", kubelet);
+    format!("---\n{}", machine.yaml())
 }
 
 /// Three commits: a1 upgraded, then a2, then b1.

@@ -3,8 +3,8 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use endstate_api::Machine;
 use endstate_api::k8s_openapi::api::core::v1::Namespace;
-use endstate_api::{Machine, MachineSpec};
 use endstate_core::{DirTree, FleetObject};
 use endstate_kube::{KubeLive, Settings, install_crds};
 use endstate_testenv::TestServer;
@@ -49,19 +49,15 @@ pub async fn live(server: &TestServer, namespace: &str) -> KubeLive {
 
 /// A Machine with one package.
 pub fn machine(name: &str, ip: &str, kubelet: &str) -> FleetObject {
-    FleetObject::Machine(std::sync::Arc::new(Machine::new(
-        name,
-        MachineSpec {
-            cluster: "batch".into(),
-            ip: ip.into(),
-            hostname: name.into(),
-            idc: "idc-a".into(),
-            packages: [("kubelet".to_owned(), kubelet.to_owned())].into(),
-            readiness_gates: Some(vec!["KubeletReady".into()]),
-            unschedulable: None,
-            os_generation: None,
-        },
-    )))
+    Machine::test(name)
+        .in_cluster("batch")
+        .ip(ip)
+        .hostname(name)
+        .idc("idc-a")
+        .package("kubelet", kubelet)
+        .readiness_gate("KubeletReady")
+        .build()
+        .into()
 }
 
 /// The reference repository's prod overlay, rendered: every fleet kind, with labels and

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use endstate_api::{Machine, MachineSpec};
+use endstate_api::Machine;
 use endstate_core::{FleetObject, ObjectRef};
 
 use super::protocol::{Effect, Start};
@@ -18,21 +18,15 @@ const NS: &str = "fleet";
 
 /// Machine `m-NNN` running `kubelet`.
 pub fn machine(i: usize, kubelet: &str) -> FleetObject {
-    let mut m = Machine::new(
-        &format!("m-{i:03}"),
-        MachineSpec {
-            cluster: "c".into(),
-            ip: format!("10.0.0.{i}"),
-            hostname: format!("m-{i}"),
-            idc: "idc-0".into(),
-            packages: [("kubelet".into(), kubelet.into())].into(),
-            readiness_gates: None,
-            unschedulable: None,
-            os_generation: None,
-        },
-    );
-    m.metadata.namespace = Some(NS.into());
-    m.into()
+    Machine::test(&format!("m-{i:03}"))
+        .in_cluster("c")
+        .ip(format!("10.0.0.{i}"))
+        .hostname(format!("m-{i}"))
+        .idc("idc-0")
+        .package("kubelet", kubelet)
+        .namespace(NS)
+        .build()
+        .into()
 }
 
 /// The identity of Machine `m-NNN`.

@@ -2,28 +2,22 @@
 
 use std::time::Duration;
 
-use endstate_api::{Machine, MachineSpec};
+use endstate_api::{Machine, MachinePackageVersion};
 
 use super::*;
 use crate::policy::{Amount, WaveSpec};
 
 fn machine(name: &str, idc: &str, kubelet: &str) -> FleetObject {
-    let mut m = Machine::new(
-        name,
-        MachineSpec {
-            cluster: "c".into(),
-            ip: "10.0.0.1".into(),
-            hostname: name.into(),
-            idc: idc.into(),
-            packages: [("kubelet".to_owned(), kubelet.to_owned())].into(),
-            readiness_gates: None,
-            unschedulable: None,
-            os_generation: None,
-        },
-    );
-    m.metadata.namespace = Some("ns".into());
-    m.metadata.labels = Some([(crate::live::OWNER_LABEL.to_owned(), "f".to_owned())].into());
-    m.into()
+    Machine::test(name)
+        .in_cluster("c")
+        .ip("10.0.0.1")
+        .hostname(name)
+        .idc(idc)
+        .package("kubelet", kubelet)
+        .namespace("ns")
+        .label(crate::live::OWNER_LABEL, "f")
+        .build()
+        .into()
 }
 
 fn fleet(n: usize, kubelet: &str) -> Vec<FleetObject> {
@@ -82,22 +76,14 @@ fn unnamed_waves_are_numbered_among_the_waves_that_run() {
 }
 
 fn package(name: &str, risk: Option<Risk>) -> FleetObject {
-    let mut p = endstate_api::MachinePackageVersion::new(
-        name,
-        endstate_api::MachinePackageVersionSpec {
-            package_name: "kubelet".into(),
-            version: name.into(),
-            install: endstate_api::package::InstallSource {
-                url: format!("https://example.internal/{name}.rpm"),
-                sha256: "0".repeat(64),
-            },
-            config: None,
-            config_maps: None,
-            risk,
-        },
-    );
-    p.metadata.namespace = Some("ns".into());
-    p.into()
+    MachinePackageVersion::test(name)
+        .package_name("kubelet")
+        .version(name)
+        .url(format!("https://example.internal/{name}.rpm"))
+        .risk(risk)
+        .namespace("ns")
+        .build()
+        .into()
 }
 
 /// A Machine moving to a `risk: high` package version is planned as a reinstall: its

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use endstate_api::{Machine, MachinePhase, MachineSpec, MachineStatus};
+use endstate_api::{Machine, MachinePhase, MachineStatus};
 use endstate_core::{FleetObject, ObjectRef};
 use endstate_rollout::engine::{Effect, Interest, RestoreClass, RestorePlan, Start};
 use endstate_rollout::gates::Sample;
@@ -23,25 +23,16 @@ pub const T0: Time = Time(1_767_225_600_000);
 
 /// A Machine named `m-NNN` in one of `idcs` idcs, running `kubelet`.
 pub fn machine(i: usize, idcs: usize, kubelet: &str) -> FleetObject {
-    let mut m = Machine::new(
-        &format!("m-{i:03}"),
-        MachineSpec {
-            cluster: "c".into(),
-            ip: format!("10.0.{}.{}", i / 250, i % 250),
-            hostname: format!("m-{i}"),
-            idc: format!("idc-{}", i % idcs.max(1)),
-            packages: [("kubelet".into(), kubelet.into())].into(),
-            readiness_gates: None,
-            unschedulable: None,
-            os_generation: None,
-        },
-    );
-    m.metadata.namespace = Some(NS.into());
-    m.metadata.labels = Some(BTreeMap::from([(
-        endstate_api::labels::OWNER_LABEL.to_owned(),
-        FLEET.to_owned(),
-    )]));
-    m.into()
+    Machine::test(&format!("m-{i:03}"))
+        .in_cluster("c")
+        .ip(format!("10.0.{}.{}", i / 250, i % 250))
+        .hostname(format!("m-{i}"))
+        .idc(format!("idc-{}", i % idcs.max(1)))
+        .package("kubelet", kubelet)
+        .namespace(NS)
+        .label(endstate_api::labels::OWNER_LABEL, FLEET)
+        .build()
+        .into()
 }
 
 /// One write the fleet saw.
