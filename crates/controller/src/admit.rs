@@ -11,10 +11,10 @@
 //! rolling it out would do. The loop stops at the first refusal (it never renders a commit
 //! that fails the first two); `plan` reports every one.
 
+use endstate_core::policy::Policy;
 use endstate_git::{Judged, Oid, Source};
 use endstate_rollout::Engine;
 use endstate_rollout::plan::Plan;
-use endstate_rollout::policy::Policy;
 
 use crate::refusal::Refusal;
 

@@ -1,8 +1,8 @@
 //! A rendered commit as the fleet applies it: its objects (namespaced and labelled by the
 //! render, shared with the render cache) and its policy.
 
+use endstate_core::policy::Policy;
 use endstate_core::{FleetObject, Kind, ObjectRef};
-use endstate_rollout::policy::Policy;
 
 /// A rendered commit, prepared for the live fleet.
 #[derive(Debug, Default)]

@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use endstate_core::policy::MetricGate;
 use endstate_rollout::gates::Sample;
-use endstate_rollout::policy::MetricGate;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;

@@ -2,11 +2,11 @@
 //! start the rollout — or say why not. Also the resume of a persisted rollout, which renders
 //! and plans its commit again.
 
+use endstate_core::policy::Policy;
 use endstate_core::{FleetObject, ObjectRef};
 use endstate_rollout::diff::Op;
 use endstate_rollout::engine::Start;
 use endstate_rollout::plan::{Inputs, Plan};
-use endstate_rollout::policy::Policy;
 use endstate_rollout::{Event, Live};
 
 use crate::clock::Clock;

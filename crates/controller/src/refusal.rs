@@ -114,7 +114,7 @@ impl fmt::Display for Refusal {
                  with `prune: {{maxDeleteRatio: 50%}}` or `prune: {{allowEmpty: true}}`",
                 subject(head),
                 scopes.join(", "),
-                endstate_rollout::policy::Prune::ALWAYS
+                endstate_core::policy::Prune::ALWAYS
             ),
             Refusal::ImmutablePackage { head, names } => write!(
                 f,

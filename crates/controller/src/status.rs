@@ -12,9 +12,9 @@ use endstate_api::fleet::{
     QuarantinedCommit, RolloutCursor, WaveProgress,
 };
 use endstate_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time as MetaTime;
+use endstate_core::policy::Policy;
 use endstate_rollout::engine::Phase;
 use endstate_rollout::persist::StateError;
-use endstate_rollout::policy::Policy;
 use endstate_rollout::text::{cut, cut_lines};
 use endstate_rollout::time::human;
 use endstate_rollout::{Engine, Time};
@@ -421,9 +421,9 @@ fn busy_reason(engine: &Engine) -> (&'static str, String) {
 mod tests {
     use std::time::Duration;
 
+    use endstate_core::policy::BudgetLimit;
     use endstate_rollout::BudgetClass;
     use endstate_rollout::persist::worst_state;
-    use endstate_rollout::policy::BudgetLimit;
 
     use super::*;
 

@@ -4,11 +4,11 @@
 use std::collections::{HashMap, HashSet};
 
 use endstate_api::package::Risk as PackageRisk;
+use endstate_core::policy::Policy;
 use endstate_core::{FleetObject, ObjectRef};
 use endstate_rollout::Time;
 use endstate_rollout::budget::Budgets;
 use endstate_rollout::plan::{Inputs, Plan};
-use endstate_rollout::policy::Policy;
 
 /// What the plan is made from.
 #[derive(Debug)]

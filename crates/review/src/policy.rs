@@ -1,7 +1,7 @@
 //! What the head's policy promises a reviewer, in words: the maintenance windows, the gates a
 //! change must pass, and when the breaker trips.
 
-use endstate_rollout::policy::Policy;
+use endstate_core::policy::Policy;
 
 use crate::report::PlanReport;
 

@@ -3,12 +3,12 @@
 //! Update them with `cargo insta review` (or `INSTA_UPDATE=always cargo test`) and read the
 //! diff before committing it.
 
+use endstate_api::labels::OWNER_LABEL;
+use endstate_core::policy::Policy;
 use endstate_core::{DirTree, FleetObject, Options, Owner};
 use endstate_review::{Against, Facts, PlanReport, Risk, Subject};
 use endstate_rollout::Time;
 use endstate_rollout::budget::Budgets;
-use endstate_rollout::live::OWNER_LABEL;
-use endstate_rollout::policy::Policy;
 
 /// The example's production overlay: its objects, and its policy taken out.
 fn example() -> (Vec<FleetObject>, Policy) {

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::Policy;
 use crate::time::Time;
+use endstate_core::policy::Policy;
 
 /// Buckets per window.
 pub const BUCKETS: u64 = 16;
@@ -171,7 +171,7 @@ impl Budgets {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::BudgetLimit;
+    use endstate_core::policy::BudgetLimit;
 
     fn policy(limit: u64, window: u64) -> Policy {
         Policy {

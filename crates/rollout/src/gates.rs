@@ -18,9 +18,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::MetricGate;
 use crate::text::cut;
 use crate::time::Time;
+use endstate_core::policy::MetricGate;
 
 /// The answers kept per gate: the newest.
 pub const KEPT_PER_GATE: usize = 3;

@@ -19,7 +19,6 @@ pub mod health;
 pub mod live;
 pub mod persist;
 pub mod plan;
-pub mod policy;
 pub mod positions;
 pub mod schedule;
 pub mod text;
@@ -28,7 +27,4 @@ pub mod time;
 pub use budget::BudgetClass;
 pub use engine::{Effect, Engine, Event, Report, WaitReason, WriteError};
 pub use live::{Applied, Changes, Live, LiveError};
-
-/// The engine's path before it became a folder of files, which the runtime still names.
-pub use engine as rollout;
 pub use time::Time;

@@ -10,10 +10,6 @@ use std::future::Future;
 use endstate_api::FleetStatus;
 use endstate_core::{FleetObject, ObjectRef};
 
-// Re-exported while the planner's tests and `endstate plan` still name it here; it is
-// `endstate_api::labels`'.
-pub use endstate_api::labels::OWNER_LABEL;
-
 /// Why a live operation failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LiveError {

@@ -35,10 +35,10 @@ use crate::engine::{
 };
 use crate::plan::MAX_ORPHANS;
 use crate::plan::StageSpec;
-use crate::policy::Policy;
 use crate::positions::Positions;
 use crate::text::cut;
 use crate::time::Time;
+use endstate_core::policy::Policy;
 
 /// The format written by this release.
 pub const VERSION: u32 = 2;
@@ -430,7 +430,7 @@ mod tests {
         assert!(engine.rollout().is_none());
         assert_eq!(engine.quarantine()[0].commit, "bad");
         let p = Policy {
-            budgets: vec![crate::policy::BudgetLimit {
+            budgets: vec![endstate_core::policy::BudgetLimit {
                 class: BudgetClass::MachineUpdate,
                 limit: 10,
                 window: std::time::Duration::from_secs(3600),

@@ -13,8 +13,8 @@ use std::time::Duration;
 use crate::budget::{BudgetClass, Budgets};
 use crate::engine::FLIGHT_BUCKETS;
 use crate::plan::{self, Plan, StageSpec};
-use crate::policy::Policy;
 use crate::time::{Time, next_window_open};
+use endstate_core::policy::Policy;
 
 /// The estimate of one wave.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -196,7 +196,7 @@ mod tests {
 
     use super::*;
     use crate::plan::Inputs;
-    use crate::policy::{Amount, BudgetLimit, Window};
+    use endstate_core::policy::{Amount, BudgetLimit, Window};
 
     const MINUTE: Duration = Duration::from_secs(60);
 
@@ -223,7 +223,7 @@ mod tests {
         p.machines.waves[0].size = Amount::Percent(10.0);
         p.machines.waves[0].bake = 10 * MINUTE;
         p.machines.waves.truncate(1);
-        p.machines.waves.push(crate::policy::WaveSpec {
+        p.machines.waves.push(endstate_core::policy::WaveSpec {
             name: Some("rest".into()),
             size: Amount::Percent(100.0),
             bake: Duration::ZERO,

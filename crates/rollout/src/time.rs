@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::Policy;
+use endstate_core::policy::Policy;
 
 /// A point in time: milliseconds since the Unix epoch. Virtual in the simulator and in tests,
 /// wall-clock time in the controller.
@@ -239,7 +239,7 @@ mod tests {
         }
     }
 
-    fn windows(windows: Vec<crate::policy::Window>) -> Policy {
+    fn windows(windows: Vec<endstate_core::policy::Window>) -> Policy {
         Policy {
             windows,
             ..Policy::default()
@@ -252,7 +252,7 @@ mod tests {
         let thursday = Time(1_767_225_600_000); // 2026-01-01T00:00:00Z
         let sunday_2300 = Time(thursday.millis() + (3 * 24 + 23) * 60 * MIN);
         assert_eq!(sunday_2300.weekday_and_minute(), (6, 23 * 60));
-        let monday_0200 = crate::policy::Window {
+        let monday_0200 = endstate_core::policy::Window {
             days: vec![0],
             start: 120,
             end: 180,
@@ -275,7 +275,7 @@ mod tests {
             Some(Time(sunday_2300.millis() + (3 + 7 * 24) * 60 * MIN))
         );
         // A window that crosses midnight from Sunday is open on Monday's first minutes.
-        let sunday_night = crate::policy::Window {
+        let sunday_night = endstate_core::policy::Window {
             days: vec![6],
             start: 23 * 60 + 30,
             end: 30,
@@ -289,7 +289,7 @@ mod tests {
 
     #[test]
     fn no_window_on_no_day_never_opens() {
-        let never = crate::policy::Window {
+        let never = endstate_core::policy::Window {
             days: vec![],
             start: 0,
             end: 60,

@@ -14,7 +14,7 @@ use endstate_controller::report::short;
 use endstate_controller::{Refusal, Reporter};
 use endstate_kube::FleetEvents;
 use endstate_rollout::Time;
-use endstate_rollout::rollout::Report;
+use endstate_rollout::engine::Report;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

@@ -13,9 +13,9 @@ use anyhow::Context;
 use clap::Parser;
 use endstate_api::labels::OWNER_LABEL;
 use endstate_bench::fleetgen;
+use endstate_core::policy::Policy;
 use endstate_core::{DirTree, FleetObject, Options, Owner, render};
 use endstate_rollout::plan::{Inputs, Plan};
-use endstate_rollout::policy::Policy;
 use endstate_sim::{SimConfig, SimFleet};
 
 /// Measure diff + plan and a no-op reconcile.

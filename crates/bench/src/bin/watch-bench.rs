@@ -182,7 +182,7 @@ async fn watch(kubeconfig: &str, namespace: &str, report: &str, n: usize) -> any
         base: None,
         live: &snapshot,
         fleet: FLEET,
-        policy: &endstate_rollout::policy::Policy::default(),
+        policy: &endstate_core::policy::Policy::default(),
         orphans: None,
     });
     anyhow::ensure!(

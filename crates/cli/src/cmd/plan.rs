@@ -14,13 +14,13 @@ use std::process::ExitCode;
 
 use anyhow::{Context, anyhow, bail};
 use endstate_api::Fleet;
+use endstate_api::labels::OWNER_LABEL;
 use endstate_controller::refusal::Refusal;
+use endstate_core::policy::Policy;
 use endstate_core::{DirTree, FleetObject, Options, Owner};
 use endstate_git::{History, Oid, RenderCache, SignaturePolicy, Source, SourceConfig, WorkTree};
 use endstate_review::{Against, Facts, Outcome, PlanReport, Problem, Risk, RiskKind, Subject};
 use endstate_rollout::budget::Budgets;
-use endstate_rollout::live::OWNER_LABEL;
-use endstate_rollout::policy::Policy;
 use endstate_rollout::{Engine, Time};
 
 use crate::cli::PlanArgs;

@@ -197,7 +197,7 @@ mod tests {
     use super::super::fixture::{T0, applied, id, policy, started};
     use super::super::protocol::Event;
     use super::*;
-    use crate::policy::{BudgetLimit, Window};
+    use endstate_core::policy::{BudgetLimit, Window};
 
     #[test]
     fn admits_up_to_max_unavailable_and_persists_before_the_writes() {

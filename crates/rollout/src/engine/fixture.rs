@@ -9,8 +9,8 @@ use endstate_core::{FleetObject, ObjectRef};
 use super::protocol::{Effect, Start};
 use super::state::Engine;
 use crate::plan::{Inputs, Plan};
-use crate::policy::{Amount, Policy, WaveSpec};
 use crate::time::Time;
+use endstate_core::policy::{Amount, Policy, WaveSpec};
 
 /// Thursday 2026-01-01T00:00:00Z.
 pub const T0: Time = Time(1_767_225_600_000);

@@ -278,7 +278,7 @@ mod tests {
     use super::super::protocol::{Event, Interest, Report};
     use super::*;
     use crate::live::LiveError;
-    use crate::policy::MetricGate;
+    use endstate_core::policy::MetricGate;
 
     #[test]
     fn a_write_then_a_healthy_look_settles_the_change_and_the_stage_bakes() {

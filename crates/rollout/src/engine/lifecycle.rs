@@ -8,9 +8,9 @@ use super::flights::Flights;
 use super::protocol::{Effect, Phase, Report, Start};
 use super::state::{Engine, Held, Rollout};
 use crate::plan::{Plan, Seq};
-use crate::policy::Policy;
 use crate::positions::Positions;
 use crate::time::Time;
+use endstate_core::policy::Policy;
 
 impl Engine {
     /// Starts rolling out a commit; the previous rollout must be over.

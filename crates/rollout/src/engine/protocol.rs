@@ -12,8 +12,8 @@ use crate::gates::{Kept, Sample};
 use crate::health::Health;
 use crate::live::LiveError;
 use crate::plan::{Plan, Seq};
-use crate::policy::{MetricGate, Policy};
 use crate::time::Time;
+use endstate_core::policy::{MetricGate, Policy};
 
 /// Where a rollout is.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

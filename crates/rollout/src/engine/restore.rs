@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::budget::{BudgetClass, Budgets};
 use crate::plan::{Plan, Universe};
-use crate::policy::Policy;
 use crate::time::Time;
+use endstate_core::policy::Policy;
 
 /// The most restores issued in one effect.
 pub const RESTORE_BATCH: usize = 2000;
@@ -313,7 +313,7 @@ mod tests {
 
     use super::super::fixture::{T0, id, machine, plan, policy};
     use super::*;
-    use crate::policy::BudgetLimit;
+    use endstate_core::policy::BudgetLimit;
 
     #[test]
     fn lanes_drain_newest_first_one_universe_a_batch_within_their_budget() {

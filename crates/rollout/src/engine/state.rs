@@ -14,9 +14,9 @@ use super::trip::{Quarantined, Threshold, Trip};
 use super::waiting::WaitReason;
 use crate::budget::Budgets;
 use crate::plan::{Plan, Seq, StageSpec};
-use crate::policy::Policy;
 use crate::positions::Positions;
 use crate::time::Time;
+use endstate_core::policy::Policy;
 
 /// The rollout engine: everything endstate must remember between steps, across rollouts and
 /// restarts.

@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::Thresholds;
+use endstate_core::policy::Thresholds;
 
 /// Quarantined commits kept: the newest.
 pub const KEPT_QUARANTINE: usize = 100;

@@ -10,8 +10,8 @@ use super::trip::{Quarantined, Trip};
 use super::waiting::WaitReason;
 use crate::budget::Budgets;
 use crate::plan::{Plan, Seq, StageSpec};
-use crate::policy::Policy;
 use crate::time::Time;
+use endstate_core::policy::Policy;
 
 /// A read-only view of the rollout, for status and progress.
 #[derive(Clone, Copy, Debug)]

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use endstate_core::{FleetObject, Kind, ObjectRef};
 
 use crate::diff::{self, Op};
-use crate::policy::Policy;
+use endstate_core::policy::Policy;
 
 /// The order deletes go in: Machines before the Clusters they run in, package versions last.
 pub(super) const DELETE_ORDER: [Kind; 4] = [

@@ -29,7 +29,7 @@ use endstate_core::{FleetObject, Kind, ObjectRef};
 
 use crate::budget::BudgetClass;
 use crate::diff::{self, Op};
-use crate::policy::Policy;
+use endstate_core::policy::Policy;
 
 mod deletes;
 mod domains;
@@ -72,7 +72,7 @@ pub struct Plan {
     /// `Failed`: per Cluster, how many.
     pub held: Vec<(ObjectRef, usize)>,
     /// Scopes the commit would delete more of than the policy's floor allows (see
-    /// [`Prune`](crate::policy::Prune)): the rollout is refused before anything is written.
+    /// [`Prune`](endstate_core::policy::Prune)): the rollout is refused before anything is written.
     pub mass_deletes: Vec<MassDelete>,
     /// When planned from a partial view of live (objects read one by one before the caches
     /// have listed the fleet): the only sequence, and the positions before which, its ops are

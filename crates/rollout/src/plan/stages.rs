@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::order::Seq;
-use crate::policy::Sequence as SequencePolicy;
+use endstate_core::policy::Sequence as SequencePolicy;
 
 /// One stage (a wave) of a rollout: a range of its sequence's order, fixed when the rollout
 /// starts. Persisted.

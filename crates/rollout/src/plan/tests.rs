@@ -5,7 +5,7 @@ use std::time::Duration;
 use endstate_api::{Machine, MachinePackageVersion};
 
 use super::*;
-use crate::policy::{Amount, WaveSpec};
+use endstate_core::policy::{Amount, WaveSpec};
 
 fn machine(name: &str, idc: &str, kubelet: &str) -> FleetObject {
     Machine::test(name)
@@ -15,7 +15,7 @@ fn machine(name: &str, idc: &str, kubelet: &str) -> FleetObject {
         .idc(idc)
         .package("kubelet", kubelet)
         .namespace("ns")
-        .label(crate::live::OWNER_LABEL, "f")
+        .label(endstate_api::labels::OWNER_LABEL, "f")
         .build()
         .into()
 }

@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
+use endstate_core::policy::{Amount, Policy, WaveSpec};
 use endstate_rollout::Engine;
 use endstate_rollout::engine::{KEPT_FAILED_POSITIONS, MAX_SPAN};
 use endstate_rollout::persist::{STATE_BOUND, worst_state};
-use endstate_rollout::policy::{Amount, Policy, WaveSpec};
 use proptest::prelude::*;
 
 use crate::world::World;

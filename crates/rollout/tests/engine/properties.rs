@@ -5,11 +5,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use endstate_core::policy::{Amount, BudgetLimit, Policy, Thresholds, WaveSpec};
 use endstate_rollout::Engine;
 use endstate_rollout::budget::BudgetClass;
 use endstate_rollout::engine::Phase;
 use endstate_rollout::plan::Seq;
-use endstate_rollout::policy::{Amount, BudgetLimit, Policy, Thresholds, WaveSpec};
 use proptest::prelude::*;
 
 use crate::world::{World, Write};

@@ -3,12 +3,12 @@
 use std::time::Duration;
 
 use endstate_core::ObjectRef;
+use endstate_core::policy::{Amount, BudgetLimit, MetricGate, Policy, WaveSpec, Window};
 use endstate_rollout::budget::BudgetClass;
 use endstate_rollout::engine::{Effect, Interest, Phase, Report, RestoreClass, RestorePlan};
 use endstate_rollout::gates::Sample;
 use endstate_rollout::health::Health;
 use endstate_rollout::plan::Universe;
-use endstate_rollout::policy::{Amount, BudgetLimit, MetricGate, Policy, WaveSpec, Window};
 use endstate_rollout::{Engine, Event, Time};
 
 use crate::world::{NS, T0, World};

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use endstate_api::{Machine, MachinePhase, MachineStatus};
+use endstate_core::policy::Policy;
 use endstate_core::{FleetObject, ObjectRef};
 use endstate_rollout::engine::{Effect, Interest, RestoreClass, RestorePlan, Start};
 use endstate_rollout::gates::Sample;
 use endstate_rollout::health::{self, Health};
 use endstate_rollout::plan::{Inputs, Plan, Universe};
-use endstate_rollout::policy::Policy;
 use endstate_rollout::{Engine, Event, Time};
 
 pub const NS: &str = "fleet";
