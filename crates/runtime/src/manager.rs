@@ -86,6 +86,17 @@ const RESTART_BACKOFF: Backoff = Backoff::new(Duration::from_secs(10), Duration:
 /// A loop that ran this long before it ended starts again from the first delay.
 const RESTART_HEALTHY: Duration = Duration::from_secs(600);
 
+/// The delay before a loop that ended after running `ran` starts again, counting it among
+/// the `restarts` in a row.
+fn restart_delay(restarts: &mut u32, ran: Duration) -> Duration {
+    if ran >= RESTART_HEALTHY {
+        *restarts = 0;
+    }
+    let delay = RESTART_BACKOFF.delay(*restarts);
+    *restarts = restarts.saturating_add(1);
+    delay
+}
+
 /// One Fleet.
 struct Slot {
     live: Arc<KubeLive>,
@@ -378,11 +389,7 @@ fn sync(
             }
             Some(running) if running.handle.is_finished() => {
                 if slot.retry_at.is_none() {
-                    if running.started.elapsed() >= RESTART_HEALTHY {
-                        slot.restarts = 0;
-                    }
-                    let delay = RESTART_BACKOFF.delay(slot.restarts);
-                    slot.restarts = slot.restarts.saturating_add(1);
+                    let delay = restart_delay(&mut slot.restarts, running.started.elapsed());
                     tracing::info!(namespace = %key.0, fleet = %key.1, ?delay, "the Fleet's loop ended; it starts again after a delay");
                     slot.retry_at = Some(tokio::time::Instant::now() + delay);
                 }
@@ -516,5 +523,25 @@ async fn run_fleet(
                 tracing::error!(namespace = ns, fleet = n, error = %err, "the Fleet's loop failed; trying again in 10s")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_loop_that_keeps_ending_waits_longer_and_a_healthy_run_starts_again_from_ten_seconds() {
+        let mut restarts = 0;
+        let early = Duration::from_secs(5);
+        let delays: Vec<u64> = (0..7)
+            .map(|_| restart_delay(&mut restarts, early).as_secs())
+            .collect();
+        assert_eq!(delays, [10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(
+            restart_delay(&mut restarts, RESTART_HEALTHY),
+            Duration::from_secs(10)
+        );
+        assert_eq!(restart_delay(&mut restarts, early), Duration::from_secs(20));
     }
 }
