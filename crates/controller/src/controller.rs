@@ -53,6 +53,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// The Fleet: whose objects are its own, and whose are not.
+    pub fn id(&self) -> endstate_core::ownership::FleetId {
+        endstate_core::ownership::FleetId::new(&self.namespace, &self.fleet)
+    }
+
     /// Defaults for `fleet` in `namespace`.
     pub fn new(fleet: impl Into<String>, namespace: impl Into<String>) -> Self {
         Config {
@@ -152,6 +157,8 @@ pub struct Controller<L: Live, C: Clock> {
     pub(crate) first_live: Option<Desired>,
     /// The Machines last reported held back by a failed Cluster (reported again on change).
     pub(crate) held: Vec<(endstate_core::ObjectRef, usize)>,
+    /// The objects of the head last reported as another Fleet's (reported again on change).
+    pub(crate) foreign: Vec<endstate_rollout::plan::Foreign>,
     /// The status last saved, serialised, to skip saves that would change nothing.
     pub(crate) saved: Option<String>,
     pub(crate) saved_at: Time,
@@ -219,6 +226,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
             before: None,
             first_live: None,
             held: Vec::new(),
+            foreign: Vec::new(),
             saved: None,
             saved_at: Time::ZERO,
             unsaved: false,

@@ -18,8 +18,7 @@ pub struct Desired {
 impl Desired {
     /// The object with this identity.
     pub fn get(&self, id: &ObjectRef) -> Option<&FleetObject> {
-        let kind = Kind::parse(&id.kind)?;
-        let key = (kind, id.namespace.as_str(), id.name.as_str());
+        let key = (id.kind, id.namespace.as_str(), id.name.as_str());
         self.objects
             .binary_search_by(|o| o.key().cmp(&key))
             .ok()

@@ -8,6 +8,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use endstate_core::ownership::owned_by;
 use endstate_core::{FleetObject, ObjectRef};
 use endstate_rollout::engine::{Effect, Interest, Report, RestoreClass, RestorePlan, WriteError};
 use endstate_rollout::health::{self, Health};
@@ -237,9 +238,10 @@ impl<L: Live, C: Clock> Controller<L, C> {
             }
             Report::Completed { held, .. } => {
                 self.tally.completed += 1;
-                let result = if *held == 0 { "Succeeded" } else { "Held" };
+                let done = *held == 0 && self.foreign.is_empty();
+                let result = if done { "Succeeded" } else { "Held" };
                 self.record.finished(commit, result, changed, now);
-                self.mark(commit, *held == 0);
+                self.mark(commit, done);
                 self.first_live = None;
             }
             Report::Superseded(_) => {
@@ -309,11 +311,12 @@ impl<L: Live, C: Clock> Controller<L, C> {
         ids: &[ObjectRef],
     ) -> Result<Vec<(ObjectRef, Result<i64, WriteError>)>, Error> {
         let fresh = self.live.get_fresh(ids).await?;
+        let fleet = self.config.id();
         let mut kept = Vec::new();
         let mut doomed = Vec::new();
         for (id, object) in ids.iter().zip(fresh) {
             match object {
-                Some(o) if !diff::owned_by(&o, &self.config.fleet) || diff::prune_disabled(&o) => {
+                Some(o) if !owned_by(&o, &fleet) || diff::prune_disabled(&o) => {
                     kept.push(id.clone());
                 }
                 _ => doomed.push(id.clone()),

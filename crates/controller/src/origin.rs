@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use endstate_api::labels::OWNER_LABEL;
+use endstate_core::ownership::FleetId;
 use endstate_core::{DirTree, Options, Owner, Rendered};
 use endstate_git::{Oid, RenderCache, Source};
 use sha2::{Digest, Sha256};
@@ -112,7 +112,7 @@ impl Origin {
     pub fn own(&mut self, namespace: &str, fleet: &str) {
         let options = Options::owned_by(Owner {
             namespace: namespace.to_owned(),
-            labels: vec![(OWNER_LABEL.to_owned(), fleet.to_owned())],
+            labels: FleetId::new(namespace, fleet).labels(namespace),
         });
         match self {
             Origin::Git(source) => source.set_render_options(options),

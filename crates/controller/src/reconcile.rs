@@ -77,7 +77,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
         }
         let desired = self.render(&resumable.commit).map_err(Error::Rerender)?;
         let base = self.resumed_base(&resumable)?;
-        let fleet = self.config.fleet.clone();
+        let fleet = self.config.id();
         let inputs = |live| Inputs {
             desired: &desired.objects,
             base: base.as_ref().map(|b| b.objects.as_slice()),
@@ -121,6 +121,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
         let policy = desired.policy.clone();
         drop(base);
         self.desired = Some(desired);
+        self.note_foreign(&plan);
         let now = self.clock.now();
         let effects = self.engine.resume(plan, policy, now);
         self.perform(effects).await
@@ -147,12 +148,13 @@ impl<L: Live, C: Clock> Controller<L, C> {
             desired: &desired.objects,
             base: base.as_ref().map(|b| b.objects.as_slice()),
             live: &live,
-            fleet: &self.config.fleet,
+            fleet: &self.config.id(),
             policy: &desired.policy,
             orphans: Some(&resumable.orphans),
         });
         drop(live);
         self.desired = Some(desired);
+        self.note_foreign(&plan);
         self.say("the caches hold the fleet: planning the rest of the rollout");
         let now = self.clock.now();
         let effects = self.engine.replan(plan, now);
@@ -225,11 +227,12 @@ impl<L: Live, C: Clock> Controller<L, C> {
             None => None,
         };
         let base_commit = base.as_ref().and(base_commit);
+        let fleet = self.config.id();
         let plan = Plan::new(Inputs {
             desired: &desired.objects,
             base: base.as_ref().map(|b| b.objects.as_slice()),
             live: &live,
-            fleet: &self.config.fleet,
+            fleet: &fleet,
             policy: &desired.policy,
             orphans: None,
         });
@@ -254,13 +257,23 @@ impl<L: Live, C: Clock> Controller<L, C> {
         }
         self.held = plan.held.clone();
         self.record.held_back = plan.held.iter().map(|(_, n)| n).sum();
+        if plan.foreign != self.foreign
+            && let Some(text) = foreign_text(&plan.foreign)
+        {
+            tracing::warn!("{text}");
+            let now = self.clock.now();
+            self.reporter.foreign(now, &head, &text);
+        }
+        self.note_foreign(&plan);
         if plan.is_empty() {
             self.tally.noops += 1;
             if new_head || self.record.last_applied.as_deref() != Some(head.as_str()) {
                 self.say(&format!("{} is in sync: nothing to write", short(&head)));
             }
-            // Held-back Machines are not at the head: it is not a good commit.
-            let good = self.engine.breaker().is_none() && plan.held.is_empty();
+            // Held-back Machines, and another Fleet's objects, are not at the head: it is
+            // not a good commit.
+            let good =
+                self.engine.breaker().is_none() && plan.held.is_empty() && plan.foreign.is_empty();
             self.mark(&head, good);
             return self.save().await.map(|()| None);
         }
@@ -377,9 +390,30 @@ impl<L: Live, C: Clock> Controller<L, C> {
     /// The identity of `id` in the fleet's namespace.
     pub(crate) fn in_namespace(&self, id: &ObjectRef) -> ObjectRef {
         if id.namespace.is_empty() {
-            ObjectRef::new(&id.kind, &self.config.namespace, &id.name)
+            ObjectRef::new(id.kind, &self.config.namespace, &id.name)
         } else {
             id.clone()
         }
     }
+}
+
+impl<L: Live, C: Clock> Controller<L, C> {
+    /// Remembers what `plan` leaves to other Fleets: the rollout that follows it is not good.
+    fn note_foreign(&mut self, plan: &Plan) {
+        self.record.foreign = foreign_text(&plan.foreign);
+        self.foreign = plan.foreign.clone();
+    }
+}
+
+/// What a plan did not write because other Fleets own it, in words (`None` when nothing).
+fn foreign_text(foreign: &[endstate_rollout::plan::Foreign]) -> Option<String> {
+    if foreign.is_empty() {
+        return None;
+    }
+    let each: Vec<String> = foreign.iter().map(ToString::to_string).collect();
+    Some(format!(
+        "not written, another Fleet owns them: {}; the other Fleet keeps them until one is \
+         handed over (annotate it fleet.endstate.dev/transfer-to=NAMESPACE/NAME)",
+        each.join("; ")
+    ))
 }

@@ -29,6 +29,10 @@ pub trait Reporter: Send {
     fn request(&mut self, _reason: &str, _ok: bool, _text: &str) {}
     /// The head was refused.
     fn refused(&mut self, _now: Time, _refusal: &crate::Refusal) {}
+    /// Objects of the head another Fleet owns are not written (said when that changes).
+    fn foreign(&mut self, now: Time, commit: &str, text: &str) {
+        self.line(now, Some(commit), text);
+    }
     /// A revert was handled after a trip: `pushed` when a revert commit is on the branch.
     fn reverted(&mut self, _now: Time, _commit: &str, _pushed: bool, _outcome: &str) {}
     /// A fetch ended, `ok` or not, after `took`.

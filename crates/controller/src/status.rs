@@ -43,6 +43,8 @@ pub struct Record {
     pub handled: Handled,
     /// Machines the last plan held back because their Cluster reports Failed.
     pub held_back: usize,
+    /// What the last plan did not write because another Fleet owns it, in words.
+    pub foreign: Option<String>,
 }
 
 /// The tokens of the last requests acted on (see `endstate_api::fleet::requests`).
@@ -206,6 +208,7 @@ pub fn from_status(status: &FleetStatus) -> Result<(Engine, Record), StateError>
         },
         // The next reconcile plans again and counts them.
         held_back: 0,
+        foreign: None,
     };
     Ok((engine, record))
 }
@@ -366,6 +369,11 @@ fn idle_readiness(record: &Record) -> (bool, &'static str, String) {
             false,
             "Progressing",
             "not reconciled yet: the branch is fetched and rolled out first".to_owned(),
+        ),
+        (Some(_), _) if record.foreign.is_some() => (
+            false,
+            "OwnedByAnotherFleet",
+            record.foreign.clone().unwrap_or_default(),
         ),
         (Some(applied), Some(good)) if applied == good => {
             (true, "InSync", format!("fleet at {applied}"))
@@ -560,6 +568,13 @@ mod tests {
             ready_and_reconciling(&record),
             [pair("True", "InSync"), pair("False", "Idle")]
         );
+        record.foreign = Some("2 objects owned by Fleet prod/f".into());
+        assert_eq!(
+            ready_and_reconciling(&record),
+            [pair("False", "OwnedByAnotherFleet"), pair("False", "Idle")],
+            "objects another Fleet owns are not at the commit, even one recorded good"
+        );
+        record.foreign = None;
         record.suspended = true;
         assert_eq!(
             ready_and_reconciling(&record),

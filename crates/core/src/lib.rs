@@ -10,6 +10,7 @@ pub mod fuzzing;
 pub mod hash;
 pub mod invalid;
 pub mod object;
+pub mod ownership;
 pub mod policy;
 pub mod render;
 pub mod syntax;

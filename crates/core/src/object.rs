@@ -70,13 +70,13 @@ impl AsRef<str> for Kind {
     }
 }
 
-/// The identity of an object: kind, namespace (empty when unset) and name.
+/// The identity of a fleet object: kind, namespace (empty when unset) and name.
 ///
-/// The kind is kept as text: diagnostics name objects of kinds a repository must not hold.
+/// It serialises with the kind as its name (`"kind": "Machine"`), as persisted state has it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ObjectRef {
-    /// The kind, e.g. `Machine`.
-    pub kind: String,
+    /// The kind.
+    pub kind: Kind,
     /// The namespace; empty when the repository leaves it to the `Fleet`'s namespace.
     pub namespace: String,
     /// The name.
@@ -85,32 +85,27 @@ pub struct ObjectRef {
 
 impl ObjectRef {
     /// An identity.
-    pub fn new(kind: impl AsRef<str>, namespace: &str, name: &str) -> Self {
+    pub fn new(kind: Kind, namespace: &str, name: &str) -> Self {
         ObjectRef {
-            kind: kind.as_ref().to_owned(),
+            kind,
             namespace: namespace.to_owned(),
             name: name.to_owned(),
         }
     }
 
-    /// Reads the identity of an untyped object, as far as it has one.
-    pub fn of_value(value: &Value) -> Self {
+    /// Reads the namespace and name of an untyped object of `kind`.
+    pub fn of_value(kind: Kind, value: &Value) -> Self {
         let meta = &value["metadata"];
-        ObjectRef {
-            kind: value["kind"].as_str().unwrap_or_default().to_owned(),
-            namespace: meta["namespace"].as_str().unwrap_or_default().to_owned(),
-            name: meta["name"].as_str().unwrap_or_default().to_owned(),
-        }
-    }
-
-    /// The fleet kind, when the identity names one.
-    pub fn fleet_kind(&self) -> Option<Kind> {
-        Kind::parse(&self.kind)
+        ObjectRef::new(
+            kind,
+            meta["namespace"].as_str().unwrap_or_default(),
+            meta["name"].as_str().unwrap_or_default(),
+        )
     }
 
     /// Whether the identity is of `kind`.
     pub fn is(&self, kind: Kind) -> bool {
-        self.kind == kind.as_str()
+        self.kind == kind
     }
 }
 

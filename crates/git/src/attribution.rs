@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 
-use endstate_core::{Kind, ObjectRef, Options, RenderCache, Rendered};
+use endstate_core::{ObjectRef, Options, RenderCache, Rendered};
 use git2::{Oid, Repository, Sort};
 
 use crate::error::{Error, Result, git};
@@ -100,11 +100,7 @@ pub fn attribute(
 
 /// The rendered object with identity `id` (objects are sorted by identity).
 fn find<'a>(rendered: &'a Rendered, id: &ObjectRef) -> Option<&'a endstate_core::FleetObject> {
-    let key = (
-        Kind::parse(&id.kind)?,
-        id.namespace.as_str(),
-        id.name.as_str(),
-    );
+    let key = (id.kind, id.namespace.as_str(), id.name.as_str());
     rendered
         .objects
         .binary_search_by(|o| {

@@ -12,10 +12,17 @@
 //!   drift on a field endstate declares, and the apply is retried with `force`, which takes
 //!   the fields back;
 //! - held through another **apply** (another declarative owner): two owners disagree, and
-//!   the conflict is reported, naming the fields and the managers, without forcing.
+//!   the conflict is reported, naming the fields and the managers, without forcing — unless
+//!   that owner is another Fleet and the object is handed over to this one
+//!   (`fleet.endstate.dev/transfer-to`).
+//!
+//! Each Fleet applies under its own field manager (`endstate/<namespace>/<name>`). Objects
+//! written under the one manager every Fleet shared before (`endstate`) are moved to the
+//! Fleet's own on their next write: the old manager's entry is merged into the Fleet's, so
+//! that a field the old writes set and the commit no longer sets is still removed.
 
 use endstate_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
-use endstate_api::labels::OWNER_LABEL;
+use endstate_api::labels::{FIELD_MANAGER, OWNER_LABEL};
 use endstate_core::{FleetObject, ObjectRef};
 use endstate_rollout::LiveError;
 use kube::core::Status;
@@ -136,6 +143,71 @@ pub(crate) fn applied_by_others(
         .collect()
 }
 
+/// Whether every contested field is held by the field manager all Fleets shared before each
+/// had its own: the object is to be moved to this Fleet's manager, not forced.
+pub(crate) fn only_legacy(disagreements: &[Contested]) -> bool {
+    !disagreements.is_empty() && disagreements.iter().all(|c| c.manager == FIELD_MANAGER)
+}
+
+/// Whether every contested field is held by another Fleet.
+pub(crate) fn only_fleets(disagreements: &[Contested]) -> bool {
+    !disagreements.is_empty()
+        && disagreements
+            .iter()
+            .all(|c| c.manager.starts_with(&format!("{FIELD_MANAGER}/")))
+}
+
+/// The managed fields with the shared manager's applies merged into `ours`, if there are any.
+pub(crate) fn absorb_legacy(
+    managed: &[ManagedFieldsEntry],
+    ours: &str,
+) -> Option<Vec<ManagedFieldsEntry>> {
+    let is_legacy = |e: &ManagedFieldsEntry| {
+        e.manager.as_deref() == Some(FIELD_MANAGER) && e.operation.as_deref() == Some("Apply")
+    };
+    if !managed.iter().any(is_legacy) {
+        return None;
+    }
+    let mut kept: Vec<ManagedFieldsEntry> =
+        managed.iter().filter(|e| !is_legacy(e)).cloned().collect();
+    for legacy in managed.iter().filter(|e| is_legacy(e)) {
+        let same = |e: &&mut ManagedFieldsEntry| {
+            e.manager.as_deref() == Some(ours)
+                && e.operation.as_deref() == Some("Apply")
+                && e.api_version == legacy.api_version
+                && e.subresource == legacy.subresource
+        };
+        match kept.iter_mut().find(same) {
+            Some(entry) => {
+                if let (Some(into), Some(from)) = (&mut entry.fields_v1, &legacy.fields_v1) {
+                    union(&mut into.0, &from.0);
+                }
+            }
+            None => {
+                let mut renamed = legacy.clone();
+                renamed.manager = Some(ours.to_owned());
+                kept.push(renamed);
+            }
+        }
+    }
+    Some(kept)
+}
+
+/// Adds every field of the `fieldsV1` set `from` to `into`.
+fn union(into: &mut Value, from: &Value) {
+    let (Value::Object(into), Value::Object(from)) = (into, from) else {
+        return;
+    };
+    for (key, value) in from {
+        match into.get_mut(key) {
+            Some(have) => union(have, value),
+            None => {
+                into.insert(key.clone(), value.clone());
+            }
+        }
+    }
+}
+
 /// Whether a `fieldsV1` set holds the field at a dotted path. A path it cannot follow (list
 /// items by key) counts as held: unsure means not forcing.
 fn holds(fields: &Value, path: &str) -> bool {
@@ -168,7 +240,7 @@ pub(crate) fn conflict_message(disagreements: &[Contested]) -> String {
 /// The identity in this namespace: empty means the fleet's namespace, another one is refused.
 pub(crate) fn in_namespace(id: &ObjectRef, namespace: &str) -> Result<ObjectRef, LiveError> {
     if id.namespace.is_empty() || id.namespace == namespace {
-        Ok(ObjectRef::new(&id.kind, namespace, &id.name))
+        Ok(ObjectRef::new(id.kind, namespace, &id.name))
     } else {
         Err(LiveError::Fatal(format!(
             "{id} is in namespace {:?}, and this fleet works only in {namespace:?}",
@@ -235,6 +307,35 @@ mod tests {
             err.contains("Machine/elsewhere/m-1") && err.contains("fleet-a"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_shared_managers_applies_move_to_the_fleets_own() {
+        let ours = "endstate/ns/f";
+        let edit = entry("kubectl-edit", "Update", json!({"f:spec": {"f:ip": {}}}));
+        let old = entry(
+            FIELD_MANAGER,
+            "Apply",
+            json!({"f:spec": {"f:packages": {"f:a": {}, "f:b": {}}}}),
+        );
+        // Never written by the Fleet's own manager: the entry is renamed.
+        let moved = absorb_legacy(&[edit.clone(), old.clone()], ours).unwrap();
+        assert_eq!(moved[0], edit);
+        assert_eq!(moved[1].manager.as_deref(), Some(ours));
+        assert_eq!(moved[1].fields_v1, old.fields_v1);
+        // Written by both: the fields are merged into the Fleet's entry.
+        let own = entry(
+            ours,
+            "Apply",
+            json!({"f:spec": {"f:packages": {"f:a": {}, "f:c": {}}}}),
+        );
+        let merged = absorb_legacy(&[old, own, edit.clone()], ours).unwrap();
+        assert_eq!(merged.len(), 2);
+        assert_eq!(
+            merged[0].fields_v1.as_ref().unwrap().0,
+            json!({"f:spec": {"f:packages": {"f:a": {}, "f:b": {}, "f:c": {}}}})
+        );
+        assert_eq!(absorb_legacy(&[edit], ours), None);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use endstate_api::{Cluster, ClusterPackageVersion, Machine, MachinePackageVersion, RolloutPolicy};
-use endstate_core::{FleetObject, ObjectRef as Id};
+use endstate_core::{FleetObject, Kind, ObjectRef as Id};
 use endstate_rollout::Changes;
 use futures::StreamExt as _;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -138,13 +138,13 @@ impl<K: FleetKind> Cache<K> {
                     feed.push(id(&object));
                 }
                 Ok(watcher::Event::Init) if synced.load(Ordering::Relaxed) => {
-                    tracing::info!(kind = K::KIND, "watch expired; listing again");
+                    tracing::info!(kind = %K::KIND, "watch expired; listing again");
                     feed.relisted();
                 }
                 Ok(watcher::Event::InitDone) => synced.store(true, Ordering::Relaxed),
                 Ok(_) => {}
                 Err(err) => {
-                    tracing::warn!(kind = K::KIND, error = %err, "watch failed; retrying");
+                    tracing::warn!(kind = %K::KIND, error = %err, "watch failed; retrying");
                     *errors.lock().unwrap_or_else(|p| p.into_inner()) = Some(err.to_string());
                 }
             }
@@ -261,17 +261,15 @@ impl Caches {
         out
     }
 
-    /// The cached object of this kind and name, if any (`None` too for a kind that is not a
-    /// fleet kind).
-    pub(crate) fn get(&self, kind: &str, name: &str) -> Option<FleetObject> {
+    /// The cached object of this kind and name, if any.
+    pub(crate) fn get(&self, kind: Kind, name: &str) -> Option<FleetObject> {
         let ns = &self.namespace;
         match kind {
-            MachinePackageVersion::KIND => self.package_versions.fleet_object(ns, name),
-            ClusterPackageVersion::KIND => self.cluster_package_versions.fleet_object(ns, name),
-            Cluster::KIND => self.clusters.fleet_object(ns, name),
-            Machine::KIND => self.machines.fleet_object(ns, name),
-            RolloutPolicy::KIND => self.policies.fleet_object(ns, name),
-            _ => None,
+            Kind::MachinePackageVersion => self.package_versions.fleet_object(ns, name),
+            Kind::ClusterPackageVersion => self.cluster_package_versions.fleet_object(ns, name),
+            Kind::Cluster => self.clusters.fleet_object(ns, name),
+            Kind::Machine => self.machines.fleet_object(ns, name),
+            Kind::RolloutPolicy => self.policies.fleet_object(ns, name),
         }
     }
 

@@ -30,7 +30,7 @@ pub enum Error {
     #[error("the {kind} cache did not sync within {timeout:?}{}", last_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default())]
     CacheSync {
         /// The kind the cache holds.
-        kind: &'static str,
+        kind: endstate_core::Kind,
         /// How long it waited.
         timeout: Duration,
         /// The watch's most recent error, when there was one.

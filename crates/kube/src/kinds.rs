@@ -6,7 +6,7 @@ use std::fmt::Debug;
 use endstate_api::{Cluster, ClusterPackageVersion, Machine, MachinePackageVersion, RolloutPolicy};
 use std::sync::Arc;
 
-use endstate_core::FleetObject;
+use endstate_core::{FleetObject, Kind};
 use kube::Resource;
 use kube::core::NamespaceResourceScope;
 use serde::Serialize;
@@ -23,8 +23,8 @@ pub(crate) trait FleetKind:
     + Sync
     + 'static
 {
-    /// The kind's name.
-    const KIND: &'static str;
+    /// The kind.
+    const KIND: Kind;
     /// Wraps an object of this kind.
     fn into_fleet(self) -> FleetObject;
     /// Wraps a shared object of this kind, without copying it.
@@ -34,7 +34,7 @@ pub(crate) trait FleetKind:
 macro_rules! fleet_kind {
     ($($kind:ident),*) => {$(
         impl FleetKind for $kind {
-            const KIND: &'static str = stringify!($kind);
+            const KIND: Kind = Kind::$kind;
             fn into_fleet(self) -> FleetObject {
                 FleetObject::$kind(Arc::new(self))
             }
@@ -53,22 +53,20 @@ fleet_kind!(
     RolloutPolicy
 );
 
-/// Runs `$body` with `$kind` bound to the typed resource of the [`Kind`] `$name`, or
-/// evaluates `$otherwise` when it is `None`.
+/// Runs `$body` with `$kind` bound to the typed resource of the [`Kind`] `$name`.
 macro_rules! with_kind {
-    ($name:expr, |$kind:ident| $body:expr, $otherwise:expr) => {
+    ($name:expr, |$kind:ident| $body:expr) => {
         $crate::kinds::with_kind!(
-            @arms $name, $kind, $body, $otherwise,
+            @arms $name, $kind, $body,
             MachinePackageVersion, ClusterPackageVersion, Cluster, Machine, RolloutPolicy
         )
     };
-    (@arms $name:expr, $kind:ident, $body:expr, $otherwise:expr, $($each:ident),*) => {
+    (@arms $name:expr, $kind:ident, $body:expr, $($each:ident),*) => {
         match $name {
-            $(Some(endstate_core::Kind::$each) => {
+            $(endstate_core::Kind::$each => {
                 type $kind = endstate_api::$each;
                 $body
             })*
-            None => $otherwise,
         }
     };
 }

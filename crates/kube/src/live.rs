@@ -17,9 +17,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use endstate_api::labels::FIELD_MANAGER;
 use endstate_api::{Fleet, FleetStatus};
 use endstate_core::backoff::Backoff;
+use endstate_core::ownership::{FleetId, handed_to};
 use endstate_core::{FleetObject, ObjectRef};
 use endstate_rollout::{Applied, Changes, Live, LiveError};
 use futures::StreamExt as _;
@@ -28,12 +28,12 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::apply::{self, Contested};
+use crate::apply;
 use crate::cache::Caches;
 use crate::error::{Error, Result};
 use crate::kinds::{FleetKind, with_kind};
 use crate::limiter::{Limits, RateLimitLayer, RateLimiter};
-use crate::retry::{WRITE_BACKOFF, classify};
+use crate::retry::{FleetName, Subject, WRITE_BACKOFF, classify};
 use crate::status::merge_patch;
 
 /// How long a write's response stands in for the cache at most; after that the cache, which
@@ -123,6 +123,9 @@ pub struct KubeLive {
     settings: Settings,
     caches: Caches,
     own_writes: Mutex<HashMap<ObjectRef, OwnWrite>>,
+    /// The Fleet, and the field manager of its writes.
+    fleet: FleetId,
+    field_manager: String,
     /// The `Fleet`'s status as last read or written, with its `resourceVersion`.
     status: tokio::sync::Mutex<Option<(String, Value)>>,
     counters: Counters,
@@ -194,9 +197,12 @@ impl KubeLive {
             return Err(Error::Settings("retry attempts must be at least 1".into()));
         }
         let caches = Caches::start(&client, &settings.namespace);
+        let fleet = FleetId::new(&settings.namespace, &settings.fleet);
         Ok(KubeLive {
             client,
             limiter,
+            field_manager: fleet.field_manager(),
+            fleet,
             settings,
             caches,
             own_writes: Mutex::default(),
@@ -255,7 +261,7 @@ impl KubeLive {
 
     /// The object as the engine should see it: the cache, or this backend's own newer write.
     fn read(&self, id: &ObjectRef) -> Option<FleetObject> {
-        let cached = self.caches.get(&id.kind, &id.name);
+        let cached = self.caches.get(id.kind, &id.name);
         let mut own = self.own_writes.lock().unwrap_or_else(|p| p.into_inner());
         let Some(write) = own.get(id) else {
             return cached;
@@ -285,7 +291,7 @@ impl KubeLive {
             (Some(version), _) => version,
             (None, Some(_)) => return,
             (None, None) => {
-                let cached = self.caches.get(&id.kind, &id.name);
+                let cached = self.caches.get(id.kind, &id.name);
                 let known = own.get(&id).map(|write| write.resource_version);
                 known
                     .max(cached.as_ref().and_then(resource_version))
@@ -305,13 +311,7 @@ impl KubeLive {
     async fn apply_one(&self, object: &FleetObject) -> Result<Applied, LiveError> {
         let body = apply::apply_body(object, &self.settings.namespace, &self.settings.fleet)?;
         let id = ObjectRef::new(object.kind(), &self.settings.namespace, object.key().2);
-        with_kind!(
-            Some(object.kind()),
-            |K| self.apply_typed::<K>(&id, &body).await,
-            Err(LiveError::Fatal(format!(
-                "cannot apply {id}: not a fleet kind"
-            )))
-        )
+        with_kind!(object.kind(), |K| self.apply_typed::<K>(&id, &body).await)
     }
 
     async fn apply_typed<K: FleetKind>(
@@ -322,12 +322,18 @@ impl KubeLive {
         let api: Api<K> = Api::namespaced(self.client.clone(), &self.settings.namespace);
         let mut force = false;
         let mut attempt = 0;
+        let mut moved = false;
         loop {
-            let mut params = PatchParams::apply(FIELD_MANAGER);
+            let mut params = PatchParams::apply(&self.field_manager);
             params.force = force;
             let err = match api.patch(&id.name, &params, &Patch::Apply(body)).await {
                 Ok(mut written) => {
                     self.counters.applied.fetch_add(1, Ordering::Relaxed);
+                    if !moved {
+                        // Still shared with the manager of older writes: move it now, so
+                        // that the next apply removes what the commit stopped setting.
+                        self.move_to_own_manager(&api, id, &written).await;
+                    }
                     crate::cache::trim(written.meta_mut());
                     let generation = written.meta().generation.unwrap_or_default();
                     let object = written.into_fleet();
@@ -337,9 +343,26 @@ impl KubeLive {
                 }
                 Err(kube::Error::Api(status)) if status.code == 409 && !force => {
                     let contested = apply::contested(&status);
-                    let disagreements = self.applied_by_others(&api, id, &contested).await?;
+                    let live = self.read_managers(&api, id).await?;
+                    let managed = live.meta().managed_fields.as_deref().unwrap_or_default();
+                    let disagreements = apply::applied_by_others(managed, &contested);
                     if !contested.is_empty() && disagreements.is_empty() {
                         tracing::info!(object = %id, fields = ?contested, "taking back fields changed by an edit");
+                        self.counters.forced.fetch_add(1, Ordering::Relaxed);
+                        force = true;
+                        continue;
+                    }
+                    if apply::only_legacy(&disagreements) && !moved {
+                        // Its own earlier writes, under the manager all Fleets shared.
+                        moved = true;
+                        if self.move_to_own_manager(&api, id, &live).await {
+                            continue;
+                        }
+                    }
+                    if apply::only_fleets(&disagreements)
+                        && handed_to(&live.clone().into_fleet(), &self.fleet)
+                    {
+                        tracing::info!(object = %id, fields = ?disagreements, "taking over an object handed over by another Fleet");
                         self.counters.forced.fetch_add(1, Ordering::Relaxed);
                         force = true;
                         continue;
@@ -361,25 +384,53 @@ impl KubeLive {
         }
     }
 
-    /// Reads the object's field managers fresh (the cache drops them) and keeps the contested
-    /// fields another applier holds.
-    async fn applied_by_others<K: FleetKind>(
+    /// Reads the object fresh, with its field managers (the cache drops them).
+    async fn read_managers<K: FleetKind>(
         &self,
         api: &Api<K>,
         id: &ObjectRef,
-        contested: &[Contested],
-    ) -> Result<Vec<Contested>, LiveError> {
+    ) -> Result<K, LiveError> {
         let mut attempt = 0;
         loop {
             match api.get(&id.name).await {
-                Ok(live) => {
-                    let managed = live.meta().managed_fields.as_deref().unwrap_or_default();
-                    return Ok(apply::applied_by_others(managed, contested));
-                }
+                Ok(live) => return Ok(live),
                 Err(err) => {
                     let err = classify(err, id, "reading the field managers of");
                     attempt = self.backoff(err, attempt, id).await?;
                 }
+            }
+        }
+    }
+
+    /// Merges what the manager all Fleets shared before holds of `live` into this Fleet's
+    /// own manager, if it holds anything; whether it did. A failure is left for the next
+    /// write to try again.
+    async fn move_to_own_manager<K: FleetKind>(
+        &self,
+        api: &Api<K>,
+        id: &ObjectRef,
+        live: &K,
+    ) -> bool {
+        let meta = live.meta();
+        let managed = meta.managed_fields.as_deref().unwrap_or_default();
+        let Some(moved) = apply::absorb_legacy(managed, &self.field_manager) else {
+            return false;
+        };
+        let patch = json!({"metadata": {
+            "resourceVersion": meta.resource_version,
+            "managedFields": moved,
+        }});
+        match api
+            .patch(&id.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                tracing::debug!(object = %id, manager = %self.field_manager, "moved to the Fleet's own field manager");
+                true
+            }
+            Err(err) => {
+                tracing::debug!(object = %id, error = %err, "not moved to the Fleet's own field manager yet");
+                false
             }
         }
     }
@@ -390,13 +441,13 @@ impl KubeLive {
         &self,
         err: LiveError,
         attempt: u32,
-        id: &ObjectRef,
+        id: &impl Subject,
     ) -> Result<u32, LiveError> {
         if !matches!(err, LiveError::Transient(_)) || self.settings.retry.gives_up(attempt + 1) {
             return Err(err);
         }
         self.counters.retries.fetch_add(1, Ordering::Relaxed);
-        let delay = self.settings.retry.jittered(attempt, &id.name);
+        let delay = self.settings.retry.jittered(attempt, id.salt());
         tracing::debug!(object = %id, error = %err, ?delay, "retrying");
         tokio::time::sleep(delay).await;
         Ok(attempt + 1)
@@ -404,13 +455,7 @@ impl KubeLive {
 
     async fn delete_one(&self, id: &ObjectRef) -> Result<(), LiveError> {
         let id = apply::in_namespace(id, &self.settings.namespace)?;
-        with_kind!(
-            id.fleet_kind(),
-            |K| self.delete_typed::<K>(&id).await,
-            Err(LiveError::Fatal(format!(
-                "cannot delete {id}: not a fleet kind"
-            )))
-        )
+        with_kind!(id.kind, |K| self.delete_typed::<K>(&id).await)
     }
 
     async fn delete_typed<K: FleetKind>(&self, id: &ObjectRef) -> Result<(), LiveError> {
@@ -439,8 +484,11 @@ impl KubeLive {
         }
     }
 
-    fn fleet_id(&self) -> ObjectRef {
-        ObjectRef::new("Fleet", &self.settings.namespace, &self.settings.fleet)
+    fn fleet_id(&self) -> FleetName {
+        FleetName(format!(
+            "{}/{}",
+            self.settings.namespace, self.settings.fleet
+        ))
     }
 
     async fn get_typed<K: FleetKind>(
@@ -465,13 +513,7 @@ impl KubeLive {
 
     async fn get_one_fresh(&self, id: &ObjectRef) -> Result<Option<FleetObject>, LiveError> {
         let id = apply::in_namespace(id, &self.settings.namespace)?;
-        with_kind!(
-            id.fleet_kind(),
-            |K| self.get_typed::<K>(&id).await,
-            Err(LiveError::Fatal(format!(
-                "cannot read {id}: not a fleet kind"
-            )))
-        )
+        with_kind!(id.kind, |K| self.get_typed::<K>(&id).await)
     }
 
     async fn read_fleet(&self) -> Result<(String, Value), LiveError> {

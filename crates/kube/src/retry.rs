@@ -57,8 +57,58 @@ impl kube::runtime::utils::Backoff for Retries {
     }
 }
 
+/// What a request was about: a fleet object, or the Fleet itself.
+pub(crate) trait Subject: std::fmt::Display {
+    /// The error saying it does not exist.
+    fn not_found(&self) -> LiveError;
+    /// The error saying someone else changed it.
+    fn conflict(&self, message: String) -> LiveError;
+    /// What spreads its retries apart from others' (see [`Backoff::jittered`]).
+    fn salt(&self) -> &str;
+}
+
+impl Subject for ObjectRef {
+    fn not_found(&self) -> LiveError {
+        LiveError::NotFound(self.clone())
+    }
+
+    fn conflict(&self, message: String) -> LiveError {
+        LiveError::Conflict {
+            object: self.clone(),
+            message,
+        }
+    }
+
+    fn salt(&self) -> &str {
+        &self.name
+    }
+}
+
+/// The Fleet a backend works for, `namespace/name`.
+pub(crate) struct FleetName(pub String);
+
+impl std::fmt::Display for FleetName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Fleet/{}", self.0)
+    }
+}
+
+impl Subject for FleetName {
+    fn not_found(&self) -> LiveError {
+        LiveError::FleetNotFound(self.0.clone())
+    }
+
+    fn conflict(&self, message: String) -> LiveError {
+        LiveError::Transient(format!("{self} changed: {message}"))
+    }
+
+    fn salt(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Classifies a client error about `object`; `doing` says what failed ("apply", "delete"…).
-pub(crate) fn classify(err: kube::Error, object: &ObjectRef, doing: &str) -> LiveError {
+pub(crate) fn classify(err: kube::Error, object: &impl Subject, doing: &str) -> LiveError {
     match err {
         kube::Error::Api(status) => {
             let code =
@@ -68,11 +118,8 @@ pub(crate) fn classify(err: kube::Error, object: &ObjectRef, doing: &str) -> Liv
                 status.message, status.code, status.reason
             );
             match code {
-                StatusCode::NOT_FOUND => LiveError::NotFound(object.clone()),
-                StatusCode::CONFLICT => LiveError::Conflict {
-                    object: object.clone(),
-                    message: status.message,
-                },
+                StatusCode::NOT_FOUND => object.not_found(),
+                StatusCode::CONFLICT => object.conflict(status.message),
                 StatusCode::TOO_MANY_REQUESTS
                 | StatusCode::REQUEST_TIMEOUT
                 | StatusCode::GATEWAY_TIMEOUT => LiveError::Transient(message),
@@ -94,6 +141,7 @@ pub(crate) fn classify(err: kube::Error, object: &ObjectRef, doing: &str) -> Liv
 #[cfg(test)]
 mod tests {
     use super::*;
+    use endstate_core::Kind;
 
     fn api_error(code: u16, reason: &str) -> kube::Error {
         kube::Error::Api(Box::new(kube::core::Status {
@@ -106,7 +154,7 @@ mod tests {
 
     #[test]
     fn statuses_map_to_what_the_engine_does_next() {
-        let id = ObjectRef::new("Machine", "ns", "m-1");
+        let id = ObjectRef::new(Kind::Machine, "ns", "m-1");
         assert!(
             matches!(classify(api_error(404, "NotFound"), &id, "apply"), LiveError::NotFound(ref o) if *o == id)
         );

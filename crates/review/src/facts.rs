@@ -21,8 +21,8 @@ pub struct Facts<'a> {
     pub base: Option<&'a [FleetObject]>,
     /// What the fleet has: the base's objects, or the cluster's live ones.
     pub live: &'a [FleetObject],
-    /// The Fleet whose objects may be deleted.
-    pub fleet: &'a str,
+    /// The Fleet whose objects may be deleted (and whose objects others may not write).
+    pub fleet: &'a endstate_core::ownership::FleetId,
     /// What was spent already.
     pub budgets: &'a Budgets,
     /// When the rollout is taken to start.

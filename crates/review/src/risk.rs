@@ -14,7 +14,7 @@ pub struct Risk {
     /// `MassDelete`, `ImmutablePackageVersion`, `Quarantined`, `HistoryRewritten`,
     /// `Unverified` (the controller refuses these; `Unverified` is only a risk on another
     /// branch than the Fleet's), `Reinstall`, `HighRiskPackageVersion`, `LargeDelete`,
-    /// `Delete`, `ClusterChange`, `HeldBack`, `BreakerOpen`, `BaseInvalid`.
+    /// `Delete`, `ClusterChange`, `HeldBack`, `OwnedByAnotherFleet`, `BreakerOpen`, `BaseInvalid`.
     // The schema keeps naming it a string: readers of version 2 match on the text.
     #[schemars(with = "String")]
     pub kind: RiskKind,
@@ -58,6 +58,8 @@ pub enum RiskKind {
     ClusterChange,
     /// Machines of a Cluster whose live status is Failed wait.
     HeldBack,
+    /// Objects the head sets that another Fleet owns are not written.
+    OwnedByAnotherFleet,
     /// The Fleet's breaker is open.
     BreakerOpen,
     /// The base does not render.
@@ -82,6 +84,7 @@ impl RiskKind {
             RiskKind::Delete => "Delete",
             RiskKind::ClusterChange => "ClusterChange",
             RiskKind::HeldBack => "HeldBack",
+            RiskKind::OwnedByAnotherFleet => "OwnedByAnotherFleet",
             RiskKind::BreakerOpen => "BreakerOpen",
             RiskKind::BaseInvalid => "BaseInvalid",
         }

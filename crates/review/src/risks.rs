@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 
 use endstate_core::Kind;
 use endstate_rollout::budget::BudgetClass;
-use endstate_rollout::diff;
 use endstate_rollout::plan::Plan;
 use endstate_rollout::time::human;
 
@@ -60,7 +59,7 @@ pub fn risks(
     // Deletes per kind, against what the fleet has of that kind.
     let mut have: BTreeMap<Kind, u64> = BTreeMap::new();
     for o in index.live.values() {
-        if o.kind() != Kind::RolloutPolicy && diff::owned_by(o, facts.fleet) {
+        if o.kind() != Kind::RolloutPolicy && endstate_core::ownership::owned_by(o, facts.fleet) {
             *have.entry(o.kind()).or_default() += 1;
         }
     }
@@ -110,6 +109,14 @@ pub fn risks(
             message: format!(
                 "{machines} Machines of {cluster} are held back: their live Cluster reports Failed"
             ),
+        });
+    }
+    for foreign in &plan.foreign {
+        risks.push(Risk {
+            kind: RiskKind::OwnedByAnotherFleet,
+            refused: false,
+            objects: foreign.count as u64,
+            message: format!("not written: {foreign}"),
         });
     }
     risks

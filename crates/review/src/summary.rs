@@ -12,9 +12,7 @@ use crate::report::{Counts, Summary};
 pub fn summary(plan: &Plan) -> Summary {
     let mut by_kind: BTreeMap<Kind, Counts> = BTreeMap::new();
     for (_, id, op) in plan.changes() {
-        // A plan is made of fleet objects, whose identities name their kind.
-        let kind = Kind::parse(&id.kind).expect("a planned object is of a fleet kind");
-        let counts = by_kind.entry(kind).or_default();
+        let counts = by_kind.entry(id.kind).or_default();
         match op {
             Op::Create => counts.creates += 1,
             Op::Update => counts.updates += 1,

@@ -64,7 +64,7 @@ fn report(found: Vec<Risk>) -> PlanReport {
         policy: &policy,
         base: Some(&base),
         live: &base,
-        fleet: "plan",
+        fleet: &endstate_core::ownership::FleetId::new("fleet-prod", "plan"),
         budgets: &budgets,
         now: Time::parse_rfc3339("2026-12-01T09:30:00Z").expect("a time"),
         diffs: 3,

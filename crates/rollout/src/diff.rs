@@ -14,7 +14,7 @@ use endstate_core::FleetObject;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use endstate_api::labels::{OWNER_LABEL, PRUNE_ANNOTATION, PRUNE_DISABLED};
+use endstate_api::labels::{PRUNE_ANNOTATION, PRUNE_DISABLED};
 
 /// What happens to one object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -194,17 +194,6 @@ fn owned_value(want: &Value, have: &Value, last: Option<&Value>) -> bool {
         }
         (w, h) => w == h,
     }
-}
-
-/// Whether the object carries the fleet's ownership label: only such objects are pruned.
-pub fn owned_by(object: &FleetObject, fleet: &str) -> bool {
-    object
-        .meta()
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(OWNER_LABEL))
-        .map(String::as_str)
-        == Some(fleet)
 }
 
 /// Whether the object is annotated to stay when removed from Git.

@@ -24,6 +24,9 @@ pub enum LiveError {
     /// The object does not exist.
     #[error("{0} not found")]
     NotFound(ObjectRef),
+    /// The Fleet (`namespace/name`) whose status the backend keeps does not exist.
+    #[error("Fleet/{0} not found")]
+    FleetNotFound(String),
     /// Worth retrying: throttling, a timeout, a server error.
     #[error("transient failure: {0}")]
     Transient(String),

@@ -195,7 +195,7 @@ fn rollout(r: PersistedRollout) -> Result<Rollout, StateError> {
         .map(|o| {
             let (kind, name) = o
                 .split_once('/')
-                .filter(|(k, _)| Kind::parse(k).is_some())
+                .and_then(|(k, name)| Some((Kind::parse(k)?, name)))
                 .ok_or_else(|| StateError::Malformed(format!("orphan {o:?} is not Kind/name")))?;
             Ok(ObjectRef::new(kind, "", name))
         })

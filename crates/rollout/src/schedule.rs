@@ -92,7 +92,7 @@ pub fn estimate(
         let changes: Vec<Option<BudgetClass>> = (stage.start..stage.end)
             .filter_map(|p| {
                 let op = plan.op(stage.seq, p)?;
-                Some(plan::class(plan.id(stage.seq, p).fleet_kind(), op))
+                Some(plan::class(plan.id(stage.seq, p).kind, op))
             })
             .collect();
         for class in changes.iter().flatten() {
@@ -241,7 +241,7 @@ mod tests {
             desired: &desired,
             base: None,
             live: &live,
-            fleet: "f",
+            fleet: &endstate_core::ownership::FleetId::new("ns", "f"),
             policy,
             orphans: None,
         });

@@ -353,6 +353,10 @@ impl Reporter for FleetReporter {
         self.event(true, refusal.reason(), refusal.message());
     }
 
+    fn foreign(&mut self, _now: Time, _commit: &str, text: &str) {
+        self.event(true, "OwnedByAnotherFleet", text.to_owned());
+    }
+
     fn reverted(&mut self, _now: Time, commit: &str, pushed: bool, outcome: &str) {
         if pushed {
             self.metrics.reverts.get_or_create(&self.labels).inc();

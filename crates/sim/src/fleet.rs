@@ -508,7 +508,7 @@ mod tests {
     }
 
     fn get(fleet: &SimFleet, name: &str) -> Machine {
-        match fleet.get(&ObjectRef::new("Machine", "", name)) {
+        match fleet.get(&ObjectRef::new(Kind::Machine, "", name)) {
             Some(FleetObject::Machine(m)) => (**m).clone(),
             other => panic!("no machine {name}: {other:?}"),
         }
@@ -755,7 +755,8 @@ mod tests {
         assert_eq!(s.phase, Some(MachinePhase::Running));
         assert_eq!(s.observed_generation, Some(1));
         assert_eq!(condition(&s, "NetworkReady"), "True");
-        let Some(FleetObject::Cluster(c)) = f.get(&ObjectRef::new("Cluster", "fleet", "c1")) else {
+        let Some(FleetObject::Cluster(c)) = f.get(&ObjectRef::new(Kind::Cluster, "fleet", "c1"))
+        else {
             panic!("no cluster");
         };
         let cs = c.status.clone().unwrap();
@@ -770,7 +771,7 @@ mod tests {
         for p in ["k8s-1.28", "k8s-1.29", "k8s-1.30"] {
             f.apply(&cpv(p)).unwrap();
         }
-        let cluster_status = |f: &SimFleet| match f.get(&ObjectRef::new("Cluster", "", "c1")) {
+        let cluster_status = |f: &SimFleet| match f.get(&ObjectRef::new(Kind::Cluster, "", "c1")) {
             Some(FleetObject::Cluster(c)) => c.status.clone().unwrap_or_default(),
             _ => panic!("no cluster"),
         };
@@ -810,7 +811,7 @@ mod tests {
         let mut f = fleet(11, &[]);
         f.apply(&obj(machine("m1", "idc-a", "kubelet-1.28")))
             .unwrap();
-        let id = ObjectRef::new("Machine", "", "m1");
+        let id = ObjectRef::new(Kind::Machine, "", "m1");
         assert!(f.delete(&id).unwrap());
         // The install is dropped; what is left is the drain, after which it goes.
         assert_eq!(f.pending_events(), 1);

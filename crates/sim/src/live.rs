@@ -99,6 +99,7 @@ impl Live for SimLive {
 #[cfg(test)]
 mod tests {
     use endstate_api::MachinePhase;
+    use endstate_core::Kind;
 
     use super::*;
     use crate::fleet::SimConfig;
@@ -123,8 +124,9 @@ mod tests {
         assert_eq!(live.lock().counters().noop_applies, 3);
 
         live.lock().run_until_idle();
-        let id = ObjectRef::new("Machine", "", "m1");
-        let got = ready(live.get(&[id.clone(), ObjectRef::new("Machine", "", "gone")])).unwrap();
+        let id = ObjectRef::new(Kind::Machine, "", "m1");
+        let got =
+            ready(live.get(&[id.clone(), ObjectRef::new(Kind::Machine, "", "gone")])).unwrap();
         let Some(FleetObject::Machine(m)) = &got[0] else {
             panic!("no machine: {got:?}");
         };

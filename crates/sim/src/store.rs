@@ -169,8 +169,7 @@ impl Store {
     /// The object with this identity; an empty namespace means the store's.
     pub fn get(&self, id: &ObjectRef) -> Option<&FleetObject> {
         self.check_namespace_of(id).ok()?;
-        let kind = kind_index(&id.kind)?;
-        self.kinds[kind].get(&id.name).map(|e| &e.object)
+        self.kinds[id.kind.index()].get(&id.name).map(|e| &e.object)
     }
 
     /// The object of this kind and name.
@@ -415,8 +414,7 @@ impl Store {
         now: Time,
     ) -> Result<bool, LiveError> {
         self.check_namespace_of(id)?;
-        let kind = kind_index(&id.kind)
-            .ok_or_else(|| LiveError::Fatal(format!("{id}: not a fleet kind")))?;
+        let kind = id.kind.index();
         let Some(entry) = self.kinds[kind].get(&id.name) else {
             return Ok(false);
         };
@@ -434,8 +432,7 @@ impl Store {
     /// Deletes an object; `Ok(false)` when there was none.
     pub fn delete(&mut self, id: &ObjectRef) -> Result<bool, LiveError> {
         self.check_namespace_of(id)?;
-        let kind = kind_index(&id.kind)
-            .ok_or_else(|| LiveError::Fatal(format!("{id}: not a fleet kind")))?;
+        let kind = id.kind.index();
         if self.kinds[kind].remove(&id.name).is_none() {
             return Ok(false);
         }
@@ -597,11 +594,6 @@ impl Store {
 enum SomeStatus {
     Machine(Option<MachineStatus>),
     Cluster(Option<ClusterStatus>),
-}
-
-/// The index of a kind (by name) in [`KINDS`].
-fn kind_index(kind: &str) -> Option<usize> {
-    Kind::parse(kind).map(Kind::index)
 }
 
 /// The object's `metadata.resourceVersion` as a number (0 when unset).
@@ -816,8 +808,8 @@ mod tests {
         let since = s.resource_version();
         s.set_machine_status("m2", MachineStatus::default())
             .unwrap();
-        assert!(s.delete(&ObjectRef::new("Machine", "", "m1")).unwrap());
-        assert!(!s.delete(&ObjectRef::new("Machine", "", "m1")).unwrap());
+        assert!(s.delete(&ObjectRef::new(Kind::Machine, "", "m1")).unwrap());
+        assert!(!s.delete(&ObjectRef::new(Kind::Machine, "", "m1")).unwrap());
         let events = s.events_since(since);
         assert_eq!(events.len(), 2);
         assert!(matches!(&events[0], WatchEvent::Applied(o) if o.key().2 == "m2"));
@@ -840,8 +832,14 @@ mod tests {
         );
         m.metadata.namespace = Some("fleet".into());
         s.apply(&obj(m), T0).unwrap();
-        assert!(s.get(&ObjectRef::new("Machine", "", "m1")).is_some());
-        assert!(s.get(&ObjectRef::new("Machine", "fleet", "m1")).is_some());
-        assert!(s.get(&ObjectRef::new("Machine", "other", "m1")).is_none());
+        assert!(s.get(&ObjectRef::new(Kind::Machine, "", "m1")).is_some());
+        assert!(
+            s.get(&ObjectRef::new(Kind::Machine, "fleet", "m1"))
+                .is_some()
+        );
+        assert!(
+            s.get(&ObjectRef::new(Kind::Machine, "other", "m1"))
+                .is_none()
+        );
     }
 }

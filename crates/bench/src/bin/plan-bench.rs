@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
-use endstate_api::labels::OWNER_LABEL;
 use endstate_bench::fleetgen;
+use endstate_core::ownership::FleetId;
 use endstate_core::policy::Policy;
 use endstate_core::{DirTree, FleetObject, Options, Owner, render};
 use endstate_rollout::plan::{Inputs, Plan};
@@ -42,9 +42,10 @@ fn main() -> anyhow::Result<()> {
         fleetgen::generate(&dir, fleetgen::Spec::machines(args.machines)).context("generating")?;
     }
     let tree = DirTree::open(&dir)?;
+    let fleet = FleetId::new(NS, FLEET);
     let owner = Owner {
         namespace: NS.into(),
-        labels: vec![(OWNER_LABEL.into(), FLEET.into())],
+        labels: fleet.labels(NS),
     };
     let t = Instant::now();
     let rendered = render(&tree, "overlays/prod", Options::owned_by(owner))
@@ -95,7 +96,7 @@ fn main() -> anyhow::Result<()> {
     for _ in 0..args.runs {
         // The plan: each sequence's order and the diff of every position against live.
         let t = Instant::now();
-        let plan = Plan::new(inputs(&desired, &live, &policy));
+        let plan = Plan::new(inputs(&desired, &live, &policy, &fleet));
         let d = t.elapsed().as_secs_f64();
         // The waves cut from it.
         let t = Instant::now();
@@ -121,7 +122,7 @@ fn main() -> anyhow::Result<()> {
     for _ in 0..args.runs {
         let t = Instant::now();
         let snapshot = sim.snapshot();
-        let plan = Plan::new(inputs(&live, &snapshot, &policy));
+        let plan = Plan::new(inputs(&live, &snapshot, &policy, &fleet));
         best_noop = best_noop.min(t.elapsed().as_secs_f64());
         noop_changes = plan.len_changes();
     }
@@ -156,12 +157,13 @@ fn inputs<'a>(
     desired: &'a [FleetObject],
     live: &'a [FleetObject],
     policy: &'a Policy,
+    fleet: &'a FleetId,
 ) -> Inputs<'a> {
     Inputs {
         desired,
         base: None,
         live,
-        fleet: FLEET,
+        fleet,
         policy,
         orphans: None,
     }

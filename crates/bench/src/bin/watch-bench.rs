@@ -181,7 +181,7 @@ async fn watch(kubeconfig: &str, namespace: &str, report: &str, n: usize) -> any
         desired: &desired,
         base: None,
         live: &snapshot,
-        fleet: FLEET,
+        fleet: &endstate_core::ownership::FleetId::new(namespace, FLEET),
         policy: &endstate_core::policy::Policy::default(),
         orphans: None,
     });

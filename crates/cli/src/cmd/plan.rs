@@ -14,8 +14,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, anyhow, bail};
 use endstate_api::Fleet;
-use endstate_api::labels::OWNER_LABEL;
 use endstate_controller::refusal::Refusal;
+use endstate_core::ownership::FleetId;
 use endstate_core::policy::Policy;
 use endstate_core::{DirTree, FleetObject, Options, Owner};
 use endstate_git::{History, Oid, RenderCache, SignaturePolicy, Source, SourceConfig, WorkTree};
@@ -107,8 +107,8 @@ struct Sources {
     repo: String,
     path: String,
     head_ref: String,
-    /// The owner label's value: the Fleet's name with --live.
-    fleet: String,
+    /// The Fleet: its name with --live.
+    fleet: FleetId,
     owner: Owner,
 }
 
@@ -146,7 +146,7 @@ fn build(args: &PlanArgs, mirror: &Path, now: Time) -> anyhow::Result<PlanReport
         local: work.as_ref().map(|(w, _)| w.root().display().to_string()),
         against,
         base: base.map(|b| b.to_string()),
-        fleet: live.as_ref().map(|_| fleet.clone()),
+        fleet: live.as_ref().map(|_| fleet.name.clone()),
     };
 
     let mut cache = RenderCache::default();
@@ -271,9 +271,10 @@ fn open(args: &PlanArgs, live: Option<&LiveFleet>, mirror: &Path) -> anyhow::Res
         (Some(_), Some(name)) => name.clone(),
         _ => FLEET.to_owned(),
     };
+    let fleet = FleetId::new(&args.namespace, fleet);
     let owner = Owner {
         namespace: args.namespace.clone(),
-        labels: vec![(OWNER_LABEL.to_owned(), fleet.clone())],
+        labels: fleet.labels(&args.namespace),
     };
     // In CI the remote's credentials come from the environment (`ENDSTATE_GIT_TOKEN`, …).
     let credentials = endstate_git::Credentials::from_env().context("Git credentials")?;
@@ -281,7 +282,7 @@ fn open(args: &PlanArgs, live: Option<&LiveFleet>, mirror: &Path) -> anyhow::Res
     // reads them; the command line's repository, head and path on top.
     let mut config = match spec {
         Some(spec) => SourceConfig::from_spec(spec, mirror.join("mirror"), credentials, None)
-            .with_context(|| format!("Fleet {}/{fleet}: spec.source", args.namespace))?,
+            .with_context(|| format!("Fleet {fleet}: spec.source"))?,
         None => SourceConfig::new(repo.clone(), mirror.join("mirror")).credentials(credentials),
     };
     config.url = repo.clone();

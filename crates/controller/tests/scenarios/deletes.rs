@@ -29,7 +29,7 @@ impl endstate_rollout::Live for StaleCache {
             .map(|(id, now)| {
                 now?;
                 seen.iter()
-                    .find(|o| o.name() == id.name && o.kind().as_str() == id.kind)
+                    .find(|o| o.name() == id.name && o.kind() == id.kind)
                     .cloned()
             })
             .collect())
@@ -89,10 +89,11 @@ async fn a_delete_is_decided_on_the_object_as_the_server_has_it() {
         live: live.clone(),
         seen: Arc::new(Mutex::new(live.lock().snapshot())),
     };
-    let mut m = match live
-        .lock()
-        .get(&endstate_core::ObjectRef::new("Machine", "", "m-005"))
-    {
+    let mut m = match live.lock().get(&endstate_core::ObjectRef::new(
+        endstate_core::Kind::Machine,
+        "",
+        "m-005",
+    )) {
         Some(FleetObject::Machine(m)) => (**m).clone(),
         other => panic!("{other:?}"),
     };
@@ -137,13 +138,21 @@ async fn a_delete_is_decided_on_the_object_as_the_server_has_it() {
     let fleet = live.lock();
     assert!(
         fleet
-            .get(&endstate_core::ObjectRef::new("Machine", "", "m-004"))
+            .get(&endstate_core::ObjectRef::new(
+                endstate_core::Kind::Machine,
+                "",
+                "m-004"
+            ))
             .is_none(),
         "m-004 is pruned"
     );
     assert!(
         fleet
-            .get(&endstate_core::ObjectRef::new("Machine", "", "m-005"))
+            .get(&endstate_core::ObjectRef::new(
+                endstate_core::Kind::Machine,
+                "",
+                "m-005"
+            ))
             .is_some(),
         "m-005 was annotated before the delete: {}",
         lines.text()

@@ -4,10 +4,11 @@ use super::*;
 
 /// The live Machine `name`.
 fn live_machine(live: &SimLive, name: &str) -> endstate_api::Machine {
-    match live
-        .lock()
-        .get(&endstate_core::ObjectRef::new("Machine", "", name))
-    {
+    match live.lock().get(&endstate_core::ObjectRef::new(
+        endstate_core::Kind::Machine,
+        "",
+        name,
+    )) {
         Some(FleetObject::Machine(m)) => (**m).clone(),
         other => panic!("{name}: {other:?}"),
     }

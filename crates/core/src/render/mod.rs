@@ -304,7 +304,7 @@ fn document(
     let kind = identify(&value).map_err(at_doc)?;
 
     // Problems in the layers are reported against the object as its file declares it.
-    let declared = ObjectRef::of_value(&value);
+    let declared = ObjectRef::of_value(kind, &value);
     let mut first_patch = 0;
     for layer in chain {
         let record = applied.as_deref_mut().map(|a| (a, first_patch));
@@ -335,7 +335,7 @@ fn document(
             ]
         })?;
     }
-    let id = ObjectRef::of_value(&value);
+    let id = ObjectRef::of_value(kind, &value);
     let at_object = |message: Invalid| {
         vec![
             Diagnostic::file(file, message)

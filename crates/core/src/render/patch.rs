@@ -1,13 +1,13 @@
 //! Patches: JSON merge patches (RFC 7386, which is how kustomize's strategic merge behaves on
 //! custom resources it has no schema for) and JSON patches (RFC 6902).
 
+use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
 
 use super::selector::Target;
 use crate::invalid::Invalid;
-use crate::object::ObjectRef;
 
 /// What a patch does.
 #[derive(Debug)]
@@ -65,10 +65,10 @@ impl Patch {
                 name,
                 namespace,
             } => {
-                let id = ObjectRef::of_value(obj);
-                id.kind == *kind
-                    && id.name == *name
-                    && namespace.as_ref().is_none_or(|ns| *ns == id.namespace)
+                let id = Identity::of(obj);
+                id.kind == kind
+                    && id.name == name
+                    && namespace.as_ref().is_none_or(|ns| ns == id.namespace)
                     && api_version
                         .as_ref()
                         .is_none_or(|v| obj["apiVersion"].as_str() == Some(v.as_str()))
@@ -79,14 +79,14 @@ impl Patch {
     /// Applies the patch to a selected object.
     pub fn apply(&self, obj: &mut Value) -> Result<(), Invalid> {
         self.applied.fetch_add(1, Ordering::Relaxed);
-        let before = ObjectRef::of_value(obj);
+        let before = Identity::of(obj).owned();
         match &self.body {
             PatchBody::Merge(patch) => json_patch::merge(obj, patch),
             PatchBody::Json(ops) => json_patch::patch(obj, ops)
                 .map_err(|e| Invalid(format!("JSON patch failed: {e}")))?,
         }
-        let after = ObjectRef::of_value(obj);
-        if after.kind != before.kind || after.name != before.name {
+        let after = Identity::of(obj);
+        if after.kind != before.0 || after.name != before.1 {
             return Err(Invalid(format!(
                 "the patch changes the object's identity to {after}; kind and name cannot be patched"
             )));
@@ -212,6 +212,39 @@ fn find_directive(value: &Value, at: String) -> Option<String> {
 pub fn json_patch(doc: Value) -> Result<json_patch::Patch, Invalid> {
     serde_json::from_value(doc)
         .map_err(|e| Invalid(format!("not a valid JSON patch (RFC 6902): {e}")))
+}
+
+/// The identity an untyped object declares, of whatever kind.
+struct Identity<'a> {
+    kind: &'a str,
+    namespace: &'a str,
+    name: &'a str,
+}
+
+impl<'a> Identity<'a> {
+    fn of(obj: &'a Value) -> Self {
+        let text = |v: &'a Value| v.as_str().unwrap_or_default();
+        Identity {
+            kind: text(&obj["kind"]),
+            namespace: text(&obj["metadata"]["namespace"]),
+            name: text(&obj["metadata"]["name"]),
+        }
+    }
+
+    /// The kind and name, to compare after a change.
+    fn owned(&self) -> (String, String) {
+        (self.kind.to_owned(), self.name.to_owned())
+    }
+}
+
+impl fmt::Display for Identity<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{}/{}", self.kind, self.name)
+        } else {
+            write!(f, "{}/{}/{}", self.kind, self.namespace, self.name)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use endstate_core::ObjectRef;
+use endstate_core::{Kind, ObjectRef};
 use endstate_git::{History, RenderCache, Source, SourceConfig, attribute};
 
 use crate::support::{Repo, three_upgrades};
@@ -21,7 +21,7 @@ fn picks_the_commit_that_changed_the_failed_object_out_of_three() {
     assert_eq!(target, c3);
     let mut cache = RenderCache::new();
 
-    let failed: HashSet<_> = [ObjectRef::new("Machine", "", "a2")].into();
+    let failed: HashSet<_> = [ObjectRef::new(Kind::Machine, "", "a2")].into();
     let found = attribute(
         source.repository(),
         "base",
@@ -38,8 +38,8 @@ fn picks_the_commit_that_changed_the_failed_object_out_of_three() {
     assert_eq!(cache.stats().misses, 4 + 3);
 
     let both: HashSet<_> = [
-        ObjectRef::new("Machine", "", "b1"),
-        ObjectRef::new("Machine", "", "a1"),
+        ObjectRef::new(Kind::Machine, "", "b1"),
+        ObjectRef::new(Kind::Machine, "", "a1"),
     ]
     .into();
     let found = attribute(
@@ -55,7 +55,7 @@ fn picks_the_commit_that_changed_the_failed_object_out_of_three() {
     assert_eq!(found.commits, [c3, c1]);
 
     // A fleet-wide failure names no changed object: the whole range, newest first.
-    let none: HashSet<_> = [ObjectRef::new("Machine", "", "b2")].into();
+    let none: HashSet<_> = [ObjectRef::new(Kind::Machine, "", "b2")].into();
     let found = attribute(
         source.repository(),
         "base",

@@ -1,6 +1,6 @@
 //! The revert writer against a `git daemon` remote with pushes enabled.
 
-use endstate_core::ObjectRef;
+use endstate_core::{Kind, ObjectRef};
 use endstate_git::{Evidence, Oid, RevertConfig, RevertOutcome, RevertWriter, SourceConfig};
 
 use crate::support::{Daemon, Repo, git, machine, three_upgrades};
@@ -18,7 +18,7 @@ fn evidence() -> Evidence {
     Evidence {
         summary: "2 of 2 machines failed their gates".into(),
         wave: Some("1 (canary)".into()),
-        failed: vec![ObjectRef::new("Machine", "", "a1")],
+        failed: vec![ObjectRef::new(Kind::Machine, "", "a1")],
         thresholds: vec!["maxFailuresPerWave 1".into()],
     }
 }

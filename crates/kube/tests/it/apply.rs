@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use endstate_api::Machine;
 use endstate_api::labels::OWNER_LABEL;
-use endstate_core::{FleetObject, ObjectRef};
+use endstate_core::{FleetObject, Kind, ObjectRef};
 use endstate_rollout::{Live, LiveError};
 use endstate_testenv::TestServer;
 use kube::Api;
@@ -56,7 +56,7 @@ async fn every_fleet_kind_round_trips() {
 async fn apply_returns_the_generation_it_produced_and_a_no_op_keeps_it() {
     let (_, ns) = namespace("generation").await;
     let backend = live(TestServer::shared(), &ns).await;
-    let id = ObjectRef::new("Machine", &ns, "m-1");
+    let id = ObjectRef::new(Kind::Machine, &ns, "m-1");
 
     let first = backend
         .apply(&[machine("m-1", "10.0.0.1", "kubelet-1.27")])
@@ -108,7 +108,7 @@ async fn objects_written_by_others_reach_the_cache() {
         unreachable!()
     };
     api.create(&PostParams::default(), &other).await.unwrap();
-    let id = ObjectRef::new("Machine", "", "made-elsewhere");
+    let id = ObjectRef::new(Kind::Machine, "", "made-elsewhere");
     eventually(
         "the watch delivers the new Machine",
         Duration::from_secs(10),
@@ -149,7 +149,7 @@ async fn another_appliers_field_is_a_reported_conflict() {
         .remove(0);
     match result {
         Err(LiveError::Conflict { object, message }) => {
-            assert_eq!(object, ObjectRef::new("Machine", &ns, "m-1"));
+            assert_eq!(object, ObjectRef::new(Kind::Machine, &ns, "m-1"));
             assert!(
                 message.contains(".spec.ip") && message.contains("ipam-controller"),
                 "{message}"
@@ -214,7 +214,7 @@ async fn an_edit_of_a_field_endstate_sets_is_taken_back() {
         })
         .filter_map(|m| m.manager)
         .collect();
-    assert_eq!(owners, ["endstate"]);
+    assert_eq!(owners, [format!("endstate/{ns}/prod")]);
     assert_eq!(backend.stats().forced, 1);
 }
 
@@ -229,7 +229,7 @@ async fn delete_removes_and_deleting_again_succeeds() {
     for result in backend.apply(&objects).await {
         result.unwrap();
     }
-    let drop = ObjectRef::new("Machine", "", "drop");
+    let drop = ObjectRef::new(Kind::Machine, "", "drop");
     for result in backend.delete(&[drop.clone(), drop.clone()]).await {
         result.unwrap();
     }
@@ -258,8 +258,59 @@ async fn objects_of_another_namespace_are_refused_naming_them() {
     assert!(matches!(err, LiveError::Fatal(_)));
     assert!(err.to_string().contains("Machine/kube-system/m-1"), "{err}");
     let err = backend
-        .get(&[ObjectRef::new("Machine", "kube-system", "m-1")])
+        .get(&[ObjectRef::new(Kind::Machine, "kube-system", "m-1")])
         .await
         .unwrap_err();
     assert!(err.to_string().contains(&ns), "{err}");
+}
+
+/// Objects written when every Fleet applied as `endstate` move to the Fleet's own field
+/// manager on their next write: the write is not refused as another applier's, and a label
+/// the old writes set and the commit no longer sets is removed.
+#[tokio::test]
+async fn objects_of_the_shared_field_manager_move_to_the_fleets_own() {
+    let (client, ns) = namespace("manager").await;
+    let api: Api<Machine> = Api::namespaced(client, &ns);
+    let old = json!({
+        "apiVersion": "fleet.endstate.dev/v1alpha1", "kind": "Machine",
+        "metadata": {"name": "m-1", "namespace": ns,
+                     "labels": {OWNER_LABEL: "prod", "tier": "gold"}},
+        "spec": {"cluster": "batch", "ip": "10.0.0.1", "hostname": "m-1", "idc": "idc-a",
+                 "packages": {"kubelet": "kubelet-1.27"}, "readinessGates": ["KubeletReady"]},
+    });
+    api.patch(
+        "m-1",
+        &PatchParams::apply(endstate_api::labels::FIELD_MANAGER),
+        &Patch::Apply(&old),
+    )
+    .await
+    .unwrap();
+
+    let backend = live(TestServer::shared(), &ns).await;
+    let result = backend
+        .apply(&[machine("m-1", "10.0.0.1", "kubelet-1.28")])
+        .await;
+    result[0].as_ref().expect("the write is the Fleet's own");
+    let got = api.get("m-1").await.unwrap();
+    assert_eq!(got.spec.packages["kubelet"], "kubelet-1.28");
+    let managers: Vec<(String, String)> = got
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .map(|e| {
+            (
+                e.manager.clone().unwrap_or_default(),
+                e.operation.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        managers,
+        [(format!("endstate/{ns}/prod"), "Apply".to_owned())],
+        "{managers:?}"
+    );
+    let labels = got.metadata.labels.unwrap_or_default();
+    assert!(!labels.contains_key("tier"), "{labels:?}");
+    assert_eq!(backend.stats().conflicts, 0);
 }

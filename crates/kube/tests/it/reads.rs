@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use endstate_core::{FleetObject, ObjectRef};
+use endstate_core::{FleetObject, Kind, ObjectRef};
 use endstate_kube::{KubeLive, PAGE_SIZE, RateLimitLayer, RateLimiter, Settings};
 use endstate_rollout::Live;
 use endstate_testenv::TestServer;
@@ -77,7 +77,7 @@ async fn the_initial_list_is_paged_and_reads_send_nothing() {
     let before = seen.lock().unwrap().len();
     let ids: Vec<ObjectRef> = (0..count)
         .step_by(7)
-        .map(|i| ObjectRef::new("Machine", "", &format!("m-{i:05}")))
+        .map(|i| ObjectRef::new(Kind::Machine, "", &format!("m-{i:05}")))
         .collect();
     for _ in 0..20 {
         assert_eq!(backend.snapshot().await.unwrap().len(), count);

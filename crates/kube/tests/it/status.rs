@@ -3,7 +3,6 @@
 use endstate_api::fleet::{BreakerStatus, RolloutCursor, Source};
 use endstate_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use endstate_api::{Condition, Fleet, FleetSpec, FleetStatus};
-use endstate_core::ObjectRef;
 use endstate_kube::KubeLive;
 use endstate_rollout::{Live, LiveError};
 use endstate_testenv::TestServer;
@@ -127,11 +126,11 @@ async fn a_missing_fleet_is_named() {
     let (_, ns) = namespace("no-fleet").await;
     let backend = live(TestServer::shared(), &ns).await;
     match backend.load_status().await {
-        Err(LiveError::NotFound(id)) => assert_eq!(id, ObjectRef::new("Fleet", &ns, "prod")),
+        Err(LiveError::FleetNotFound(id)) => assert_eq!(id, format!("{ns}/prod")),
         other => panic!("expected NotFound, got {other:?}"),
     }
     let err = backend.save_status(&in_flight()).await.unwrap_err();
-    assert!(matches!(err, LiveError::NotFound(_)), "{err}");
+    assert!(matches!(err, LiveError::FleetNotFound(_)), "{err}");
 }
 
 fn condition(type_: &str, status: &str, message: &str) -> Condition {

@@ -136,7 +136,7 @@ impl Engine {
                 continue;
             }
             let id = plan.id(stage.seq, p);
-            let class = plan::class(id.fleet_kind(), op);
+            let class = plan::class(id.kind, op);
             let spent = class.map_or(0, |c| spends.get(&c).copied().unwrap_or(0)) as usize;
             if self.budgets.available(&r.policy, class, now) <= spent {
                 blocked = class;

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use endstate_api::Machine;
-use endstate_core::{FleetObject, ObjectRef};
+use endstate_core::ownership::FleetId;
+use endstate_core::{FleetObject, Kind, ObjectRef};
 
 use super::protocol::{Effect, Start};
 use super::state::Engine;
@@ -31,7 +32,7 @@ pub fn machine(i: usize, kubelet: &str) -> FleetObject {
 
 /// The identity of Machine `m-NNN`.
 pub fn id(i: usize) -> ObjectRef {
-    ObjectRef::new("Machine", NS, &format!("m-{i:03}"))
+    ObjectRef::new(Kind::Machine, NS, &format!("m-{i:03}"))
 }
 
 /// One wave of Machines per `(size %, bake s, pause)`, `max_unavailable` at once, a gate
@@ -63,7 +64,7 @@ pub fn plan(machines: usize, policy: &Policy) -> Plan {
         desired: &desired,
         base: None,
         live: &live,
-        fleet: "f",
+        fleet: &FleetId::new(NS, "f"),
         policy,
         orphans: None,
     })

@@ -161,7 +161,7 @@ impl Engine {
                     && r.flights.len() < stage.max_unavailable as usize
                     && let Some(op) = plan.op(stage.seq, r.cursor)
                 {
-                    let class = plan::class(plan.id(stage.seq, r.cursor).fleet_kind(), op);
+                    let class = plan::class(plan.id(stage.seq, r.cursor).kind, op);
                     if let Some(t) = self.budgets.next_room(&r.policy, class, now) {
                         consider(t);
                     }

@@ -253,7 +253,7 @@ mod tests {
 
     #[test]
     fn a_write_of_the_delete_sequence_deletes() {
-        let ids = vec![ObjectRef::new("Machine", "fleet", "m-1")];
+        let ids = vec![ObjectRef::new(endstate_core::Kind::Machine, "fleet", "m-1")];
         assert_eq!(
             Effect::write(Seq::Deletes, ids.clone()),
             Effect::Delete(ids.clone())

@@ -3,9 +3,10 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use endstate_core::ownership::{FleetId, owned_by};
 use endstate_core::{FleetObject, Kind, ObjectRef};
 
-use crate::diff::{self, Op};
+use crate::diff::Op;
 use endstate_core::policy::Policy;
 
 /// The order deletes go in: Machines before the Clusters they run in, package versions last.
@@ -44,7 +45,7 @@ impl std::fmt::Display for MassDelete {
 /// fleet counts).
 pub(super) fn mass_deletes(
     live: &[FleetObject],
-    fleet: &str,
+    fleet: &FleetId,
     ids: &[ObjectRef],
     ops: &[Option<Op>],
     policy: &Policy,
@@ -66,10 +67,10 @@ pub(super) fn mass_deletes(
         .iter()
         .zip(ops)
         .filter(|(_, op)| **op == Some(Op::Delete))
-        .filter_map(|(id, _)| Some((id.fleet_kind()?, id.name.as_str())))
+        .map(|(id, _)| (id.kind, id.name.as_str()))
         .collect();
     for o in live {
-        if o.kind() == Kind::RolloutPolicy || !diff::owned_by(o, fleet) {
+        if o.kind() == Kind::RolloutPolicy || !owned_by(o, fleet) {
             continue;
         }
         let gone = deleted.contains(&(o.kind(), o.name()));

@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use endstate_api::package::Risk;
+use endstate_core::ownership::{Claim, FleetId, owned_by};
 use endstate_core::{FleetObject, Kind, ObjectRef};
 
 use crate::budget::BudgetClass;
@@ -52,6 +53,38 @@ use stages::waves;
 /// are named in the persisted state, so this bounds its size.
 pub const MAX_ORPHANS: usize = 50;
 
+/// How many objects of another Fleet a plan names per owner (it counts them all).
+pub const FOREIGN_NAMED: usize = 10;
+
+/// Objects the commit sets that another Fleet owns: not written (see
+/// [`endstate_core::ownership`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Foreign {
+    /// The Fleet that owns them.
+    pub owner: FleetId,
+    /// How many.
+    pub count: usize,
+    /// The first [`FOREIGN_NAMED`] of them, in plan order.
+    pub named: Vec<ObjectRef>,
+}
+
+impl std::fmt::Display for Foreign {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<String> = self.named.iter().map(ToString::to_string).collect();
+        write!(
+            f,
+            "{} objects owned by Fleet {}: {}",
+            self.count,
+            self.owner,
+            names.join(", ")
+        )?;
+        if self.count > self.named.len() {
+            write!(f, " and {} more", self.count - self.named.len())?;
+        }
+        Ok(())
+    }
+}
+
 /// What a commit changes, per sequence and position. Held in memory; recomputed on resume.
 #[derive(Clone, Debug, Default)]
 pub struct Plan {
@@ -71,6 +104,8 @@ pub struct Plan {
     /// Machines with changes that are not started because their live Cluster reports
     /// `Failed`: per Cluster, how many.
     pub held: Vec<(ObjectRef, usize)>,
+    /// Objects another Fleet owns, per owner: not written, and the commit is not good.
+    pub foreign: Vec<Foreign>,
     /// Scopes the commit would delete more of than the policy's floor allows (see
     /// [`Prune`](endstate_core::policy::Prune)): the rollout is refused before anything is written.
     pub mass_deletes: Vec<MassDelete>,
@@ -94,8 +129,9 @@ pub struct Inputs<'a> {
     pub base: Option<&'a [FleetObject]>,
     /// The live objects of the fleet's namespace.
     pub live: &'a [FleetObject],
-    /// The fleet's name: only objects labelled as its own are deleted.
-    pub fleet: &'a str,
+    /// The fleet: only objects labelled as its own are deleted, and objects labelled as
+    /// another's are not written.
+    pub fleet: &'a FleetId,
     /// The commit's policy.
     pub policy: &'a Policy,
     /// On resume, the orphans the rollout covers (from the persisted state); at start,
@@ -176,7 +212,7 @@ impl Plan {
                         o.kind() != Kind::RolloutPolicy
                             && !desired_keys.contains(&key(o))
                             && !base_keys.contains(&key(o))
-                            && diff::owned_by(o, fleet)
+                            && owned_by(o, fleet)
                     })
                     .collect();
                 found.sort_by_key(|o| {
@@ -200,7 +236,7 @@ impl Plan {
             Arc::new(Order::new(deletes)),
         ];
 
-        let machine_cluster = machines
+        let machine_cluster: Vec<u32> = machines
             .iter()
             .map(|m| match m {
                 FleetObject::Machine(m) => {
@@ -218,10 +254,39 @@ impl Plan {
             machine_cluster,
             ..Plan::default()
         };
+        let mut foreign: BTreeMap<FleetId, Foreign> = BTreeMap::new();
+        // Whether `want` is another Fleet's (counted, once per object).
+        let mut taken = |want: &FleetObject, have: Option<&FleetObject>| -> bool {
+            let Some(Claim::Taken(owner)) = have.map(|h| Claim::of(h, fleet)) else {
+                return false;
+            };
+            let entry = foreign.entry(owner.clone()).or_insert_with(|| Foreign {
+                owner,
+                count: 0,
+                named: Vec::new(),
+            });
+            entry.count += 1;
+            if entry.named.len() < FOREIGN_NAMED {
+                entry.named.push(want.id());
+            }
+            true
+        };
         let mut in_use = None;
         let mut package_ops = Vec::with_capacity(packages.len());
         for want in &packages {
             let have = live_by.get(&key(want)).copied();
+            // A package version is immutable: the same one, whoever wrote it, will do.
+            if let Some(have) = have
+                && want.same_spec(have)
+                && matches!(Claim::of(have, fleet), Claim::Taken(_))
+            {
+                package_ops.push(None);
+                continue;
+            }
+            if taken(want, have) {
+                package_ops.push(None);
+                continue;
+            }
             let op = diff::op(want, have, last(want));
             if op == Some(Op::Update)
                 && let Some(have) = have
@@ -238,7 +303,13 @@ impl Plan {
         }
         let cluster_ops: Vec<Option<Op>> = clusters
             .iter()
-            .map(|want| diff::op(want, live_by.get(&key(want)).copied(), last(want)))
+            .map(|want| {
+                let have = live_by.get(&key(want)).copied();
+                if taken(want, have) {
+                    return None;
+                }
+                diff::op(want, have, last(want))
+            })
             .collect();
         let changing: HashSet<&str> = clusters
             .iter()
@@ -281,6 +352,13 @@ impl Plan {
                 .iter()
                 .map(|want| {
                     let have = live_by.get(&key(want)).copied();
+                    // Both sequences see every Machine: count another Fleet's once.
+                    if seq == Seq::Machines && taken(want, have)
+                        || seq == Seq::Reinstalls
+                            && have.is_some_and(|h| matches!(Claim::of(h, fleet), Claim::Taken(_)))
+                    {
+                        return None;
+                    }
                     let op = diff::op(want, have, last(want))
                         .map(|op| match op {
                             Op::Update if moves_to(want, have, &high_risk) => Op::Reinstall,
@@ -297,15 +375,13 @@ impl Plan {
         };
         let mut delete_ops = Vec::with_capacity(orders[3].ids.len());
         for id in &orders[3].ids {
-            let have = id
-                .fleet_kind()
-                .and_then(|kind| live_by.get(&(kind, id.name.as_str())).copied());
+            let have = live_by.get(&(id.kind, id.name.as_str())).copied();
             delete_ops.push(match have {
-                Some(have) if diff::owned_by(have, fleet) && diff::prune_disabled(have) => {
+                Some(have) if owned_by(have, fleet) && diff::prune_disabled(have) => {
                     plan.kept.push(have.id());
                     None
                 }
-                Some(have) if diff::owned_by(have, fleet) => Some(Op::Delete),
+                Some(have) if owned_by(have, fleet) => Some(Op::Delete),
                 _ => None,
             });
         }
@@ -318,6 +394,7 @@ impl Plan {
             delete_ops,
         ];
         plan.held = held.into_iter().collect();
+        plan.foreign = foreign.into_values().collect();
         plan.orders = orders;
         plan
     }
@@ -488,8 +565,8 @@ fn moves_to(want: &FleetObject, have: Option<&FleetObject>, versions: &HashSet<&
 }
 
 /// The budget class a change spends from, if any (package versions are inert).
-pub fn class(kind: Option<Kind>, op: Op) -> Option<BudgetClass> {
-    match (kind?, op) {
+pub fn class(kind: Kind, op: Op) -> Option<BudgetClass> {
+    match (kind, op) {
         (Kind::Machine, Op::Create | Op::Update) => Some(BudgetClass::MachineUpdate),
         (Kind::Machine, Op::Reinstall) => Some(BudgetClass::MachineReinstall),
         (Kind::Machine, Op::Delete) => Some(BudgetClass::MachineDelete),

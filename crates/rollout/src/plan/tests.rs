@@ -55,7 +55,7 @@ fn unnamed_waves_are_numbered_among_the_waves_that_run() {
         desired: &fleet(2, "k2"),
         base: None,
         live: &fleet(2, "k1"),
-        fleet: "f",
+        fleet: &FleetId::new("ns", "f"),
         policy: &policy,
         orphans: None,
     });
@@ -107,7 +107,7 @@ fn a_move_to_a_high_risk_package_version_is_planned_with_the_reinstalls() {
         desired: &desired,
         base: None,
         live: &live,
-        fleet: "f",
+        fleet: &FleetId::new("ns", "f"),
         policy: &policy(),
         orphans: None,
     });
@@ -125,7 +125,7 @@ fn a_move_to_a_high_risk_package_version_is_planned_with_the_reinstalls() {
         ]
     );
     assert_eq!(
-        class(Some(Kind::Machine), Op::Reinstall),
+        class(Kind::Machine, Op::Reinstall),
         Some(BudgetClass::MachineReinstall)
     );
     // Once there, the Machine's next low-risk change is an update again.
@@ -139,7 +139,7 @@ fn a_move_to_a_high_risk_package_version_is_planned_with_the_reinstalls() {
         desired: &next,
         base: None,
         live: &there,
-        fleet: "f",
+        fleet: &FleetId::new("ns", "f"),
         policy: &policy(),
         orphans: None,
     });
@@ -160,7 +160,7 @@ fn the_order_does_not_depend_on_live_and_waves_cut_the_changes() {
             desired: &desired,
             base: None,
             live,
-            fleet: "f",
+            fleet: &FleetId::new("ns", "f"),
             policy: &policy(),
             orphans: None,
         })
@@ -209,7 +209,7 @@ fn deletes_come_from_the_base_and_orphans_are_bounded() {
         desired: &desired,
         base: Some(&base),
         live: &live,
-        fleet: "f",
+        fleet: &FleetId::new("ns", "f"),
         policy: &policy(),
         orphans: None,
     });
@@ -226,7 +226,7 @@ fn deletes_come_from_the_base_and_orphans_are_bounded() {
         desired: &desired,
         base: Some(&base),
         live: &live,
-        fleet: "f",
+        fleet: &FleetId::new("ns", "f"),
         policy: &policy(),
         orphans: Some(&plan.orphans),
     });
@@ -236,4 +236,85 @@ fn deletes_come_from_the_base_and_orphans_are_bounded() {
     );
     assert_eq!(resumed.op(Seq::Deletes, 1), None);
     assert_eq!(resumed.op(Seq::Deletes, 3), Some(Op::Delete));
+}
+
+/// Objects labelled as another Fleet's are neither written nor deleted: they are counted per
+/// owner and the first are named. The same package version, whoever wrote it, will do; one
+/// with another spec is another Fleet's like any object. Handed over, an object is written.
+#[test]
+fn another_fleets_objects_are_held_and_named_unless_handed_over() {
+    let theirs = |mut o: FleetObject| {
+        o.meta_mut()
+            .labels
+            .get_or_insert_default()
+            .insert(endstate_api::labels::OWNER_LABEL.into(), "g".into());
+        o
+    };
+    // g's Machines m-00..m-02 on k1 and its package version k1; f wants k2 and k1.
+    let mut live: Vec<FleetObject> = fleet(3, "k1").into_iter().map(theirs).collect();
+    live.push(theirs(package("k1", None)));
+    live.push(theirs(package("k2", Some(Risk::Low))));
+    let mut desired = fleet(4, "k2");
+    desired.push(package("k1", None));
+    desired.push(package("k2", None));
+    // m-02 is handed over to f.
+    live[2]
+        .meta_mut()
+        .annotations
+        .get_or_insert_default()
+        .insert(
+            endstate_api::labels::TRANSFER_ANNOTATION.into(),
+            "ns/f".into(),
+        );
+    let f = FleetId::new("ns", "f");
+    let plan = Plan::new(Inputs {
+        desired: &desired,
+        base: Some(&desired),
+        live: &live,
+        fleet: &f,
+        policy: &policy(),
+        orphans: None,
+    });
+    let changes: Vec<(Seq, String, Op)> = plan
+        .changes()
+        .map(|(seq, id, op)| (seq, id.name.clone(), op))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            (Seq::Machines, "m-02".to_owned(), Op::Update),
+            (Seq::Machines, "m-03".to_owned(), Op::Create),
+        ],
+        "k1 is the same, k2 is refused, m-00 and m-01 are g's"
+    );
+    assert_eq!(plan.foreign.len(), 1);
+    let foreign = &plan.foreign[0];
+    assert_eq!(foreign.owner, FleetId::new("ns", "g"));
+    assert_eq!(foreign.count, 3);
+    let named: Vec<String> = foreign.named.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        named,
+        [
+            "MachinePackageVersion/ns/k2",
+            "Machine/ns/m-00",
+            "Machine/ns/m-01"
+        ]
+    );
+    assert!(
+        foreign
+            .to_string()
+            .starts_with("3 objects owned by Fleet ns/g: "),
+        "{foreign}"
+    );
+    // Nothing of g's is deleted by f, even what f's base had and its head drops.
+    let plan = Plan::new(Inputs {
+        desired: &[],
+        base: Some(&desired),
+        live: &live,
+        fleet: &f,
+        policy: &policy(),
+        orphans: None,
+    });
+    assert_eq!(plan.count(Op::Delete), 0);
+    assert!(plan.foreign.is_empty());
 }

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use endstate_core::ObjectRef;
 use endstate_core::policy::{Amount, BudgetLimit, MetricGate, Policy, WaveSpec, Window};
+use endstate_core::{Kind, ObjectRef};
 use endstate_rollout::budget::BudgetClass;
 use endstate_rollout::engine::{Effect, Interest, Phase, Report, RestoreClass, RestorePlan};
 use endstate_rollout::gates::Sample;
@@ -46,7 +46,7 @@ fn applies(effects: &[Effect]) -> Vec<String> {
 }
 
 fn id(name: &str) -> ObjectRef {
-    ObjectRef::new("Machine", NS, name)
+    ObjectRef::new(Kind::Machine, NS, name)
 }
 
 fn phase(engine: &Engine) -> Phase {
@@ -733,7 +733,7 @@ fn a_resume_on_a_partial_plan_starts_only_what_it_knows_then_the_rest() {
             desired: &world.desired,
             base: None,
             live: &window,
-            fleet: crate::world::FLEET,
+            fleet: &crate::world::fleet_id(),
             policy: &p,
             orphans: Some(&[]),
         },

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use endstate_api::{Machine, MachinePhase, MachineStatus};
 use endstate_core::policy::Policy;
-use endstate_core::{FleetObject, ObjectRef};
+use endstate_core::{FleetObject, Kind, ObjectRef};
 use endstate_rollout::engine::{Effect, Interest, RestoreClass, RestorePlan, Start};
 use endstate_rollout::gates::Sample;
 use endstate_rollout::health::{self, Health};
@@ -19,6 +19,11 @@ use endstate_rollout::{Engine, Event, Time};
 
 pub const NS: &str = "fleet";
 pub const FLEET: &str = "f";
+
+/// The Fleet the objects belong to.
+pub fn fleet_id() -> endstate_core::ownership::FleetId {
+    endstate_core::ownership::FleetId::new(NS, FLEET)
+}
 pub const T0: Time = Time(1_767_225_600_000);
 
 /// A Machine named `m-NNN` in one of `idcs` idcs, running `kubelet`.
@@ -144,7 +149,7 @@ impl World {
             desired: &self.desired,
             base: None,
             live: &live,
-            fleet: FLEET,
+            fleet: &fleet_id(),
             policy: &self.policy,
             orphans: None,
         })
@@ -184,7 +189,7 @@ impl World {
             name: name.to_owned(),
             what,
         });
-        self.changed.push(ObjectRef::new("Machine", NS, name));
+        self.changed.push(ObjectRef::new(Kind::Machine, NS, name));
         if what == "apply" {
             self.sequence += 1;
             self.due.insert(
@@ -420,7 +425,7 @@ impl World {
                     MachinePhase::Running
                 };
                 set_status(live, generation, phase);
-                self.changed.push(ObjectRef::new("Machine", NS, &name));
+                self.changed.push(ObjectRef::new(Kind::Machine, NS, &name));
             }
             if self.wake.is_some_and(|w| w <= self.now) {
                 self.wake = None;

@@ -5,6 +5,7 @@
 //! `/metrics` as an operator reads them.
 
 mod deploy;
+mod owners;
 mod ready;
 mod replicas;
 mod requests;
