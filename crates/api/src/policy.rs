@@ -72,12 +72,18 @@ pub struct WavePlan {
     /// The waves, in order; the last one should reach `100%`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waves: Option<Vec<Wave>>,
-    /// The label or spec field (`idc`) each wave is drawn evenly across.
+    /// The label or spec field (`idc`, and for Machines `cluster`) each wave is drawn evenly
+    /// across.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spread_by: Option<String>,
     /// Most objects changed but not yet healthy at once: a count or a percent. Default `1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_unavailable: Option<IntOrString>,
+    /// Machines only: most Machines of one Cluster changed but not yet healthy at once, a
+    /// count or a percent of the Cluster's Machines in the commit. Default: no limit beyond
+    /// `maxUnavailable`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable_per_cluster: Option<IntOrString>,
 }
 
 /// One wave.

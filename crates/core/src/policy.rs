@@ -118,6 +118,10 @@ pub struct Sequence {
     pub spread_by: Option<String>,
     /// Most objects changed but not yet healthy at once.
     pub max_unavailable: Amount,
+    /// Machines only: most Machines of one Cluster changed but not yet healthy at once (a
+    /// percent is of the Cluster's Machines in the commit).
+    #[serde(default)]
+    pub max_unavailable_per_cluster: Option<Amount>,
 }
 
 /// A budget class limit.
@@ -457,19 +461,35 @@ fn sequence(
         Some(value) => Amount::parse(value, &format!("{field}.maxUnavailable"), problems),
         None => Some(Amount::Count(1)),
     };
+    let machines = field == "spec.machines";
     let spread_by = plan.and_then(|p| p.spread_by.clone());
     if let Some(by) = &spread_by
         && by != "idc"
+        && !(machines && by == "cluster")
         && crate::syntax::qualified_name(by).is_err()
     {
         problems.add::<()>(format!(
-            "{field}.spreadBy {by:?} must be `idc` or a label key"
+            "{field}.spreadBy {by:?} must be `idc`{} or a label key",
+            if machines { ", `cluster`" } else { "" }
         ));
     }
+    let per_cluster = match plan.and_then(|p| p.max_unavailable_per_cluster.as_ref()) {
+        Some(_) if !machines => problems.add(format!(
+            "{field}.maxUnavailablePerCluster is for Machines (spec.machines) only"
+        )),
+        Some(value) => Amount::parse(
+            value,
+            &format!("{field}.maxUnavailablePerCluster"),
+            problems,
+        )
+        .map(Some),
+        None => Some(None),
+    };
     Some(Sequence {
         waves: waves?,
         spread_by,
         max_unavailable: max_unavailable?,
+        max_unavailable_per_cluster: per_cluster?,
     })
 }
 
@@ -732,6 +752,35 @@ mod tests {
         assert_eq!(p.budget(BudgetClass::MachineDelete).unwrap().limit, 100);
         assert_eq!(p.budget(BudgetClass::MachineReinstall).unwrap().limit, 50);
         assert!(p.budget(BudgetClass::MachineUpdate).is_none());
+    }
+
+    #[test]
+    fn machines_spread_and_limit_per_cluster_and_clusters_do_not() {
+        let spec: RolloutPolicySpec = serde_json::from_value(serde_json::json!({
+            "machines": {"spreadBy": "cluster", "maxUnavailable": "10%",
+                         "maxUnavailablePerCluster": "2%"},
+        }))
+        .unwrap();
+        let p = Policy::resolve(&spec).unwrap();
+        assert_eq!(p.machines.spread_by.as_deref(), Some("cluster"));
+        assert_eq!(
+            p.machines.max_unavailable_per_cluster,
+            Some(Amount::Percent(2.0))
+        );
+        assert_eq!(Policy::default().machines.max_unavailable_per_cluster, None);
+        let spec: RolloutPolicySpec = serde_json::from_value(serde_json::json!({
+            "clusters": {"maxUnavailablePerCluster": 1},
+            "machines": {"maxUnavailablePerCluster": 0},
+        }))
+        .unwrap();
+        let problems = Policy::resolve(&spec).unwrap_err();
+        assert_eq!(
+            problems,
+            [
+                "spec.machines.maxUnavailablePerCluster 0 must be at least 1",
+                "spec.clusters.maxUnavailablePerCluster is for Machines (spec.machines) only",
+            ]
+        );
     }
 
     #[test]

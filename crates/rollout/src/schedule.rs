@@ -95,6 +95,10 @@ pub fn estimate(
                 Some(plan::class(plan.id(stage.seq, p).kind, op))
             })
             .collect();
+        let clusters: Vec<Option<(u32, usize)>> = (stage.start..stage.end)
+            .filter(|p| plan.op(stage.seq, *p).is_some())
+            .map(|p| plan.cluster_limit(policy, stage.seq, p))
+            .collect();
         for class in changes.iter().flatten() {
             let used = uses.entry(*class).or_insert_with(|| BudgetUse {
                 class: *class,
@@ -123,11 +127,19 @@ pub fn estimate(
                 }
             }
             // Admit a round as the engine does: in order, up to `maxUnavailable`, until a
-            // change's class has no room.
+            // change's Cluster is at its limit or its class has no room.
             let mut spends: BTreeMap<BudgetClass, u64> = BTreeMap::new();
+            let mut per_cluster: BTreeMap<u32, usize> = BTreeMap::new();
             let mut admitted = 0;
             let mut blocked_on = None;
             while admitted < max && next + admitted < changes.len() {
+                if let Some((c, limit)) = clusters[next + admitted] {
+                    let busy = per_cluster.entry(c).or_default();
+                    if *busy >= limit {
+                        break;
+                    }
+                    *busy += 1;
+                }
                 let class = changes[next + admitted];
                 let spent = class.map_or(0, |c| spends.get(&c).copied().unwrap_or(0)) as usize;
                 if budgets.available(policy, class, t) <= spent {
@@ -250,6 +262,38 @@ mod tests {
 
     // 2026-11-30T00:00:00Z, a Monday.
     const MONDAY: Time = Time(1_795_996_800_000);
+
+    /// At most 4 of Cluster `c`'s Machines at once: the canary's 10 take three rounds, not
+    /// one, and the rest 23 rounds of 4.
+    #[test]
+    fn a_round_holds_at_most_a_clusters_share() {
+        let mut policy = policy();
+        policy.machines.max_unavailable_per_cluster = Some(Amount::Count(4));
+        let cluster: FleetObject = endstate_api::Cluster::test("c")
+            .namespace("ns")
+            .build()
+            .into();
+        let (mut live, mut desired) = (machines(100, "k1"), machines(100, "k2"));
+        live.push(cluster.clone());
+        desired.push(cluster);
+        let plan = Plan::new(Inputs {
+            desired: &desired,
+            base: None,
+            live: &live,
+            fleet: &endstate_core::ownership::FleetId::new("ns", "f"),
+            policy: &policy,
+            orphans: None,
+        });
+        let e = estimate(
+            &plan,
+            &plan.stages(&policy),
+            &policy,
+            &Budgets::default(),
+            MONDAY,
+        );
+        let rounds: Vec<u64> = e.waves.iter().map(|w| w.rounds).collect();
+        assert_eq!(rounds, [3, 23]);
+    }
 
     #[test]
     fn each_wave_takes_its_rounds_of_gate_timeout_and_its_bake() {

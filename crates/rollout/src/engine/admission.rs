@@ -1,10 +1,11 @@
 //! Stage admission: which changes of the current stage start now. A change starts when the
-//! stage has room under `maxUnavailable`, its budget class has room, a maintenance window is
+//! stage has room under `maxUnavailable` (and its Cluster under `maxUnavailablePerCluster`),
+//! its budget class has room, a maintenance window is
 //! open (for gated changes), the span in flight allows, and its Cluster has not failed; gate
 //! timeouts fail the changes that never settled. Admitted changes are persisted before their
 //! writes go out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::failures::Failures;
 use super::flights::bucket_up;
@@ -118,6 +119,15 @@ impl Engine {
             r.wait(WaitReason::OutsideWindows, fx);
             return false;
         }
+        // Machines not healthy yet per Cluster, when the policy limits them.
+        let mut busy: HashMap<u32, usize> = HashMap::new();
+        if r.policy.machines.max_unavailable_per_cluster.is_some() {
+            for p in r.flights.by_position.keys() {
+                if let Some(c) = plan.cluster_of(stage.seq, *p) {
+                    *busy.entry(c).or_default() += 1;
+                }
+            }
+        }
         let started = bucket_up(now, timeout);
         let oldest = r.flights.by_position.keys().next().copied();
         let span_end = oldest.map_or(u32::MAX, |o| o.saturating_add(MAX_SPAN));
@@ -135,6 +145,14 @@ impl Engine {
                 r.cursor += 1;
                 continue;
             }
+            let cluster = plan.cluster_limit(&r.policy, stage.seq, p);
+            // The Cluster has as many changing as it may: wait for one to settle (in order,
+            // as for `maxUnavailable`).
+            if let Some((c, limit)) = cluster
+                && busy.get(&c).copied().unwrap_or(0) >= limit
+            {
+                break;
+            }
             let id = plan.id(stage.seq, p);
             let class = plan::class(id.kind, op);
             let spent = class.map_or(0, |c| spends.get(&c).copied().unwrap_or(0)) as usize;
@@ -144,6 +162,9 @@ impl Engine {
             }
             if let Some(c) = class {
                 *spends.entry(c).or_default() += 1;
+            }
+            if let Some((c, _)) = cluster {
+                *busy.entry(c).or_default() += 1;
             }
             r.flights.insert(p, id.clone(), started);
             ids.push(id.clone());
@@ -197,7 +218,7 @@ mod tests {
     use super::super::fixture::{T0, applied, id, policy, started};
     use super::super::protocol::Event;
     use super::*;
-    use endstate_core::policy::{BudgetLimit, Window};
+    use endstate_core::policy::{Amount, BudgetLimit, Window};
 
     #[test]
     fn admits_up_to_max_unavailable_and_persists_before_the_writes() {
@@ -211,6 +232,68 @@ mod tests {
         assert!(persist < apply, "{fx:?}");
         assert_eq!(engine.rollout().unwrap().cursor(), 2);
         assert!(engine.rollout().unwrap().waiting().is_none());
+    }
+
+    /// Machines of clusters `a` and `b` (three each), spread by cluster, at most one of a
+    /// Cluster changing at once: each Cluster's next Machine starts when its last one settles,
+    /// in order, whatever room `maxUnavailable` leaves.
+    #[test]
+    fn a_cluster_has_at_most_its_share_changing() {
+        use endstate_api::{Cluster, Machine};
+        use endstate_core::FleetObject;
+        use endstate_core::ownership::FleetId;
+
+        use crate::health::Health;
+        use crate::plan::Inputs;
+
+        let machines = |kubelet: &str| -> Vec<FleetObject> {
+            let mut objects: Vec<FleetObject> = (0..6)
+                .map(|i| {
+                    Machine::test(&format!("m-{i}"))
+                        .in_cluster(["a", "b"][i / 3])
+                        .package("kubelet", kubelet)
+                        .namespace("ns")
+                        .build()
+                        .into()
+                })
+                .collect();
+            objects.extend(["a", "b"].map(|c| Cluster::test(c).namespace("ns").build().into()));
+            objects
+        };
+        let mut p = policy(&[(100.0, 0, false)], 10);
+        p.machines.spread_by = Some("cluster".into());
+        p.machines.max_unavailable_per_cluster = Some(Amount::Count(1));
+        let (desired, live) = (machines("k2"), machines("k1"));
+        let plan = Plan::new(Inputs {
+            desired: &desired,
+            base: None,
+            live: &live,
+            fleet: &FleetId::new("ns", "f"),
+            policy: &p,
+            orphans: None,
+        });
+        let mut engine = Engine::default();
+        let fx = engine.start(
+            super::super::protocol::Start {
+                commit: "c2".into(),
+                last_good: Some("c1".into()),
+                base: None,
+                plan,
+                policy: p,
+            },
+            T0,
+        );
+        assert_eq!(applied(&fx), ["m-0", "m-3"]);
+        let m =
+            |name: &str| endstate_core::ObjectRef::new(endstate_core::Kind::Machine, "ns", name);
+        engine.step(
+            Event::Written(vec![(m("m-0"), Ok(2)), (m("m-3"), Ok(2))]),
+            T0,
+        );
+        let fx = engine.step(Event::Observed(vec![(m("m-0"), Health::Healthy)]), T0);
+        assert_eq!(applied(&fx), ["m-1"], "a's next; b has one changing");
+        let fx = engine.step(Event::Observed(vec![(m("m-3"), Health::Healthy)]), T0);
+        assert_eq!(applied(&fx), ["m-4"]);
     }
 
     #[test]

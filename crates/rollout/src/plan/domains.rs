@@ -6,10 +6,12 @@ use endstate_core::FleetObject;
 
 /// The failure domain of an object: a spec field (`idc`) or, failing that, a label.
 pub fn domain(object: &FleetObject, spread_by: &str) -> String {
-    if let FleetObject::Machine(m) = object
-        && spread_by == "idc"
-    {
-        return m.spec.idc.clone();
+    if let FleetObject::Machine(m) = object {
+        match spread_by {
+            "idc" => return m.spec.idc.clone(),
+            "cluster" => return m.spec.cluster.clone(),
+            _ => {}
+        }
     }
     object
         .meta()

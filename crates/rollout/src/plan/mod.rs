@@ -93,6 +93,8 @@ pub struct Plan {
     /// Per position of the Machines universe: its Cluster's position in the Clusters
     /// universe ([`NO_CLUSTER`] when the commit has none of that name).
     machine_cluster: Vec<u32>,
+    /// Per position of the Clusters universe: how many of the commit's Machines it has.
+    cluster_machines: Vec<u32>,
     /// Package versions whose spec changes while live objects use them: refused.
     pub immutable: Vec<ObjectRef>,
     /// Objects removed from Git that stay because they are annotated `prune: disabled`.
@@ -248,10 +250,15 @@ impl Plan {
                 _ => NO_CLUSTER,
             })
             .collect();
+        let mut cluster_machines = vec![0; orders[1].ids.len()];
+        for c in machine_cluster.iter().filter(|c| **c != NO_CLUSTER) {
+            cluster_machines[*c as usize] += 1;
+        }
         let mut plan = Plan {
             orphans,
             orphans_left,
             machine_cluster,
+            cluster_machines,
             ..Plan::default()
         };
         let mut foreign: BTreeMap<FleetId, Foreign> = BTreeMap::new();
@@ -438,6 +445,20 @@ impl Plan {
             .get(position as usize)
             .copied()
             .filter(|c| *c != NO_CLUSTER)
+    }
+
+    /// The Cluster of the Machine at `position` of `seq` and how many of that Cluster's
+    /// Machines may be in flight at once, when the policy limits them
+    /// (`maxUnavailablePerCluster`, a percent being of the Cluster's Machines in the commit).
+    pub fn cluster_limit(&self, policy: &Policy, seq: Seq, position: u32) -> Option<(u32, usize)> {
+        let cap = policy.machines.max_unavailable_per_cluster?;
+        let cluster = self.cluster_of(seq, position)?;
+        let machines = self
+            .cluster_machines
+            .get(cluster as usize)
+            .copied()
+            .unwrap_or(0);
+        Some((cluster, cap.of(machines as usize).max(1)))
     }
 
     /// The op at `position` of `seq`, `None` when the object is in sync (or, in a partial
