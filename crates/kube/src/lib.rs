@@ -11,7 +11,8 @@
 //! ```
 //!
 //! It works with Kubernetes 1.20 and later: paginated LIST + WATCH (no streaming lists), no
-//! CEL, no aggregated discovery (it needs no discovery at all: the kinds are compiled in).
+//! CEL, no aggregated discovery (the kinds are compiled in; a business cluster is asked once,
+//! by group, whether it serves them: [`target::probe`]).
 
 mod apply;
 mod cache;
@@ -27,6 +28,7 @@ mod live;
 mod retry;
 mod secrets;
 mod status;
+pub mod target;
 
 pub use cache::PAGE_SIZE;
 pub use config::{client, config};

@@ -122,6 +122,8 @@ pub struct TestServer {
     watchdog: Option<(Child, ChildStdin)>,
     /// The server's certificate, which the kubeconfigs trust.
     cert: PathBuf,
+    /// The `system:masters` token of [`TestServer::kubeconfig`].
+    admin_token: String,
 }
 
 /// A process's program, arguments and log file.
@@ -253,6 +255,7 @@ impl TestServer {
             etcd_client,
             watchdog,
             cert: cert_dir.join("apiserver.crt"),
+            admin_token: admin_token.clone(),
         };
         // The serving certificate is generated at start-up; the kubeconfig trusts it.
         let cert = cert_dir.join("apiserver.crt");
@@ -302,6 +305,25 @@ impl TestServer {
     /// account's, from the TokenRequest API, say) to `path`.
     pub fn write_kubeconfig(&self, token: &str, path: &Path) -> Result<()> {
         write(path, &kubeconfig_text(&self.url, token, &self.cert))
+    }
+
+    /// A kubeconfig for this server with everything inline (the CA as data), as a Secret holds
+    /// one: `token`, or the `system:masters` token.
+    pub fn inline_kubeconfig(&self, token: Option<&str>) -> Result<String> {
+        use base64::Engine as _;
+        let cert =
+            std::fs::read(&self.cert).map_err(|err| anyhow!("{}: {err}", self.cert.display()))?;
+        let ca = base64::engine::general_purpose::STANDARD.encode(cert);
+        let token = token.unwrap_or(&self.admin_token);
+        Ok(format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: endstate-test\n\
+             clusters:\n- name: endstate-test\n  cluster:\n    server: {}\n    \
+             certificate-authority-data: {ca}\n\
+             users:\n- name: endstate-test\n  user:\n    token: {token}\n\
+             contexts:\n- name: endstate-test\n  context:\n    cluster: endstate-test\n    \
+             user: endstate-test\n",
+            self.url
+        ))
     }
 
     /// The directory holding the server's files (its logs, an audit log it was asked for).

@@ -6,4 +6,5 @@ mod crds;
 mod reads;
 mod status;
 mod support;
+mod targets;
 mod throttle;
