@@ -57,7 +57,12 @@ pub enum Command {
         output: ReportFormat,
     },
     /// Print the CustomResourceDefinitions of the fleet.endstate.dev objects.
-    Crds,
+    Crds {
+        /// Only those a business cluster holds (Machine, MachinePackageVersion), as
+        /// `deploy/target/` installs them.
+        #[arg(long)]
+        target: bool,
+    },
     /// Play the whole story on a simulated fleet: waves, a breaker trip, an automatic revert.
     Demo(DemoArgs),
     /// Run the reconcile loop on a repository (against the simulated fleet with `--live sim`).

@@ -175,10 +175,7 @@ pub async fn probe(client: &Client, server: &str) -> Result<(), TargetProblem> {
     {
         Ok(list) => {
             let served: Vec<&str> = list.resources.iter().map(|r| r.kind.as_str()).collect();
-            let missing: Vec<&str> = KINDS
-                .into_iter()
-                .filter(|k| !served.contains(k))
-                .collect();
+            let missing: Vec<&str> = KINDS.into_iter().filter(|k| !served.contains(k)).collect();
             if missing.is_empty() {
                 Ok(())
             } else {

@@ -22,8 +22,8 @@ pub fn run(args: Args) -> ExitCode {
     let result = match args.command {
         Command::Render { source, output } => render::render(&source, output),
         Command::Validate { source, output } => render::validate(&source, output),
-        Command::Crds => {
-            print!("{}", endstate_api::crds::yaml());
+        Command::Crds { target } => {
+            print!("{}", endstate_api::crds::yaml(target));
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => demo::run(&args),

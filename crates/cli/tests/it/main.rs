@@ -13,4 +13,5 @@ mod plan;
 mod plan_against;
 mod run;
 mod support;
+mod target;
 mod verify;

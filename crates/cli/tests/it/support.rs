@@ -235,3 +235,25 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// `kubectl --kubeconfig KUBECONFIG ARGS…`: exit code, stdout, stderr.
+pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .expect("kubectl is required");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Whether `kubectl auth can-i ARGS…` says yes for the identity of `kubeconfig`.
+pub fn can_i(kubeconfig: &Path, args: &[&str]) -> bool {
+    let (code, out, err) = kubectl(kubeconfig, &[&["auth", "can-i"], args].concat());
+    assert!(code == 0 || code == 1, "{out}{err}");
+    out.trim() == "yes"
+}

@@ -60,11 +60,7 @@ fn the_deployed_service_account_runs_a_rollout_and_may_do_nothing_more() {
     assert_eq!(code, 0, "{err}");
     let sa = setup.dir.join("kubeconfig-sa");
     server.write_kubeconfig(token.trim(), &sa).unwrap();
-    let can = |args: &[&str]| {
-        let (code, out, err) = kubectl(&sa, &[&["auth", "can-i"], args].concat());
-        assert!(code == 0 || code == 1, "{out}{err}");
-        out.trim() == "yes"
-    };
+    let can = |args: &[&str]| can_i(&sa, args);
     for allowed in [
         vec!["patch", "machines.fleet.endstate.dev", "-n", &ns],
         vec!["create", "machines.fleet.endstate.dev", "-n", &ns],

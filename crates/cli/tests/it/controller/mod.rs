@@ -26,7 +26,9 @@ use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::kill::write_fleet;
-use crate::support::{free_port, git, kube_namespace_on, remote_and_clone, workspace};
+use crate::support::{
+    can_i, free_port, git, kube_namespace_on, kubectl, remote_and_clone, workspace,
+};
 
 /// A running `endstate controller`, killed when dropped.
 struct Process {
@@ -180,20 +182,6 @@ fn eventually_or(
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn kubectl(kubeconfig: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .output()
-        .expect("kubectl is required");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn endstate(kubeconfig: &Path, args: &[&str]) -> (i32, String, String) {

@@ -1,0 +1,120 @@
+//! `deploy/target/` installed in a business cluster (a second API server) with kubectl: its
+//! ServiceAccount may do what endstate does there and nothing more, and the kubeconfig Secret
+//! made from its token as docs/operations.md says reaches the cluster.
+
+use std::collections::BTreeMap;
+
+use endstate_api::k8s_openapi::api::core::v1::Secret;
+use endstate_testenv::TestServer;
+use kube::Api;
+use kube::api::PostParams;
+
+use crate::support::{can_i, kube_namespace_on, kubectl, workspace};
+
+#[test]
+fn the_target_service_account_may_write_machines_in_its_namespace_and_nothing_more() {
+    let business = TestServer::start();
+    let admin = business.kubeconfig();
+    let (code, out, err) = kubectl(
+        admin,
+        &[
+            "apply",
+            "--server-side",
+            "-k",
+            workspace().join("deploy/target").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, token, err) = kubectl(
+        admin,
+        &[
+            "create",
+            "token",
+            "endstate",
+            "-n",
+            "fleet-machines",
+            "--duration",
+            "2h",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let token = token.trim();
+    let sa = business.dir().join("kubeconfig-target-sa");
+    business.write_kubeconfig(token, &sa).unwrap();
+    let can = |args: &[&str]| can_i(&sa, args);
+    for kind in ["machines", "machinepackageversions"] {
+        let resource = format!("{kind}.fleet.endstate.dev");
+        for verb in ["get", "list", "watch", "create", "patch", "delete"] {
+            assert!(
+                can(&[verb, &resource, "-n", "fleet-machines"]),
+                "endstate needs {verb} {resource}"
+            );
+        }
+        for denied in [
+            vec!["update", &resource, "-n", "fleet-machines"],
+            vec![
+                "patch",
+                &resource,
+                "--subresource=status",
+                "-n",
+                "fleet-machines",
+            ],
+            vec!["list", &resource, "-n", "default"],
+            vec!["list", &resource, "--all-namespaces"],
+        ] {
+            assert!(!can(&denied), "must not be allowed {denied:?}");
+        }
+    }
+    for denied in [
+        vec!["get", "secrets", "-n", "fleet-machines"],
+        vec!["create", "events.events.k8s.io", "-n", "fleet-machines"],
+        vec![
+            "create",
+            "clusters.fleet.endstate.dev",
+            "-n",
+            "fleet-machines",
+        ],
+        vec!["create", "pods", "-n", "fleet-machines"],
+        vec!["create", "customresourcedefinitions.apiextensions.k8s.io"],
+        vec![
+            "create",
+            "rolebindings.rbac.authorization.k8s.io",
+            "-n",
+            "fleet-machines",
+        ],
+    ] {
+        assert!(!can(&denied), "must not be allowed {denied:?}");
+    }
+
+    // The meta-cluster's Secret for this business cluster, made from the token as
+    // docs/operations.md says, reaches it with that account.
+    let meta = TestServer::shared();
+    let (runtime, client, ns) = kube_namespace_on(meta, "target-sa");
+    let secret = Secret {
+        metadata: endstate_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some("a-kubeconfig".into()),
+            ..Default::default()
+        },
+        string_data: Some(BTreeMap::from([(
+            "value".to_owned(),
+            business.inline_kubeconfig(Some(token)).unwrap(),
+        )])),
+        ..Default::default()
+    };
+    runtime
+        .block_on(
+            Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &secret),
+        )
+        .unwrap();
+    runtime.block_on(async {
+        let (config, warnings) = endstate_kube::target::config(&client, &ns, "a-kubeconfig")
+            .await
+            .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let server = config.cluster_url.to_string();
+        let target = kube::Client::try_from(config).unwrap();
+        endstate_kube::target::probe(&target, &server)
+            .await
+            .unwrap();
+    });
+}
