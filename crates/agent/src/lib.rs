@@ -67,6 +67,14 @@ pub enum Error {
         /// The cause.
         source: watcher::Error,
     },
+    /// The server could not say which kinds it serves.
+    #[error("asking the API server which fleet.endstate.dev kinds it serves: {0}")]
+    Discovery(Box<kube::Error>),
+    /// The server serves neither Machines nor Clusters.
+    #[error(
+        "the API server serves neither Machines nor Clusters of fleet.endstate.dev/v1alpha1: install the CRDs (deploy/ on a meta-cluster, deploy/target/ on a business cluster)"
+    )]
+    NothingServed,
 }
 
 /// A status write the server did not take is tried again after 100 ms, doubling, at most 2 s
@@ -161,12 +169,31 @@ impl Operated for Cluster {
 /// Runs the agent until a watch fails.
 pub async fn run(client: Client, config: AgentConfig) -> Result<(), Error> {
     let config = Arc::new(config);
-    tracing::info!(namespace = %config.namespace, seed = config.seed, faults = config.faults.rules.len(), "sim-agent watching");
+    // A business cluster serves Machines only, a meta-cluster Clusters (and, with Machines
+    // kept beside them, both): operate what the server serves.
+    let served = endstate_kube::target::served(&client)
+        .await
+        .map_err(|source| Error::Discovery(Box::new(source)))?;
+    let machines = served.contains("Machine") && served.contains("MachinePackageVersion");
+    let clusters = served.contains("Cluster") && served.contains("ClusterPackageVersion");
+    if !machines && !clusters {
+        return Err(Error::NothingServed);
+    }
+    tracing::info!(namespace = %config.namespace, seed = config.seed, faults = config.faults.rules.len(), machines, clusters, "sim-agent watching");
     let pending = Arc::new(tokio::sync::Mutex::new(Pending::new()));
-    tokio::try_join!(
-        operate::<Machine>(client.clone(), config.clone(), pending.clone()),
-        operate::<Cluster>(client, config, pending),
-    )?;
+    let operate_machines = async {
+        match machines {
+            true => operate::<Machine>(client.clone(), config.clone(), pending.clone()).await,
+            false => Ok(()),
+        }
+    };
+    let operate_clusters = async {
+        match clusters {
+            true => operate::<Cluster>(client.clone(), config.clone(), pending.clone()).await,
+            false => Ok(()),
+        }
+    };
+    tokio::try_join!(operate_machines, operate_clusters)?;
     Ok(())
 }
 

@@ -11,6 +11,7 @@
 //!   (`tokenFile`, `client-certificate`, `client-key`, `certificate-authority`) is refused;
 //! - `insecure-skip-tls-verify` is accepted, with a warning the caller reports.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use kube::Client;
@@ -167,22 +168,28 @@ pub async fn config(
 /// Asks the business cluster whether it serves the kinds endstate writes there (one
 /// discovery request, no list).
 pub async fn probe(client: &Client, server: &str) -> Result<(), TargetProblem> {
-    let group = endstate_api::GROUP;
-    let version = endstate_api::VERSION;
-    match client
-        .list_api_group_resources(&format!("{group}/{version}"))
-        .await
-    {
-        Ok(list) => {
-            let served: Vec<&str> = list.resources.iter().map(|r| r.kind.as_str()).collect();
-            let missing: Vec<&str> = KINDS.into_iter().filter(|k| !served.contains(k)).collect();
-            if missing.is_empty() {
-                Ok(())
-            } else {
-                Err(missing_crds(server, &missing))
-            }
-        }
-        Err(err) => Err(classify(server, err)),
+    let served = served(client).await.map_err(|err| classify(server, err))?;
+    let missing: Vec<&str> = KINDS.into_iter().filter(|k| !served.contains(*k)).collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(missing_crds(server, &missing))
+    }
+}
+
+/// The kinds of `fleet.endstate.dev/v1alpha1` the server serves (none when it does not
+/// serve the group), from one discovery request.
+pub async fn served(client: &Client) -> Result<BTreeSet<String>, kube::Error> {
+    let group = format!("{}/{}", endstate_api::GROUP, endstate_api::VERSION);
+    match client.list_api_group_resources(&group).await {
+        Ok(list) => Ok(list
+            .resources
+            .into_iter()
+            .filter(|r| !r.name.contains('/'))
+            .map(|r| r.kind)
+            .collect()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(BTreeSet::new()),
+        Err(err) => Err(err),
     }
 }
 

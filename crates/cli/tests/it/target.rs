@@ -3,6 +3,7 @@
 //! made from its token as docs/operations.md says reaches the cluster.
 
 use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
 
 use endstate_api::k8s_openapi::api::core::v1::Secret;
 use endstate_testenv::TestServer;
@@ -11,19 +12,112 @@ use kube::api::PostParams;
 
 use crate::support::{can_i, kube_namespace_on, kubectl, workspace};
 
+/// sim-agent operates what the server it is pointed at serves: a business cluster's
+/// Machines (it has no Clusters); against a server with neither, it says so and stops.
 #[test]
-fn the_target_service_account_may_write_machines_in_its_namespace_and_nothing_more() {
+fn sim_agent_operates_the_machines_of_a_business_cluster() {
     let business = TestServer::start();
     let admin = business.kubeconfig();
+    let agent = |namespace: &str| {
+        Command::new(env!("CARGO_BIN_EXE_endstate"))
+            .args([
+                "sim-agent",
+                "--speed",
+                "50",
+                "--namespace",
+                namespace,
+                "--kubeconfig",
+            ])
+            .arg(admin)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let out = agent("fleet-machines").wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("serves neither Machines nor Clusters"),
+        "{err}"
+    );
+
+    let (code, out, err) = install_target(admin);
+    assert_eq!(code, 0, "{out}{err}");
+    let mut running = agent("fleet-machines");
+    let manifests = business.dir().join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    let package = endstate_api::MachinePackageVersion::test("agent-1.0").build();
+    let machine = endstate_api::Machine::test("m-1")
+        .package("agent", "agent-1.0")
+        .build();
+    for (file, object) in [
+        ("package.json", serde_json::to_string(&package).unwrap()),
+        ("machine.json", serde_json::to_string(&machine).unwrap()),
+    ] {
+        std::fs::write(manifests.join(file), object).unwrap();
+    }
     let (code, out, err) = kubectl(
         admin,
+        &[
+            "apply",
+            "-n",
+            "fleet-machines",
+            "-f",
+            manifests.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (_, phase, _) = kubectl(
+            admin,
+            &[
+                "get",
+                "machine",
+                "m-1",
+                "-n",
+                "fleet-machines",
+                "-o",
+                "jsonpath={.status.phase}/{.status.observedGeneration}",
+            ],
+        );
+        if phase == "Running/1" {
+            break;
+        }
+        assert!(
+            running.try_wait().unwrap().is_none(),
+            "sim-agent exited: {:?}",
+            running.wait_with_output()
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the Machine is {phase:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let _ = running.kill();
+    let _ = running.wait();
+}
+
+/// `kubectl apply --server-side -k deploy/target` as `kubeconfig`.
+fn install_target(kubeconfig: &std::path::Path) -> (i32, String, String) {
+    kubectl(
+        kubeconfig,
         &[
             "apply",
             "--server-side",
             "-k",
             workspace().join("deploy/target").to_str().unwrap(),
         ],
-    );
+    )
+}
+
+#[test]
+fn the_target_service_account_may_write_machines_in_its_namespace_and_nothing_more() {
+    let business = TestServer::start();
+    let admin = business.kubeconfig();
+    let (code, out, err) = install_target(admin);
     assert_eq!(code, 0, "{out}{err}");
     let (code, token, err) = kubectl(
         admin,
