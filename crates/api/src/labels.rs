@@ -8,6 +8,10 @@ pub const OWNER_LABEL: &str = "fleet.endstate.dev/fleet";
 /// The namespace of the owning Fleet, on objects that live outside it (in a business
 /// cluster); an object without it belongs to the Fleet of that name in its own namespace.
 pub const OWNER_NAMESPACE_LABEL: &str = "fleet.endstate.dev/fleet-namespace";
+/// The business cluster an object is placed in, on the objects a Fleet writes to business
+/// clusters (its Machines and their package versions): part of their identity, since each
+/// business cluster holds its own copy of a package version.
+pub const CLUSTER_LABEL: &str = "fleet.endstate.dev/business-cluster";
 /// Hands an object over to another Fleet (`namespace/name`): that Fleet may then write it,
 /// and its labels name the new owner from that write on.
 pub const TRANSFER_ANNOTATION: &str = "fleet.endstate.dev/transfer-to";

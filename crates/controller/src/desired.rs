@@ -18,7 +18,12 @@ pub struct Desired {
 impl Desired {
     /// The object with this identity.
     pub fn get(&self, id: &ObjectRef) -> Option<&FleetObject> {
-        let key = (id.kind, id.namespace.as_str(), id.name.as_str());
+        let key = (
+            id.kind,
+            id.namespace.as_str(),
+            id.name.as_str(),
+            id.cluster.as_str(),
+        );
         self.objects
             .binary_search_by(|o| o.key().cmp(&key))
             .ok()

@@ -390,7 +390,7 @@ impl<L: Live, C: Clock> Controller<L, C> {
     /// The identity of `id` in the fleet's namespace.
     pub(crate) fn in_namespace(&self, id: &ObjectRef) -> ObjectRef {
         if id.namespace.is_empty() {
-            ObjectRef::new(id.kind, &self.config.namespace, &id.name)
+            ObjectRef::new(id.kind, &self.config.namespace, &id.name).in_cluster(&id.cluster)
         } else {
             id.clone()
         }

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use endstate_api::labels::CLUSTER_LABEL;
 use endstate_api::{
     Cluster, ClusterPackageVersion, Machine, MachinePackageVersion, ObjectMeta, RolloutPolicy,
 };
@@ -70,9 +71,11 @@ impl AsRef<str> for Kind {
     }
 }
 
-/// The identity of a fleet object: kind, namespace (empty when unset) and name.
+/// The identity of a fleet object: kind, namespace (empty when unset), name, and the business
+/// cluster it is placed in (empty for an object of the Fleet's own API server).
 ///
-/// It serialises with the kind as its name (`"kind": "Machine"`), as persisted state has it.
+/// It serialises with the kind as its name (`"kind": "Machine"`), as persisted state has it,
+/// and without `cluster` when it is empty.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ObjectRef {
     /// The kind.
@@ -81,16 +84,27 @@ pub struct ObjectRef {
     pub namespace: String,
     /// The name.
     pub name: String,
+    /// The business cluster the object is placed in (its [`CLUSTER_LABEL`]); empty when it
+    /// lives beside the Fleet.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cluster: String,
 }
 
 impl ObjectRef {
-    /// An identity.
+    /// An identity on the Fleet's own API server.
     pub fn new(kind: Kind, namespace: &str, name: &str) -> Self {
         ObjectRef {
             kind,
             namespace: namespace.to_owned(),
             name: name.to_owned(),
+            cluster: String::new(),
         }
+    }
+
+    /// The identity placed in business cluster `cluster`.
+    pub fn in_cluster(mut self, cluster: &str) -> Self {
+        self.cluster = cluster.to_owned();
+        self
     }
 
     /// Reads the namespace and name of an untyped object of `kind`.
@@ -110,12 +124,17 @@ impl ObjectRef {
 }
 
 impl fmt::Display for ObjectRef {
+    /// `Machine/ns/m-1`, and `Machine/ns/m-1@a` in business cluster `a`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.namespace.is_empty() {
-            write!(f, "{}/{}", self.kind, self.name)
+            write!(f, "{}/{}", self.kind, self.name)?;
         } else {
-            write!(f, "{}/{}/{}", self.kind, self.namespace, self.name)
+            write!(f, "{}/{}/{}", self.kind, self.namespace, self.name)?;
         }
+        if !self.cluster.is_empty() {
+            write!(f, "@{}", self.cluster)?;
+        }
+        Ok(())
     }
 }
 
@@ -179,20 +198,32 @@ impl FleetObject {
         self.meta().name.as_deref().unwrap_or_default()
     }
 
-    /// The identity as borrowed strings, for sorting and lookups without allocating.
-    pub fn key(&self) -> (Kind, &str, &str) {
+    /// The business cluster the object is placed in (its [`CLUSTER_LABEL`]), empty when it
+    /// lives beside the Fleet.
+    pub fn cluster(&self) -> &str {
+        self.meta()
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(CLUSTER_LABEL))
+            .map_or("", String::as_str)
+    }
+
+    /// The identity as borrowed strings, for sorting and lookups without allocating: kind,
+    /// namespace, name, business cluster.
+    pub fn key(&self) -> (Kind, &str, &str, &str) {
         let meta = self.meta();
         (
             self.kind(),
             meta.namespace.as_deref().unwrap_or_default(),
             meta.name.as_deref().unwrap_or_default(),
+            self.cluster(),
         )
     }
 
     /// The identity.
     pub fn id(&self) -> ObjectRef {
-        let (kind, namespace, name) = self.key();
-        ObjectRef::new(kind, namespace, name)
+        let (kind, namespace, name, cluster) = self.key();
+        ObjectRef::new(kind, namespace, name).in_cluster(cluster)
     }
 
     /// Whether both are the same kind with equal specs (metadata and status aside).

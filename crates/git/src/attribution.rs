@@ -98,15 +98,21 @@ pub fn attribute(
     })
 }
 
-/// The rendered object with identity `id` (objects are sorted by identity).
+/// The rendered object with identity `id` (objects are sorted by identity). An object placed
+/// in a business cluster is found by kind and name: the repository renders it once, in the
+/// Fleet's namespace.
 fn find<'a>(rendered: &'a Rendered, id: &ObjectRef) -> Option<&'a endstate_core::FleetObject> {
-    let key = (id.kind, id.namespace.as_str(), id.name.as_str());
+    if !id.cluster.is_empty() {
+        return rendered
+            .objects
+            .iter()
+            .map(|o| &o.object)
+            .find(|o| o.kind() == id.kind && o.name() == id.name);
+    }
+    let key = (id.kind, id.namespace.as_str(), id.name.as_str(), "");
     rendered
         .objects
-        .binary_search_by(|o| {
-            let (kind, namespace, name) = o.object.key();
-            (kind, namespace, name).cmp(&key)
-        })
+        .binary_search_by(|o| o.object.key().cmp(&key))
         .ok()
         .map(|i| &rendered.objects[i].object)
 }

@@ -240,7 +240,7 @@ pub(crate) fn conflict_message(disagreements: &[Contested]) -> String {
 /// The identity in this namespace: empty means the fleet's namespace, another one is refused.
 pub(crate) fn in_namespace(id: &ObjectRef, namespace: &str) -> Result<ObjectRef, LiveError> {
     if id.namespace.is_empty() || id.namespace == namespace {
-        Ok(ObjectRef::new(id.kind, namespace, &id.name))
+        Ok(ObjectRef::new(id.kind, namespace, &id.name).in_cluster(&id.cluster))
     } else {
         Err(LiveError::Fatal(format!(
             "{id} is in namespace {:?}, and this fleet works only in {namespace:?}",

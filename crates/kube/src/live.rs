@@ -247,7 +247,8 @@ impl KubeLive {
         else {
             return false;
         };
-        let id = ObjectRef::new(desired.kind(), &self.settings.namespace, desired.key().2);
+        let id = ObjectRef::new(desired.kind(), &self.settings.namespace, desired.name())
+            .in_cluster(desired.cluster());
         let Some(live) = self.read(&id) else {
             return false;
         };
@@ -310,7 +311,8 @@ impl KubeLive {
 
     async fn apply_one(&self, object: &FleetObject) -> Result<Applied, LiveError> {
         let body = apply::apply_body(object, &self.settings.namespace, &self.settings.fleet)?;
-        let id = ObjectRef::new(object.kind(), &self.settings.namespace, object.key().2);
+        let id = ObjectRef::new(object.kind(), &self.settings.namespace, object.name())
+            .in_cluster(object.cluster());
         with_kind!(object.kind(), |K| self.apply_typed::<K>(&id, &body).await)
     }
 
@@ -569,8 +571,8 @@ impl Live for KubeLive {
             seen.insert(id.clone(), self.read(id));
         }
         objects.retain_mut(|object| {
-            let (kind, _, name) = object.key();
-            let id = ObjectRef::new(kind, &self.settings.namespace, name);
+            let (kind, _, name, cluster) = object.key();
+            let id = ObjectRef::new(kind, &self.settings.namespace, name).in_cluster(cluster);
             match seen.remove(&id) {
                 None => true,
                 Some(Some(newer)) => {

@@ -114,11 +114,7 @@ impl Engine {
             commit: r.commit.clone(),
             last_good: r.last_good.clone(),
             base: r.base.clone(),
-            orphans: r
-                .orphans
-                .iter()
-                .map(|id| format!("{}/{}", id.kind, id.name))
-                .collect(),
+            orphans: r.orphans.iter().map(orphan_text).collect(),
             stages: r.stages.clone(),
             stage: r.stage,
             cursor: r.cursor,
@@ -193,11 +189,9 @@ fn rollout(r: PersistedRollout) -> Result<Rollout, StateError> {
         .orphans
         .iter()
         .map(|o| {
-            let (kind, name) = o
-                .split_once('/')
-                .and_then(|(k, name)| Some((Kind::parse(k)?, name)))
-                .ok_or_else(|| StateError::Malformed(format!("orphan {o:?} is not Kind/name")))?;
-            Ok(ObjectRef::new(kind, "", name))
+            parse_orphan(o).ok_or_else(|| {
+                StateError::Malformed(format!("orphan {o:?} is not Kind/name[@cluster]"))
+            })
         })
         .collect::<Result<Vec<_>, StateError>>()?;
     let mut flights = Flights::default();
@@ -413,6 +407,22 @@ pub fn worst_state(n: u32, inflight: &[u32], failed: &[u32]) -> Value {
     })
 }
 
+/// An orphan as the state names it: `Kind/name`, and `Kind/name@cluster` in a business
+/// cluster (its namespace is where its Fleet or business cluster keeps such objects).
+fn orphan_text(id: &ObjectRef) -> String {
+    match id.cluster.as_str() {
+        "" => format!("{}/{}", id.kind, id.name),
+        cluster => format!("{}/{}@{cluster}", id.kind, id.name),
+    }
+}
+
+/// Reads what [`orphan_text`] writes.
+fn parse_orphan(text: &str) -> Option<ObjectRef> {
+    let (kind, name) = text.split_once('/')?;
+    let (name, cluster) = name.split_once('@').unwrap_or((name, ""));
+    Some(ObjectRef::new(Kind::parse(kind)?, "", name).in_cluster(cluster))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -454,6 +464,21 @@ mod tests {
             Engine::from_json(json!({"version": 9})).unwrap_err(),
             StateError::Newer(9)
         );
+    }
+
+    #[test]
+    fn orphans_are_named_with_their_business_cluster() {
+        for id in [
+            ObjectRef::new(Kind::Machine, "", "m-1"),
+            ObjectRef::new(Kind::MachinePackageVersion, "", "kubelet-1.28").in_cluster("a"),
+        ] {
+            assert_eq!(parse_orphan(&orphan_text(&id)), Some(id));
+        }
+        assert_eq!(
+            orphan_text(&ObjectRef::new(Kind::Machine, "", "m-1")),
+            "Machine/m-1"
+        );
+        assert_eq!(parse_orphan("Fleet/f"), None);
     }
 
     #[test]

@@ -63,17 +63,17 @@ pub(super) fn mass_deletes(
         }
         scopes
     };
-    let deleted: HashSet<(Kind, &str)> = ids
+    let deleted: HashSet<(Kind, &str, &str)> = ids
         .iter()
         .zip(ops)
         .filter(|(_, op)| **op == Some(Op::Delete))
-        .map(|(id, _)| (id.kind, id.name.as_str()))
+        .map(|(id, _)| (id.kind, id.name.as_str(), id.cluster.as_str()))
         .collect();
     for o in live {
         if o.kind() == Kind::RolloutPolicy || !owned_by(o, fleet) {
             continue;
         }
-        let gone = deleted.contains(&(o.kind(), o.name()));
+        let gone = deleted.contains(&(o.kind(), o.name(), o.cluster()));
         for scope in scopes(o) {
             let (d, l) = counts.entry(scope).or_default();
             *l += 1;

@@ -141,10 +141,12 @@ pub struct Inputs<'a> {
     pub orphans: Option<&'a [ObjectRef]>,
 }
 
-type Key<'a> = (Kind, &'a str);
+/// An object's identity within the fleet: kind, name and business cluster (all the Fleet's
+/// objects of one API server share a namespace).
+type Key<'a> = (Kind, &'a str, &'a str);
 
 fn key(object: &FleetObject) -> Key<'_> {
-    (object.kind(), object.name())
+    (object.kind(), object.name(), object.cluster())
 }
 
 impl Plan {
@@ -238,15 +240,21 @@ impl Plan {
             Arc::new(Order::new(deletes)),
         ];
 
+        // Clusters live beside the Fleet, their Machines there or in their business cluster:
+        // a Machine's Cluster is found by name.
+        let cluster_at: HashMap<&str, u32> = orders[1]
+            .ids
+            .iter()
+            .enumerate()
+            .map(|(p, id)| (id.name.as_str(), p as u32))
+            .collect();
         let machine_cluster: Vec<u32> = machines
             .iter()
             .map(|m| match m {
-                FleetObject::Machine(m) => {
-                    let ns = m.metadata.namespace.as_deref().unwrap_or_default();
-                    orders[1]
-                        .position(&ObjectRef::new(Kind::Cluster, ns, &m.spec.cluster))
-                        .unwrap_or(NO_CLUSTER)
-                }
+                FleetObject::Machine(m) => cluster_at
+                    .get(m.spec.cluster.as_str())
+                    .copied()
+                    .unwrap_or(NO_CLUSTER),
                 _ => NO_CLUSTER,
             })
             .collect();
@@ -382,7 +390,9 @@ impl Plan {
         };
         let mut delete_ops = Vec::with_capacity(orders[3].ids.len());
         for id in &orders[3].ids {
-            let have = live_by.get(&(id.kind, id.name.as_str())).copied();
+            let have = live_by
+                .get(&(id.kind, id.name.as_str(), id.cluster.as_str()))
+                .copied();
             delete_ops.push(match have {
                 Some(have) if owned_by(have, fleet) && diff::prune_disabled(have) => {
                     plan.kept.push(have.id());

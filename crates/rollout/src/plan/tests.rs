@@ -318,3 +318,34 @@ fn another_fleets_objects_are_held_and_named_unless_handed_over() {
     assert_eq!(plan.count(Op::Delete), 0);
     assert!(plan.foreign.is_empty());
 }
+
+/// A package version placed in two business clusters is two objects: each copy is compared
+/// with the copy in its own cluster, and only the missing one is created.
+#[test]
+fn a_package_version_in_each_business_cluster_is_its_own_object() {
+    let placed = |cluster: &str| {
+        let mut p = package("k2", None);
+        p.meta_mut()
+            .labels
+            .get_or_insert_default()
+            .insert(endstate_api::labels::CLUSTER_LABEL.into(), cluster.into());
+        p
+    };
+    let desired = [placed("a"), placed("b")];
+    let plan = Plan::new(Inputs {
+        desired: &desired,
+        base: None,
+        live: &desired[..1],
+        fleet: &FleetId::new("ns", "f"),
+        policy: &policy(),
+        orphans: None,
+    });
+    let changes: Vec<(String, Op)> = plan
+        .changes()
+        .map(|(_, id, op)| (id.to_string(), op))
+        .collect();
+    assert_eq!(
+        changes,
+        [("MachinePackageVersion/ns/k2@b".to_owned(), Op::Create)]
+    );
+}
