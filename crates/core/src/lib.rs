@@ -11,6 +11,7 @@ pub mod hash;
 pub mod invalid;
 pub mod object;
 pub mod ownership;
+pub mod placement;
 pub mod policy;
 pub mod render;
 pub mod syntax;

@@ -22,28 +22,57 @@
 //! that a field the old writes set and the commit no longer sets is still removed.
 
 use endstate_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
-use endstate_api::labels::{FIELD_MANAGER, OWNER_LABEL};
+use endstate_api::labels::{FIELD_MANAGER, OWNER_LABEL, OWNER_NAMESPACE_LABEL};
 use endstate_core::{FleetObject, ObjectRef};
 use endstate_rollout::LiveError;
 use kube::core::Status;
 use serde_json::{Map, Value};
 
-/// The body of the server-side apply of `object` into `namespace` for `fleet`.
-pub(crate) fn apply_body(
-    object: &FleetObject,
-    namespace: &str,
-    fleet: &str,
-) -> Result<Value, LiveError> {
+/// Where a backend writes: `namespace` of its API server, for `fleet`; with `target`, a
+/// business cluster, whose objects the Fleet renders in its own namespace.
+#[derive(Clone, Debug)]
+pub(crate) struct Scope<'a> {
+    pub namespace: &'a str,
+    pub fleet: &'a str,
+    pub target: Option<&'a crate::Target>,
+}
+
+impl Scope<'_> {
+    /// Whether `namespace` (of an object or identity) is where this backend writes: its
+    /// own, unset (the Fleet's), or the Fleet's namespace when it writes a business cluster.
+    fn takes(&self, namespace: &str) -> bool {
+        namespace.is_empty()
+            || namespace == self.namespace
+            || self.target.is_some_and(|t| t.fleet_namespace == namespace)
+    }
+
+    fn refusal(&self, id: &ObjectRef, doing: &str) -> LiveError {
+        LiveError::Fatal(format!(
+            "cannot {doing} {id}: it is in namespace {:?}, and this fleet writes only to {:?}",
+            id.namespace, self.namespace
+        ))
+    }
+}
+
+/// The body of the server-side apply of `object` into `scope`.
+pub(crate) fn apply_body(object: &FleetObject, scope: &Scope<'_>) -> Result<Value, LiveError> {
+    let (namespace, fleet) = (scope.namespace, scope.fleet);
     let id = object.id();
     if id.name.is_empty() {
         return Err(LiveError::Fatal(format!(
             "cannot apply {id}: it has no name"
         )));
     }
-    if !id.namespace.is_empty() && id.namespace != namespace {
+    if !scope.takes(&id.namespace) {
+        return Err(scope.refusal(&id, "apply"));
+    }
+    if let Some(target) = scope.target
+        && !id.cluster.is_empty()
+        && id.cluster != target.cluster
+    {
         return Err(LiveError::Fatal(format!(
-            "cannot apply {id}: it is in namespace {:?}, and this fleet writes only to {namespace:?}",
-            id.namespace
+            "cannot apply {id} to business cluster {}",
+            target.cluster
         )));
     }
     let mut value = serde_json::to_value(object)
@@ -62,6 +91,12 @@ pub(crate) fn apply_body(
         .map(|(k, v)| (k.clone(), Value::String(v.clone())))
         .collect();
     labels.insert(OWNER_LABEL.to_owned(), Value::String(fleet.to_owned()));
+    if let Some(target) = scope.target {
+        labels.insert(
+            OWNER_NAMESPACE_LABEL.to_owned(),
+            Value::String(target.fleet_namespace.clone()),
+        );
+    }
     let mut metadata = Map::new();
     metadata.insert("name".to_owned(), Value::String(id.name.clone()));
     metadata.insert("namespace".to_owned(), Value::String(namespace.to_owned()));
@@ -237,15 +272,13 @@ pub(crate) fn conflict_message(disagreements: &[Contested]) -> String {
     )
 }
 
-/// The identity in this namespace: empty means the fleet's namespace, another one is refused.
-pub(crate) fn in_namespace(id: &ObjectRef, namespace: &str) -> Result<ObjectRef, LiveError> {
-    if id.namespace.is_empty() || id.namespace == namespace {
-        Ok(ObjectRef::new(id.kind, namespace, &id.name).in_cluster(&id.cluster))
+/// The identity in the namespace `scope` writes: empty means the fleet's namespace, another
+/// one is refused.
+pub(crate) fn in_namespace(id: &ObjectRef, scope: &Scope<'_>) -> Result<ObjectRef, LiveError> {
+    if scope.takes(&id.namespace) {
+        Ok(ObjectRef::new(id.kind, scope.namespace, &id.name).in_cluster(&id.cluster))
     } else {
-        Err(LiveError::Fatal(format!(
-            "{id} is in namespace {:?}, and this fleet works only in {namespace:?}",
-            id.namespace
-        )))
+        Err(scope.refusal(id, "use"))
     }
 }
 
@@ -253,7 +286,7 @@ pub(crate) fn in_namespace(id: &ObjectRef, namespace: &str) -> Result<ObjectRef,
 mod tests {
     use super::*;
     use endstate_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
-    use endstate_api::{Machine, MachineStatus};
+    use endstate_api::{Machine, MachinePackageVersion, MachineStatus};
     use kube::core::response::{StatusCause, StatusDetails};
     use serde_json::json;
 
@@ -275,9 +308,52 @@ mod tests {
         FleetObject::from(machine)
     }
 
+    /// Writes to `namespace` of the Fleet's own API server, for Fleet `prod`.
+    fn local(namespace: &str) -> Scope<'_> {
+        Scope {
+            namespace,
+            fleet: "prod",
+            target: None,
+        }
+    }
+
+    /// A Machine the Fleet `prod` renders in its namespace `fleet-a` goes to `machines` of its
+    /// business cluster, saying whose it is; a package version's copy for another business
+    /// cluster is refused.
+    #[test]
+    fn a_business_clusters_body_names_the_fleets_namespace() {
+        let target = crate::Target {
+            cluster: "a".into(),
+            fleet_namespace: "fleet-a".into(),
+        };
+        let scope = Scope {
+            namespace: "machines",
+            fleet: "prod",
+            target: Some(&target),
+        };
+        let mut object = machine();
+        object.meta_mut().namespace = Some("fleet-a".into());
+        let body = apply_body(&object, &scope).unwrap();
+        assert_eq!(body["metadata"]["namespace"], "machines");
+        assert_eq!(
+            body["metadata"]["labels"],
+            json!({"tier": "gold", "fleet.endstate.dev/fleet": "prod",
+                   "fleet.endstate.dev/fleet-namespace": "fleet-a"})
+        );
+        let mut copy: FleetObject = MachinePackageVersion::test("kubelet-1").build().into();
+        copy.meta_mut()
+            .labels
+            .get_or_insert_default()
+            .insert(endstate_api::labels::CLUSTER_LABEL.into(), "b".into());
+        let err = apply_body(&copy, &scope).unwrap_err().to_string();
+        assert!(err.contains("to business cluster a"), "{err}");
+        object.meta_mut().namespace = Some("elsewhere".into());
+        assert!(apply_body(&object, &scope).is_err());
+    }
+
     #[test]
     fn the_body_holds_only_what_the_object_sets_plus_the_owner_label() {
-        let body = apply_body(&machine(), "fleet-a", "prod").unwrap();
+        let body = apply_body(&machine(), &local("fleet-a")).unwrap();
         assert_eq!(
             body,
             json!({
@@ -300,7 +376,7 @@ mod tests {
     fn another_namespace_is_refused_with_the_object_named() {
         let mut object = machine();
         object.meta_mut().namespace = Some("elsewhere".into());
-        let err = apply_body(&object, "fleet-a", "prod")
+        let err = apply_body(&object, &local("fleet-a"))
             .unwrap_err()
             .to_string();
         assert!(

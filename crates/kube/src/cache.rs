@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use endstate_api::labels::CLUSTER_LABEL;
 use endstate_api::{Cluster, ClusterPackageVersion, Machine, MachinePackageVersion, RolloutPolicy};
 use endstate_core::{FleetObject, Kind, ObjectRef as Id};
 use endstate_rollout::Changes;
@@ -111,8 +112,18 @@ pub(crate) struct Cache<K: FleetKind> {
 }
 
 impl<K: FleetKind> Cache<K> {
-    fn start(client: &Client, namespace: &str, feed: Arc<Feed>) -> Self {
+    fn start(
+        client: &Client,
+        namespace: &str,
+        target: Option<&crate::Target>,
+        feed: Arc<Feed>,
+    ) -> Self {
         let api: Api<K> = Api::namespaced(client.clone(), namespace);
+        // In a business cluster, a package version is that cluster's copy (whoever wrote
+        // it), and identities are given in the Fleet's namespace.
+        let placed = target.filter(|_| K::KIND == Kind::MachinePackageVersion);
+        let stamp = placed.map(|t| t.cluster.clone());
+        let cluster = stamp.clone().unwrap_or_default();
         let (store, writer) = reflector::store();
         let last_error = Arc::new(Mutex::new(None));
         let errors = last_error.clone();
@@ -120,9 +131,17 @@ impl<K: FleetKind> Cache<K> {
         let salt = format!("{namespace}/{}", K::kind(&()));
         let events = watcher(api, config)
             .backoff(crate::retry::watch_backoff(&salt))
-            .modify(|object: &mut K| trim(object.meta_mut()))
+            .modify(move |object: &mut K| {
+                let meta = object.meta_mut();
+                trim(meta);
+                if let Some(cluster) = &stamp {
+                    meta.labels
+                        .get_or_insert_default()
+                        .insert(CLUSTER_LABEL.to_owned(), cluster.clone());
+                }
+            })
             .reflect(writer);
-        let namespace = namespace.to_owned();
+        let namespace = target.map_or(namespace, |t| &t.fleet_namespace).to_owned();
         let listed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let synced = listed.clone();
         let task = tokio::spawn(events.for_each(move |event| {
@@ -132,6 +151,7 @@ impl<K: FleetKind> Cache<K> {
                     &namespace,
                     object.meta().name.as_deref().unwrap_or_default(),
                 )
+                .in_cluster(&cluster)
             };
             match event {
                 Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => {
@@ -204,23 +224,34 @@ pub(crate) struct Caches {
     namespace: String,
     feed: Arc<Feed>,
     package_versions: Cache<MachinePackageVersion>,
+    machines: Cache<Machine>,
+    /// The kinds that live beside the Fleet; a business cluster has none of them.
+    meta: Option<MetaCaches>,
+}
+
+/// The caches of the kinds a business cluster does not hold.
+#[derive(Debug)]
+struct MetaCaches {
     cluster_package_versions: Cache<ClusterPackageVersion>,
     clusters: Cache<Cluster>,
-    machines: Cache<Machine>,
     policies: Cache<RolloutPolicy>,
 }
 
 impl Caches {
-    /// Starts every cache; they list their kinds in the background.
-    pub(crate) fn start(client: &Client, namespace: &str) -> Self {
+    /// Starts every cache of the kinds the server holds for the Fleet (two in a business
+    /// cluster, five otherwise); they list their kinds in the background.
+    pub(crate) fn start(client: &Client, namespace: &str, target: Option<&crate::Target>) -> Self {
         let feed = Arc::new(Feed::default());
+        let meta = target.is_none().then(|| MetaCaches {
+            cluster_package_versions: Cache::start(client, namespace, None, feed.clone()),
+            clusters: Cache::start(client, namespace, None, feed.clone()),
+            policies: Cache::start(client, namespace, None, feed.clone()),
+        });
         Caches {
             namespace: namespace.to_owned(),
-            package_versions: Cache::start(client, namespace, feed.clone()),
-            cluster_package_versions: Cache::start(client, namespace, feed.clone()),
-            clusters: Cache::start(client, namespace, feed.clone()),
-            machines: Cache::start(client, namespace, feed.clone()),
-            policies: Cache::start(client, namespace, feed.clone()),
+            package_versions: Cache::start(client, namespace, target, feed.clone()),
+            machines: Cache::start(client, namespace, target, feed.clone()),
+            meta,
             feed,
         }
     }
@@ -228,21 +259,24 @@ impl Caches {
     /// Waits until every cache has listed its kind once.
     pub(crate) async fn wait_until_synced(&self, timeout: Duration) -> Result<()> {
         self.package_versions.wait_until_synced(timeout).await?;
-        self.cluster_package_versions
-            .wait_until_synced(timeout)
-            .await?;
-        self.clusters.wait_until_synced(timeout).await?;
         self.machines.wait_until_synced(timeout).await?;
-        self.policies.wait_until_synced(timeout).await
+        if let Some(meta) = &self.meta {
+            meta.cluster_package_versions
+                .wait_until_synced(timeout)
+                .await?;
+            meta.clusters.wait_until_synced(timeout).await?;
+            meta.policies.wait_until_synced(timeout).await?;
+        }
+        Ok(())
     }
 
     /// Whether every cache has listed its kind once.
     pub(crate) fn synced(&self) -> bool {
         self.package_versions.synced()
-            && self.cluster_package_versions.synced()
-            && self.clusters.synced()
             && self.machines.synced()
-            && self.policies.synced()
+            && self.meta.as_ref().is_none_or(|m| {
+                m.cluster_package_versions.synced() && m.clusters.synced() && m.policies.synced()
+            })
     }
 
     /// What changed since the loop last looked.
@@ -254,31 +288,34 @@ impl Caches {
     pub(crate) fn snapshot(&self) -> Vec<FleetObject> {
         let mut out = Vec::with_capacity(self.len());
         self.package_versions.extend_into(&mut out);
-        self.cluster_package_versions.extend_into(&mut out);
-        self.clusters.extend_into(&mut out);
         self.machines.extend_into(&mut out);
-        self.policies.extend_into(&mut out);
+        if let Some(meta) = &self.meta {
+            meta.cluster_package_versions.extend_into(&mut out);
+            meta.clusters.extend_into(&mut out);
+            meta.policies.extend_into(&mut out);
+        }
         out
     }
 
     /// The cached object of this kind and name, if any.
     pub(crate) fn get(&self, kind: Kind, name: &str) -> Option<FleetObject> {
         let ns = &self.namespace;
+        let meta = self.meta.as_ref();
         match kind {
             Kind::MachinePackageVersion => self.package_versions.fleet_object(ns, name),
-            Kind::ClusterPackageVersion => self.cluster_package_versions.fleet_object(ns, name),
-            Kind::Cluster => self.clusters.fleet_object(ns, name),
             Kind::Machine => self.machines.fleet_object(ns, name),
-            Kind::RolloutPolicy => self.policies.fleet_object(ns, name),
+            Kind::ClusterPackageVersion => meta?.cluster_package_versions.fleet_object(ns, name),
+            Kind::Cluster => meta?.clusters.fleet_object(ns, name),
+            Kind::RolloutPolicy => meta?.policies.fleet_object(ns, name),
         }
     }
 
     /// Objects cached, over all kinds.
     pub(crate) fn len(&self) -> usize {
         self.package_versions.len()
-            + self.cluster_package_versions.len()
-            + self.clusters.len()
             + self.machines.len()
-            + self.policies.len()
+            + self.meta.as_ref().map_or(0, |m| {
+                m.cluster_package_versions.len() + m.clusters.len() + m.policies.len()
+            })
     }
 }

@@ -16,10 +16,24 @@ const POLL: Duration = Duration::from_millis(200);
 /// alone), then waits until the server has established each one, so objects of the kinds can
 /// be written as soon as this returns. Returns the names of the CRDs.
 pub async fn install_crds(client: &Client, timeout: Duration) -> Result<Vec<String>> {
+    install(client, endstate_api::crds::all(), timeout).await
+}
+
+/// [`install_crds`] of a business cluster: the CRDs of the two kinds endstate writes there
+/// (what `deploy/target/` holds).
+pub async fn install_target_crds(client: &Client, timeout: Duration) -> Result<Vec<String>> {
+    install(client, endstate_api::crds::target(), timeout).await
+}
+
+async fn install(
+    client: &Client,
+    crds: Vec<CustomResourceDefinition>,
+    timeout: Duration,
+) -> Result<Vec<String>> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut names = Vec::new();
-    for crd in endstate_api::crds::all() {
+    for crd in crds {
         let name = crd.metadata.name.clone().unwrap_or_default();
         api.patch(&name, &params, &Patch::Apply(&crd))
             .await

@@ -32,13 +32,13 @@ pub mod target;
 
 pub use cache::PAGE_SIZE;
 pub use config::{client, config};
-pub use crds::install_crds;
+pub use crds::{install_crds, install_target_crds};
 pub use error::{Error, Result};
 pub use events::FleetEvents;
 pub use fleets::{FleetWatch, annotate_fleet, find_fleet, read_fleet, suspend_fleet, watch_fleets};
 pub use lease::{Ended, FenceLayer, Fenced, FencedService, Leadership, LeaseSettings, UnsafeLease};
 pub use limiter::{LimiterStats, Limits, RateLimitLayer, RateLimited, RateLimiter};
-pub use live::{KubeLive, Settings, WriteStats, client_for, rate_limited_client};
+pub use live::{KubeLive, Settings, Target, WriteStats, client_for, rate_limited_client};
 pub use retry::{WATCH_BACKOFF, WRITE_BACKOFF, watch_backoff};
 pub use secrets::read_secret;
 

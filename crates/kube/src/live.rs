@@ -60,6 +60,25 @@ pub struct Settings {
     /// before it saves again (a deposed leader must not overwrite its successor's status).
     /// The client must be fenced by the same lease ([`client_for`]).
     pub leadership: Option<crate::lease::Leadership>,
+    /// When the backend writes a business cluster rather than the Fleet's own API server.
+    pub target: Option<Target>,
+}
+
+/// A business cluster a backend writes a Fleet's Machines and package versions to, in
+/// [`Settings::namespace`] there.
+///
+/// Such a backend caches only those two kinds. It takes the objects as the Fleet renders
+/// them, in the Fleet's namespace of the meta-cluster, and writes them to its own namespace
+/// with the Fleet's namespace in their ownership labels; the identities it reports (in
+/// [`Changes`]) are in the Fleet's namespace too, and a package version's carries the
+/// business cluster (its copy there, whoever wrote it, is labelled so in the cache). It keeps
+/// no Fleet status: the meta-cluster does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The business cluster's name (its Cluster object's).
+    pub cluster: String,
+    /// The namespace of the Fleet in the meta-cluster.
+    pub fleet_namespace: String,
 }
 
 impl Settings {
@@ -74,6 +93,7 @@ impl Settings {
             retry: WRITE_BACKOFF,
             cache_sync_timeout: Duration::from_secs(120),
             leadership: None,
+            target: None,
         }
     }
 }
@@ -196,7 +216,7 @@ impl KubeLive {
         if settings.retry.attempts == Some(0) {
             return Err(Error::Settings("retry attempts must be at least 1".into()));
         }
-        let caches = Caches::start(&client, &settings.namespace);
+        let caches = Caches::start(&client, &settings.namespace, settings.target.as_ref());
         let fleet = FleetId::new(&settings.namespace, &settings.fleet);
         Ok(KubeLive {
             client,
@@ -209,6 +229,26 @@ impl KubeLive {
             status: tokio::sync::Mutex::default(),
             counters: Counters::default(),
         })
+    }
+
+    /// Where this backend writes.
+    fn scope(&self) -> apply::Scope<'_> {
+        apply::Scope {
+            namespace: &self.settings.namespace,
+            fleet: &self.settings.fleet,
+            target: self.settings.target.as_ref(),
+        }
+    }
+
+    /// The refusal of a status read or write by a backend of a business cluster.
+    fn no_status(&self) -> Result<(), LiveError> {
+        match &self.settings.target {
+            Some(target) => Err(LiveError::Fatal(format!(
+                "business cluster {} keeps no Fleet status; the meta-cluster does",
+                target.cluster
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The client, rate-limited.
@@ -243,8 +283,7 @@ impl KubeLive {
     /// Whether the live object already holds every field an apply of `desired` would set, so
     /// that applying it would write nothing. Reads only the cache.
     pub fn is_current(&self, desired: &FleetObject) -> bool {
-        let Ok(body) = apply::apply_body(desired, &self.settings.namespace, &self.settings.fleet)
-        else {
+        let Ok(body) = apply::apply_body(desired, &self.scope()) else {
             return false;
         };
         let id = ObjectRef::new(desired.kind(), &self.settings.namespace, desired.name())
@@ -310,7 +349,7 @@ impl KubeLive {
     }
 
     async fn apply_one(&self, object: &FleetObject) -> Result<Applied, LiveError> {
-        let body = apply::apply_body(object, &self.settings.namespace, &self.settings.fleet)?;
+        let body = apply::apply_body(object, &self.scope())?;
         let id = ObjectRef::new(object.kind(), &self.settings.namespace, object.name())
             .in_cluster(object.cluster());
         with_kind!(object.kind(), |K| self.apply_typed::<K>(&id, &body).await)
@@ -456,7 +495,7 @@ impl KubeLive {
     }
 
     async fn delete_one(&self, id: &ObjectRef) -> Result<(), LiveError> {
-        let id = apply::in_namespace(id, &self.settings.namespace)?;
+        let id = apply::in_namespace(id, &self.scope())?;
         with_kind!(id.kind, |K| self.delete_typed::<K>(&id).await)
     }
 
@@ -514,7 +553,7 @@ impl KubeLive {
     }
 
     async fn get_one_fresh(&self, id: &ObjectRef) -> Result<Option<FleetObject>, LiveError> {
-        let id = apply::in_namespace(id, &self.settings.namespace)?;
+        let id = apply::in_namespace(id, &self.scope())?;
         with_kind!(id.kind, |K| self.get_typed::<K>(&id).await)
     }
 
@@ -592,7 +631,7 @@ impl Live for KubeLive {
             return self.get_fresh(ids).await;
         }
         ids.iter()
-            .map(|id| Ok(self.read(&apply::in_namespace(id, &self.settings.namespace)?)))
+            .map(|id| Ok(self.read(&apply::in_namespace(id, &self.scope())?)))
             .collect()
     }
 
@@ -646,6 +685,7 @@ impl Live for KubeLive {
     }
 
     async fn load_status(&self) -> Result<Option<FleetStatus>, LiveError> {
+        self.no_status()?;
         let (version, status) = self.read_fleet().await?;
         let decoded = if status.is_null() {
             None
@@ -662,6 +702,7 @@ impl Live for KubeLive {
     }
 
     async fn save_status(&self, status: &FleetStatus) -> Result<(), LiveError> {
+        self.no_status()?;
         let id = self.fleet_id();
         let new = serde_json::to_value(status).map_err(|err| {
             LiveError::Fatal(format!("cannot serialise the status of {id}: {err}"))

@@ -111,3 +111,100 @@ async fn a_business_cluster_is_reached_through_its_secret_or_says_why_not() {
     let err = reach(&meta, &ns, "e-kubeconfig").await.unwrap_err();
     assert_eq!(err.reason(), "TargetUnreachable", "{err}");
 }
+
+/// A backend of business cluster `a`: it takes the objects as the Fleet renders them (in
+/// its namespace `prod` of the meta-cluster), writes them to `fleet-machines` there saying
+/// whose they are, reports them in the Fleet's namespace, counts a package version it finds
+/// there (whoever wrote it) as cluster `a`'s copy, and keeps no Fleet status.
+#[tokio::test]
+async fn a_business_clusters_backend_writes_its_namespace_for_the_fleet() {
+    use endstate_api::labels::{CLUSTER_LABEL, OWNER_LABEL, OWNER_NAMESPACE_LABEL};
+    use endstate_api::{Machine, MachinePackageVersion};
+    use endstate_core::{FleetObject, Kind, ObjectRef};
+    use endstate_kube::{KubeLive, Settings, Target, install_target_crds};
+    use endstate_rollout::{Live, LiveError};
+
+    let business = tokio::task::spawn_blocking(TestServer::start)
+        .await
+        .unwrap();
+    let admin = business.client().await;
+    install_target_crds(&admin, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let ns = crate::support::namespace_on(&admin, "fleet-machines").await;
+    let mut settings = Settings::new(&ns, "f");
+    settings.target = Some(Target {
+        cluster: "a".into(),
+        fleet_namespace: "prod".into(),
+    });
+    let live = KubeLive::connect(business.config().await, settings)
+        .await
+        .unwrap();
+
+    let machine: FleetObject = Machine::test("m-1")
+        .in_cluster("a")
+        .package("kubelet", "kubelet-1")
+        .namespace("prod")
+        .build()
+        .into();
+    let mut copy: FleetObject = MachinePackageVersion::test("kubelet-1")
+        .namespace("prod")
+        .build()
+        .into();
+    copy.meta_mut()
+        .labels
+        .get_or_insert_default()
+        .insert(CLUSTER_LABEL.into(), "a".into());
+    for result in live.apply(&[copy.clone(), machine.clone()]).await {
+        assert_eq!(result.unwrap().generation, 1);
+    }
+    let written = Api::<Machine>::namespaced(admin.clone(), &ns)
+        .get("m-1")
+        .await
+        .unwrap();
+    let labels = written.metadata.labels.unwrap_or_default();
+    assert_eq!(labels[OWNER_LABEL], "f");
+    assert_eq!(labels[OWNER_NAMESPACE_LABEL], "prod");
+
+    // A package version someone else put there is this cluster's copy.
+    let other = MachinePackageVersion::test("kubelet-2").build();
+    Api::<MachinePackageVersion>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &other)
+        .await
+        .unwrap();
+    let theirs = ObjectRef::new(Kind::MachinePackageVersion, "prod", "kubelet-2").in_cluster("a");
+    crate::support::eventually("the copy is cached", Duration::from_secs(10), async || {
+        live.get(std::slice::from_ref(&theirs)).await.unwrap()[0].is_some()
+    })
+    .await;
+    let ids: std::collections::BTreeSet<String> = live
+        .snapshot()
+        .await
+        .unwrap()
+        .iter()
+        .map(|o| format!("{}/{}", o.kind(), o.name()) + &format!("@{}", o.cluster()))
+        .collect();
+    assert_eq!(
+        ids.into_iter().collect::<Vec<_>>(),
+        [
+            "Machine/m-1@",
+            "MachinePackageVersion/kubelet-1@a",
+            "MachinePackageVersion/kubelet-2@a"
+        ]
+    );
+    let found = live.get(&[machine.id(), copy.id()]).await.unwrap();
+    assert!(found.iter().all(Option::is_some), "{found:?}");
+    let changed: Vec<String> = live.changes().ids.iter().map(ToString::to_string).collect();
+    for id in [
+        "Machine/prod/m-1".to_owned(),
+        "MachinePackageVersion/prod/kubelet-1@a".to_owned(),
+        theirs.to_string(),
+    ] {
+        assert!(changed.contains(&id), "{id} not in {changed:?}");
+    }
+    let err = live.load_status().await.unwrap_err();
+    assert!(
+        matches!(&err, LiveError::Fatal(m) if m.contains("keeps no Fleet status")),
+        "{err}"
+    );
+}
