@@ -82,6 +82,14 @@ pub fn describe(report: &Report) -> String {
         Report::Held { cluster, first } => format!(
             "{cluster} failed its gate: its Machines are skipped, not rolled out (the first is {first})"
         ),
+        Report::TargetHeld {
+            cluster,
+            reason,
+            message,
+            first,
+        } => format!(
+            "business cluster {cluster} cannot be used ({reason}: {message}): its Machines are held, not rolled out or failed (the first is {first})"
+        ),
         Report::Superseded(by) => format!("superseded by {}", short(by)),
     }
 }

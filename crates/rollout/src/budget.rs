@@ -86,6 +86,16 @@ impl Budgets {
             .sum()
     }
 
+    /// Gives back `count` of `class` spent at `at` (a change admitted then and never made).
+    pub fn refund(&mut self, class: Option<BudgetClass>, count: u64, at: Time) {
+        let Some(buckets) = class.and_then(|c| self.spent.get_mut(&c)) else {
+            return;
+        };
+        if let Some(bucket) = buckets.iter_mut().rev().find(|b| b.start <= at) {
+            bucket.count = bucket.count.saturating_sub(count);
+        }
+    }
+
     /// Records `count` operations of `class` at `now`, and forgets buckets that left the
     /// class's window.
     pub fn spend(&mut self, policy: &Policy, class: Option<BudgetClass>, count: u64, now: Time) {

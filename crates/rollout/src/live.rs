@@ -36,6 +36,17 @@ pub enum LiveError {
     /// Not sent: this process no longer holds the lease that allows it to write.
     #[error("not sent, the lease is lost: {0}")]
     Fenced(String),
+    /// Not sent, or not answered: the business cluster the object lives in cannot be used
+    /// now. The change is held, not failed: it spends no budget and counts no failure.
+    #[error("business cluster {cluster} cannot be used ({reason}): {message}")]
+    Unavailable {
+        /// The business cluster.
+        cluster: String,
+        /// Why, as a condition reason (`TargetUnreachable`, …).
+        reason: String,
+        /// What is wrong, in words.
+        message: String,
+    },
 }
 
 impl LiveError {

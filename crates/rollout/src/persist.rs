@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 
 use crate::budget::{Bucket, BudgetClass, Budgets};
 use crate::engine::{
-    Engine, FLIGHT_BUCKETS, Failures, Flight, Flights, KEPT_FAILURES, KEPT_QUARANTINE,
+    Engine, FLIGHT_BUCKETS, Failures, Flight, Flights, Held, KEPT_FAILURES, KEPT_QUARANTINE,
     KEPT_REVERTS, KEPT_UNRESTORED, Notes, Phase, QUARANTINE_REASON_CHARS, Quarantined, Restore,
     Rollout, Trip,
 };
@@ -105,6 +105,13 @@ struct PersistedRollout {
     restore: Option<Restore>,
     #[serde(default)]
     unrestored: Notes,
+    /// Changes held back (a failed Cluster, a business cluster that cannot be used).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    held: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Engine {
@@ -131,6 +138,7 @@ impl Engine {
             waiting: r.waiting.as_ref().map(ToString::to_string),
             restore: r.restore.clone(),
             unrestored: r.unrestored.clone(),
+            held: r.held.machines,
         });
         let persisted = Persisted {
             version: VERSION,
@@ -231,7 +239,10 @@ fn rollout(r: PersistedRollout) -> Result<Rollout, StateError> {
         healthy: Positions::new(),
         revert_asked: false,
         regating: false,
-        held: Default::default(),
+        held: Held {
+            machines: r.held,
+            ..Held::default()
+        },
         settled: 0,
     })
 }

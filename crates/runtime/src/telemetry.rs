@@ -340,6 +340,7 @@ impl Reporter for FleetReporter {
                 self.event(*held > 0, "RolloutCompleted", text);
             }
             Report::Held { .. } => self.event(true, "ClusterFailed", text),
+            Report::TargetHeld { reason, .. } => self.event(true, reason, text),
             Report::Superseded(_) => self.event(false, "Superseded", text),
             Report::Waiting(_) | Report::Failed(..) | Report::RestoreIssued(_) => {}
         }

@@ -5,11 +5,12 @@
 use endstate_core::ObjectRef;
 
 use super::failures::REASON_CHARS;
-use super::protocol::{Effect, KEPT, Phase, WriteError};
+use super::protocol::{Effect, KEPT, Phase, Report, WriteError};
 use super::state::{Engine, Rollout};
 use super::waiting::WaitReason;
 use crate::gates::{self, Sample, Verdict};
 use crate::health::Health;
+use crate::live::LiveError;
 use crate::plan::Seq;
 use crate::text::cut;
 use crate::time::{Time, human};
@@ -31,12 +32,38 @@ impl Engine {
             return;
         };
         let gated = stage.seq.gated();
+        let seq = stage.seq;
         let mut failed = Vec::new();
         for (id, result) in results {
             let Some(&p) = r.flights.index.get(&id) else {
                 continue;
             };
             match result {
+                // Its business cluster cannot be used: held, as if never started.
+                Err(WriteError::Live(LiveError::Unavailable {
+                    cluster,
+                    reason,
+                    message,
+                })) => {
+                    let Some(flight) = r.flights.remove(p, &id) else {
+                        continue;
+                    };
+                    let class = r
+                        .plan
+                        .as_ref()
+                        .and_then(|plan| plan.op(seq, p))
+                        .and_then(|op| crate::plan::class(id.kind, op));
+                    self.budgets.refund(class, 1, flight.started);
+                    r.held.machines += 1;
+                    if r.held.targets.insert(cluster.clone()) {
+                        fx.push(Effect::Report(Report::TargetHeld {
+                            cluster,
+                            reason,
+                            message,
+                            first: id,
+                        }));
+                    }
+                }
                 Ok(KEPT) if stage.seq == Seq::Deletes => {
                     r.flights.remove(p, &id);
                     r.settled += 1;
@@ -275,10 +302,74 @@ mod tests {
     use std::time::Duration;
 
     use super::super::fixture::{T0, id, policy, started};
-    use super::super::protocol::{Event, Interest, Report};
+    use super::super::protocol::{Event, Interest};
     use super::*;
-    use crate::live::LiveError;
-    use endstate_core::policy::MetricGate;
+    use crate::budget::BudgetClass;
+    use endstate_core::policy::{BudgetLimit, MetricGate};
+
+    /// A write its business cluster could not take is held: no failure, no breaker, its
+    /// budget given back, said once per business cluster; the rollout finishes the others
+    /// and ends with it held, so the commit is not good.
+    #[test]
+    fn a_write_to_a_business_cluster_that_cannot_be_used_is_held_not_failed() {
+        let mut p = policy(&[(100.0, 0, false)], 3);
+        p.budgets = vec![BudgetLimit {
+            class: BudgetClass::MachineUpdate,
+            limit: 10,
+            window: Duration::from_secs(3600),
+        }];
+        let (mut engine, _) = started(3, p.clone());
+        let spent = |e: &Engine| {
+            e.budgets()
+                .used(BudgetClass::MachineUpdate, Duration::from_secs(3600), T0)
+        };
+        assert_eq!(spent(&engine), 3);
+        let unavailable = || {
+            Err(WriteError::Live(LiveError::Unavailable {
+                cluster: "a".into(),
+                reason: "TargetUnreachable".into(),
+                message: "https://10.0.0.1:6443: connection refused".into(),
+            }))
+        };
+        let fx = engine.step(
+            Event::Written(vec![
+                (id(0), Ok(2)),
+                (id(1), unavailable()),
+                (id(2), unavailable()),
+            ]),
+            T0,
+        );
+        let held: Vec<&Report> = fx
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Report(r @ Report::TargetHeld { .. }) => Some(r),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            held,
+            [&Report::TargetHeld {
+                cluster: "a".into(),
+                reason: "TargetUnreachable".into(),
+                message: "https://10.0.0.1:6443: connection refused".into(),
+                first: id(1),
+            }]
+        );
+        assert!(
+            !fx.iter()
+                .any(|e| matches!(e, Effect::Report(Report::Failed(..))))
+        );
+        assert_eq!(spent(&engine), 1, "the held changes' budget is given back");
+        let fx = engine.step(Event::Observed(vec![(id(0), Health::Healthy)]), T0);
+        assert!(engine.breaker().is_none());
+        assert!(
+            fx.contains(&Effect::Report(Report::Completed {
+                changed: 1,
+                held: 2
+            })),
+            "{fx:?}"
+        );
+    }
 
     #[test]
     fn a_write_then_a_healthy_look_settles_the_change_and_the_stage_bakes() {

@@ -54,7 +54,7 @@ pub(crate) use flights::{Flight, Flights};
 pub use protocol::{Effect, Event, Interest, KEPT, Phase, Report, Resumable, Start, WriteError};
 pub use restore::{RESTORE_BATCH, Restore, RestoreClass, RestorePlan};
 pub use state::Engine;
-pub(crate) use state::Rollout;
+pub(crate) use state::{Held, Rollout};
 pub use trip::{
     Evidence, KEPT_QUARANTINE, KEPT_REVERTS, QUARANTINE_REASON_CHARS, Quarantined, Threshold, Trip,
 };

@@ -188,6 +188,18 @@ pub enum Report {
         /// The first Machine held back.
         first: ObjectRef,
     },
+    /// The Machines of a business cluster that cannot be used are held, not rolled out or
+    /// failed (the first of them named); the rollout goes on with the others.
+    TargetHeld {
+        /// The business cluster.
+        cluster: String,
+        /// Why, as a condition reason (`TargetUnreachable`, …).
+        reason: String,
+        /// What is wrong, in words.
+        message: String,
+        /// The first change held.
+        first: ObjectRef,
+    },
     /// Everything a trip could do is done: restored (and the revert answered).
     Restored {
         /// Restores that failed.

@@ -65,14 +65,16 @@ pub(crate) struct Rollout {
     pub held: Held,
 }
 
-/// Machines held back because their Cluster failed (in memory: recomputed on resume from the
-/// persisted failures, as the positions past the cursor are).
+/// Machines held back because their Cluster failed or their business cluster cannot be used.
+/// The count is persisted; what was reported is not (a restarted rollout reports again).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Held {
     /// Machines skipped.
     pub machines: u32,
     /// The Clusters reported.
     pub clusters: BTreeSet<u32>,
+    /// The business clusters reported.
+    pub targets: BTreeSet<String>,
 }
 
 impl Rollout {
