@@ -71,6 +71,39 @@ pub struct FleetSpec {
     /// a push to its branch arrives at `/hook/<namespace>/<name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookSpec>,
+    /// Where the Fleet's Machines and their package versions live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machines: Option<MachinesSpec>,
+}
+
+/// Where a Fleet's Machines live.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MachinesSpec {
+    /// `Local` (the default): in the Fleet's namespace, beside its Clusters. `Cluster`: each
+    /// Machine in the business cluster its `spec.cluster` names, with a copy of each package
+    /// version it uses; the Clusters, their package versions and the policy stay here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
+    /// With `Cluster`: their namespace in each business cluster. Default: the Fleet's
+    /// namespace's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// With `Cluster`: business cluster `c` is reached with the kubeconfig in the Secret
+    /// `<c><suffix>` of the Fleet's namespace, key `value` (Cluster API's). Default
+    /// `-kubeconfig`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig_secret_suffix: Option<String>,
+}
+
+/// Where Machines live.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
+pub enum Placement {
+    /// In the Fleet's namespace.
+    #[default]
+    Local,
+    /// In the business cluster each names.
+    Cluster,
 }
 
 /// How push notifications for a Fleet are authenticated.

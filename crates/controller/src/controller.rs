@@ -50,6 +50,10 @@ pub struct Config {
     /// Each wait for the next fetch is moved by up to ± this fraction of `interval` (0 to
     /// 0.5), so that many fleets do not fetch in step; drawn from the fleet's name.
     pub jitter: f64,
+    /// The Fleet's Machines live in their business clusters: each commit's package versions
+    /// are placed once in every business cluster whose Machines use them
+    /// (`endstate_core::placement`).
+    pub placed: bool,
 }
 
 impl Config {
@@ -67,6 +71,7 @@ impl Config {
             poll: Duration::from_secs(30),
             persist_every: Duration::from_secs(2),
             jitter: 0.0,
+            placed: false,
         }
     }
 }

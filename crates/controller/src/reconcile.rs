@@ -362,6 +362,9 @@ impl<L: Live, C: Clock> Controller<L, C> {
             }
             objects.push(r.object);
         }
+        if self.config.placed {
+            objects = endstate_core::placement::place(&objects);
+        }
         Ok(Desired {
             commit: commit.to_owned(),
             objects,

@@ -44,7 +44,7 @@ pub(crate) fn percent(s: &str) -> Option<f64> {
 }
 
 /// A DNS-1123 subdomain (a namespace or object name).
-pub(crate) fn dns_subdomain(s: &str) -> Result<(), Invalid> {
+pub fn dns_subdomain(s: &str) -> Result<(), Invalid> {
     let ok = !s.is_empty()
         && s.len() <= 253
         && s.split('.').all(|part| {
@@ -64,6 +64,17 @@ pub(crate) fn dns_subdomain(s: &str) -> Result<(), Invalid> {
                 .into(),
         )
     }
+}
+
+/// A DNS-1123 label (a namespace's name, a Cluster's).
+pub fn dns_label(s: &str) -> Result<(), Invalid> {
+    dns_subdomain(s)?;
+    if s.len() > 63 || s.contains('.') {
+        return Err(
+            "must be a DNS-1123 label (lowercase letters, digits and '-', at most 63)".into(),
+        );
+    }
+    Ok(())
 }
 
 /// A qualified name, as label keys and values are (optionally with a DNS prefix and `/`).

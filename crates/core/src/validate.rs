@@ -16,7 +16,7 @@ use crate::error::Diagnostic;
 use crate::invalid::Invalid;
 use crate::object::RenderedObject;
 use crate::object::{FleetObject, Kind, ObjectRef};
-use crate::syntax::{dns_subdomain, qualified_name};
+use crate::syntax::{dns_label, dns_subdomain, qualified_name};
 
 /// Validates a rendered set sorted by identity. `unrenderable` names objects that are
 /// declared but failed to render (already reported): references to them are not errors.
@@ -333,16 +333,6 @@ pub(crate) fn check_references(
         }
     }
     diags
-}
-
-fn dns_label(s: &str) -> Result<(), Invalid> {
-    dns_subdomain(s)?;
-    if s.len() > 63 || s.contains('.') {
-        return Err(
-            "must be a DNS-1123 label (lowercase letters, digits and '-', at most 63)".into(),
-        );
-    }
-    Ok(())
 }
 
 fn hostname(s: &str) -> Result<(), Invalid> {

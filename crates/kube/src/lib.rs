@@ -25,6 +25,7 @@ mod kinds;
 mod lease;
 mod limiter;
 mod live;
+pub mod placed;
 mod retry;
 mod secrets;
 mod status;

@@ -123,6 +123,11 @@ pub async fn build<L: endstate_rollout::Live>(
         anyhow::bail!("Fleet {namespace}/{name}: spec.source.interval must be longer than 0");
     }
     config.jitter = overrides.jitter;
+    config.placed = spec
+        .machines
+        .as_ref()
+        .and_then(|m| m.placement)
+        .is_some_and(|p| p == endstate_api::fleet::Placement::Cluster);
     config.poll = overrides.poll;
     let mut controller = Controller::new(config, source, writer, live, WallClock, reporter);
     controller.set_gate_secrets(std::sync::Arc::new(GateSecrets {

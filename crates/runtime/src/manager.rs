@@ -26,6 +26,7 @@ use endstate_api::Fleet;
 use endstate_api::fleet::{FleetSpec, requests};
 use endstate_controller::{Approval, Control, Fence};
 use endstate_core::backoff::Backoff;
+use endstate_kube::placed::{Placed, Placement};
 use endstate_kube::{FleetEvents, KubeLive, Leadership, RateLimiter};
 use futures::StreamExt as _;
 use kube::runtime::reflector::Store;
@@ -481,28 +482,31 @@ async fn run_fleet(
         let reporter = FleetReporter::new(labels, shared.metrics.clone(), events.clone());
         let mut overrides = shared.overrides.clone();
         overrides.state_dir = overrides.state_dir.join(&namespace).join(&name);
-        let mut controller =
-            match crate::fleet::build(&shared.client, &fleet, live, &overrides, Box::new(reporter))
-                .await
-            {
-                Ok(controller) => controller,
-                Err(err) => {
-                    let why = format!("{err:#}");
-                    tracing::error!(
-                        namespace = ns,
-                        fleet = n,
-                        error = %why,
-                        "cannot start the Fleet's loop; trying again in 10s"
-                    );
-                    // Said on the Fleet too (`kubectl describe fleet`): a Secret it names is
-                    // missing, say.
-                    let published = events.publish(true, "InvalidSpec", "Start", &why).await;
-                    if let Err(err) = published {
-                        tracing::warn!(error = %err, "cannot publish an Event");
-                    }
-                    return;
+        let built = async {
+            // Where its Machines live: beside it, or in their business clusters.
+            let placement = Placement::of(&namespace, fleet.spec.machines.as_ref())?;
+            let live = Arc::new(Placed::new(live, placement));
+            crate::fleet::build(&shared.client, &fleet, live, &overrides, Box::new(reporter)).await
+        };
+        let mut controller = match built.await {
+            Ok(controller) => controller,
+            Err(err) => {
+                let why = format!("{err:#}");
+                tracing::error!(
+                    namespace = ns,
+                    fleet = n,
+                    error = %why,
+                    "cannot start the Fleet's loop; trying again in 10s"
+                );
+                // Said on the Fleet too (`kubectl describe fleet`): a Secret it names is
+                // missing, say.
+                let published = events.publish(true, "InvalidSpec", "Start", &why).await;
+                if let Err(err) = published {
+                    tracing::warn!(error = %err, "cannot publish an Event");
                 }
-            };
+                return;
+            }
+        };
         controller.set_control(control);
         controller.set_fence(Arc::new(LeaseFence(shared.leadership.clone())));
         tracing::info!(namespace = ns, fleet = n, "reconciling");

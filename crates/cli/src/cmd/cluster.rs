@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use endstate_controller::Console;
+use endstate_kube::placed::{Placed, Placement};
 use endstate_kube::{KubeLive, Limits, Settings};
 use endstate_runtime::fleet::{Overrides, build};
 
@@ -76,6 +77,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         let live = KubeLive::connect_lazily(config, settings)
             .await
             .context("starting the Kubernetes backend")?;
+        let placement = Placement::of(&args.namespace, fleet.spec.machines.as_ref())
+            .with_context(|| format!("Fleet {}/{}", args.namespace, args.fleet))?;
+        let live = Placed::new(std::sync::Arc::new(live), placement);
         let mut controller =
             build(&client, &fleet, live, &overrides, Box::new(Console::new())).await?;
         let control = controller.control();

@@ -1,6 +1,7 @@
 //! Integration tests of the `endstate` binary: one test binary, a module per area.
 
 mod broken;
+mod business;
 mod cli;
 mod controller;
 mod crds;

@@ -28,6 +28,7 @@ fn fleet() -> Fleet {
             suspend: None,
             revert: None,
             webhook: None,
+            machines: None,
         },
     )
 }

@@ -1,0 +1,219 @@
+//! A Fleet whose Machines live in their business clusters: a meta API server holding the
+//! Fleet and its Clusters, two business API servers holding their own Machines, each with
+//! sim-agent operating what it serves, and `endstate run --live kube` between them.
+
+use std::path::Path;
+use std::time::Duration;
+
+use endstate_api::k8s_openapi::api::core::v1::{Namespace, Secret};
+use endstate_api::{Fleet, Machine, MachinePackageVersion};
+use endstate_sim::Faults;
+use endstate_testenv::TestServer;
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::json;
+
+use crate::support::{commit_and_push, kube_namespace_on, remote_and_clone};
+
+const MACHINES: usize = 12;
+const TARGET_NS: &str = "fleet-machines";
+
+/// Clusters `a` and `b`, Machines alternating between them on `agent`, three agent versions.
+fn write_fleet(work: &Path, agent: &str) {
+    let mut out = String::new();
+    for v in ["1.0", "2.0", "3.0"] {
+        out.push_str(&format!(
+            "---\napiVersion: fleet.endstate.dev/v1alpha1\nkind: MachinePackageVersion\nmetadata:\n  name: agent-{v}\nspec:\n  packageName: agent\n  version: \"{v}\"\n  install:\n    url: https://pkg.example/agent-{v}.rpm\n    sha256: {}\n",
+            "cd".repeat(32)
+        ));
+    }
+    out.push_str("---\napiVersion: fleet.endstate.dev/v1alpha1\nkind: ClusterPackageVersion\nmetadata:\n  name: k8s\nspec:\n  version: \"1\"\n  etcd:\n    image: etcd:1\n  apiserver:\n    image: apiserver:1\n  controllerManager:\n    image: cm:1\n  scheduler:\n    image: sched:1\n");
+    for c in ["a", "b"] {
+        out.push_str(&format!(
+            "---\napiVersion: fleet.endstate.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: {c}\nspec:\n  packageVersion: k8s\n"
+        ));
+    }
+    for i in 0..MACHINES {
+        let machine = Machine::test(&format!("m-{i:03}"))
+            .in_cluster(["a", "b"][i % 2])
+            .ip(format!("10.0.0.{i}"))
+            .hostname(format!("m-{i:03}"))
+            .idc(format!("idc-{}", i % 3))
+            .package("agent", agent);
+        out.push_str(&format!("---\n{}", machine.yaml()));
+    }
+    std::fs::write(work.join("fleet.yaml"), out).unwrap();
+    std::fs::write(
+        work.join("policy.yaml"),
+        "apiVersion: fleet.endstate.dev/v1alpha1\nkind: RolloutPolicy\nmetadata:\n  name: p\nspec:\n  machines:\n    waves:\n    - size: 1\n    - size: 50%\n    - size: 100%\n    spreadBy: cluster\n    maxUnavailable: 4\n    maxUnavailablePerCluster: 1\n  clusters:\n    waves:\n    - size: 100%\n  gates:\n    timeout: 60s\n",
+    )
+    .unwrap();
+    std::fs::write(
+        work.join("kustomization.yaml"),
+        "resources:\n- fleet.yaml\n- policy.yaml\n",
+    )
+    .unwrap();
+}
+
+/// A business cluster: its own API server, `deploy/target/`'s CRDs and namespace, sim-agent
+/// operating its Machines, and its kubeconfig Secret in the meta-cluster's namespace `ns`.
+struct Business {
+    server: TestServer,
+    client: kube::Client,
+    _agent: tokio::task::JoinHandle<Result<(), endstate_agent::Error>>,
+}
+
+impl Business {
+    fn start(
+        runtime: &tokio::runtime::Runtime,
+        meta: &kube::Client,
+        ns: &str,
+        name: &str,
+    ) -> Business {
+        let server = TestServer::start();
+        let client = runtime.block_on(server.client());
+        runtime.block_on(async {
+            endstate_kube::install_target_crds(&client, Duration::from_secs(60))
+                .await
+                .unwrap();
+            let namespace: Namespace =
+                serde_json::from_value(json!({"metadata": {"name": TARGET_NS}})).unwrap();
+            Api::<Namespace>::all(client.clone())
+                .create(&PostParams::default(), &namespace)
+                .await
+                .unwrap();
+            let secret: Secret = serde_json::from_value(json!({
+                "metadata": {"name": format!("{name}-kubeconfig")},
+                "stringData": {"value": server.inline_kubeconfig(None).unwrap()},
+            }))
+            .unwrap();
+            Api::<Secret>::namespaced(meta.clone(), ns)
+                .create(&PostParams::default(), &secret)
+                .await
+                .unwrap();
+        });
+        let agent = runtime.spawn(endstate_agent::run(
+            client.clone(),
+            endstate_agent::AgentConfig::fixed(
+                TARGET_NS,
+                Duration::from_millis(200),
+                Faults::none(),
+            ),
+        ));
+        Business {
+            server,
+            client,
+            _agent: agent,
+        }
+    }
+
+    fn machines(&self, runtime: &tokio::runtime::Runtime) -> Vec<Machine> {
+        runtime
+            .block_on(
+                Api::<Machine>::namespaced(self.client.clone(), TARGET_NS)
+                    .list(&Default::default()),
+            )
+            .unwrap()
+            .items
+    }
+
+    fn packages(&self, runtime: &tokio::runtime::Runtime) -> Vec<String> {
+        let mut names: Vec<String> = runtime
+            .block_on(
+                Api::<MachinePackageVersion>::namespaced(self.client.clone(), TARGET_NS)
+                    .list(&Default::default()),
+            )
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|p| p.metadata.name)
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+#[test]
+fn machines_are_written_to_their_business_clusters_and_clusters_stay_in_the_meta_cluster() {
+    let meta = TestServer::shared();
+    let (runtime, client, ns) = kube_namespace_on(meta, "business");
+    let businesses = [
+        Business::start(&runtime, &client, &ns, "a"),
+        Business::start(&runtime, &client, &ns, "b"),
+    ];
+    let (dir, remote, work) = remote_and_clone("business");
+    write_fleet(&work, "agent-1.0");
+    let first = commit_and_push(&work, "The fleet, in two business clusters");
+    let fleet: Fleet = serde_json::from_value(json!({
+        "apiVersion": "fleet.endstate.dev/v1alpha1", "kind": "Fleet",
+        "metadata": {"name": "f", "namespace": ns},
+        "spec": {
+            "source": {"url": format!("file://{}", remote.display()), "branch": "main", "interval": "1s"},
+            "revert": {"authorName": "endstate", "authorEmail": "endstate@example.com"},
+            "machines": {"placement": "Cluster", "namespace": TARGET_NS},
+        },
+    }))
+    .unwrap();
+    // The meta-cluster's operator plays the Clusters.
+    let _meta_agent = crate::support::fleet_with_agent(
+        &runtime,
+        &client,
+        &fleet,
+        Duration::from_millis(200),
+        Faults::none(),
+    );
+
+    let log = dir.join("run.log");
+    let mut run = crate::kill::start(meta.kubeconfig(), &ns, &dir.join("state"), &log);
+    let code = crate::kill::wait(&mut run, Duration::from_secs(180));
+    let out = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(code, 0, "{out}");
+
+    // The Clusters and their package version here; no Machine and no Machine package version.
+    let here = |kind: &str| {
+        let (code, out, err) =
+            crate::support::kubectl(meta.kubeconfig(), &["get", kind, "-n", &ns, "-o", "name"]);
+        assert_eq!(code, 0, "{err}");
+        out.lines().map(str::to_owned).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        here("clusters.fleet.endstate.dev"),
+        [
+            "cluster.fleet.endstate.dev/a",
+            "cluster.fleet.endstate.dev/b"
+        ]
+    );
+    assert!(here("machines.fleet.endstate.dev").is_empty());
+    assert!(here("machinepackageversions.fleet.endstate.dev").is_empty());
+    // Each business cluster has its own Machines, healthy, and the version they use.
+    for (business, cluster) in businesses.iter().zip(["a", "b"]) {
+        let machines = business.machines(&runtime);
+        assert_eq!(machines.len(), MACHINES / 2, "{cluster}");
+        for m in &machines {
+            assert_eq!(m.spec.cluster, cluster);
+            let labels = m.metadata.labels.clone().unwrap_or_default();
+            assert_eq!(labels["fleet.endstate.dev/fleet"], "f");
+            assert_eq!(labels["fleet.endstate.dev/fleet-namespace"], ns);
+            let status = m.status.clone().expect("operated");
+            assert_eq!(status.observed_generation, m.metadata.generation, "{m:?}");
+        }
+        assert_eq!(business.packages(&runtime), ["agent-1.0"], "{cluster}");
+        let (code, out, err) = crate::support::kubectl(
+            business.server.kubeconfig(),
+            &["get", "machines", "-n", TARGET_NS, "-o", "name"],
+        );
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out.lines().count(), MACHINES / 2, "{out}");
+    }
+    let status = runtime
+        .block_on(Api::<Fleet>::namespaced(client.clone(), &ns).get("f"))
+        .unwrap()
+        .status
+        .unwrap_or_default();
+    assert_eq!(
+        status.last_good_commit.as_deref(),
+        Some(first.as_str()),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
