@@ -2,41 +2,39 @@
 //!
 //! The meta-cluster keeps the Clusters, their package versions and the policy, in the
 //! Fleet's namespace; each Machine lives in the business cluster its `spec.cluster` names; and
-//! each business cluster holds its own copy of every MachinePackageVersion its Machines use.
-//! A rendered commit says each object once, so placing it copies the package versions: one
-//! per business cluster that needs it, told apart by [`CLUSTER_LABEL`] (see
-//! [`ObjectRef::cluster`](crate::ObjectRef)). Machines are not copied (a fleet moves 100k of
-//! them): their business cluster is their `spec.cluster`, and where they are written is the
-//! backend's concern.
+//! each business cluster that has Machines holds its own copy of every MachinePackageVersion
+//! of the commit, as the Fleet's namespace would. A rendered commit says each object once, so
+//! placing it copies the package versions, told apart by [`CLUSTER_LABEL`] (see
+//! [`ObjectRef::cluster`](crate::ObjectRef)).
+//!
+//! Every version, not only those the commit's Machines use: an upgrade would otherwise delete
+//! the previous version's copies while Machines still run it (a Machine held back, a restore
+//! after a trip), and the commit that moves Machines to a new version is not a commit that
+//! removes the old one. Machines are not copied (a fleet moves 100k of them): their business
+//! cluster is their `spec.cluster`, and where they are written is the backend's concern.
 
 use endstate_api::labels::CLUSTER_LABEL;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use crate::object::{FleetObject, Kind};
 
-/// The package versions of `objects` copied into each business cluster whose Machines use
-/// them; a package version no Machine uses is placed nowhere. Everything else is kept as it
-/// is. The result is sorted by identity, as a render is.
+/// The package versions of `objects` copied into each business cluster that has Machines.
+/// Everything else is kept as it is. The result is sorted by identity, as a render is.
 pub fn place(objects: &[FleetObject]) -> Vec<FleetObject> {
-    // Package version → the business clusters whose Machines use it.
-    let mut users: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for object in objects {
-        if let FleetObject::Machine(m) = object {
-            for version in m.spec.packages.values() {
-                users
-                    .entry(version.as_str())
-                    .or_default()
-                    .insert(m.spec.cluster.as_str());
-            }
-        }
-    }
+    let clusters: BTreeSet<&str> = objects
+        .iter()
+        .filter_map(|o| match o {
+            FleetObject::Machine(m) => Some(m.spec.cluster.as_str()),
+            _ => None,
+        })
+        .collect();
     let mut placed = Vec::with_capacity(objects.len());
     for object in objects {
         if object.kind() != Kind::MachinePackageVersion {
             placed.push(object.clone());
             continue;
         }
-        for cluster in users.get(object.name()).into_iter().flatten() {
+        for cluster in &clusters {
             let mut copy = object.clone();
             copy.meta_mut()
                 .labels
@@ -58,7 +56,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_business_cluster_gets_the_package_versions_its_machines_use() {
+    fn each_business_cluster_with_machines_gets_every_package_version() {
         let machine = |name: &str, cluster: &str, kubelet: &str| -> FleetObject {
             Machine::test(name)
                 .in_cluster(cluster)
@@ -95,7 +93,10 @@ mod tests {
                 "Machine/prod/m-3",
                 "MachinePackageVersion/prod/kubelet-1@a",
                 "MachinePackageVersion/prod/kubelet-1@b",
+                "MachinePackageVersion/prod/kubelet-2@a",
                 "MachinePackageVersion/prod/kubelet-2@b",
+                "MachinePackageVersion/prod/kubelet-9@a",
+                "MachinePackageVersion/prod/kubelet-9@b",
             ]
         );
         // Machines are the rendered ones, shared, not copies.

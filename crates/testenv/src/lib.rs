@@ -331,6 +331,24 @@ impl TestServer {
         &self.dir
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to the API server: a frozen server takes connections
+    /// and answers nothing.
+    pub fn signal_apiserver(&self, signal: &str) -> Result<()> {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.apiserver.id().to_string())
+            .status()
+            .map_err(|err| anyhow!("kill -{signal}: {err}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(anyhow!(
+                "kill -{signal} {} failed ({status})",
+                self.apiserver.id()
+            ))
+        }
+    }
+
     /// The server's URL, `https://127.0.0.1:PORT`.
     pub fn url(&self) -> &str {
         &self.url

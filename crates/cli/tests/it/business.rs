@@ -45,7 +45,7 @@ fn write_fleet(work: &Path, agent: &str) {
     std::fs::write(work.join("fleet.yaml"), out).unwrap();
     std::fs::write(
         work.join("policy.yaml"),
-        "apiVersion: fleet.endstate.dev/v1alpha1\nkind: RolloutPolicy\nmetadata:\n  name: p\nspec:\n  machines:\n    waves:\n    - size: 1\n    - size: 50%\n    - size: 100%\n    spreadBy: cluster\n    maxUnavailable: 4\n    maxUnavailablePerCluster: 1\n  clusters:\n    waves:\n    - size: 100%\n  gates:\n    timeout: 60s\n",
+        "apiVersion: fleet.endstate.dev/v1alpha1\nkind: RolloutPolicy\nmetadata:\n  name: p\nspec:\n  machines:\n    waves:\n    - size: 1\n    - size: 50%\n    - size: 100%\n    spreadBy: cluster\n    maxUnavailable: 4\n    maxUnavailablePerCluster: 1\n  clusters:\n    waves:\n    - size: 100%\n  gates:\n    timeout: 60s\n  budgets:\n  - class: machine-update\n    limit: 100\n    window: 1h\n",
     )
     .unwrap();
     std::fs::write(
@@ -133,46 +133,112 @@ impl Business {
     }
 }
 
+/// A meta-cluster namespace with Fleet `f` placing its Machines in business clusters `a` and
+/// `b`, its repository at the fleet on `agent-1.0`, not rolled out yet.
+struct Setup {
+    runtime: tokio::runtime::Runtime,
+    client: kube::Client,
+    ns: String,
+    businesses: [Business; 2],
+    dir: std::path::PathBuf,
+    work: std::path::PathBuf,
+    first: String,
+    _meta_agent: tokio::task::JoinHandle<Result<(), endstate_agent::Error>>,
+}
+
+impl Setup {
+    fn new(name: &str) -> Setup {
+        let meta = TestServer::shared();
+        let (runtime, client, ns) = kube_namespace_on(meta, name);
+        let businesses = [
+            Business::start(&runtime, &client, &ns, "a"),
+            Business::start(&runtime, &client, &ns, "b"),
+        ];
+        let (dir, remote, work) = remote_and_clone(name);
+        write_fleet(&work, "agent-1.0");
+        let first = commit_and_push(&work, "The fleet, in two business clusters");
+        let fleet: Fleet = serde_json::from_value(json!({
+            "apiVersion": "fleet.endstate.dev/v1alpha1", "kind": "Fleet",
+            "metadata": {"name": "f", "namespace": ns},
+            "spec": {
+                "source": {"url": format!("file://{}", remote.display()), "branch": "main", "interval": "1s"},
+                "revert": {"authorName": "endstate", "authorEmail": "endstate@example.com"},
+                "machines": {"placement": "Cluster", "namespace": TARGET_NS},
+            },
+        }))
+        .unwrap();
+        // The meta-cluster's operator plays the Clusters.
+        let meta_agent = crate::support::fleet_with_agent(
+            &runtime,
+            &client,
+            &fleet,
+            Duration::from_millis(200),
+            Faults::none(),
+        );
+        Setup {
+            runtime,
+            client,
+            ns,
+            businesses,
+            dir,
+            work,
+            first,
+            _meta_agent: meta_agent,
+        }
+    }
+
+    /// `endstate run --live kube --until-idle`; its exit code and output.
+    fn run(&self, name: &str) -> (i32, String) {
+        let log = self.dir.join(format!("{name}.log"));
+        let meta = TestServer::shared();
+        let mut run =
+            crate::kill::start(meta.kubeconfig(), &self.ns, &self.dir.join("state"), &log);
+        let code = crate::kill::wait(&mut run, Duration::from_secs(240));
+        (code, std::fs::read_to_string(&log).unwrap_or_default())
+    }
+
+    fn status(&self) -> endstate_api::FleetStatus {
+        self.runtime
+            .block_on(Api::<Fleet>::namespaced(self.client.clone(), &self.ns).get("f"))
+            .unwrap()
+            .status
+            .unwrap_or_default()
+    }
+
+    /// The agent each Machine of business cluster `i` runs, settled at its generation.
+    fn agents(&self, i: usize) -> Vec<String> {
+        self.businesses[i]
+            .machines(&self.runtime)
+            .into_iter()
+            .map(|m| {
+                let status = m.status.clone().expect("operated");
+                assert_eq!(status.observed_generation, m.metadata.generation, "{m:?}");
+                m.spec.packages["agent"].clone()
+            })
+            .collect()
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if std::env::var_os("ENDSTATE_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
 #[test]
 fn machines_are_written_to_their_business_clusters_and_clusters_stay_in_the_meta_cluster() {
+    let setup = Setup::new("business");
     let meta = TestServer::shared();
-    let (runtime, client, ns) = kube_namespace_on(meta, "business");
-    let businesses = [
-        Business::start(&runtime, &client, &ns, "a"),
-        Business::start(&runtime, &client, &ns, "b"),
-    ];
-    let (dir, remote, work) = remote_and_clone("business");
-    write_fleet(&work, "agent-1.0");
-    let first = commit_and_push(&work, "The fleet, in two business clusters");
-    let fleet: Fleet = serde_json::from_value(json!({
-        "apiVersion": "fleet.endstate.dev/v1alpha1", "kind": "Fleet",
-        "metadata": {"name": "f", "namespace": ns},
-        "spec": {
-            "source": {"url": format!("file://{}", remote.display()), "branch": "main", "interval": "1s"},
-            "revert": {"authorName": "endstate", "authorEmail": "endstate@example.com"},
-            "machines": {"placement": "Cluster", "namespace": TARGET_NS},
-        },
-    }))
-    .unwrap();
-    // The meta-cluster's operator plays the Clusters.
-    let _meta_agent = crate::support::fleet_with_agent(
-        &runtime,
-        &client,
-        &fleet,
-        Duration::from_millis(200),
-        Faults::none(),
-    );
-
-    let log = dir.join("run.log");
-    let mut run = crate::kill::start(meta.kubeconfig(), &ns, &dir.join("state"), &log);
-    let code = crate::kill::wait(&mut run, Duration::from_secs(180));
-    let out = std::fs::read_to_string(&log).unwrap_or_default();
+    let ns = &setup.ns;
+    let (code, out) = setup.run("run");
     assert_eq!(code, 0, "{out}");
 
     // The Clusters and their package version here; no Machine and no Machine package version.
     let here = |kind: &str| {
         let (code, out, err) =
-            crate::support::kubectl(meta.kubeconfig(), &["get", kind, "-n", &ns, "-o", "name"]);
+            crate::support::kubectl(meta.kubeconfig(), &["get", kind, "-n", ns, "-o", "name"]);
         assert_eq!(code, 0, "{err}");
         out.lines().map(str::to_owned).collect::<Vec<_>>()
     };
@@ -186,18 +252,22 @@ fn machines_are_written_to_their_business_clusters_and_clusters_stay_in_the_meta
     assert!(here("machines.fleet.endstate.dev").is_empty());
     assert!(here("machinepackageversions.fleet.endstate.dev").is_empty());
     // Each business cluster has its own Machines, healthy, and the version they use.
-    for (business, cluster) in businesses.iter().zip(["a", "b"]) {
-        let machines = business.machines(&runtime);
+    for (i, cluster) in ["a", "b"].into_iter().enumerate() {
+        let business = &setup.businesses[i];
+        let machines = business.machines(&setup.runtime);
         assert_eq!(machines.len(), MACHINES / 2, "{cluster}");
         for m in &machines {
             assert_eq!(m.spec.cluster, cluster);
             let labels = m.metadata.labels.clone().unwrap_or_default();
             assert_eq!(labels["fleet.endstate.dev/fleet"], "f");
-            assert_eq!(labels["fleet.endstate.dev/fleet-namespace"], ns);
-            let status = m.status.clone().expect("operated");
-            assert_eq!(status.observed_generation, m.metadata.generation, "{m:?}");
+            assert_eq!(labels["fleet.endstate.dev/fleet-namespace"], *ns);
         }
-        assert_eq!(business.packages(&runtime), ["agent-1.0"], "{cluster}");
+        assert_eq!(setup.agents(i), vec!["agent-1.0"; MACHINES / 2]);
+        assert_eq!(
+            business.packages(&setup.runtime),
+            ["agent-1.0", "agent-2.0", "agent-3.0"],
+            "{cluster}"
+        );
         let (code, out, err) = crate::support::kubectl(
             business.server.kubeconfig(),
             &["get", "machines", "-n", TARGET_NS, "-o", "name"],
@@ -205,15 +275,67 @@ fn machines_are_written_to_their_business_clusters_and_clusters_stay_in_the_meta
         assert_eq!(code, 0, "{err}");
         assert_eq!(out.lines().count(), MACHINES / 2, "{out}");
     }
-    let status = runtime
-        .block_on(Api::<Fleet>::namespaced(client.clone(), &ns).get("f"))
-        .unwrap()
-        .status
-        .unwrap_or_default();
     assert_eq!(
-        status.last_good_commit.as_deref(),
-        Some(first.as_str()),
+        setup.status().last_good_commit.as_deref(),
+        Some(setup.first.as_str()),
         "{out}"
     );
-    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Business cluster `b`'s API server frozen during an upgrade: its Machines are held, not
+/// failed (the breaker stays closed, no budget is spent for them), `a`'s are upgraded, and
+/// the commit is not good; thawed, the next run rolls `b`'s out and the commit is good.
+#[test]
+fn a_frozen_business_cluster_holds_its_machines_and_not_the_others() {
+    let setup = Setup::new("business-frozen");
+    let (code, out) = setup.run("first");
+    assert_eq!(code, 0, "{out}");
+    let spent = || {
+        setup
+            .status()
+            .budgets
+            .unwrap_or_default()
+            .into_iter()
+            .find(|b| b.class == "machine-update")
+            .map_or(0, |b| b.spent)
+    };
+    assert_eq!(spent(), MACHINES as i64);
+
+    setup.businesses[1].server.signal_apiserver("STOP").unwrap();
+    write_fleet(&setup.work, "agent-2.0");
+    let second = commit_and_push(&setup.work, "Upgrade the agent");
+    let (code, out) = setup.run("frozen");
+    setup.businesses[1].server.signal_apiserver("CONT").unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("business cluster b cannot be used (TargetUnreachable"),
+        "{out}"
+    );
+    assert!(!out.contains("BREAKER TRIPPED"), "{out}");
+    let status = setup.status();
+    assert_eq!(status.last_applied_commit.as_deref(), Some(second.as_str()));
+    assert_eq!(
+        status.last_good_commit.as_deref(),
+        Some(setup.first.as_str()),
+        "a commit with held Machines is not good"
+    );
+    assert_eq!(status.history.unwrap_or_default()[0].outcome, "Held");
+    assert_eq!(setup.agents(0), vec!["agent-2.0"; MACHINES / 2]);
+    assert_eq!(setup.agents(1), vec!["agent-1.0"; MACHINES / 2]);
+    assert_eq!(
+        spent(),
+        (MACHINES + MACHINES / 2) as i64,
+        "held changes spend nothing"
+    );
+
+    // Thawed: the held Machines roll out, and the commit is good.
+    let (code, out) = setup.run("thawed");
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(setup.agents(1), vec!["agent-2.0"; MACHINES / 2]);
+    assert_eq!(
+        setup.status().last_good_commit.as_deref(),
+        Some(second.as_str()),
+        "{out}"
+    );
+    assert_eq!(spent(), 2 * MACHINES as i64, "each change spent once");
 }
