@@ -236,6 +236,17 @@ impl<L: Live, C: Clock> Controller<L, C> {
                 self.tally.trip_to_restored = None;
                 self.tally.trip_to_revert = None;
             }
+            Report::TargetHeld {
+                cluster,
+                reason,
+                message,
+                ..
+            } => {
+                self.record
+                    .unavailable
+                    .insert(cluster.clone(), (reason.clone(), message.clone()));
+            }
+            Report::StageStarted { index: 0, .. } => self.record.unavailable.clear(),
             Report::Completed { held, .. } => {
                 self.tally.completed += 1;
                 let done = *held == 0 && self.foreign.is_empty();

@@ -267,6 +267,8 @@ impl<L: Live, C: Clock> Controller<L, C> {
         self.note_foreign(&plan);
         if plan.is_empty() {
             self.tally.noops += 1;
+            // Nothing left to write: nothing is held for a business cluster either.
+            self.record.unavailable.clear();
             if new_head || self.record.last_applied.as_deref() != Some(head.as_str()) {
                 self.say(&format!("{} is in sync: nothing to write", short(&head)));
             }

@@ -45,6 +45,9 @@ pub struct Record {
     pub held_back: usize,
     /// What the last plan did not write because another Fleet owns it, in words.
     pub foreign: Option<String>,
+    /// The business clusters whose changes the rollout held because they could not be used:
+    /// cluster → (reason, message). Cleared when a rollout starts.
+    pub unavailable: std::collections::BTreeMap<String, (String, String)>,
 }
 
 /// The tokens of the last requests acted on (see `endstate_api::fleet::requests`).
@@ -209,6 +212,7 @@ pub fn from_status(status: &FleetStatus) -> Result<(Engine, Record), StateError>
         // The next reconcile plans again and counts them.
         held_back: 0,
         foreign: None,
+        unavailable: Default::default(),
     };
     Ok((engine, record))
 }
@@ -370,6 +374,22 @@ fn idle_readiness(record: &Record) -> (bool, &'static str, String) {
             "Progressing",
             "not reconciled yet: the branch is fetched and rolled out first".to_owned(),
         ),
+        (Some(applied), _) if !record.unavailable.is_empty() => {
+            let (reason, _) = record.unavailable.values().next().expect("not empty");
+            let each: Vec<String> = record
+                .unavailable
+                .iter()
+                .map(|(cluster, (reason, message))| format!("{cluster}: {reason}: {message}"))
+                .collect();
+            (
+                false,
+                static_reason(reason),
+                format!(
+                    "Machines of business clusters that cannot be used are held, {applied} is not good: {}",
+                    each.join("; ")
+                ),
+            )
+        }
         (Some(_), _) if record.foreign.is_some() => (
             false,
             "OwnedByAnotherFleet",
@@ -392,6 +412,20 @@ fn idle_readiness(record: &Record) -> (bool, &'static str, String) {
             format!("{applied} is rolled out and not recorded good yet"),
         ),
     }
+}
+
+/// A business cluster's reason as the `&'static str` conditions take (one of the four a
+/// backend gives; anything else reads as `TargetUnavailable`).
+fn static_reason(reason: &str) -> &'static str {
+    [
+        "TargetUnreachable",
+        "TargetUnauthorized",
+        "TargetMissingCRDs",
+        "TargetSecretInvalid",
+    ]
+    .into_iter()
+    .find(|r| *r == reason)
+    .unwrap_or("TargetUnavailable")
 }
 
 /// Why a rollout under way is not done: the reason Ready and Reconciling report.
@@ -568,6 +602,19 @@ mod tests {
             ready_and_reconciling(&record),
             [pair("True", "InSync"), pair("False", "Idle")]
         );
+        record.unavailable.insert(
+            "b".into(),
+            (
+                "TargetUnreachable".into(),
+                "https://10.0.0.2:6443: no answer".into(),
+            ),
+        );
+        assert_eq!(
+            ready_and_reconciling(&record)[0],
+            pair("False", "TargetUnreachable"),
+            "Machines held for a business cluster that cannot be used"
+        );
+        record.unavailable.clear();
         record.foreign = Some("2 objects owned by Fleet prod/f".into());
         assert_eq!(
             ready_and_reconciling(&record),

@@ -319,7 +319,27 @@ fn a_frozen_business_cluster_holds_its_machines_and_not_the_others() {
         Some(setup.first.as_str()),
         "a commit with held Machines is not good"
     );
-    assert_eq!(status.history.unwrap_or_default()[0].outcome, "Held");
+    assert_eq!(
+        status.history.clone().unwrap_or_default()[0].outcome,
+        "Held"
+    );
+    let ready = status
+        .conditions
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "TargetUnreachable"),
+        "{}",
+        ready.message
+    );
+    assert!(
+        ready.message.contains("b: TargetUnreachable"),
+        "{}",
+        ready.message
+    );
     assert_eq!(setup.agents(0), vec!["agent-2.0"; MACHINES / 2]);
     assert_eq!(setup.agents(1), vec!["agent-1.0"; MACHINES / 2]);
     assert_eq!(
