@@ -52,7 +52,13 @@ async fn run_sim(args: &RunArgs) -> anyhow::Result<ExitCode> {
     }
     let state_dir = match &args.state_dir {
         Some(dir) => dir.clone(),
-        None => std::env::temp_dir().join(format!("endstate-run-{}", std::process::id())),
+        None => {
+            // This run's alone: one left by an earlier process of the same pid holds another
+            // repository's mirror.
+            let dir = std::env::temp_dir().join(format!("endstate-run-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            dir
+        }
     };
     // The status file holds what the last run applied: the source checks the branch against it.
     let mut sim =
