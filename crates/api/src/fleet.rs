@@ -212,6 +212,10 @@ pub struct FleetStatus {
     /// The rollout in progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutCursor>,
+    /// With `spec.machines.placement: Cluster`: each business cluster the Fleet writes to,
+    /// and whether it can be used (at most 64, by name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets: Option<Vec<TargetStatus>>,
     /// The circuit breaker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breaker: Option<BreakerStatus>,
@@ -384,6 +388,23 @@ pub struct QuarantinedCommit {
     /// The revert commit endstate pushed, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revert_commit: Option<String>,
+}
+
+/// A business cluster as the Fleet last saw it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetStatus {
+    /// The business cluster (its Cluster's name).
+    pub cluster: String,
+    /// Whether its Machines can be written.
+    pub ready: bool,
+    /// Why not: `TargetUnreachable`, `TargetUnauthorized`, `TargetMissingCRDs`,
+    /// `TargetSecretInvalid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What is wrong, in words (at most 160 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Spending of one budget class inside its window.

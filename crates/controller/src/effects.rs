@@ -466,7 +466,8 @@ impl<L: Live, C: Clock> Controller<L, C> {
     pub(crate) async fn save(&mut self) -> Result<(), Error> {
         let now = self.clock.now();
         let policy = self.policy();
-        let status = status::to_status(&self.engine, &self.record, &policy, now);
+        let mut status = status::to_status(&self.engine, &self.record, &policy, now);
+        status.targets = status::targets(self.live.targets());
         let text = serde_json::to_string(&status).unwrap_or_default();
         if self.saved.as_deref() == Some(text.as_str()) {
             self.saved_at = now;

@@ -217,7 +217,12 @@ impl KubeLive {
             return Err(Error::Settings("retry attempts must be at least 1".into()));
         }
         let caches = Caches::start(&client, &settings.namespace, settings.target.as_ref());
-        let fleet = FleetId::new(&settings.namespace, &settings.fleet);
+        // In a business cluster, the Fleet is the one of the meta-cluster's namespace.
+        let fleet_namespace = settings
+            .target
+            .as_ref()
+            .map_or(&settings.namespace, |t| &t.fleet_namespace);
+        let fleet = FleetId::new(fleet_namespace, &settings.fleet);
         Ok(KubeLive {
             client,
             limiter,
@@ -370,10 +375,12 @@ impl KubeLive {
             let err = match api.patch(&id.name, &params, &Patch::Apply(body)).await {
                 Ok(mut written) => {
                     self.counters.applied.fetch_add(1, Ordering::Relaxed);
-                    if !moved {
-                        // Still shared with the manager of older writes: move it now, so
-                        // that the next apply removes what the commit stopped setting.
-                        self.move_to_own_manager(&api, id, &written).await;
+                    if !moved && self.move_to_own_manager(&api, id, &written).await {
+                        // It was still shared with the manager of older writes: apply once
+                        // more as the Fleet's own, which removes what the commit stopped
+                        // setting and the shared manager alone held.
+                        moved = true;
+                        continue;
                     }
                     crate::cache::trim(written.meta_mut());
                     let generation = written.meta().generation.unwrap_or_default();

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use endstate_api::FleetStatus;
+use endstate_api::fleet::TargetStatus;
 use endstate_core::{FleetObject, Kind, ObjectRef};
 use endstate_rollout::{Applied, Changes, Live, LiveError};
 use futures::future::join_all;
@@ -252,6 +253,49 @@ impl Placed {
         }
     }
 
+    /// A business cluster's answers, where the server was not reached (retries spent) or
+    /// refused the credentials: those are the business cluster's problem, not the object's,
+    /// so they are held (`Unavailable`) and the business cluster is connected again later.
+    fn unusable_if_unanswered<T>(
+        &self,
+        cluster: &str,
+        results: Vec<Result<T, LiveError>>,
+    ) -> Vec<Result<T, LiveError>> {
+        let mut problem = None;
+        let results = results
+            .into_iter()
+            .map(|result| {
+                let found = match &result {
+                    Err(LiveError::Transient(m)) => Some(TargetProblem::Unreachable(m.clone())),
+                    Err(LiveError::Fatal(m)) if m.contains(" (401 ") || m.contains(" (403 ") => {
+                        Some(TargetProblem::Unauthorized(m.clone()))
+                    }
+                    _ => None,
+                };
+                match found {
+                    Some(p) => {
+                        let err = unavailable(cluster, &p);
+                        problem = Some(p);
+                        Err(err)
+                    }
+                    None => result,
+                }
+            })
+            .collect();
+        if let Some(problem) = problem {
+            tracing::warn!(cluster, %problem, "business cluster cannot be used");
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots.insert(
+                cluster.to_owned(),
+                Slot::Unusable {
+                    problem,
+                    retry_at: Instant::now() + RETRY,
+                },
+            );
+        }
+        results
+    }
+
     /// The positions of `ids` by where each lives (`None`: the meta-cluster); a Machine seen
     /// in no business cluster is in no group.
     fn group(&self, ids: &[ObjectRef]) -> BTreeMap<Option<String>, Vec<usize>> {
@@ -402,6 +446,7 @@ impl Live for Placed {
                     Err(err) => vec![Err(err); batch.len()],
                     Ok(live) => match tokio::time::timeout(ANSWER, live.apply(&batch)).await {
                         Ok(results) => {
+                            let results = self.unusable_if_unanswered(c, results);
                             self.remember(
                                 batch
                                     .iter()
@@ -443,7 +488,7 @@ impl Live for Placed {
                 Some(c) => match self.target(c) {
                     Err(err) => vec![Err(err); wanted.len()],
                     Ok(live) => match tokio::time::timeout(ANSWER, live.delete(&wanted)).await {
-                        Ok(results) => results,
+                        Ok(results) => self.unusable_if_unanswered(c, results),
                         Err(_) => {
                             let problem = TargetProblem::Unreachable(format!(
                                 "deletes not answered within {ANSWER:?}"
@@ -494,5 +539,17 @@ impl Live for Placed {
 
     async fn save_status(&self, status: &FleetStatus) -> Result<(), LiveError> {
         self.meta.save_status(status).await
+    }
+
+    fn targets(&self) -> Vec<TargetStatus> {
+        self.health()
+            .into_iter()
+            .map(|(cluster, problem)| TargetStatus {
+                cluster,
+                ready: problem.is_none(),
+                reason: problem.as_ref().map(|p| p.reason().to_owned()),
+                message: problem.map(|p| p.message().to_owned()),
+            })
+            .collect()
     }
 }

@@ -8,6 +8,7 @@
 use std::future::Future;
 
 use endstate_api::FleetStatus;
+use endstate_api::fleet::TargetStatus;
 use endstate_core::{FleetObject, ObjectRef};
 
 /// Why a live operation failed.
@@ -134,6 +135,12 @@ pub trait Live: Send + Sync {
         &self,
         status: &FleetStatus,
     ) -> impl Future<Output = Result<(), LiveError>> + Send;
+
+    /// The business clusters the fleet's objects are written to, and why each that cannot be
+    /// used cannot (none when everything lives beside the Fleet).
+    fn targets(&self) -> Vec<TargetStatus> {
+        Vec::new()
+    }
 }
 
 /// A shared backend: the in-cluster controller keeps one per `Fleet` (its caches) across the
@@ -183,5 +190,8 @@ impl<L: Live> Live for std::sync::Arc<L> {
         status: &FleetStatus,
     ) -> impl Future<Output = Result<(), LiveError>> + Send {
         (**self).save_status(status)
+    }
+    fn targets(&self) -> Vec<TargetStatus> {
+        (**self).targets()
     }
 }

@@ -323,6 +323,20 @@ fn a_frozen_business_cluster_holds_its_machines_and_not_the_others() {
         status.history.clone().unwrap_or_default()[0].outcome,
         "Held"
     );
+    let targets: Vec<(String, bool, Option<String>)> = status
+        .targets
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| (t.cluster, t.ready, t.reason))
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            ("a".to_owned(), true, None),
+            ("b".to_owned(), false, Some("TargetUnreachable".to_owned()))
+        ]
+    );
     let ready = status
         .conditions
         .unwrap_or_default()

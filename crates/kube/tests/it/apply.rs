@@ -312,5 +312,27 @@ async fn objects_of_the_shared_field_manager_move_to_the_fleets_own() {
     );
     let labels = got.metadata.labels.unwrap_or_default();
     assert!(!labels.contains_key("tier"), "{labels:?}");
+
+    // Without a conflicting value (the commit only dropped the label), the write is repeated
+    // once moved, so that the label still goes.
+    let mut same = old.clone();
+    same["metadata"]["name"] = json!("m-2");
+    same["spec"]["packages"]["kubelet"] = json!("kubelet-1.28");
+    same["spec"]["hostname"] = json!("m-2");
+    api.patch(
+        "m-2",
+        &PatchParams::apply(endstate_api::labels::FIELD_MANAGER),
+        &Patch::Apply(&same),
+    )
+    .await
+    .unwrap();
+    backend
+        .apply(&[machine("m-2", "10.0.0.1", "kubelet-1.28")])
+        .await[0]
+        .as_ref()
+        .expect("the write is the Fleet's own");
+    let got = api.get("m-2").await.unwrap();
+    let labels = got.metadata.labels.unwrap_or_default();
+    assert!(!labels.contains_key("tier"), "{labels:?}");
     assert_eq!(backend.stats().conflicts, 0);
 }
