@@ -253,6 +253,62 @@ impl Placed {
         }
     }
 
+    /// Writes `batch` to business cluster `cluster`, each object within [`ANSWER`]: a write
+    /// answered keeps its answer; once one is not, the business cluster is taken as
+    /// unreachable and the writes not sent yet are not sent. Both are answered
+    /// `Unavailable` (held); only the unanswered ones may have landed, and the next plan
+    /// reads what did.
+    async fn apply_each(
+        &self,
+        cluster: &str,
+        live: &KubeLive,
+        batch: &[FleetObject],
+    ) -> Vec<Result<Applied, LiveError>> {
+        use futures::StreamExt as _;
+        let gave_up = std::sync::atomic::AtomicBool::new(false);
+        let unanswered =
+            TargetProblem::Unreachable(format!("a write not answered within {ANSWER:?}"));
+        // Collected first: a stream over a closure would not be provably `Send` here.
+        let writes: Vec<_> = batch
+            .iter()
+            .map(|object| {
+                let (gave_up, unanswered) = (&gave_up, &unanswered);
+                async move {
+                    if gave_up.load(std::sync::atomic::Ordering::Relaxed) {
+                        return Err(unavailable(cluster, unanswered));
+                    }
+                    match tokio::time::timeout(ANSWER, live.apply(std::slice::from_ref(object)))
+                        .await
+                    {
+                        Ok(mut answer) => answer
+                            .pop()
+                            .unwrap_or_else(|| Err(LiveError::Fatal("no answer".into()))),
+                        Err(_) => {
+                            gave_up.store(true, std::sync::atomic::Ordering::Relaxed);
+                            Err(unavailable(cluster, unanswered))
+                        }
+                    }
+                }
+            })
+            .collect();
+        let results: Vec<Result<Applied, LiveError>> = futures::stream::iter(writes)
+            .buffered(self.settings.max_in_flight.max(1))
+            .collect()
+            .await;
+        if gave_up.into_inner() {
+            tracing::warn!(cluster, problem = %unanswered, "business cluster cannot be used");
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots.insert(
+                cluster.to_owned(),
+                Slot::Unusable {
+                    problem: unanswered,
+                    retry_at: Instant::now() + RETRY,
+                },
+            );
+        }
+        results
+    }
+
     /// A business cluster's answers, where the server was not reached (retries spent) or
     /// refused the credentials: those are the business cluster's problem, not the object's,
     /// so they are held (`Unavailable`) and the business cluster is connected again later.
@@ -444,26 +500,18 @@ impl Live for Placed {
                 None => self.meta.apply(&batch).await,
                 Some(c) => match self.target(c) {
                     Err(err) => vec![Err(err); batch.len()],
-                    Ok(live) => match tokio::time::timeout(ANSWER, live.apply(&batch)).await {
-                        Ok(results) => {
-                            let results = self.unusable_if_unanswered(c, results);
-                            self.remember(
-                                batch
-                                    .iter()
-                                    .zip(&results)
-                                    .filter(|(o, r)| o.kind() == Kind::Machine && r.is_ok())
-                                    .map(|(o, _)| (o.name().to_owned(), c.clone())),
-                            );
-                            results
-                        }
-                        // Unanswered: held; the next plan reads what landed.
-                        Err(_) => {
-                            let problem = TargetProblem::Unreachable(format!(
-                                "writes not answered within {ANSWER:?}"
-                            ));
-                            vec![Err(unavailable(c, &problem)); batch.len()]
-                        }
-                    },
+                    Ok(live) => {
+                        let results = self.apply_each(c, &live, &batch).await;
+                        let results = self.unusable_if_unanswered(c, results);
+                        self.remember(
+                            batch
+                                .iter()
+                                .zip(&results)
+                                .filter(|(o, r)| o.kind() == Kind::Machine && r.is_ok())
+                                .map(|(o, _)| (o.name().to_owned(), c.clone())),
+                        );
+                        results
+                    }
                 },
             };
             (indices, results)
