@@ -107,6 +107,11 @@ impl RateLimiter {
         }
     }
 
+    /// The rate and burst it was made with.
+    pub fn limits(&self) -> Limits {
+        self.lock().limits
+    }
+
     /// What the limiter has seen so far.
     pub fn stats(&self) -> LimiterStats {
         let bucket = self.lock();

@@ -342,6 +342,9 @@ fn sync(
                 let mut settings = endstate_kube::Settings::new(key.0.clone(), key.1.clone());
                 settings.max_in_flight = shared.max_in_flight;
                 settings.leadership = Some(shared.leadership.clone());
+                // What a business cluster's own limiter starts from (the meta-cluster's is
+                // the shared one).
+                settings.limits = shared.limiter.limits();
                 match KubeLive::start_lazily(
                     shared.client.clone(),
                     shared.limiter.clone(),
