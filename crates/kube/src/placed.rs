@@ -601,3 +601,47 @@ impl Live for Placed {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use endstate_api::fleet::{MachinesSpec, Placement as Where};
+
+    use super::*;
+
+    fn spec(placement: Where, namespace: Option<&str>, suffix: Option<&str>) -> MachinesSpec {
+        MachinesSpec {
+            placement: Some(placement),
+            namespace: namespace.map(str::to_owned),
+            kubeconfig_secret_suffix: suffix.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_placement_takes_its_defaults_and_names_the_field_it_refuses() {
+        assert_eq!(Placement::of("prod", None), Ok(None));
+        assert_eq!(
+            Placement::of("prod", Some(&spec(Where::Local, None, None))),
+            Ok(None)
+        );
+        assert_eq!(
+            Placement::of("prod", Some(&spec(Where::Cluster, None, None))),
+            Ok(Some(Placement {
+                namespace: "prod".into(),
+                secret_suffix: "-kubeconfig".into(),
+            }))
+        );
+        let refused = |s: MachinesSpec| Placement::of("prod", Some(&s)).unwrap_err().to_string();
+        assert!(
+            refused(spec(Where::Local, Some("m"), None)).contains("for placement: Cluster"),
+            "a Local placement with business-cluster settings"
+        );
+        assert!(
+            refused(spec(Where::Cluster, Some("Bad_NS"), None))
+                .contains("spec.machines.namespace \"Bad_NS\"")
+        );
+        assert!(
+            refused(spec(Where::Cluster, None, Some("/x")))
+                .contains("kubeconfigSecretSuffix \"/x\"")
+        );
+    }
+}

@@ -20,13 +20,7 @@ const TARGET_NS: &str = "fleet-machines";
 
 /// Clusters `a` and `b`, Machines alternating between them on `agent`, three agent versions.
 fn write_fleet(work: &Path, agent: &str) {
-    let mut out = String::new();
-    for v in ["1.0", "2.0", "3.0"] {
-        out.push_str(&format!(
-            "---\napiVersion: fleet.endstate.dev/v1alpha1\nkind: MachinePackageVersion\nmetadata:\n  name: agent-{v}\nspec:\n  packageName: agent\n  version: \"{v}\"\n  install:\n    url: https://pkg.example/agent-{v}.rpm\n    sha256: {}\n",
-            "cd".repeat(32)
-        ));
-    }
+    let mut out = crate::kill::agent_versions();
     out.push_str("---\napiVersion: fleet.endstate.dev/v1alpha1\nkind: ClusterPackageVersion\nmetadata:\n  name: k8s\nspec:\n  version: \"1\"\n  etcd:\n    image: etcd:1\n  apiserver:\n    image: apiserver:1\n  controllerManager:\n    image: cm:1\n  scheduler:\n    image: sched:1\n");
     for c in ["a", "b"] {
         out.push_str(&format!(

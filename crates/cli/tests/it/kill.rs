@@ -15,14 +15,20 @@ use crate::support::{git, kube_namespace_on, remote_and_clone};
 
 const MACHINES: usize = 24;
 
-pub fn write_fleet(work: &Path, agent: &str) {
-    let mut base = String::new();
+/// The MachinePackageVersions `agent-1.0`, `agent-2.0` and `agent-3.0`, as YAML documents.
+pub fn agent_versions() -> String {
+    let mut out = String::new();
     for v in ["1.0", "2.0", "3.0"] {
-        base.push_str(&format!(
+        out.push_str(&format!(
             "---\napiVersion: fleet.endstate.dev/v1alpha1\nkind: MachinePackageVersion\nmetadata:\n  name: agent-{v}\nspec:\n  packageName: agent\n  version: \"{v}\"\n  install:\n    url: https://pkg.example/agent-{v}.rpm\n    sha256: {}\n",
             "cd".repeat(32)
         ));
     }
+    out
+}
+
+pub fn write_fleet(work: &Path, agent: &str) {
+    let mut base = agent_versions();
     base.push_str("---\napiVersion: fleet.endstate.dev/v1alpha1\nkind: ClusterPackageVersion\nmetadata:\n  name: k8s-1\nspec:\n  version: \"1\"\n  etcd:\n    image: etcd:1\n  apiserver:\n    image: apiserver:1\n  controllerManager:\n    image: cm:1\n  scheduler:\n    image: sched:1\n---\napiVersion: fleet.endstate.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: c1\nspec:\n  packageVersion: k8s-1\n");
     for i in 0..MACHINES {
         base.push_str(&format!(

@@ -257,3 +257,21 @@ pub fn can_i(kubeconfig: &Path, args: &[&str]) -> bool {
     assert!(code == 0 || code == 1, "{out}{err}");
     out.trim() == "yes"
 }
+
+/// A token of ServiceAccount `endstate` in `namespace`, from the TokenRequest API (2 hours).
+pub fn service_account_token(admin: &Path, namespace: &str) -> String {
+    let (code, token, err) = kubectl(
+        admin,
+        &[
+            "create",
+            "token",
+            "endstate",
+            "-n",
+            namespace,
+            "--duration",
+            "2h",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    token.trim().to_owned()
+}

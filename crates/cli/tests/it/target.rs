@@ -119,20 +119,8 @@ fn the_target_service_account_may_write_machines_in_its_namespace_and_nothing_mo
     let admin = business.kubeconfig();
     let (code, out, err) = install_target(admin);
     assert_eq!(code, 0, "{out}{err}");
-    let (code, token, err) = kubectl(
-        admin,
-        &[
-            "create",
-            "token",
-            "endstate",
-            "-n",
-            "fleet-machines",
-            "--duration",
-            "2h",
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
-    let token = token.trim();
+    let token = crate::support::service_account_token(admin, "fleet-machines");
+    let token = token.as_str();
     let sa = business.dir().join("kubeconfig-target-sa");
     business.write_kubeconfig(token, &sa).unwrap();
     let can = |args: &[&str]| can_i(&sa, args);

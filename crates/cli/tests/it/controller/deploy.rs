@@ -45,21 +45,9 @@ fn the_deployed_service_account_runs_a_rollout_and_may_do_nothing_more() {
         .unwrap();
 
     // The ServiceAccount's identity: a token from the TokenRequest API.
-    let (code, token, err) = kubectl(
-        admin,
-        &[
-            "create",
-            "token",
-            "endstate",
-            "-n",
-            "endstate-system",
-            "--duration",
-            "2h",
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
+    let token = crate::support::service_account_token(admin, "endstate-system");
     let sa = setup.dir.join("kubeconfig-sa");
-    server.write_kubeconfig(token.trim(), &sa).unwrap();
+    server.write_kubeconfig(&token, &sa).unwrap();
     let can = |args: &[&str]| can_i(&sa, args);
     for allowed in [
         vec!["patch", "machines.fleet.endstate.dev", "-n", &ns],
